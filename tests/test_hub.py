@@ -1,0 +1,248 @@
+"""Checkpoints: safetensors round trips, clear errors, no pickle execution, the Hub cache path."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowmaps.hub import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    from_pretrained,
+    render_model_card,
+    resolve_checkpoint,
+    save_pretrained,
+)
+from flowmaps.registry import build_model
+
+CONFIG = {
+    "net": {"name": "mlp", "dim": 2, "width": 16, "depth": 2},
+    "sigma": 0.5,
+    "learn_loss_weight": True,
+    "loss_weight": {"dim": 8, "hidden": 4},
+    "data": "checkerboard",
+}
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(CONFIG)
+    with torch.no_grad():  # make the zero-initialised loss-weight head non-trivial
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+def _outputs(model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 2, generator=g)
+    s = torch.rand(32, generator=g)
+    t = torch.rand(32, generator=g)
+    with torch.no_grad():
+        return torch.cat([model.jump(x, s, t), model.log_weight(s, t)[:, None]], dim=1)
+
+
+def test_round_trip_fp32_is_bit_exact(tmp_path):
+    model = _model()
+    folder = save_pretrained(model, tmp_path / "ck", CONFIG, card={"data": "checkerboard"})
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors"]
+    loaded, config = from_pretrained(folder)
+    assert config["net"] == CONFIG["net"] and config["data"] == "checkerboard"
+    assert config["weights_dtype"] == "float32"
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert torch.equal(_outputs(model), _outputs(loaded))
+    assert not loaded.training
+
+
+def test_round_trip_fp16(tmp_path):
+    model = _model()
+    folder = save_pretrained(model, tmp_path / "ck16", CONFIG, dtype="float16")
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    loaded, config = from_pretrained(folder)
+    assert config["weights_dtype"] == "float16"
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.dtype == torch.float32
+        assert torch.equal(w, v.half().float()), k  # exactly the fp16 rounding, then upcast
+    torch.testing.assert_close(_outputs(loaded), _outputs(model), rtol=2e-3, atol=2e-3)
+
+
+def test_trainer_like_object_saves_ema_weights(tmp_path):
+    class Holder:
+        model = _model(0)
+        ema_model = _model(1)
+
+    loaded, _ = from_pretrained(save_pretrained(Holder(), tmp_path / "a", CONFIG))
+    assert torch.equal(_outputs(loaded), _outputs(Holder.ema_model))
+    loaded, _ = from_pretrained(save_pretrained(Holder(), tmp_path / "b", CONFIG, ema=False))
+    assert torch.equal(_outputs(loaded), _outputs(Holder.model))
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    folder = save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    weights = folder / WEIGHTS_NAME
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        from_pretrained(folder)
+    weights.write_bytes(data[:5])  # not even a header length
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        from_pretrained(folder)
+
+
+class _Payload:
+    """Unpickling this object creates a marker file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_posing_as_safetensors_is_rejected_and_not_executed(tmp_path):
+    folder = save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"net.out.weight": _Payload(str(marker))})
+    # The payload is live: unpickling it does create the marker.
+    pickle.loads(payload).popitem()[1].close()
+    assert marker.exists()
+    marker.unlink()
+    (folder / WEIGHTS_NAME).write_bytes(payload)
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        from_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_missing_folder_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
+        from_pretrained(tmp_path / "does-not-exist" / "deeper")
+    folder = save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    (folder / WEIGHTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        from_pretrained(folder)
+    (folder / CONFIG_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        from_pretrained(folder / "README.md")
+
+
+def test_config_mismatch_names_the_keys(tmp_path):
+    folder = save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config["net"]["width"] = 8  # wrong shapes
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"shape mismatches: net\.hidden\.0\.bias"):
+        from_pretrained(folder)
+    config["net"]["width"] = 16
+    config["learn_loss_weight"] = False  # the weights hold loss_weight.* entries the model lacks
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unexpected keys: loss_weight\.net"):
+        from_pretrained(folder)
+    config["learn_loss_weight"] = True
+    config["net"]["depth"] = 3  # the model wants a layer the weights lack
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"missing keys: net\.hidden\.2\.bias"):
+        from_pretrained(folder)
+
+
+def _lay_out_hub_cache(cache: Path, repo_id: str, source: Path, commit: str) -> None:
+    """The Hub cache layout: models--owner--name/{refs/main, snapshots/<commit>/files}."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(source, repo / "snapshots" / commit)
+
+
+def test_hub_id_through_snapshot_download_offline(tmp_path, monkeypatch):
+    model = _model()
+    folder = save_pretrained(model, tmp_path / "ck", CONFIG)
+    cache = tmp_path / "hub-cache"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _lay_out_hub_cache(cache, "someone/flowmaps-test", folder, commit)
+    monkeypatch.setenv("FLOWMAPS_HUB_OFFLINE", "1")
+    loaded, config = from_pretrained("someone/flowmaps-test", cache_dir=cache)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    assert config["data"] == "checkerboard"
+    loaded, _ = from_pretrained("someone/flowmaps-test", cache_dir=cache, revision=commit)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    with pytest.raises(FileNotFoundError, match="offline"):
+        from_pretrained("someone/not-cached", cache_dir=cache)
+
+
+def test_save_replaces_folder_atomically_and_keeps_other_files(tmp_path, monkeypatch):
+    target = tmp_path / "ck"
+    save_pretrained(_model(0), target, CONFIG)
+    (target / "trainer.safetensors").write_bytes(b"state")
+    save_pretrained(_model(1), target, CONFIG)
+    assert (target / "trainer.safetensors").read_bytes() == b"state"
+    assert torch.equal(_outputs(from_pretrained(target)[0]), _outputs(_model(1)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp folders left
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(_model(2), target, CONFIG)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert torch.equal(_outputs(from_pretrained(target)[0]), _outputs(_model(1)))
+
+
+def test_resolve_checkpoint_rejects_escapes(tmp_path):
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    assert resolve_checkpoint("checkerboard-lsd_v1.0", root) == (root / "checkerboard-lsd_v1.0").resolve()
+    for bad in ["..", "../x", "a/../../b", "/etc", "a/b", "a\\b", "", ".hidden", "a\x00b", "x" * 200, "a..b"]:
+        with pytest.raises(ValueError, match="invalid checkpoint name"):
+            resolve_checkpoint(bad, root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside"):
+        resolve_checkpoint("link", root)
+    with pytest.raises(FileNotFoundError):
+        resolve_checkpoint("absent", root, must_exist=True)
+
+
+def test_model_card_has_the_training_facts():
+    card = render_model_card(
+        {
+            "title": "Checkerboard LSD",
+            "data": "checkerboard",
+            "network": "MLP 4x512",
+            "method": "lsd",
+            "steps": 1000,
+            "wall_time": 3600.0,
+            "hardware": "1 GPU",
+            "metrics": [{"N": 1, "KL": 0.0864, "floor": 0.066}, {"N": 2, "KL": 0.0765, "floor": 0.066}],
+        },
+        {"sigma": 0.5},
+    )
+    assert card.startswith("---\nlibrary_name: flowmaps")
+    for text in [
+        "# Checkerboard LSD",
+        "**Steps**: 1000",
+        "**Wall time**: 60.0 min",
+        "| N | KL | floor |",
+        "| 1 | 0.0864 | 0.066 |",
+        "**Hardware**: 1 GPU",
+        '"sigma": 0.5',
+    ]:
+        assert text in card, text
