@@ -1,0 +1,159 @@
+"""The flow map module: X_{s,t}(x) = x + (t - s) v_{s,t}(x).
+
+Time convention: t = 0 is noise, t = 1 is data. A flow map sends the state of the
+probability-flow ODE dx/dt = b_t(x) at time s to its state at time t, for any s and t.
+
+With this parameterization X_{s,s} = id holds exactly, and the tangent condition
+lim_{s -> t} d/dt X_{s,t} = b_t gives v_{t,t} = b_t: the diagonal of the network is an
+ordinary flow-matching velocity, usable by any ODE solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from flowmaps.interpolants import Interpolant, _expand, make_interpolant
+
+TimeLike = float | Tensor
+
+BACKENDS = ("auto", "jvp", "tangent", "fd")
+
+
+def as_time(t: TimeLike, x: Tensor) -> Tensor:
+    """A time (python float, 0-d tensor or (B,) tensor) as a (B,) tensor of x's dtype/device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"times must be a scalar or of shape ({x.shape[0]},); got {tuple(t.shape)}")
+    return t
+
+
+class FlowMap(nn.Module):
+    """A flow map X_{s,t}(x) = x + (t - s) v_{s,t}(x) around a network v = net(s, t, x).
+
+    Args:
+        net: callable module, net(s, t, x) -> v with s, t of shape (B,) (t = 0 noise,
+            t = 1 data) and x of shape (B, *D). It may offer net.jvp(s, t, x, ds, dt, dx)
+            returning (v, dv) in one sweep (used by backend="tangent").
+        sigma: standard deviation of the Gaussian base x0 ~ N(0, sigma^2 I).
+        interpolant: "linear" (I_t = (1 - t) x0 + t x1) or "trig".
+        loss_weight: optional module w(s, t) -> (B,), the learned log-variance of the loss.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sigma: float = 1.0,
+        interpolant: str = "linear",
+        loss_weight: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.sigma = float(sigma)
+        self.interpolant_name = interpolant
+        self.interpolant: Interpolant = make_interpolant(interpolant)
+        self.loss_weight = loss_weight
+
+    # ------------------------------------------------------------------ evaluation
+    def forward(self, s: TimeLike, t: TimeLike, x: Tensor) -> Tensor:
+        """v_{s,t}(x), shape of x."""
+        return self.net(as_time(s, x), as_time(t, x), x)
+
+    def jump(self, x: Tensor, s: TimeLike, t: TimeLike) -> Tensor:
+        """X_{s,t}(x) = x + (t - s) v_{s,t}(x): one network call from time s to time t."""
+        s_, t_ = as_time(s, x), as_time(t, x)
+        return x + _expand(t_ - s_, x) * self.net(s_, t_, x)
+
+    def velocity(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The flow-matching velocity b_t(x) = v_{t,t}(x) (t = 0 noise, t = 1 data)."""
+        t_ = as_time(t, x)
+        return self.net(t_, t_, x)
+
+    def noise(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Draw base samples x0 ~ N(0, sigma^2 I) of the given shape."""
+        p = next(self.parameters(), None)
+        device = device if device is not None else (p.device if p is not None else "cpu")
+        dtype = dtype if dtype is not None else (p.dtype if p is not None else torch.float32)
+        return self.sigma * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def log_weight(self, s: Tensor, t: Tensor) -> Tensor | None:
+        """The learned per-sample log-variance w_{s,t} of shape (B,), or None if constant."""
+        if self.loss_weight is None:
+            return None
+        return self.loss_weight(s, t).reshape(-1)
+
+    # ------------------------------------------------------------------ derivatives
+    def jvp_velocity(
+        self,
+        x: Tensor,
+        s: TimeLike,
+        t: TimeLike,
+        dx: Tensor | None = None,
+        ds: TimeLike = 0.0,
+        dt: TimeLike = 0.0,
+        backend: str = "auto",
+        fd_step: float = 5e-3,
+    ) -> tuple[Tensor, Tensor]:
+        """v_{s,t}(x) and its directional derivative along the tangent (ds, dt, dx).
+
+        Backends: "jvp" (torch.func forward mode), "tangent" (the net's own tangent pass),
+        "fd" (central difference with step fd_step, bias O(fd_step^2)), "auto" (tangent
+        if the network provides one, else jvp). Gradients flow through both outputs.
+        """
+        s_, t_ = as_time(s, x), as_time(t, x)
+        ds_, dt_ = as_time(ds, x), as_time(dt, x)
+        dx_ = torch.zeros_like(x) if dx is None else dx
+        if backend == "auto":
+            backend = "tangent" if hasattr(self.net, "jvp") else "jvp"
+        if backend == "tangent":
+            if not hasattr(self.net, "jvp"):
+                raise ValueError(f"{type(self.net).__name__} has no tangent pass; use backend='jvp' or 'fd'")
+            return self.net.jvp(s_, t_, x, ds_, dt_, dx_)
+        if backend == "jvp":
+            return torch.func.jvp(self.net, (s_, t_, x), (ds_, dt_, dx_))
+        if backend == "fd":
+            h = fd_step
+            v_plus = self.net(s_ + h * ds_, t_ + h * dt_, x + h * dx_)
+            v_minus = self.net(s_ - h * ds_, t_ - h * dt_, x - h * dx_)
+            v = self.net(s_, t_, x)
+            return v, (v_plus - v_minus) / (2.0 * h)
+        raise ValueError(f"unknown derivative backend {backend!r}; choose one of {BACKENDS}")
+
+    def jvp(
+        self,
+        x: Tensor,
+        s: TimeLike,
+        t: TimeLike,
+        dx: Tensor | None = None,
+        ds: TimeLike = 0.0,
+        dt: TimeLike = 0.0,
+        backend: str = "auto",
+        fd_step: float = 5e-3,
+    ) -> tuple[Tensor, Tensor]:
+        """X_{s,t}(x) and its directional derivative along (ds, dt, dx).
+
+        With X = x + (t - s) v: dX = dx + (dt - ds) v + (t - s) dv.
+        For example jvp(x, s, t, dt=1) gives (X, d/dt X) for the Lagrangian loss and
+        jvp(x, s, t, ds=1) gives (X, d/ds X) for the Eulerian one.
+        """
+        s_, t_ = as_time(s, x), as_time(t, x)
+        ds_, dt_ = as_time(ds, x), as_time(dt, x)
+        v, dv = self.jvp_velocity(x, s_, t_, dx, ds_, dt_, backend=backend, fd_step=fd_step)
+        X = x + _expand(t_ - s_, x) * v
+        dX = _expand(dt_ - ds_, x) * v + _expand(t_ - s_, x) * dv
+        if dx is not None:
+            dX = dX + dx
+        return X, dX
+
+
+VelocityFn = Callable[[Tensor, Tensor], Tensor]

@@ -1,0 +1,373 @@
+"""Self-distillation objectives for flow maps (Boffi, Albergo, Vanden-Eijnden, 2025).
+
+Time convention: t = 0 is noise, t = 1 is data. x0 ~ N(0, sigma^2 I) is noise, x1 is data,
+I_t = alpha_t x0 + beta_t x1 the interpolant (linear by default: I_t = (1 - t) x0 + t x1).
+
+Every objective is the sum of two branches, each computed only on its own part of the batch:
+
+- diagonal (flow matching), a fraction eta of the batch, t ~ U[0, 1]:
+      r = v_{t,t}(I_t) - dI_t/dt
+- off-diagonal (distillation), the rest, (s, t) uniform on s < t, all starting at I_s:
+      Lagrangian (LSD):  r = d/dt X_{s,t}(I_s) - sg(v_{t,t}(sg(X_{s,t}(I_s))))
+      Eulerian (ESD):    r = d/ds X_{s,t}(I_s) + sg(grad_x X_{s,t}(I_s) . sg(v_{s,s}(I_s)))
+      Progressive (PSD): u = gamma s + (1 - gamma) t,
+                         r = v_{s,t}(I_s) - sg((1 - gamma) v_{s,u}(I_s) + gamma v_{u,t}(X_{s,u}(I_s)))
+
+sg is stop-gradient; the teacher is the current weights under sg (self-distillation), or a
+frozen pre-trained model (the distillation variants LMD, EMD, progressive distillation).
+
+Each per-sample term is exp(-w_{s,t}) * sum(r^2) + w_{s,t} when the flow map has a learned
+log-variance w, else sum(r^2); sum(r^2) sums over dimensions. Reduction "mean" averages all
+samples of the batch (the released code: a 3:1 weight between the branches at eta = 0.75);
+"sum_of_means" adds the mean of each branch (the paper's Algorithm 1).
+
+Known methods as presets of the same classes (see make_objective):
+  MeanFlow              = Eulerian, velocity "sample" (dI_s/ds = x1 - x0), residual in v-space
+  consistency training  = Eulerian, velocity "sample", residual in X-space
+  consistency distill.  = Eulerian, velocity "teacher" (a frozen velocity), residual in X-space
+  shortcut models       = Progressive, gamma = 1/2 on a dyadic grid of step sizes
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from flowmaps.flowmap import FlowMap
+from flowmaps.interpolants import _expand
+from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
+
+REDUCTIONS = ("mean", "sum_of_means")
+
+
+@dataclass
+class LossOutput:
+    """The scalar loss to minimise and float logs per term (mean squared residual per branch)."""
+
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def _sq(r: Tensor) -> Tensor:
+    """Per-sample sum of squares over all non-batch dimensions, shape (B,)."""
+    return r.reshape(r.shape[0], -1).pow(2).sum(dim=1)
+
+
+@contextlib.contextmanager
+def _dropout_off(model: nn.Module):
+    """Disable dropout layers only (dropout belongs to the diagonal branch alone)."""
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.training and m.p > 0]
+    for m in drops:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.train()
+
+
+class Objective(nn.Module):
+    """Base class: the batch split, the diagonal term, weighting and reduction.
+
+    Args:
+        eta: fraction of the batch on the diagonal (flow matching); the paper uses 0.75.
+        reduction: "mean" (average over every sample) or "sum_of_means".
+        backend: derivative backend for JVPs: "auto", "jvp", "tangent" or "fd".
+        fd_step: step of the central difference when backend="fd".
+        times: off-diagonal time sampler, "uniform" (triangle s < t) or "dyadic".
+        teacher: None for self-distillation, else a frozen model (a FlowMap, or for the
+            Lagrangian/Eulerian families any callable velocity(x, t)). It is not a submodule:
+            it is neither trained nor saved with the objective.
+        diagonal_target: "interpolant" (dI_t/dt, flow matching on data) or "teacher"
+            (the teacher's velocity; the default when a teacher is given).
+    """
+
+    name = "objective"
+    has_off_diagonal = True
+
+    def __init__(
+        self,
+        *,
+        eta: float = 0.75,
+        reduction: str = "mean",
+        backend: str = "auto",
+        fd_step: float = 5e-3,
+        times: str = "uniform",
+        teacher: nn.Module | Callable | None = None,
+        diagonal_target: str | None = None,
+    ) -> None:
+        super().__init__()
+        split_batch(2, eta)  # validates eta
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+        if times not in ("uniform", "dyadic"):
+            raise ValueError(f"unknown time sampler {times!r}; choose 'uniform' or 'dyadic'")
+        self.eta, self.reduction, self.backend, self.fd_step, self.times = eta, reduction, backend, fd_step, times
+        self._teacher = [teacher] if teacher is not None else []
+        if diagonal_target is None:
+            diagonal_target = "teacher" if teacher is not None else "interpolant"
+        if diagonal_target not in ("interpolant", "teacher"):
+            raise ValueError(f"diagonal_target must be 'interpolant' or 'teacher'; got {diagonal_target!r}")
+        if diagonal_target == "teacher" and teacher is None:
+            raise ValueError("diagonal_target='teacher' needs a teacher model")
+        self.diagonal_target = diagonal_target
+
+    @property
+    def teacher(self):
+        return self._teacher[0] if self._teacher else None
+
+    def teacher_velocity(self, model: FlowMap, x: Tensor, t: Tensor) -> Tensor:
+        """The teacher's velocity at (x, t): the frozen teacher's, or the model's own diagonal."""
+        teacher = self.teacher
+        if teacher is None:
+            return model.velocity(x, t)
+        if isinstance(teacher, FlowMap):
+            return teacher.velocity(x, t)
+        return teacher(x, t)
+
+    # ---------------------------------------------------------------- branches
+    def diagonal_residual(self, model: FlowMap, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """r = v_{t,t}(I_t) - target, target dI_t/dt (or the teacher's velocity)."""
+        it = model.interpolant.sample(x0, x1, t)
+        if self.diagonal_target == "teacher":
+            with torch.no_grad():
+                target = self.teacher_velocity(model, it.x_t, t)
+        else:
+            target = it.dx_t
+        return model.velocity(it.x_t, t) - target
+
+    def off_diagonal_residual(
+        self, model: FlowMap, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The distillation residual r of shape (B, *D) for pairs starting at I_s, s < t."""
+        raise NotImplementedError
+
+    def _weighted(self, model: FlowMap, s: Tensor, t: Tensor, sq: Tensor) -> Tensor:
+        w = model.log_weight(s, t)
+        if w is None:
+            return sq
+        return torch.exp(-w) * sq + w
+
+    def forward(
+        self,
+        model: FlowMap,
+        x1: Tensor,
+        x0: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LossOutput:
+        """The loss on a batch of data x1 (B, *D); x0 noise of the same shape (drawn if None)."""
+        if x0 is None:
+            x0 = model.sigma * torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        if x0.shape != x1.shape:
+            raise ValueError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        batch = x1.shape[0]
+        eta = self.eta if self.has_off_diagonal else 1.0
+        n_diag, n_off = split_batch(batch, eta)
+        kw = {"generator": generator, "device": x1.device, "dtype": x1.dtype}
+        branch_sums, branch_counts = [], []
+        logs: dict[str, float] = {}
+        if n_diag:
+            t = diagonal_times(n_diag, **kw)
+            sq = _sq(self.diagonal_residual(model, x0[:n_diag], x1[:n_diag], t))
+            branch_sums.append(self._weighted(model, t, t, sq).sum())
+            branch_counts.append(n_diag)
+            logs["diagonal"] = sq.detach().mean().item()
+        if n_off:
+            s, t = off_diagonal_times(n_off, kind=self.times, **kw)
+            with _dropout_off(model):
+                sq = _sq(self.off_diagonal_residual(model, x0[n_diag:], x1[n_diag:], s, t, generator))
+            branch_sums.append(self._weighted(model, s, t, sq).sum())
+            branch_counts.append(n_off)
+            logs[self.name] = sq.detach().mean().item()
+        if self.reduction == "mean":
+            loss = sum(branch_sums) / batch
+        else:
+            loss = sum(total / n for total, n in zip(branch_sums, branch_counts))
+        logs["loss"] = float(loss.detach())
+        return LossOutput(loss=loss, logs=logs)
+
+
+class FlowMatching(Objective):
+    """Flow matching alone: the whole batch on the diagonal, r = v_{t,t}(I_t) - dI_t/dt."""
+
+    name = "fm"
+    has_off_diagonal = False
+
+
+class Lagrangian(Objective):
+    """Lagrangian self-distillation (LSD): d/dt X_{s,t}(x) = v_{t,t}(X_{s,t}(x)).
+
+    r = d/dt X_{s,t}(I_s) - sg(v_{t,t}(sg(X_{s,t}(I_s)))); X and its t-derivative come from
+    one forward-mode pass, and the gradient flows only through the t-derivative.
+
+    stopgrad: "teacher" (the paper), "input" (sg only on X fed to the teacher; the gradient
+    also flows through the teacher's weights) or "none" (full gradient).
+    With a teacher (a frozen velocity) this is Lagrangian map distillation (LMD).
+    """
+
+    name = "lagrangian"
+
+    def __init__(self, *, stopgrad: str = "teacher", **kw) -> None:
+        super().__init__(**kw)
+        if stopgrad not in ("teacher", "input", "none"):
+            raise ValueError(f"stopgrad must be 'teacher', 'input' or 'none'; got {stopgrad!r}")
+        self.stopgrad = stopgrad
+
+    def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+        x_s = model.interpolant.sample(x0, x1, s).x_t
+        X, dX_dt = model.jvp(x_s, s, t, dt=1.0, backend=self.backend, fd_step=self.fd_step)
+        if self.stopgrad == "teacher":
+            with torch.no_grad():
+                target = self.teacher_velocity(model, X.detach(), t)
+        elif self.stopgrad == "input":
+            target = self.teacher_velocity(model, X.detach(), t)
+        else:
+            target = self.teacher_velocity(model, X, t)
+        return dX_dt - target
+
+
+class Eulerian(Objective):
+    """Eulerian self-distillation (ESD): d/ds X_{s,t}(x) + grad_x X_{s,t}(x) . b_s(x) = 0.
+
+    velocity: which b_s enters the transport term:
+        "model"   v_{s,s}(I_s), the model's own diagonal under sg (ESD, the paper);
+        "sample"  the one-sample estimate dI_s/ds = x1 - x0 (consistency training, MeanFlow);
+        "teacher" a frozen velocity (Eulerian map distillation, consistency distillation).
+    space: "map" gives the X-space residual r = d/ds X + sg(grad_x X . b_s) (gradient through
+        d/ds X only, the paper's placement; stopgrad="none" lets it flow through both terms
+        from a single JVP); "velocity" gives the v-space residual of MeanFlow,
+        r = v_{s,t}(I_s) - sg(b_s + (t - s)(d/ds v + grad_x v . b_s)).
+    """
+
+    name = "eulerian"
+
+    def __init__(self, *, velocity: str = "model", space: str = "map", stopgrad: str = "teacher", **kw) -> None:
+        super().__init__(**kw)
+        if velocity not in ("model", "sample", "teacher"):
+            raise ValueError(f"velocity must be 'model', 'sample' or 'teacher'; got {velocity!r}")
+        if velocity == "teacher" and self.teacher is None:
+            raise ValueError("velocity='teacher' needs a teacher model")
+        if space not in ("map", "velocity"):
+            raise ValueError(f"space must be 'map' or 'velocity'; got {space!r}")
+        if stopgrad not in ("teacher", "none"):
+            raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
+        self.velocity, self.space, self.stopgrad = velocity, space, stopgrad
+
+    def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+        it = model.interpolant.sample(x0, x1, s)
+        x_s = it.x_t
+        if self.velocity == "sample":
+            b = it.dx_t
+        else:
+            with torch.no_grad():
+                b = self.teacher_velocity(model, x_s, s)
+        jkw = {"backend": self.backend, "fd_step": self.fd_step}
+        if self.space == "map":
+            if self.stopgrad == "none":
+                _, total = model.jvp(x_s, s, t, dx=b, ds=1.0, **jkw)
+                return total
+            _, dX_ds = model.jvp(x_s, s, t, ds=1.0, **jkw)
+            with torch.no_grad():
+                _, transport = model.jvp(x_s, s, t, dx=b, **jkw)
+            return dX_ds + transport
+        v, dv = model.jvp_velocity(x_s, s, t, dx=b, ds=1.0, **jkw)
+        target = b + _expand(t - s, x_s) * dv
+        if self.stopgrad == "teacher":
+            target = target.detach()
+        return v - target
+
+
+class Progressive(Objective):
+    """Progressive self-distillation (PSD): the semigroup X_{u,t} o X_{s,u} = X_{s,t}.
+
+    u = gamma s + (1 - gamma) t and, in v-space (the (t - s)^2 factor of the X-space
+    residual is dropped on purpose),
+        r = v_{s,t}(I_s) - sg((1 - gamma) v_{s,u}(I_s) + gamma v_{u,t}(X_{s,u}(I_s))).
+    gamma: "uniform" (PSD-U, gamma ~ U[0, 1]) or a number in [0, 1] (PSD-M: 0.5).
+    With a frozen teacher flow map this is progressive distillation; with gamma = 1/2 on the
+    dyadic time grid it is the shortcut model.
+    """
+
+    name = "progressive"
+
+    def __init__(self, *, gamma: float | str = "uniform", stopgrad: str = "teacher", **kw) -> None:
+        super().__init__(**kw)
+        if gamma != "uniform" and not (isinstance(gamma, (int, float)) and 0.0 <= float(gamma) <= 1.0):
+            raise ValueError(f"gamma must be 'uniform' or a number in [0, 1]; got {gamma!r}")
+        if stopgrad not in ("teacher", "none"):
+            raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
+        if self.teacher is not None and not isinstance(self.teacher, FlowMap):
+            raise ValueError("progressive distillation needs a FlowMap teacher (it takes jumps)")
+        self.gamma, self.stopgrad = gamma, stopgrad
+
+    def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+        x_s = model.interpolant.sample(x0, x1, s).x_t
+        if self.gamma == "uniform":
+            gamma = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
+        else:
+            gamma = torch.full_like(s, float(self.gamma))
+        u = gamma * s + (1.0 - gamma) * t
+        teacher = self.teacher if self.teacher is not None else model
+        ctx = torch.no_grad() if self.stopgrad == "teacher" else contextlib.nullcontext()
+        with ctx:
+            v_su = teacher(s, u, x_s)
+            x_u = x_s + _expand(u - s, x_s) * v_su
+            v_ut = teacher(u, t, x_u)
+            g = _expand(gamma, x_s)
+            target = (1.0 - g) * v_su + g * v_ut
+        return model(s, t, x_s) - target
+
+
+# --------------------------------------------------------------------------- presets
+PRESETS: dict[str, tuple[type[Objective], dict]] = {
+    "fm": (FlowMatching, {}),
+    "lsd": (Lagrangian, {}),
+    "esd": (Eulerian, {}),
+    "psd-u": (Progressive, {"gamma": "uniform"}),
+    "psd-m": (Progressive, {"gamma": 0.5}),
+    "meanflow": (Eulerian, {"velocity": "sample", "space": "velocity"}),
+    "ct": (Eulerian, {"velocity": "sample", "space": "map"}),
+    "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic"}),
+    # teacher distillation: pass teacher=<frozen FlowMap or velocity(x, t)>
+    "lmd": (Lagrangian, {}),
+    "emd": (Eulerian, {"velocity": "teacher"}),
+    "cd": (Eulerian, {"velocity": "teacher"}),
+    "pd": (Progressive, {"gamma": 0.5}),
+}
+SELF_DISTILLATION = ("fm", "lsd", "esd", "psd-u", "psd-m", "meanflow", "ct", "shortcut")
+DISTILLATION = ("lmd", "emd", "cd", "pd")
+
+DESCRIPTIONS = {
+    "fm": "flow matching only (the diagonal); sample it with an ODE solver",
+    "lsd": "Lagrangian self-distillation: d/dt X_{s,t} = v_{t,t}(X_{s,t})",
+    "esd": "Eulerian self-distillation: d/ds X_{s,t} + grad X . v_{s,s} = 0",
+    "psd-u": "progressive self-distillation, gamma ~ U[0, 1]",
+    "psd-m": "progressive self-distillation, gamma = 1/2",
+    "meanflow": "MeanFlow: Eulerian with the sample velocity x1 - x0, v-space residual",
+    "ct": "consistency training: Eulerian with the sample velocity, X-space residual",
+    "shortcut": "shortcut model: PSD-M on a dyadic grid of step sizes",
+    "lmd": "Lagrangian map distillation from a frozen velocity",
+    "emd": "Eulerian map distillation from a frozen velocity",
+    "cd": "consistency distillation / Align Your Flow (= Eulerian map distillation)",
+    "pd": "progressive distillation from a frozen flow map",
+}
+
+
+def make_objective(name: str, **kwargs) -> Objective:
+    """Build an objective by name (see PRESETS); keyword arguments override the preset's.
+
+    The distillation presets ("lmd", "emd", "cd", "pd") need teacher=...
+    """
+    key = name.lower().replace("_", "-")
+    if key not in PRESETS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(PRESETS)}")
+    cls, preset = PRESETS[key]
+    if key in DISTILLATION and kwargs.get("teacher") is None:
+        raise ValueError(f"method {key!r} distils a frozen model: pass teacher=<model>")
+    obj = cls(**{**preset, **kwargs})
+    obj.method = key
+    return obj

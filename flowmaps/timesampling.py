@@ -1,0 +1,64 @@
+"""Times for the two branches of a self-distillation batch.
+
+Time convention: t = 0 is noise, t = 1 is data.
+
+- Diagonal branch (flow matching): t ~ U[0, 1], s = t.
+- Off-diagonal branch: (s, t) uniform on the triangle 0 <= s < t <= 1 (two uniforms, s the
+  smaller), or, for shortcut models, on a dyadic grid of step sizes t - s = 2^-k.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def split_batch(batch_size: int, eta: float) -> tuple[int, int]:
+    """(n_diagonal, n_off_diagonal) for a batch: round(eta * B) samples go on the diagonal.
+
+    With 0 < eta < 1 and B >= 2 each branch keeps at least one sample, so no step silently
+    drops a term.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta (the diagonal fraction) must be in [0, 1]; got {eta}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1; got {batch_size}")
+    n_diag = int(round(eta * batch_size))
+    if 0.0 < eta < 1.0 and batch_size >= 2:
+        n_diag = min(max(n_diag, 1), batch_size - 1)
+    return n_diag, batch_size - n_diag
+
+
+def diagonal_times(n: int, *, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
+    """t ~ U[0, 1], shape (n,)."""
+    return torch.rand(n, generator=generator, device=device, dtype=dtype)
+
+
+def off_diagonal_times(
+    n: int,
+    *,
+    kind: str = "uniform",
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype=None,
+    max_level: int = 7,
+) -> tuple[Tensor, Tensor]:
+    """(s, t) with s < t, each of shape (n,).
+
+    kind="uniform": uniform on the triangle 0 <= s < t <= 1.
+    kind="dyadic": step d = 2^-k with k uniform in {0, ..., max_level}, s a uniform multiple of
+    d in [0, 1 - d], t = s + d (the shortcut-model grid).
+    """
+    if kind == "uniform":
+        a = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        b = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return torch.minimum(a, b), torch.maximum(a, b)
+    if kind == "dyadic":
+        k = torch.randint(0, max_level + 1, (n,), generator=generator, device=device)
+        n_cells = (2**k).to(torch.float64)
+        j = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * n_cells)
+        d = 1.0 / n_cells
+        s = (j * d).to(dtype or torch.get_default_dtype())
+        t = ((j + 1.0) * d).to(dtype or torch.get_default_dtype())
+        return s, t
+    raise ValueError(f"unknown off-diagonal time sampler {kind!r}; choose 'uniform' or 'dyadic'")

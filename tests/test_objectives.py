@@ -1,0 +1,223 @@
+"""Objectives: zero residual at the exact map, stop-gradient placement, batch split, presets."""
+
+import copy
+
+import pytest
+import torch
+
+from flowmaps.flowmap import FlowMap
+from flowmaps.nets.mlp import MLP
+from flowmaps.objectives import (
+    PRESETS,
+    SELF_DISTILLATION,
+    Eulerian,
+    Lagrangian,
+    Progressive,
+    make_objective,
+)
+from flowmaps.timesampling import off_diagonal_times, split_batch
+from tests.gaussian_flow import GaussianFlowNet
+
+MEAN = torch.tensor([0.8, -0.4], dtype=torch.float64)
+FAMILIES = ["lsd", "esd", "psd-u", "psd-m"]
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def gaussian_model(eps=0.0):
+    return FlowMap(GaussianFlowNet(MEAN, c=0.3, sigma=1.0, eps=eps), sigma=1.0)
+
+
+def gaussian_batch(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return MEAN + 0.3 * torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+
+
+@pytest.mark.parametrize("method", FAMILIES + ["ct", "meanflow", "shortcut"])
+@pytest.mark.parametrize("backend", ["jvp", "fd"])
+def test_exact_map_has_zero_residual_and_perturbed_positive(method, backend):
+    x1, x0 = gaussian_batch()
+    kw = {"backend": backend, "fd_step": 1e-5}
+    obj = make_objective(method, **kw)
+    exact = obj(gaussian_model(0.0), x1, x0, generator=torch.Generator().manual_seed(1))
+    perturbed = obj(gaussian_model(0.1), x1, x0, generator=torch.Generator().manual_seed(1))
+    off = obj.name
+    if method in ("ct", "meanflow"):
+        # The one-sample velocity x1 - x0 is noisy: its residual is zero only in expectation,
+        # so it cannot vanish per sample. The exact map still beats a perturbed one.
+        assert perturbed.logs[off] > exact.logs[off]
+    else:
+        tol = 1e-16 if backend == "jvp" else 1e-12
+        assert exact.logs[off] < tol, exact.logs
+        assert perturbed.logs[off] > 1e-4, perturbed.logs
+
+
+def test_diagonal_term_is_flow_matching():
+    """On the diagonal the exact velocity leaves only the conditional variance."""
+    x1, x0 = gaussian_batch(4096)
+    fm = make_objective("fm")
+    out = fm(gaussian_model(0.0), x1, x0, generator=torch.Generator().manual_seed(0))
+    # E|b_t(I_t) - (x1 - x0)|^2 > 0; a perturbed velocity does worse.
+    worse = fm(gaussian_model(0.3), x1, x0, generator=torch.Generator().manual_seed(0))
+    assert 0 < out.logs["diagonal"] < worse.logs["diagonal"]
+
+
+def grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("method", FAMILIES)
+def test_teacher_sends_no_gradient(method):
+    """Self-distillation under stop-gradient == distillation from a frozen copy of the weights.
+
+    A frozen copy can send no gradient into the student by construction; equal gradients show
+    the self-distillation teacher sends none either. The stopgrad="none" variant must differ.
+    """
+    torch.manual_seed(0)
+    student = FlowMap(MLP(dim=2, width=16, depth=2, sigma=1.0), sigma=1.0)
+    frozen = copy.deepcopy(student).requires_grad_(False)
+    x1, x0 = gaussian_batch(64)
+    cls, preset = PRESETS[method]
+    results = {}
+    for label, kw in {
+        "self": {},
+        "frozen": {"teacher": frozen, "diagonal_target": "interpolant"},
+        "no_sg": {"stopgrad": "none"},
+    }.items():
+        student.zero_grad()
+        obj = cls(**{**preset, **kw})
+        obj(student, x1, x0, generator=torch.Generator().manual_seed(3)).loss.backward()
+        results[label] = grads(student)
+    torch.testing.assert_close(results["self"], results["frozen"], rtol=1e-10, atol=1e-12)
+    assert (results["self"] - results["no_sg"]).abs().max() > 1e-6
+
+
+def test_lsd_gradient_flows_only_through_the_time_derivative():
+    """With the teacher's target frozen, LSD's gradient is that of |d/dt X - const|^2."""
+    torch.manual_seed(0)
+    model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
+    obj = Lagrangian(eta=0.0)
+    x1, x0 = gaussian_batch(32)
+    g = torch.Generator().manual_seed(5)
+    obj(model, x1, x0, generator=g).loss.backward()
+    auto = grads(model)
+    # Recompute by hand with the same times.
+    model.zero_grad()
+    s, t = off_diagonal_times(32, generator=torch.Generator().manual_seed(5))
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * x1
+    X, dX = model.jvp(x_s, s, t, dt=1.0, backend="jvp")
+    target = model.velocity(X, t).detach()
+    ((dX - target) ** 2).sum(1).mean().backward()
+    torch.testing.assert_close(auto, grads(model), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["lsd", "esd"])
+def test_tangent_and_jvp_backends_give_the_same_loss_and_gradient(method):
+    torch.manual_seed(0)
+    model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
+    x1, x0 = gaussian_batch(64)
+    out = []
+    for backend in ("jvp", "tangent"):
+        model.zero_grad()
+        loss = make_objective(method, backend=backend)(model, x1, x0, generator=torch.Generator().manual_seed(0))
+        loss.loss.backward()
+        out.append((loss.loss.detach(), grads(model)))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["lsd", "esd", "psd-m"])
+def test_finite_difference_backend_matches_jvp(method):
+    torch.manual_seed(0)
+    model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
+    x1, x0 = gaussian_batch(64)
+    losses = [
+        make_objective(method, backend=b, fd_step=1e-4)(model, x1, x0, generator=torch.Generator().manual_seed(0)).loss
+        for b in ("jvp", "fd")
+    ]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-8)
+
+
+def test_batch_split_and_each_branch_sees_only_its_part():
+    assert split_batch(100, 0.75) == (75, 25)
+    assert split_batch(3, 0.99) == (2, 1)  # both branches kept
+    assert split_batch(10, 1.0) == (10, 0)
+    with pytest.raises(ValueError, match="eta"):
+        split_batch(10, 1.5)
+
+    calls = []
+
+    class Spy(Lagrangian):
+        def diagonal_residual(self, model, x0, x1, t):
+            calls.append(("diag", x1.shape[0]))
+            return super().diagonal_residual(model, x0, x1, t)
+
+        def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+            calls.append(("off", x1.shape[0]))
+            return super().off_diagonal_residual(model, x0, x1, s, t, generator)
+
+    x1, x0 = gaussian_batch(40)
+    Spy()(gaussian_model(), x1, x0)
+    assert calls == [("diag", 30), ("off", 10)]
+
+
+def test_reductions():
+    x1, x0 = gaussian_batch(40)
+    model = gaussian_model(0.2)
+    m = Lagrangian(reduction="mean")(model, x1, x0, generator=torch.Generator().manual_seed(0))
+    s = Lagrangian(reduction="sum_of_means")(model, x1, x0, generator=torch.Generator().manual_seed(0))
+    d, o = m.logs["diagonal"], m.logs["lagrangian"]
+    assert m.loss.item() == pytest.approx(0.75 * d + 0.25 * o)
+    assert s.loss.item() == pytest.approx(d + o)
+
+
+def test_learned_weight_enters_as_log_variance():
+    class ConstWeight(torch.nn.Module):
+        def forward(self, s, t):
+            return torch.full_like(s, 0.5)
+
+    x1, x0 = gaussian_batch(40)
+    net = GaussianFlowNet(MEAN, c=0.3, sigma=1.0, eps=0.2)
+    plain = FlowMap(net, sigma=1.0)
+    weighted = FlowMap(net, sigma=1.0, loss_weight=ConstWeight())
+    a = make_objective("psd-m")(plain, x1, x0, generator=torch.Generator().manual_seed(0)).loss
+    b = make_objective("psd-m")(weighted, x1, x0, generator=torch.Generator().manual_seed(0)).loss
+    torch.testing.assert_close(b, torch.exp(torch.tensor(-0.5)) * a + 0.5)
+
+
+def test_dyadic_times_lie_on_the_grid():
+    s, t = off_diagonal_times(1000, kind="dyadic", generator=torch.Generator().manual_seed(0))
+    d = t - s
+    k = -torch.log2(d)
+    torch.testing.assert_close(k, k.round())
+    torch.testing.assert_close(s / d, (s / d).round())
+    assert (t <= 1).all() and (s >= 0).all()
+
+
+def test_presets_and_errors():
+    for name in SELF_DISTILLATION:
+        assert make_objective(name).method == name
+    with pytest.raises(ValueError, match="teacher"):
+        make_objective("lmd")
+    with pytest.raises(ValueError, match="unknown method"):
+        make_objective("magic")
+    with pytest.raises(ValueError, match="gamma"):
+        Progressive(gamma=2.0)
+    with pytest.raises(ValueError, match="velocity"):
+        Eulerian(velocity="teacher")
+
+
+def test_distillation_from_an_exact_teacher_is_zero_at_the_exact_map():
+    """LMD / EMD / progressive distillation from the exact Gaussian flow: zero at the exact map."""
+    x1, x0 = gaussian_batch()
+    teacher = gaussian_model(0.0).requires_grad_(False)
+    for name in ("lmd", "emd", "pd"):
+        obj = make_objective(name, teacher=teacher)
+        out = obj(gaussian_model(0.0), x1, x0, generator=torch.Generator().manual_seed(0))
+        assert out.logs["diagonal"] < 1e-20 and out.logs[obj.name] < 1e-16, (name, out.logs)
