@@ -1,0 +1,378 @@
+"""Two-dimensional toy data sets and user point clouds.
+
+Every set is a cloud of points in the plane, scaled to lie roughly in ``[-1, 1]^2`` (the
+checkerboard exactly so; the noisy sets may leave it by a few hundredths). They are the data
+end (t = 1) of the flow; noise is t = 0.
+
+- :func:`sample_toy` ``(name, n, generator) -> (n, 2)`` tensor; names in :data:`TOY_SETS`.
+- :func:`data_std` the std used as the noise scale sigma (the paper's choice; ``1/sqrt(3)`` for
+  the checkerboard).
+- :func:`checkerboard_density` the analytic checkerboard density.
+- :class:`PointCloud`, :func:`points_from_array`, :func:`points_from_csv` for a user's own points,
+  and :class:`MinibatchSampler` to draw minibatches from them with replacement.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "TOY_SETS",
+    "sample_toy",
+    "data_std",
+    "checkerboard_density",
+    "CHECKERBOARD_CELLS",
+    "PointCloud",
+    "points_from_array",
+    "points_from_csv",
+    "MinibatchSampler",
+    "MAX_POINTS",
+]
+
+#: Default cap on the number of rows of a user's point cloud.
+MAX_POINTS = 1_000_000
+
+#: Kept cells ``(i, j)`` of the 4x4 checkerboard on ``[-1, 1]^2``: column ``i`` counts from the
+#: left (x), row ``j`` from the bottom (y); a cell is kept when ``i + j`` is even, so the
+#: bottom-left cell ``[-1, -0.5)^2`` is kept. 8 cells of area 1/4: density 1/2 on them.
+CHECKERBOARD_CELLS = tuple((i, j) for j in range(4) for i in range(4) if (i + j) % 2 == 0)
+
+
+def _randn(n: int, d: int, g: torch.Generator | None) -> Tensor:
+    return torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def _rand(n: int, g: torch.Generator | None) -> Tensor:
+    return torch.rand(n, generator=g, dtype=torch.float64)
+
+
+def _checkerboard(n: int, g: torch.Generator | None) -> Tensor:
+    cells = torch.tensor(CHECKERBOARD_CELLS, dtype=torch.float64)  # (8, 2)
+    pick = torch.randint(0, len(CHECKERBOARD_CELLS), (n,), generator=g)
+    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    return -1.0 + 0.5 * (cells[pick] + u)
+
+
+def _eight_gaussians(n: int, g: torch.Generator | None) -> Tensor:
+    from flowmaps.data.gmm import gmm_preset
+
+    return gmm_preset("eight_gaussians").sample(n, generator=g, dtype=torch.float64)
+
+
+def _two_moons(n: int, g: torch.Generator | None) -> Tensor:
+    upper = torch.rand(n, generator=g) < 0.5
+    theta = math.pi * _rand(n, g)
+    x = torch.where(upper, torch.cos(theta), 1.0 - torch.cos(theta))
+    y = torch.where(upper, torch.sin(theta), 0.5 - torch.sin(theta))
+    pts = torch.stack([x, y], dim=1)
+    # raw extent x in [-1, 2], y in [-0.5, 1]: centre it and scale by 2/3
+    pts = (pts - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 1.5
+    return pts + 0.04 * _randn(n, 2, g)
+
+
+def _spirals(n: int, g: torch.Generator | None) -> Tensor:
+    u = torch.sqrt(_rand(n, g))  # more points on the longer outer turns
+    theta = 3.0 * math.pi * u
+    r = 0.95 * u
+    arm = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0).to(torch.float64)
+    pts = arm[:, None] * torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
+    return pts + 0.025 * _randn(n, 2, g)
+
+
+def _rings(n: int, g: torch.Generator | None) -> Tensor:
+    radii = torch.tensor([1 / 3, 2 / 3, 1.0], dtype=torch.float64) * 0.95
+    ring = torch.multinomial(radii, n, replacement=True, generator=g)  # mass ∝ circumference
+    theta = 2 * math.pi * _rand(n, g)
+    r = radii[ring]
+    pts = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
+    return pts + 0.02 * _randn(n, 2, g)
+
+
+def _swiss_roll(n: int, g: torch.Generator | None) -> Tensor:
+    theta = 1.5 * math.pi * (1.0 + 2.0 * _rand(n, g))
+    r = theta / (4.5 * math.pi)
+    pts = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
+    return 0.95 * pts + 0.02 * _randn(n, 2, g)
+
+
+def _pinwheel(n: int, g: torch.Generator | None, arms: int = 5) -> Tensor:
+    arm = torch.randint(0, arms, (n,), generator=g).to(torch.float64)
+    radial = 1.0 + 0.3 * _randn(n, 1, g)[:, 0]
+    tangential = 0.05 * _randn(n, 1, g)[:, 0]
+    angle = 2 * math.pi * arm / arms + 0.25 * torch.exp(radial)
+    c, s = torch.cos(angle), torch.sin(angle)
+    pts = torch.stack([c * radial - s * tangential, s * radial + c * tangential], dim=1)
+    return 0.55 * pts
+
+
+_SAMPLERS: dict[str, Callable[[int, torch.Generator | None], Tensor]] = {
+    "checkerboard": _checkerboard,
+    "eight_gaussians": _eight_gaussians,
+    "two_moons": _two_moons,
+    "spirals": _spirals,
+    "rings": _rings,
+    "swiss_roll": _swiss_roll,
+    "pinwheel": _pinwheel,
+}
+
+#: Name -> one-line description of each toy set.
+TOY_SETS: dict[str, str] = {
+    "checkerboard": "4x4 board on [-1,1]^2, cells with i+j even kept, uniform density 1/2 (paper)",
+    "eight_gaussians": "8 Gaussians (std 0.08) on a circle of radius 0.8 (gmm_preset)",
+    "two_moons": "two interleaved half circles, width 2, noise std 0.04",
+    "spirals": "two interleaved spiral arms of 1.5 turns, radius 0.95, noise std 0.025",
+    "rings": "3 concentric circles of radii 0.32, 0.63, 0.95, mass by length, noise std 0.02",
+    "swiss_roll": "2-D swiss roll, 1.5 turns out to radius 0.95, noise std 0.02",
+    "pinwheel": "5 curved arms of a pinwheel, radius about 1",
+}
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"number of points must be a positive integer; got {n!r}")
+    return int(n)
+
+
+def sample_toy(
+    name: str,
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Draw ``n`` points of a toy set (the data end, t = 1); returns ``(n, 2)`` of ``dtype``.
+
+    Names: see :data:`TOY_SETS`. Every set lies roughly in ``[-1, 1]^2``.
+    """
+    key = str(name).strip().lower()
+    if key not in _SAMPLERS:
+        raise ValueError(f"unknown toy set {name!r}; choose one of {', '.join(_SAMPLERS)}")
+    return _SAMPLERS[key](_check_n(n), generator).to(dtype)
+
+
+@functools.cache
+def data_std(name: str) -> float:
+    """Std of a toy set, ``sqrt(mean_j Var[x_j])``, used as the noise scale sigma.
+
+    Exact for the checkerboard (each coordinate is uniform on ``[-1, 1]``: ``1/sqrt(3)``) and for
+    the eight Gaussians; else estimated from 200,000 samples with a fixed seed (about 3 digits).
+    """
+    key = str(name).strip().lower()
+    if key == "checkerboard":
+        return 1.0 / math.sqrt(3.0)
+    if key == "eight_gaussians":
+        from flowmaps.data.gmm import gmm_preset
+
+        return gmm_preset("eight_gaussians").data_std()
+    x = sample_toy(key, 200_000, torch.Generator().manual_seed(0), dtype=torch.float64)
+    return float(torch.sqrt(x.var(dim=0).mean()))
+
+
+def checkerboard_density(x: Tensor) -> Tensor:
+    """Analytic checkerboard density at points ``x`` of shape ``(B, 2)``; returns ``(B,)``.
+
+    ``1/2`` on the kept cells, 0 elsewhere. Cells are half-open, ``[a, a + 1/2)`` in each
+    coordinate with cell index ``floor(2 (x + 1))``: a point on an inner edge belongs to the cell
+    to its right (or above). Points with a coordinate equal to 1 count as outside.
+    """
+    idx = torch.floor(2.0 * (x.to(torch.float64) + 1.0))
+    inside = ((idx >= 0) & (idx <= 3)).all(dim=-1)
+    even = (idx.sum(dim=-1) % 2) == 0
+    return torch.where(inside & even, 0.5, 0.0).to(torch.float64)
+
+
+# ------------------------------------------------------------------------ user point clouds
+
+
+class PointCloud(torch.utils.data.Dataset):
+    """A user's 2-D points as a data set (the data end, t = 1 of the flow).
+
+    Attributes:
+        points: ``(N, 2)`` float tensor.
+
+    ``len(cloud)``, ``cloud[i]`` (a ``(2,)`` tensor) and :meth:`std` (the noise scale sigma to
+    use, ``sqrt(mean_j Var[x_j])``). Build one with :func:`points_from_array` or
+    :func:`points_from_csv`, which check the input.
+    """
+
+    def __init__(self, points: Tensor) -> None:
+        self.points = points
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.points[i]
+
+    def std(self) -> float:
+        return float(torch.sqrt(self.points.to(torch.float64).var(dim=0).mean()))
+
+    def mean(self) -> Tensor:
+        return self.points.mean(dim=0)
+
+    def standardized(self, scale: float = 1.0) -> PointCloud:
+        """A copy centred at 0 and scaled so that :meth:`std` equals ``scale``."""
+        sd = self.std()
+        if sd <= 0:
+            raise ValueError("all points are identical; cannot standardise a cloud with std 0")
+        return PointCloud((self.points - self.mean()) * (scale / sd))
+
+    def sampler(self, batch_size: int, generator: torch.Generator | None = None) -> MinibatchSampler:
+        return MinibatchSampler(self, batch_size, generator)
+
+
+def points_from_array(
+    arr: np.ndarray | Tensor | Sequence[Sequence[float]],
+    *,
+    max_points: int = MAX_POINTS,
+    dtype: torch.dtype = torch.float32,
+) -> PointCloud:
+    """Check a user's array of 2-D points and wrap it as a :class:`PointCloud`.
+
+    Requirements: shape ``(N, 2)``, numeric, every value finite, ``2 <= N <= max_points``.
+
+    Raises:
+        ValueError: naming what is wrong and what to fix.
+    """
+    if isinstance(arr, Tensor):
+        a = arr.detach().cpu().numpy()
+    else:
+        try:
+            a = np.asarray(arr)
+        except ValueError as err:
+            raise ValueError(f"points must be a table of numbers with 2 columns ({err})") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ValueError(f"points must be numbers; got values of type {a.dtype}: convert text to numbers first")
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), one x, y pair per row; got shape {a.shape}")
+    n = a.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 points; got {n}")
+    if n > max_points:
+        raise ValueError(f"got {n} points, above the cap of {max_points}; subsample them first")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"row {row}, column {'xy'[col]} is {a[row, col]}; every value must be finite "
+            f"({int(bad.any(axis=1).sum())} rows have NaN or infinite values): remove them"
+        )
+    return PointCloud(torch.from_numpy(a).to(dtype))
+
+
+def _split_cells(line: str) -> list[str]:
+    for sep in (",", ";", "\t"):
+        if sep in line:
+            cells = [c.strip() for c in line.split(sep)]
+            while cells and cells[-1] == "":
+                cells.pop()  # tolerate a trailing separator
+            return cells
+    return line.split()
+
+
+def _looks_like_path(text: str | os.PathLike) -> bool:
+    if isinstance(text, os.PathLike):
+        return True
+    return "\n" not in text and "," not in text and len(text) < 4096 and Path(text).is_file()
+
+
+def points_from_csv(
+    text_or_path: str | os.PathLike,
+    max_rows: int = 100_000,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> PointCloud:
+    """Read ``x, y`` rows from CSV text or a CSV file into a :class:`PointCloud`.
+
+    Format: one point per line, two numbers separated by a comma (or semicolon, tab or spaces).
+    An optional header line (e.g. ``x,y``) is skipped; blank lines and lines starting with ``#``
+    are ignored.
+
+    Raises:
+        ValueError: for a cell that is not a number (giving line and column), a row without
+            exactly two values, NaN or infinite values, fewer than 2 rows or more than
+            ``max_rows`` rows.
+    """
+    if _looks_like_path(text_or_path):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise ValueError(f"no CSV file at {path}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    else:
+        text = str(text_or_path)
+    rows: list[tuple[float, float]] = []
+    header_seen = False
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        cells = _split_cells(line)
+        values = []
+        bad_cell = None
+        for col, cell in enumerate(cells, start=1):
+            try:
+                values.append(float(cell))
+            except ValueError:
+                bad_cell = (col, cell)
+                break
+        if bad_cell is not None:
+            if not rows and not header_seen:
+                header_seen = True  # first non-blank line with text: a header
+                continue
+            col, cell = bad_cell
+            raise ValueError(
+                f"line {lineno}, column {col}: {cell!r} is not a number; each row must be two numbers x, y"
+            )
+        if len(values) != 2:
+            raise ValueError(f"line {lineno} has {len(values)} values; each row must have exactly 2 (x, y)")
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(
+                f"line {lineno} holds a non-finite value ({cells[0]}, {cells[1]}); remove rows with NaN or infinity"
+            )
+        rows.append((values[0], values[1]))
+        if len(rows) > max_rows:
+            raise ValueError(f"the CSV has more than max_rows={max_rows} rows; subsample it or raise the cap")
+    if len(rows) < 2:
+        raise ValueError(f"the CSV holds {len(rows)} data rows; need at least 2 rows of x, y")
+    return points_from_array(np.asarray(rows), max_points=max_rows, dtype=dtype)
+
+
+class MinibatchSampler:
+    """Draws minibatches with replacement from a point cloud (the data end, t = 1).
+
+    ``sampler.sample()`` (or ``next(sampler)``) returns ``(batch_size, 2)``; the iterator never
+    ends. Pass a ``torch.Generator`` for reproducible batches.
+    """
+
+    def __init__(
+        self,
+        cloud: PointCloud | Tensor,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.points = cloud.points if isinstance(cloud, PointCloud) else cloud
+        if self.points.ndim != 2 or self.points.shape[0] < 1:
+            raise ValueError(f"need points of shape (N, d); got {tuple(self.points.shape)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def sample(self, n: int | None = None) -> Tensor:
+        m = self.batch_size if n is None else _check_n(n)
+        idx = torch.randint(0, self.points.shape[0], (m,), generator=self.generator)
+        return self.points[idx]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self
+
+    def __next__(self) -> Tensor:
+        return self.sample()
