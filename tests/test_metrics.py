@@ -83,6 +83,10 @@ def test_exact_samples_hit_the_floor() -> None:
     assert checkerboard_kl_floor(64_000, 0) == checkerboard_kl(_board(64_000, 0)).kl
     big = checkerboard_kl_floor(256_000, 0)
     assert 0.052 < big < checkerboard_kl_floor(64_000, 0)
+    # small samples: the floor uses the same eps, so it stays finite when the KL is
+    small = checkerboard_kl(_board(2_000, 7), eps=0.5, floor=True)
+    assert math.isfinite(small.kl) and math.isfinite(small.floor)
+    assert checkerboard_kl_floor(2_000, 0) == math.inf
 
 
 def test_uniform_samples_score_log_of_mass_ratio() -> None:
