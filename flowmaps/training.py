@@ -1,0 +1,686 @@
+"""The training loop: RAdam, lr schedule, clipping, EMA, a NaN/spike guard, checkpoints, resume.
+
+Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
+
+One optimiser step (:meth:`Trainer.step`):
+
+1. draw a batch x1 = data_sampler(local_batch_size, generator) of shape (B, *D);
+2. loss = objective(model, x1, generator=generator).loss (the objective draws the noise x0, the
+   times and splits the batch into its diagonal / off-diagonal parts itself);
+3. backward; with torch.distributed, average the gradients over ranks (see below);
+4. clip the global gradient norm to ``grad_clip``;
+5. guard: a non-finite loss or gradient norm, or a spike (more than ``spike_factor`` times the
+   running median), restores the last good state, halves the learning rate and goes on;
+6. RAdam step with lr(k) = lr0 for k < k0 and lr0 / sqrt(k / k0) after (k0 = lr_decay_start);
+7. EMA of the weights, ema <- d_k * ema + (1 - d_k) * params, d_k = min(decay, (1 + k) / (10 + k))
+   (the warm-up can be switched off). Sample with ``ema_model``.
+
+Checkpoints are a single safetensors file: every tensor (model, EMA, optimiser state, RNG
+states) is stored by name and the rest (step, scalars, the layout of the optimiser state) as JSON
+in the file's metadata. Nothing is pickled. A run killed at step k and resumed from its
+checkpoint continues with exactly the losses of an uninterrupted run (on the CPU).
+
+Multi-GPU (torchrun): call :func:`init_distributed` first. ``batch_size`` is the *global*
+batch: each of the W ranks draws batch_size / W samples with its own generator (seeded
+seed + 1_000_003 * rank), and the objective splits its own part into diagonal and off-diagonal
+samples, so every device keeps the fraction eta on the diagonal. The initial weights are
+broadcast from rank 0, and after backward the gradients are averaged with one explicit
+all_reduce. We do not wrap the model in DistributedDataParallel: the Lagrangian and Eulerian
+objectives differentiate the network with torch.func.jvp, which calls the module functionally
+and bypasses DDP's forward hooks, so DDP's gradient hooks fire out of order or not at all (and
+jvp on a DDP module fails outright). Averaging the gradients ourselves is equivalent and works
+for every objective. Only rank 0 logs, shows the progress bar and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+logger = logging.getLogger("flowmaps.training")
+
+DataSampler = Callable[[int, torch.Generator], Tensor]
+"""data_sampler(batch_size, generator) -> x1 of shape (batch_size, *D)."""
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_META_KEY = "flowmaps_trainer"
+_RANK_SEED_STRIDE = 1_000_003
+
+
+# ---------------------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Training settings (defaults: the paper's 2-D recipe).
+
+    Attributes:
+        steps: total optimiser steps.
+        batch_size: global batch size (divided evenly among torch.distributed ranks).
+        lr: base learning rate lr0 (1e-3 for 2-D; 1e-2 for images with the learned weight).
+        lr_decay_start: k0: constant lr for k < k0, then lr0 / sqrt(k / k0); 0 disables decay.
+        grad_clip: global gradient-norm clip (10 for 2-D, 1 for images); 0 disables.
+        ema_decay: EMA decay of the weights (0.999 for 2-D, 0.9999 for images).
+        ema_warmup: use min(ema_decay, (1 + k) / (10 + k)) at step k, so that a short run's EMA
+            is not dominated by the random initial weights (0.999^1500 still leaves 22% of them).
+            The long runs of the paper are unaffected (the cap binds after 9k steps at 0.999).
+        seed: seed of the training generator (data, noise, times).
+        log_every: log (JSONL, progress bar) every this many steps.
+        checkpoint_every: write ``checkpoint_path`` every this many steps (0: only at the end).
+        checkpoint_path: trainer-state file (safetensors) or None.
+        log_path: JSONL log file (one JSON object per logged step) or None.
+        device: "cpu", "cuda", "cuda:1", ...; "auto" picks cuda when available.
+        dtype: "float32" or "float64".
+        amp: bf16 autocast of the forward pass, CUDA only. None (default) enables it on CUDA for
+            objectives without forward-mode derivatives (fm, psd); JVP objectives stay in fp32
+            because backprop through a bf16 JVP was not reliable in our probes.
+        max_seconds: stop train() after this much wall time (None: no cap).
+        guard_every: keep an in-memory copy of the state every this many good steps.
+        spike_factor: a gradient norm (or positive loss) above this factor times the running
+            median counts as a spike; None disables spike detection (non-finite values are
+            always caught).
+        spike_window: length of the running window for the median.
+        max_recoveries: give up (FloatingPointError) after this many recoveries in a row.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    lr_decay_start: int = 35_000
+    grad_clip: float = 10.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 0
+    checkpoint_path: str | None = None
+    log_path: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    amp: bool | None = None
+    max_seconds: float | None = None
+    guard_every: int = 100
+    spike_factor: float | None = 20.0
+    spike_window: int = 200
+    max_recoveries: int = 8
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 0, "steps must be >= 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.lr_decay_start >= 0, "lr_decay_start must be >= 0"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0"),
+            (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (self.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}"),
+            (self.guard_every >= 1, "guard_every must be >= 1"),
+            (self.spike_factor is None or self.spike_factor > 1, "spike_factor must be > 1 or None"),
+            (self.spike_window >= 1, "spike_window must be >= 1"),
+            (self.max_seconds is None or self.max_seconds > 0, "max_seconds must be > 0 or None"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def learning_rate(step: int, lr: float, decay_start: int) -> float:
+    """lr(k) = lr for k < k0, lr / sqrt(k / k0) for k >= k0 (k0 = decay_start; 0 means constant)."""
+    if decay_start <= 0 or step < decay_start:
+        return lr
+    return lr / math.sqrt(step / decay_start)
+
+
+# ---------------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    """Where this process sits in a torch.distributed job (rank 0 of 1 without one)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Uses nccl when CUDA is available, gloo otherwise (MASTER_ADDR / MASTER_PORT come from the
+    environment, as torchrun sets them). Without WORLD_SIZE > 1 nothing is initialised and the
+    result is rank 0 of 1. The device is cuda:LOCAL_RANK with CUDA, else the CPU.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return DistInfo(0, 1, 0, device)
+
+
+def _dist_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------------- flattening
+def _flatten(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Nested containers -> a JSON skeleton; tensors go to ``tensors`` under their path."""
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _flatten(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}
+        items = []
+        for i, (k, v) in enumerate(obj.items()):
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"cannot store a dict key of type {type(k).__name__} at {prefix}")
+            items.append([k, _flatten(v, f"{prefix}/{i}", tensors)])
+        return {"__items__": items}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store an object of type {type(obj).__name__} at {prefix}")
+
+
+def _unflatten(skel: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(skel, dict):
+        if "__tensor__" in skel:
+            return tensors[skel["__tensor__"]]
+        if "__items__" in skel:
+            return {k: _unflatten(v, tensors) for k, v in skel["__items__"]}
+        if "__tuple__" in skel:
+            return tuple(_unflatten(v, tensors) for v in skel["__tuple__"])
+        return {k: _unflatten(v, tensors) for k, v in skel.items()}
+    if isinstance(skel, list):
+        return [_unflatten(v, tensors) for v in skel]
+    return skel
+
+
+def save_state_file(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a nested state (tensors + JSON-able values) to one safetensors file, atomically.
+
+    The bytes go to a temporary file in the same folder, which is fsynced and then renamed over
+    ``path`` (os.replace), so a crash never leaves a half-written checkpoint.
+    """
+    from safetensors.torch import save as st_save
+
+    tensors: dict[str, Tensor] = {}
+    skeleton = _flatten(state, "", tensors)
+    data = st_save(tensors, metadata={_META_KEY: json.dumps(skeleton)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`save_state_file` (safetensors only; nothing is unpickled).
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: not a valid trainer checkpoint.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trainer checkpoint at {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a valid safetensors file ({type(err).__name__}: {err})") from err
+    if _META_KEY not in meta:
+        raise ValueError(f"{str(path)!r} is a safetensors file but not a flowmaps trainer checkpoint")
+    return _unflatten(json.loads(meta[_META_KEY]), tensors)
+
+
+# ---------------------------------------------------------------------------------- trainer
+def _uses_jvp(objective: nn.Module) -> bool:
+    """Whether the objective differentiates the network in forward mode (Lagrangian, Eulerian)."""
+    flag = getattr(objective, "uses_jvp", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(objective, "name", "") in ("lagrangian", "eulerian")
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Train a flow map with a self-distillation objective.
+
+    Args:
+        model: the FlowMap to train (moved to config.device / config.dtype).
+        objective: callable module, objective(model, x1, generator=g) -> LossOutput(loss, logs).
+        data_sampler: data_sampler(batch_size, generator) -> x1 of shape (batch_size, *D).
+        config: :class:`TrainConfig`.
+
+    Attributes:
+        model, ema_model (sample with this one), optimizer, generator, global_step,
+        rank, world_size, local_batch_size.
+
+    Example::
+
+        >>> from flowmaps.registry import build_model
+        >>> from flowmaps.objectives import make_objective
+        >>> model = build_model({"net": {"name": "mlp", "width": 64, "depth": 2}, "sigma": 1.0})
+        >>> trainer = Trainer(model, make_objective("lsd"),
+        ...                   lambda n, g: torch.randn(n, 2, generator=g), TrainConfig(steps=5))
+        >>> history = trainer.train(progress=False)
+    """
+
+    def __init__(
+        self, model: nn.Module, objective: nn.Module, data_sampler: DataSampler, config: TrainConfig | None = None
+    ) -> None:
+        self.config = config = config or TrainConfig()
+        self.rank, self.world_size = _dist_world()
+        if config.batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} (global) must divide evenly among {self.world_size} ranks"
+            )
+        self.local_batch_size = config.batch_size // self.world_size
+        self.device = _resolve_device(config.device)
+        self.dtype = _DTYPES[config.dtype]
+        self.model = model.to(device=self.device, dtype=self.dtype).train()
+        self.objective = objective.to(device=self.device, dtype=self.dtype)
+        self.data_sampler = data_sampler
+        if self.world_size > 1:
+            self._broadcast_from_rank0()
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        seen: set[int] = set()
+        self.params: list[nn.Parameter] = []
+        for p in list(self.model.parameters()) + list(self.objective.parameters()):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                self.params.append(p)
+        self.optimizer = torch.optim.RAdam(self.params, lr=config.lr)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed + _RANK_SEED_STRIDE * self.rank)
+        amp = config.amp
+        if amp is None:
+            amp = self.device.type == "cuda" and not _uses_jvp(objective)
+        elif amp and self.device.type != "cuda":
+            logger.warning("amp (bf16 autocast) is CUDA only; training on %s without it", self.device)
+            amp = False
+        elif amp and _uses_jvp(objective):
+            logger.warning("amp with a JVP objective: backprop through a bf16 JVP may be unreliable")
+        self.amp = bool(amp)
+        self.global_step = 0
+        self.lr_scale = 1.0
+        self.recoveries = 0
+        self._consecutive_recoveries = 0
+        self._grad_norms: deque[float] = deque(maxlen=config.spike_window)
+        self._losses: deque[float] = deque(maxlen=config.spike_window)
+        self._stop = False
+        self._good: dict[str, Any] | None = None
+        self._snapshot()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the process that logs and writes files)."""
+        return self.rank == 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step: schedule times the guard's scale."""
+        c = self.config
+        return learning_rate(self.global_step, c.lr, c.lr_decay_start) * self.lr_scale
+
+    def request_stop(self) -> None:
+        """Ask train() to return after the current step (e.g. from a callback)."""
+        self._stop = True
+
+    def _broadcast_from_rank0(self) -> None:
+        with torch.no_grad():
+            for module in (self.model, self.objective):
+                for tensor in module.state_dict().values():
+                    dist.broadcast(tensor, src=0)
+
+    def _snapshot(self) -> None:
+        """Keep a copy of the current state in memory (the guard's last good state)."""
+        self._good = {
+            "step": self.global_step,
+            "model": copy.deepcopy(self.model.state_dict()),
+            "ema": copy.deepcopy(self.ema_model.state_dict()),
+            "objective": copy.deepcopy(self.objective.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    def _restore_snapshot(self) -> None:
+        good = self._good
+        assert good is not None
+        self.model.load_state_dict(good["model"])
+        self.ema_model.load_state_dict(good["ema"])
+        self.objective.load_state_dict(good["objective"])
+        self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
+        self.global_step = good["step"]
+
+    # ------------------------------------------------------------------ one step
+    def forward_backward(self, x1: Tensor) -> tuple[float, dict[str, float]]:
+        """Loss and gradients on a local batch x1 (local_batch_size, *D); returns (loss, logs).
+
+        With several ranks the gradients are averaged over ranks (one all_reduce), and so are
+        the loss and the logs, so every rank sees the same numbers.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        with autocast:
+            out = self.objective(self.model, x1, generator=self.generator)
+        out.loss.backward()
+        logs = {k: float(v) for k, v in out.logs.items()}
+        logs["loss"] = float(out.loss.detach())
+        if self.world_size > 1:
+            logs = self._all_reduce(logs)
+        return logs["loss"], logs
+
+    def _all_reduce(self, logs: dict[str, float]) -> dict[str, float]:
+        """Average gradients and logs over ranks with a single all_reduce of one flat buffer.
+
+        A parameter without a gradient on every rank keeps grad None (as in one process).
+        """
+        keys = sorted(logs)
+        parts = [
+            torch.zeros(p.numel(), device=self.device, dtype=self.dtype)
+            if p.grad is None
+            else p.grad.reshape(-1).to(self.dtype)
+            for p in self.params
+        ]
+        has_grad = torch.tensor([p.grad is not None for p in self.params], device=self.device, dtype=self.dtype)
+        values = torch.tensor([logs[k] for k in keys], device=self.device, dtype=self.dtype)
+        flat = torch.cat(parts + [has_grad, values])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world_size
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+            offset += n
+            p.grad = grad.clone()
+        for p, flag in zip(self.params, flat[offset : offset + len(self.params)].tolist()):
+            if flag == 0:
+                p.grad = None
+        offset += len(self.params)
+        return dict(zip(keys, flat[offset:].tolist()))
+
+    def _bad_step(self, loss: float, grad_norm: float) -> str | None:
+        """Why this step must be rejected (non-finite or spike), or None."""
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        if not math.isfinite(grad_norm):
+            return f"non-finite gradient norm ({grad_norm})"
+        factor = self.config.spike_factor
+        if factor is not None and len(self._grad_norms) >= min(50, self.config.spike_window):
+            med = statistics.median(self._grad_norms)
+            if med > 0 and grad_norm > factor * med:
+                return f"gradient-norm spike ({grad_norm:.4g} > {factor:g} x median {med:.4g})"
+            med = statistics.median(self._losses)
+            if med > 0 and loss > factor * med:
+                return f"loss spike ({loss:.4g} > {factor:g} x median {med:.4g})"
+        return None
+
+    def _recover(self, reason: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.recoveries += 1
+        self._consecutive_recoveries += 1
+        if self._consecutive_recoveries > self.config.max_recoveries:
+            raise FloatingPointError(
+                f"training diverged: {reason} after {self.config.max_recoveries} recoveries in a row"
+            )
+        bad_step = self.global_step
+        self._restore_snapshot()
+        self.lr_scale *= 0.5
+        if self.is_main:
+            logger.warning(
+                "step %d: %s; restored the state of step %d and halved the learning rate to %.3g",
+                bad_step,
+                reason,
+                self.global_step,
+                self.lr,
+            )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.config.ema_decay
+        if self.config.ema_warmup:
+            decay = min(decay, (1.0 + self.global_step) / (10.0 + self.global_step))
+        ema_params = [p for p in self.ema_model.parameters()]
+        params = [p.detach() for p in self.model.parameters()]
+        if ema_params:
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for b_ema, b in zip(self.ema_model.buffers(), self.model.buffers()):
+            b_ema.copy_(b)
+
+    def step(self) -> dict[str, Any]:
+        """One optimiser step; returns its logs.
+
+        Logs: "step" (steps completed), "loss" and the objective's per-term logs, "grad_norm"
+        (before clipping), "lr", "step_time" (seconds); after a rejected step also "recovered"
+        (the reason), and "step" is the restored step.
+        """
+        start = time.perf_counter()
+        lr = self.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x1 = self.data_sampler(self.local_batch_size, self.generator).to(device=self.device, dtype=self.dtype)
+        loss, logs = self.forward_backward(x1)
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        reason = self._bad_step(loss, grad_norm)
+        if reason is not None:
+            self._recover(reason)
+            logs.update(step=self.global_step, grad_norm=grad_norm, lr=self.lr, recovered=reason)
+            logs["step_time"] = time.perf_counter() - start
+            return logs
+        self.optimizer.step()
+        self._update_ema()
+        self.global_step += 1
+        self._consecutive_recoveries = 0
+        self._grad_norms.append(grad_norm)
+        self._losses.append(loss)
+        if self.global_step % self.config.guard_every == 0:
+            self._snapshot()
+        logs.update(step=self.global_step, grad_norm=grad_norm, lr=lr)
+        logs["step_time"] = time.perf_counter() - start
+        return logs
+
+    # ------------------------------------------------------------------ the loop
+    def train(
+        self,
+        callback: Callable[[Trainer, dict[str, Any]], None] | None = None,
+        callback_every: int = 1,
+        progress: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Run until ``config.steps`` steps, ``config.max_seconds`` or :meth:`request_stop`.
+
+        Args:
+            callback: called as callback(trainer, logs) every ``callback_every`` completed
+                steps (and after a recovery), on every rank; it may call trainer.request_stop().
+            progress: show a tqdm bar (rank 0 only).
+
+        Returns:
+            The logged entries (every ``log_every`` steps), also appended to ``config.log_path``
+            as JSON lines by rank 0. A checkpoint is written to ``config.checkpoint_path`` every
+            ``checkpoint_every`` steps and at the end.
+        """
+        from tqdm.auto import tqdm
+
+        c = self.config
+        if callback_every < 1:
+            raise ValueError("callback_every must be >= 1")
+        self._stop = False
+        history: list[dict[str, Any]] = []
+        log_file = None
+        if c.log_path and self.is_main:
+            Path(c.log_path).parent.mkdir(parents=True, exist_ok=True)
+            log_file = open(c.log_path, "a")
+        bar = tqdm(
+            total=c.steps,
+            initial=self.global_step,
+            disable=not (progress and self.is_main),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        try:
+            while self.global_step < c.steps and not self._stop:
+                if c.max_seconds is not None and time.perf_counter() - start >= c.max_seconds:
+                    break
+                before = self.global_step
+                logs = self.step()
+                step = self.global_step
+                bar.update(step - before)
+                recovered = "recovered" in logs
+                if recovered or step % c.log_every == 0:
+                    entry = {"step": step, "time": time.perf_counter() - start, **logs}
+                    history.append(entry)
+                    if log_file is not None:
+                        log_file.write(json.dumps(entry) + "\n")
+                        log_file.flush()
+                    bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.3g}", refresh=False)
+                if callback is not None and (recovered or step % callback_every == 0):
+                    callback(self, logs)
+                if not recovered and c.checkpoint_path and c.checkpoint_every and step % c.checkpoint_every == 0:
+                    self.save_checkpoint(c.checkpoint_path)
+            if c.checkpoint_path:
+                self.save_checkpoint(c.checkpoint_path)
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+        return history
+
+    # ------------------------------------------------------------------ state
+    def _rng_state(self) -> dict[str, Tensor]:
+        state = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch"].cpu())
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"].cpu(), self.device)
+
+    def _gather_rng(self) -> dict[str, dict[str, Tensor]]:
+        """Every rank's RNG states (a collective with several ranks)."""
+        mine = self._rng_state()
+        if self.world_size == 1:
+            return {"0": mine}
+        out: dict[str, dict[str, Tensor]] = {str(r): {} for r in range(self.world_size)}
+        comm_device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        for name in sorted(mine):
+            local = mine[name].to(comm_device)
+            gathered = [torch.empty_like(local) for _ in range(self.world_size)]
+            dist.all_gather(gathered, local)
+            for r, g in enumerate(gathered):
+                out[str(r)][name] = g.cpu()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly: weights, EMA, optimiser, step, RNGs."""
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema_model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.global_step,
+            "lr_scale": self.lr_scale,
+            "recoveries": self.recoveries,
+            "guard": {"grad_norms": list(self._grad_norms), "losses": list(self._losses)},
+            "rng": self._gather_rng(),
+            "world_size": self.world_size,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the config of this trainer is kept, not the saved one)."""
+        self.model.load_state_dict(state["model"])
+        self.ema_model.load_state_dict(state["ema"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["step"])
+        self.lr_scale = float(state["lr_scale"])
+        self.recoveries = int(state.get("recoveries", 0))
+        self._consecutive_recoveries = 0
+        guard = state.get("guard", {})
+        self._grad_norms = deque(guard.get("grad_norms", []), maxlen=self.config.spike_window)
+        self._losses = deque(guard.get("losses", []), maxlen=self.config.spike_window)
+        rng = state.get("rng", {})
+        if str(self.rank) in rng and int(state.get("world_size", 1)) == self.world_size:
+            self._set_rng_state(rng[str(self.rank)])
+        else:
+            logger.warning("no RNG state for rank %d of %d: reseeding from the step", self.rank, self.world_size)
+            self.generator.manual_seed(self.config.seed + _RANK_SEED_STRIDE * self.rank + self.global_step)
+        self._snapshot()
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path | None:
+        """Write the trainer state to ``path`` (safetensors + JSON metadata), atomically.
+
+        With several ranks every rank must call this (the RNG states are gathered); only rank 0
+        writes. Returns the path on rank 0, None elsewhere.
+        """
+        state = self.state_dict()
+        if not self.is_main:
+            return None
+        return save_state_file(state, path)
+
+    def resume(self, path: str | os.PathLike) -> None:
+        """Load a checkpoint written by :meth:`save_checkpoint` and continue from its step."""
+        self.load_state_dict(load_state_file(path))
+        if self.is_main:
+            logger.info("resumed from %s at step %d", path, self.global_step)

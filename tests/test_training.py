@@ -1,0 +1,322 @@
+"""The training loop: exact resume, the NaN/spike guard, schedule, clipping, EMA, torch.distributed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from flowmaps.data.toy import sample_toy
+from flowmaps.objectives import LossOutput, make_objective
+from flowmaps.registry import build_model
+from flowmaps.training import (
+    TrainConfig,
+    Trainer,
+    init_distributed,
+    learning_rate,
+    load_state_file,
+)
+
+torch.set_num_threads(2)
+
+CONFIG = {"net": {"name": "mlp", "dim": 2, "width": 16, "depth": 2}, "sigma": 0.5}
+
+
+def _model(seed: int = 0, **extra):
+    torch.manual_seed(seed)
+    return build_model({**CONFIG, **extra})
+
+
+def _sampler(n: int, g: torch.Generator) -> torch.Tensor:
+    return sample_toy("checkerboard", n, g, dtype=torch.float64)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=12, batch_size=32, dtype="float64", log_every=1, guard_every=3, lr_decay_start=4, grad_clip=0.5)
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(trainer: Trainer, **kw) -> list[float]:
+    out: list[float] = []
+    trainer.train(callback=lambda tr, logs: out.append(logs["loss"]), progress=False, **kw)
+    return out
+
+
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([v.reshape(-1) for v in module.state_dict().values()])
+
+
+# ---------------------------------------------------------------------------------- resume
+def test_resume_continues_with_identical_losses(tmp_path):
+    """Killed at step 6 and resumed, the run gives bit-identical losses and weights."""
+    extra = {"learn_loss_weight": True, "loss_weight": {"dim": 8, "hidden": 4}}
+    full = Trainer(_model(0, **extra), make_objective("lsd"), _sampler, _config())
+    ref = _losses(full)
+    assert len(ref) == 12 and len(set(ref)) == 12
+
+    ckpt = tmp_path / "run" / "trainer.safetensors"
+    first = Trainer(_model(0, **extra), make_objective("lsd"), _sampler, _config(steps=6))
+    head = _losses(first)
+    first.save_checkpoint(ckpt)
+    assert head == ref[:6]
+
+    second = Trainer(_model(123, **extra), make_objective("lsd"), _sampler, _config(log_path=str(tmp_path / "l.jsonl")))
+    second.resume(ckpt)
+    assert second.global_step == 6
+    tail = _losses(second)
+    assert tail == ref[6:]  # exact equality, not a tolerance
+    assert torch.equal(_flat(second.model), _flat(full.model))
+    assert torch.equal(_flat(second.ema_model), _flat(full.ema_model))
+    opt_a, opt_b = full.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    for i in opt_a:
+        for name in opt_a[i]:
+            assert torch.equal(opt_a[i][name], opt_b[i][name])
+    lines = [json.loads(line) for line in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines] == list(range(7, 13))
+    assert [e["loss"] for e in lines] == ref[6:]
+    assert {"lagrangian", "diagonal", "grad_norm", "lr", "step_time"} <= set(lines[0])
+
+
+def test_checkpoint_is_safetensors_written_atomically(tmp_path):
+    trainer = Trainer(_model(), make_objective("psd-m"), _sampler, _config(steps=3))
+    trainer.train(progress=False)
+    path = trainer.save_checkpoint(tmp_path / "t.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]  # no temp file left
+    with safe_open(str(path), "pt") as fh:
+        keys = set(fh.keys())
+        meta = json.loads(fh.metadata()["flowmaps_trainer"])
+    assert "/model/net.out.weight" in keys and "/ema/net.out.weight" in keys and "/rng/0/generator" in keys
+    assert meta["step"] == 3 and meta["optimizer"]["param_groups"][0]["betas"] == {"__tuple__": [0.9, 0.999]}
+    state = load_state_file(path)
+    assert isinstance(state["optimizer"]["param_groups"][0]["betas"], tuple)
+    assert set(state["optimizer"]["state"]) == set(range(len(trainer.params)))  # int keys survive
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        trainer.resume(path)
+    with pytest.raises(FileNotFoundError):
+        trainer.resume(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------------------------- guard
+class _PoisonOnce:
+    """The checkerboard, except that call number `at` returns NaN (or data scaled by `scale`)."""
+
+    def __init__(self, at: int, scale: float | None = None) -> None:
+        self.at, self.scale, self.calls = at, scale, 0
+
+    def __call__(self, n: int, g: torch.Generator) -> torch.Tensor:
+        x = _sampler(n, g)
+        self.calls += 1
+        if self.calls == self.at:
+            x = x * self.scale if self.scale is not None else x.fill_(math.nan)
+        return x
+
+
+def test_nan_restores_last_good_state_and_halves_lr(caplog):
+    reference = Trainer(_model(), make_objective("lsd"), _sampler, _config(steps=3, guard_every=3))
+    _losses(reference)  # the state at step 3: the snapshot the guard must restore
+
+    poisoned = _PoisonOnce(at=5)  # steps 0..3 succeed, the 5th batch is NaN
+    trainer = Trainer(_model(), make_objective("lsd"), poisoned, _config(guard_every=3))
+    seen: list[dict] = []
+    with caplog.at_level(logging.WARNING, logger="flowmaps.training"):
+        trainer.train(callback=lambda tr, logs: seen.append(dict(logs)), progress=False)
+    events = [e for e in seen if "recovered" in e]
+    assert len(events) == 1
+    assert "non-finite loss" in events[0]["recovered"]
+    assert events[0]["step"] == 3  # rolled back from step 4 to the snapshot at step 3
+    assert "halved the learning rate" in caplog.text and "restored the state of step 3" in caplog.text
+    # Right after the recovery the weights were those of step 3 of a clean run:
+    after = [e for e in seen if "recovered" not in e]
+    assert [e["step"] for e in after] == [1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert trainer.lr_scale == 0.5 and trainer.global_step == 12
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert after[4]["lr"] == pytest.approx(0.5 * learning_rate(3, 1e-3, 4))
+
+
+def test_restored_weights_equal_the_snapshot():
+    reference = Trainer(_model(), make_objective("fm"), _sampler, _config(steps=3, guard_every=3))
+    reference.train(progress=False)
+    trainer = Trainer(_model(), make_objective("fm"), _PoisonOnce(at=5), _config(guard_every=3))
+    for _ in range(4):
+        trainer.step()
+    logs = trainer.step()  # the NaN batch
+    assert "recovered" in logs and trainer.global_step == 3
+    assert torch.equal(_flat(trainer.model), _flat(reference.model))
+    assert torch.equal(_flat(trainer.ema_model), _flat(reference.ema_model))
+
+
+def test_spike_is_caught():
+    cfg = _config(steps=30, spike_window=10, spike_factor=5.0, grad_clip=10.0, guard_every=5)
+    trainer = Trainer(_model(), make_objective("fm"), _PoisonOnce(at=25, scale=1e4), cfg)
+    seen: list[dict] = []
+    trainer.train(callback=lambda tr, logs: seen.append(logs), progress=False)
+    events = [e["recovered"] for e in seen if "recovered" in e]
+    assert len(events) == 1 and "spike" in events[0]
+    assert trainer.global_step == 30 and trainer.lr_scale == 0.5
+
+
+def test_persistent_nan_gives_up():
+    trainer = Trainer(
+        _model(), make_objective("fm"), lambda n, g: torch.full((n, 2), math.nan), _config(max_recoveries=3)
+    )
+    with pytest.raises(FloatingPointError, match="diverged"):
+        trainer.train(progress=False)
+    assert trainer.recoveries == 4
+
+
+# ---------------------------------------------------------------------------------- pieces
+def test_learning_rate_schedule():
+    assert learning_rate(0, 1e-3, 35_000) == 1e-3
+    assert learning_rate(34_999, 1e-3, 35_000) == 1e-3
+    assert learning_rate(140_000, 1e-3, 35_000) == pytest.approx(5e-4)
+    assert learning_rate(10**6, 1e-3, 0) == 1e-3
+    trainer = Trainer(_model(), make_objective("fm"), _sampler, _config(steps=8, lr=0.01, lr_decay_start=2))
+    seen = []
+    trainer.train(callback=lambda tr, logs: seen.append(logs["lr"]), progress=False)
+    assert seen == [0.01, 0.01] + [0.01 / math.sqrt(k / 2) for k in range(2, 8)]
+
+
+def test_first_step_is_a_clipped_gradient_step():
+    """RAdam's first update is lr * g (no rectification yet), with g clipped to norm grad_clip."""
+    lr, clip = 1e-2, 1e-3
+    trainer = Trainer(_model(), make_objective("fm"), _sampler, _config(lr=lr, grad_clip=clip, ema_warmup=False))
+    before = [p.detach().clone() for p in trainer.params]
+    logs = trainer.step()
+    assert logs["grad_norm"] > clip  # clipping is active
+    delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(trainer.params, before)])
+    assert float(delta.norm()) == pytest.approx(lr * clip, rel=1e-4)  # clip_grad_norm_ adds 1e-6 to the norm
+
+
+def test_ema_closed_form():
+    d = 0.9
+    trainer = Trainer(_model(), make_objective("fm"), _sampler, _config(ema_decay=d, ema_warmup=False))
+    p0 = _flat(trainer.model)
+    trainer.step()
+    p1 = _flat(trainer.model)
+    trainer.step()
+    p2 = _flat(trainer.model)
+    expected = d * (d * p0 + (1 - d) * p1) + (1 - d) * p2
+    torch.testing.assert_close(_flat(trainer.ema_model), expected, rtol=0, atol=1e-15)
+    warm = Trainer(_model(), make_objective("fm"), _sampler, _config())  # warm-up: d_0 = 1/10
+    q0 = _flat(warm.model)
+    warm.step()
+    torch.testing.assert_close(_flat(warm.ema_model), 0.1 * q0 + 0.9 * _flat(warm.model), rtol=0, atol=1e-15)
+
+
+def test_stop_requests_and_time_cap():
+    trainer = Trainer(_model(), make_objective("fm"), _sampler, _config(steps=100))
+    trainer.train(callback=lambda tr, logs: tr.request_stop() if logs["step"] == 4 else None, progress=False)
+    assert trainer.global_step == 4
+    capped = Trainer(_model(), make_objective("fm"), _sampler, _config(steps=10**6, max_seconds=0.3))
+    capped.train(progress=False)
+    assert 0 < capped.global_step < 10**6
+
+
+def test_config_validation():
+    for bad in [dict(batch_size=0), dict(lr=-1.0), dict(ema_decay=1.0), dict(dtype="float16"), dict(grad_clip=-1)]:
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    assert TrainConfig.from_dict(TrainConfig(steps=7).to_dict()) == TrainConfig(steps=7)
+
+
+# ---------------------------------------------------------------------------------- distributed
+GLOBAL_BATCH = 8
+
+
+def _fixed_batch():
+    g = torch.Generator().manual_seed(7)
+    x1 = _sampler(GLOBAL_BATCH, g)
+    x0 = 0.5 * torch.randn(GLOBAL_BATCH, 2, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.rand(GLOBAL_BATCH, generator=g, dtype=torch.float64),
+        torch.rand(GLOBAL_BATCH, generator=g, dtype=torch.float64),
+    )
+    return x0, x1, torch.minimum(a, b), torch.maximum(a, b)
+
+
+class _FixedLagrangian(torch.nn.Module):
+    """Deterministic per-sample loss: flow matching at t plus the LSD residual on (s, t),
+    averaged over the batch (so averaging over ranks equals the mean over the whole batch).
+    Uses torch.func.jvp: the path that DDP wrapping cannot take."""
+
+    def __init__(self, x0, s, t) -> None:
+        super().__init__()
+        self.x0, self.s, self.t = x0, s, t
+
+    def forward(self, model, x1, x0=None, generator=None):
+        x0, s, t = self.x0, self.s, self.t
+        it = model.interpolant.sample(x0, x1, t)
+        diag = (model.velocity(it.x_t, t) - it.dx_t).pow(2).sum(1)
+        x_s = model.interpolant.sample(x0, x1, s).x_t
+        X, dX = model.jvp(x_s, s, t, dt=1.0, backend="jvp")
+        with torch.no_grad():
+            target = model.velocity(X.detach(), t)
+        loss = (diag + (dX - target).pow(2).sum(1)).mean()
+        return LossOutput(loss=loss, logs={"diag": float(diag.detach().mean())})
+
+
+def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    info = init_distributed()
+    try:
+        assert (info.rank, info.world_size) == (rank, world) and dist.get_backend() == "gloo"
+        torch.manual_seed(1000 + rank)  # different weights on each rank: the trainer must broadcast rank 0's
+        model = build_model(CONFIG)
+        x0, x1, s, t = _fixed_batch()
+        part = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+        objective = _FixedLagrangian(x0[part], s[part], t[part])
+        cfg = TrainConfig(steps=1, batch_size=GLOBAL_BATCH, dtype="float64", grad_clip=0.0, log_every=1)
+        trainer = Trainer(model, objective, lambda n, g: x1[part][:n], cfg)
+        assert trainer.local_batch_size == GLOBAL_BATCH // world
+        out = {f"init/{k}": v.clone() for k, v in model.state_dict().items()}
+        trainer.forward_backward(x1[part])
+        out.update({f"grad/{i}": p.grad.clone() for i, p in enumerate(trainer.params)})
+        trainer.train(progress=False)
+        out.update({f"after/{k}": v.clone() for k, v in model.state_dict().items()})
+        save_file(out, os.path.join(out_dir, f"rank{rank}.safetensors"))
+        trainer.save_checkpoint(os.path.join(out_dir, "ckpt.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_gloo_gradients_equal_the_full_batch_gradient(tmp_path):
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(_dist_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    results = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(world)]
+
+    torch.manual_seed(1000)  # rank 0's initial weights
+    model = build_model(CONFIG).double()
+    x0, x1, s, t = _fixed_batch()
+    _FixedLagrangian(x0, s, t)(model, x1).loss.backward()
+    params = list(model.parameters())
+    for res in results:
+        for k, v in model.state_dict().items():
+            assert torch.equal(res[f"init/{k}"], v), f"weights not broadcast from rank 0: {k}"
+        for i, p in enumerate(params):
+            torch.testing.assert_close(res[f"grad/{i}"], p.grad, rtol=1e-10, atol=1e-13)
+    for k in model.state_dict():  # the ranks stay in sync after an optimiser step
+        assert torch.equal(results[0][f"after/{k}"], results[1][f"after/{k}"])
+        assert not torch.equal(results[0][f"after/{k}"], results[0][f"init/{k}"]) or "bias" in k
+    state = load_state_file(tmp_path / "ckpt.safetensors")
+    assert state["world_size"] == 2 and set(state["rng"]) == {"0", "1"}
+    assert not torch.equal(state["rng"]["0"]["generator"], state["rng"]["1"]["generator"])
