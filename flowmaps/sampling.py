@@ -200,7 +200,7 @@ def parse_grid(text: GridLike, *, max_steps: int = MAX_STEPS, partial: bool = Fa
                 values.append(float(token))
             except ValueError:
                 raise ValueError(
-                    f"time grid entry {pos} is {token!r}, which is not a number; "
+                    f"time grid entry {pos + 1} is {token!r}, which is not a number; "
                     "write numbers separated by commas, such as '0, 0.5, 1'"
                 ) from None
         return validate_grid(values, max_steps=max_steps, partial=partial)
@@ -217,7 +217,8 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
     t = 0.5).
 
     Raises:
-        ValueError: with a message that says what is wrong and what to change.
+        ValueError: with a message that says what is wrong and what to change (positions
+            count from 1: "got 0.5 after 0.7 at position 3").
     """
     if isinstance(grid, str):
         return parse_grid(grid, max_steps=max_steps, partial=partial)
@@ -236,12 +237,12 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
     bad = ~torch.isfinite(g)
     if bad.any():
         pos = int(bad.nonzero()[0])
-        raise ValueError(f"time grid entry {pos} is {g[pos].item()}; every time must be finite")
+        raise ValueError(f"time grid entry {pos + 1} is {g[pos].item()}; every time must be finite")
     outside = (g < 0) | (g > 1)
     if outside.any():
         pos = int(outside.nonzero()[0])
         raise ValueError(
-            f"time grid entry {pos} is {g[pos].item():g}, outside [0, 1]; times run from 0 (noise) to 1 (data)"
+            f"time grid entry {pos + 1} is {g[pos].item():g}, outside [0, 1]; times run from 0 (noise) to 1 (data)"
         )
     diffs = g[1:] - g[:-1]
     nonpos = diffs <= 0
@@ -249,7 +250,7 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
         pos = int(nonpos.nonzero()[0]) + 1
         raise ValueError(
             f"time grid must be strictly increasing; got {g[pos].item():g} after "
-            f"{g[pos - 1].item():g} at position {pos}"
+            f"{g[pos - 1].item():g} at position {pos + 1}"
         )
     if not partial:
         if abs(g[0].item()) > 1e-9:

@@ -70,13 +70,13 @@ def test_parse_grid_text_and_list() -> None:
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
-        ([0.0, 0.7, 0.5, 1.0], "strictly increasing; got 0.5 after 0.7 at position 2"),
-        ([0.0, 0.5, 0.5, 1.0], "strictly increasing; got 0.5 after 0.5 at position 2"),
+        ([0.0, 0.7, 0.5, 1.0], "strictly increasing; got 0.5 after 0.7 at position 3"),
+        ([0.0, 0.5, 0.5, 1.0], "strictly increasing; got 0.5 after 0.5 at position 3"),
         ([0.1, 0.5, 1.0], "must start at 0"),
         ([0.0, 0.5, 0.9], "must end at 1"),
-        ([0.0, float("nan"), 1.0], "entry 1 is nan; every time must be finite"),
+        ([0.0, float("nan"), 1.0], "entry 2 is nan; every time must be finite"),
         ([0.0, float("inf"), 1.0], "must be finite"),
-        ([0.0, 1.5], "entry 1 is 1.5, outside [0, 1]"),
+        ([0.0, 1.5], "entry 2 is 1.5, outside [0, 1]"),
         ([-0.2, 1.0], "outside [0, 1]"),
         ([0.0], "at least two times"),
         ([], "at least two times"),
@@ -102,7 +102,7 @@ def test_validate_grid_step_cap_and_partial() -> None:
 
 
 def test_parse_grid_rejects_text() -> None:
-    with pytest.raises(ValueError, match="entry 1 is 'half', which is not a number"):
+    with pytest.raises(ValueError, match="entry 2 is 'half', which is not a number"):
         parse_grid("0, half, 1")
     with pytest.raises(ValueError, match="empty"):
         parse_grid("  ")
