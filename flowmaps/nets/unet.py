@@ -1,0 +1,298 @@
+"""A small UNet for flow maps on 28x28 single-channel images (Fashion-MNIST, MNIST).
+
+The network computes ``v_{s,t}(x)`` for the flow map ``X_{s,t}(x) = x + (t - s) v_{s,t}(x)``.
+Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
+
+Layout (defaults: ``base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2``):
+
+- conditioning: positional embeddings of ``s`` and ``t - s`` (the paper's choice; ``"s_t"``
+  conditions on ``s`` and ``t`` instead), concatenated and mixed by a two-layer MLP into a
+  vector ``c`` of width ``4 * base_channels``;
+- encoder: a 3x3 input conv, then per resolution (28, 14, 7) ``num_res_blocks`` residual
+  blocks, with a stride-2 conv between resolutions;
+- middle: two residual blocks at 7x7 (with optional self-attention between them);
+- decoder: per resolution ``num_res_blocks + 1`` residual blocks fed the encoder skips, nearest
+  upsampling + 3x3 conv between resolutions;
+- output: GroupNorm, SiLU, zero-initialised 3x3 conv.
+
+Each residual block is GroupNorm -> SiLU -> conv -> GroupNorm -> ``(1 + scale) * h + shift``
+with ``(scale, shift) = Linear(SiLU(c))`` -> SiLU -> dropout -> conv, plus a (1x1 when the
+width changes) skip, summed and scaled by ``1/sqrt(2)``, as in ADM / EDM.
+
+Preconditioning: ``v = sigma * F(x / sigma, s, t)``, with sigma the data/noise scale (0.5 for
+images in [-1, 1]); the zero-initialised output layer makes ``v = 0`` at initialisation.
+
+Every operation is smooth and supports forward-mode AD, so ``torch.func.jvp`` works with
+respect to s, t and x, and backward through the JVP works too. Attention, when enabled, uses an
+explicit matmul-softmax (fused scaled-dot-product kernels have no forward-mode AD).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowmaps.nets.embeddings import positional_embedding
+
+
+def _groups(channels: int, max_groups: int) -> int:
+    """Largest group count <= max_groups that divides channels."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    """Residual block with scale/shift conditioning: (B, C_in, H, W), (B, E) -> (B, C_out, H, W)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, max_groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_ch, max_groups), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.affine = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = nn.GroupNorm(_groups(out_ch, max_groups), out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        # Start each block as its skip path (as in EDM): zero the last conv.
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.affine(F.silu(emb)).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        h = self.norm2(h) * (1.0 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return (self.skip(x) + h) * (1.0 / math.sqrt(2.0))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over pixels with an explicit matmul-softmax (JVP-safe)."""
+
+    def __init__(self, channels: int, num_heads: int, max_groups: int) -> None:
+        super().__init__()
+        if channels % num_heads != 0:
+            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        d = c // self.num_heads
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, d, h * w).unbind(1)
+        logits = torch.einsum("bndi,bndj->bnij", q, k) * (1.0 / math.sqrt(d))
+        attn = torch.softmax(logits, dim=-1)
+        out = torch.einsum("bnij,bndj->bndi", attn, v).reshape(b, c, h, w)
+        return (x + self.proj(out)) * (1.0 / math.sqrt(2.0))
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest upsampling to a given size then 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """UNet ``net(s, t, x) -> v`` for flow maps on (B, C, H, W) images (default 1x28x28).
+
+    Args:
+        in_channels: image channels.
+        base_channels: width at the first resolution.
+        channel_mults: width multipliers per resolution (one entry per level; levels are
+            separated by a factor-2 downsampling: 28, 14, 7 for three levels).
+        num_res_blocks: residual blocks per level in the encoder (decoder has one more).
+        attn_levels: indices of levels (0 = full resolution) with self-attention after each
+            residual block; the middle gets attention if the last level is listed. Default none.
+        num_heads: attention heads.
+        dropout: dropout rate inside residual blocks (the objectives apply it on the diagonal
+            branch only by calling the net in train mode there).
+        emb_dim: width of each positional embedding (of s and of t - s).
+        emb_scale: times are multiplied by this before the sinusoids (1000 maps t in [0, 1]
+            to the usual range of diffusion time steps); lower it for a smoother t-dependence.
+        sigma: preconditioning scale, ``v = sigma * F(x / sigma, ...)``; 0.5 for images in [-1, 1].
+        time_cond: ``"s_dt"`` (embed s and t - s; the paper's choice) or ``"s_t"``.
+        max_groups: upper bound on GroupNorm groups.
+
+    All arguments are JSON-serialisable and stored in ``self.config``; rebuild with
+    ``UNet.from_config(config)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 64,
+        channel_mults: tuple[int, ...] | list[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attn_levels: tuple[int, ...] | list[int] = (),
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        emb_dim: int = 128,
+        emb_scale: float = 1000.0,
+        sigma: float = 0.5,
+        time_cond: str = "s_dt",
+        max_groups: int = 32,
+    ) -> None:
+        super().__init__()
+        if time_cond not in ("s_dt", "s_t"):
+            raise ValueError(f"time_cond must be 's_dt' or 's_t', got {time_cond!r}")
+        channel_mults = [int(m) for m in channel_mults]
+        attn_levels = [int(a) for a in attn_levels]
+        self.config: dict[str, Any] = {
+            "in_channels": int(in_channels),
+            "base_channels": int(base_channels),
+            "channel_mults": channel_mults,
+            "num_res_blocks": int(num_res_blocks),
+            "attn_levels": attn_levels,
+            "num_heads": int(num_heads),
+            "dropout": float(dropout),
+            "emb_dim": int(emb_dim),
+            "emb_scale": float(emb_scale),
+            "sigma": float(sigma),
+            "time_cond": time_cond,
+            "max_groups": int(max_groups),
+        }
+        self.sigma = float(sigma)
+        self.time_cond = time_cond
+        self.emb_dim = int(emb_dim)
+        self.emb_scale = float(emb_scale)
+        cond_dim = 4 * base_channels
+
+        self.cond_mlp = nn.Sequential(nn.Linear(2 * emb_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        def res(i: int, o: int) -> ResBlock:
+            return ResBlock(i, o, cond_dim, dropout, max_groups)
+
+        def attn(c: int) -> SelfAttention:
+            return SelfAttention(c, num_heads, max_groups)
+
+        # Encoder.
+        self.down_blocks = nn.ModuleList()
+        self.down_attn = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch = base_channels
+        n_levels = len(channel_mults)
+        for level, mult in enumerate(channel_mults):
+            out = base_channels * mult
+            for _ in range(num_res_blocks):
+                self.down_blocks.append(res(ch, out))
+                self.down_attn.append(attn(out) if level in attn_levels else nn.Identity())
+                ch = out
+                skip_channels.append(ch)
+            if level < n_levels - 1:
+                self.downsamples.append(Downsample(ch))
+                skip_channels.append(ch)
+
+        # Middle.
+        mid_attn = (n_levels - 1) in attn_levels
+        self.mid1 = res(ch, ch)
+        self.mid_attn = attn(ch) if mid_attn else nn.Identity()
+        self.mid2 = res(ch, ch)
+
+        # Decoder.
+        self.up_blocks = nn.ModuleList()
+        self.up_attn = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for level in reversed(range(n_levels)):
+            out = base_channels * channel_mults[level]
+            for _ in range(num_res_blocks + 1):
+                self.up_blocks.append(res(ch + skip_channels.pop(), out))
+                self.up_attn.append(attn(out) if level in attn_levels else nn.Identity())
+                ch = out
+            if level > 0:
+                self.upsamples.append(Upsample(ch))
+
+        self.norm_out = nn.GroupNorm(_groups(ch, max_groups), ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UNet:
+        """Rebuild a UNet from its ``config`` dict (e.g. read back from config.json)."""
+        return cls(**config)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def time_embedding(self, s: Tensor, t: Tensor) -> Tensor:
+        """Conditioning vector from (s, t), t = 0 noise, t = 1 data: (B,), (B,) -> (B, 4 * base)."""
+        second = t - s if self.time_cond == "s_dt" else t
+        feats = torch.cat(
+            [
+                positional_embedding(s, self.emb_dim, scale=self.emb_scale),
+                positional_embedding(second, self.emb_dim, scale=self.emb_scale),
+            ],
+            dim=-1,
+        )
+        return self.cond_mlp(feats)
+
+    def forward(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
+        """Flow-map velocity ``v_{s,t}(x)``.
+
+        Args:
+            s: start times (B,) (or a scalar, broadcast), t = 0 noise, t = 1 data.
+            t: end times (B,) (or a scalar).
+            x: states at time s, (B, C, H, W).
+
+        Returns:
+            v of shape (B, C, H, W), with ``v = sigma * F(x / sigma, s, t)``.
+        """
+        b = x.shape[0]
+        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        s = s.expand(b) if s.ndim == 0 else s.reshape(b)
+        t = t.expand(b) if t.ndim == 0 else t.reshape(b)
+        emb = self.time_embedding(s, t)
+
+        h = self.conv_in(x * (1.0 / self.sigma))
+        skips = [h]
+        blocks = iter(zip(self.down_blocks, self.down_attn, strict=True))
+        n_levels = len(self.config["channel_mults"])
+        for level in range(n_levels):
+            for _ in range(self.config["num_res_blocks"]):
+                block, att = next(blocks)
+                h = att(block(h, emb))
+                skips.append(h)
+            if level < n_levels - 1:
+                h = self.downsamples[level](h)
+                skips.append(h)
+
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+
+        blocks = iter(zip(self.up_blocks, self.up_attn, strict=True))
+        for i, level in enumerate(reversed(range(n_levels))):
+            for _ in range(self.config["num_res_blocks"] + 1):
+                block, att = next(blocks)
+                h = att(block(torch.cat([h, skips.pop()], dim=1), emb))
+            if level > 0:
+                h = self.upsamples[i](h, size=skips[-1].shape[-2:])
+
+        return self.sigma * self.conv_out(F.silu(self.norm_out(h)))

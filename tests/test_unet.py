@@ -1,0 +1,213 @@
+"""Tests for flowmaps.nets.unet and flowmaps.nets.embeddings.
+
+Time convention: t = 0 noise, t = 1 data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.func import jvp
+
+from flowmaps.nets.embeddings import LossWeight, PositionalEmbedding, positional_embedding
+from flowmaps.nets.unet import UNet
+
+SMALL = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, num_heads=2)
+
+
+def _randomise(net: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> None:
+    """Perturb every parameter so that zero-initialised layers do not hide the function."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def _inputs(b: int = 3, dtype: torch.dtype = torch.float64, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 1, 28, 28, generator=g, dtype=dtype) * 0.5
+    s = torch.rand(b, generator=g, dtype=dtype) * 0.5
+    t = s + 0.1 + 0.4 * torch.rand(b, generator=g, dtype=dtype)
+    return s, t, x
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def test_positional_embedding_values() -> None:
+    t = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    e = positional_embedding(t, 8, scale=1000.0)
+    assert e.shape == (3, 8) and e.dtype == torch.float64
+    assert torch.equal(e[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0], dtype=torch.float64))
+    # Frequencies 10000^(-i/4), i = 0..3: check one entry by hand.
+    assert math.isclose(float(e[1, 5]), math.sin(250.0 * 10_000 ** (-1 / 4)), rel_tol=1e-12)
+    # Each (cos, sin) pair lies on the unit circle.
+    assert torch.allclose(e[:, :4] ** 2 + e[:, 4:] ** 2, torch.ones(3, 4, dtype=torch.float64))
+    assert PositionalEmbedding(8)(t).shape == (3, 8)
+    with pytest.raises(ValueError):
+        positional_embedding(t, 7)
+
+
+def test_loss_weight_starts_at_zero_and_learns() -> None:
+    lw = LossWeight(dim=16, hidden=32)
+    json.dumps(lw.config)
+    s = torch.rand(5)
+    t = s + 0.2
+    w = lw(s, t)
+    assert w.shape == (5,) and torch.equal(w, torch.zeros(5))
+    # Minimising exp(-w) * r2 + w over w gives w = log r2: one gradient step moves w towards it.
+    opt = torch.optim.SGD(lw.parameters(), lr=0.1)
+    r2 = torch.full((5,), 4.0)
+    for _ in range(2):
+        w = lw(s, t)
+        loss = (torch.exp(-w) * r2 + w).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (lw(s, t) > 0).all()  # moved towards log 4 > 0
+    assert LossWeight(dim=16, hidden=0)(s, t).abs().max() == 0
+
+
+# ------------------------------------------------------------------ UNet
+
+
+def test_default_unet_size_and_shape() -> None:
+    net = UNet()
+    n = net.num_parameters()
+    assert 2e6 < n < 1e7, n  # a few million parameters: an fp16 checkpoint of a few MB
+    s, t, x = _inputs(2, torch.float32)
+    v = net(s, t, x)
+    assert v.shape == x.shape
+    assert torch.equal(v, torch.zeros_like(v))  # zero-initialised output layer
+
+
+def test_small_unet_shapes_scalar_times_and_attention() -> None:
+    net = UNet(**SMALL, attn_levels=(1,)).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+    v = net(s, t, x)
+    assert v.shape == (2, 1, 28, 28) and torch.isfinite(v).all()
+    # Scalar times broadcast to the batch.
+    v0 = net(torch.tensor(0.2, dtype=torch.float64), 0.7, x)
+    v1 = net(torch.full((2,), 0.2, dtype=torch.float64), torch.full((2,), 0.7, dtype=torch.float64), x)
+    torch.testing.assert_close(v0, v1)
+    # Other image sizes divisible by the downsampling work too (e.g. 32x32).
+    assert net(s, t, torch.randn(2, 1, 32, 32, dtype=torch.float64)).shape == (2, 1, 32, 32)
+
+
+def test_conditioning_on_s_and_t_minus_s() -> None:
+    net = UNet(**SMALL).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+    v = net(s, t, x)
+    assert not torch.allclose(v, net(s, t + 0.1, x))
+    assert not torch.allclose(v, net(s + 0.1, t, x))
+    # With time_cond="s_dt" the embedding sees (s, t - s); with "s_t" it sees (s, t).
+    e = net.time_embedding(s, t)
+    feats = torch.cat([positional_embedding(s, 16), positional_embedding(t - s, 16)], dim=-1)
+    torch.testing.assert_close(e, net.cond_mlp(feats))
+    with pytest.raises(ValueError):
+        UNet(**SMALL, time_cond="t_only")
+
+
+def test_preconditioning_scales_input_and_output() -> None:
+    """v = sigma * F(x / sigma): two nets with equal weights and sigmas a, b satisfy
+    v_b(x) = (b / a) v_a(x a / b)."""
+    a, b = 0.5, 2.0
+    na = UNet(**SMALL, sigma=a).double()
+    _randomise(na)
+    nb = UNet(**{**SMALL, "sigma": b}).double()
+    nb.load_state_dict(na.state_dict())
+    s, t, x = _inputs(2)
+    torch.testing.assert_close(nb(s, t, x), (b / a) * na(s, t, x * a / b))
+
+
+def test_config_roundtrip_is_json() -> None:
+    net = UNet(**SMALL, attn_levels=[1], dropout=0.1)
+    cfg = json.loads(json.dumps(net.config))
+    net2 = UNet.from_config(cfg)
+    net2.load_state_dict(net.state_dict())
+    assert net2.config == net.config
+    _randomise(net2)
+    net.load_state_dict(net2.state_dict())
+    net.eval(), net2.eval()
+    s, t, x = _inputs(2, torch.float32)
+    torch.testing.assert_close(net(s, t, x), net2(s, t, x))
+
+
+def test_dropout_only_in_train_mode() -> None:
+    net = UNet(**SMALL, dropout=0.5)
+    _randomise(net)
+    s, t, x = _inputs(2, torch.float32)
+    net.eval()
+    torch.testing.assert_close(net(s, t, x), net(s, t, x))
+    net.train()
+    assert not torch.allclose(net(s, t, x), net(s, t, x))
+
+
+@pytest.mark.parametrize("attn", [(), (1,)])
+def test_jvp_in_t_matches_central_difference(attn: tuple[int, ...]) -> None:
+    net = UNet(**SMALL, attn_levels=attn).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+
+    def f(tt: torch.Tensor) -> torch.Tensor:
+        return net(s, tt, x)
+
+    v, dv = jvp(f, (t,), (torch.ones_like(t),))
+    h = 1e-6
+    fd = (f(t + h) - f(t - h)) / (2 * h)
+    torch.testing.assert_close(v, f(t))
+    assert dv.abs().max() > 1e-3  # a non-trivial derivative
+    torch.testing.assert_close(dv, fd, rtol=1e-6, atol=1e-6 * float(dv.detach().abs().max()))
+
+
+def test_jvp_in_s_t_and_x_jointly_matches_central_difference() -> None:
+    net = UNet(**SMALL).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+    g = torch.Generator().manual_seed(5)
+    ds, dt = torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([0.3, 1.0], dtype=torch.float64)
+    dx = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    _, dv = jvp(net, (s, t, x), (ds, dt, dx))
+    h = 1e-6
+    fd = (net(s + h * ds, t + h * dt, x + h * dx) - net(s - h * ds, t - h * dt, x - h * dx)) / (2 * h)
+    torch.testing.assert_close(dv, fd, rtol=1e-6, atol=1e-6 * float(dv.detach().abs().max()))
+
+
+def test_backward_through_jvp_gives_finite_gradients() -> None:
+    """The Lagrangian loss differentiates d/dt X_{s,t} w.r.t. the weights: backward through the JVP."""
+    net = UNet(**SMALL, attn_levels=(1,), dropout=0.1).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+
+    def jump(tt: torch.Tensor) -> torch.Tensor:
+        return x + (tt - s)[:, None, None, None] * net(s, tt, x)
+
+    _, dX = jvp(jump, (t,), (torch.ones_like(t),))
+    loss = (dX**2).sum()
+    loss.backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    # Spot check one weight against a finite difference of the loss.
+    p = net.conv_out.bias
+    h = 1e-6
+
+    def loss_at(delta: float) -> float:
+        with torch.no_grad():
+            p.add_(delta)
+            _, d = jvp(jump, (t,), (torch.ones_like(t),))
+            p.sub_(delta)
+        return float((d**2).sum())
+
+    torch.manual_seed(0)  # dropout masks must not differ between the calls
+    net.eval()
+    p.grad = None
+    _, dX = jvp(jump, (t,), (torch.ones_like(t),))
+    (dX**2).sum().backward()
+    fd = (loss_at(h) - loss_at(-h)) / (2 * h)
+    assert math.isclose(float(p.grad[0]), fd, rel_tol=1e-5, abs_tol=1e-8)
