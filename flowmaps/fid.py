@@ -1,0 +1,676 @@
+"""FID and KID for Fashion-MNIST with the project's own feature network.
+
+No Inception weights are available offline, so the features come from a small CNN classifier
+trained on the Fashion-MNIST training split (:class:`FeatureNet`, trained by
+:func:`train_classifier`, shipped in ``checkpoints/fid-classifier``). Scores computed with it are
+comparable with each other, not with published Inception-based FIDs.
+
+- Frechet distance between Gaussians N(mu1, S1) and N(mu2, S2):
+
+      FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^{1/2} S2 S1^{1/2})^{1/2}),
+
+  where tr((S1^{1/2} S2 S1^{1/2})^{1/2}) = tr((S1 S2)^{1/2}).
+- KID: the unbiased estimator of MMD^2 with the cubic polynomial kernel
+  k(x, y) = (x . y / d + 1)^3, averaged over random subsets.
+
+Images passed to :func:`features`, :func:`fid` and :func:`kid` are (N, 1, 28, 28) in [-1, 1]
+(data at t = 1 in the flow-map time convention, t = 0 noise). This module needs numpy and torch
+only; scipy is used only by the optional ``method="sqrtm"`` of :func:`frechet_distance`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DEFAULT_PATH = Path("checkpoints/fid-classifier")
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+
+# --------------------------------------------------------------------------------------------
+# Feature network
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureNet(nn.Module):
+    """Small CNN classifier for 1x28x28 images; its penultimate layer gives FID features.
+
+    Layout: two stages of [conv3x3 -> BN -> ReLU] x 2 + 2x2 max-pool (28 -> 14 -> 7), widths
+    ``width`` and ``2 * width``, then a 3x3 conv to ``4 * width`` with BN, ReLU and global average
+    pooling, a linear layer to ``feature_dim`` (the features: its output before the
+    activation), ReLU, dropout and a linear layer to ``num_classes`` logits.
+
+    Args:
+        width: channels of the first stage.
+        feature_dim: width of the feature layer.
+        num_classes: number of classes.
+        dropout: dropout before the classifier head.
+    """
+
+    def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = {
+            "width": int(width),
+            "feature_dim": int(feature_dim),
+            "num_classes": int(num_classes),
+            "dropout": float(dropout),
+        }
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+        w = width
+        self.body = nn.Sequential(
+            *block(1, w),
+            *block(w, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *block(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.feature = nn.Linear(4 * w, feature_dim)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FeatureNet:
+        """Rebuild from the ``config`` dict (as stored in config.json)."""
+        return cls(**config)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 1, 28, 28) in [-1, 1] -> (B, feature_dim) penultimate features."""
+        return self.feature(self.body(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 1, 28, 28) in [-1, 1] -> (B, num_classes) logits."""
+        return self.head(self.features(x))
+
+
+def _augment(x: Tensor, generator: torch.Generator | None, max_shift: int = 2) -> Tensor:
+    """Random horizontal flips and integer shifts of up to ``max_shift`` pixels (zero padding at
+    -1, the background value). x: (B, 1, H, W)."""
+    b, _, h, w = x.shape
+    dev = x.device
+    flip = torch.rand(b, device=dev, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift > 0:
+        p = max_shift
+        padded = F.pad(x, (p, p, p, p), value=-1.0)
+        oy = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+        ox = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
+        idx = torch.arange(b, device=dev)[:, None, None]
+        x = padded[idx, 0, rows, cols].unsqueeze(1)
+    return x
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of a classifier on (N, 1, 28, 28) images in [-1, 1] with int labels."""
+    was_training = net.training
+    net.eval()
+    dev = next(net.parameters()).device
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        xb = images[i : i + batch_size].to(dev, torch.float32)
+        yb = labels[i : i + batch_size].to(dev)
+        correct += int((net(xb).argmax(-1) == yb).sum())
+    net.train(was_training)
+    return correct / max(1, len(images))
+
+
+def train_classifier(
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor | None = None,
+    test_labels: Tensor | None = None,
+    *,
+    epochs: int = 6,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    augment: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> tuple[FeatureNet, dict[str, Any]]:
+    """Train a :class:`FeatureNet` classifier with AdamW and a cosine learning-rate decay.
+
+    Args:
+        train_images: (N, 1, 28, 28) float in [-1, 1]; train_labels: (N,) int64.
+        test_images, test_labels: optional held-out set, evaluated after every epoch.
+        epochs, batch_size, lr, weight_decay: optimisation settings.
+        augment: random horizontal flips and shifts of up to 2 pixels.
+        device: where to train (the whole data set is moved there).
+        config: keyword arguments for :class:`FeatureNet`.
+        log: called with one line per epoch (None for silence).
+
+    Returns:
+        the trained network (eval mode, on ``device``) and a dict of metrics
+        (``train_accuracy`` on the first 10,000 training images, ``test_accuracy`` if a test set
+        is given, ``epochs``, ``seconds``).
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    net = FeatureNet(**(config or {})).to(device)
+    x_all = train_images.to(device, torch.float32)
+    y_all = train_labels.to(device, torch.int64)
+    n = len(x_all)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
+    metrics: dict[str, Any] = {"epochs": epochs, "n_train": len(train_images)}
+    if test_images is not None:
+        metrics["n_test"] = len(test_images)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.randperm(n, device=device, generator=gen)
+        running, seen = 0.0, 0
+        for k in range(steps_per_epoch):
+            idx = perm[k * batch_size : (k + 1) * batch_size]
+            xb, yb = x_all[idx], y_all[idx]
+            if augment:
+                xb = _augment(xb, gen)
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        line = f"epoch {epoch + 1}/{epochs} loss {running / seen:.4f}"
+        if test_images is not None and test_labels is not None:
+            acc = accuracy(net, test_images, test_labels)
+            metrics["test_accuracy"] = acc
+            line += f" test acc {acc:.4f}"
+        if log is not None:
+            log(line + f" ({time.perf_counter() - start:.1f} s)")
+    net.eval()
+    metrics["train_accuracy"] = accuracy(net, train_images[:10_000], train_labels[:10_000])
+    metrics["seconds"] = time.perf_counter() - start
+    return net, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading (safetensors + config.json + model card, atomic writes)
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through ``write(tmp_path)`` to a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic_write(path, write)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_card(config: dict[str, Any], metrics: dict[str, Any], n_params: int) -> str:
+    acc = metrics.get("test_accuracy")
+    acc_txt = f"{100 * acc:.2f} %" if acc is not None else "not measured"
+    train_acc = metrics.get("train_accuracy", float("nan"))
+    n_train = f"{metrics['n_train']:,}" if "n_train" in metrics else "?"
+    n_test = f"{metrics['n_test']:,}" if "n_test" in metrics else "?"
+    lines = [
+        "---",
+        "license: mit",
+        "tags: [fashion-mnist, fid, feature-extractor]",
+        "---",
+        "",
+        "# Fashion-MNIST feature network for FID / KID (flowmaps)",
+        "",
+        f"A small CNN classifier trained on the Fashion-MNIST training split ({n_train} images).",
+        f"Its {config['feature_dim']}-dimensional penultimate layer (a linear layer's output, before the",
+        "ReLU) gives the features for `flowmaps.fid.fid` and `flowmaps.fid.kid`, since no Inception",
+        "weights are available offline. Scores are comparable with each other, not with",
+        "Inception-based FIDs from the literature.",
+        "",
+        f"- Test accuracy (Fashion-MNIST test split, {n_test} images): **{acc_txt}**",
+        f"- Training accuracy (first {min(10_000, metrics.get('n_train', 10_000)):,} training images, eval "
+        f"mode): {100 * train_acc:.2f} %",
+        f"- Parameters: {n_params:,}",
+        f"- Architecture: `FeatureNet({', '.join(f'{k}={v!r}' for k, v in config.items())})`:",
+        "  conv3x3-BN-ReLU x2, max-pool, x2, max-pool, conv3x3-BN-ReLU, global average pool,",
+        "  linear (features), ReLU, dropout, linear (10 logits).",
+        f"- Training: AdamW, cosine decay, {metrics.get('epochs')} epochs, batch "
+        f"{metrics.get('batch_size', '?')}, lr {metrics.get('lr', '?')}, random flips and 2-pixel "
+        f"shifts: {metrics.get('augment', '?')}; {metrics.get('seconds', float('nan')):.0f} s "
+        f"on {metrics.get('device', '?')}.",
+        "- Input: (N, 1, 28, 28) float images scaled to [-1, 1].",
+        "- Data: Fashion-MNIST (Zalando Research, MIT licence).",
+        "",
+    ]
+    sanity = metrics.get("fid_sanity")
+    if sanity:
+        lines += ["## FID sanity checks (features of this network)", ""]
+        lines += ["| comparison | FID |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in sanity.items()]
+        lines.append("")
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from flowmaps.fid import load_feature_network, reference_statistics, fid",
+        "net = load_feature_network('checkpoints/fid-classifier')",
+        "ref = reference_statistics(net=net)  # Fashion-MNIST test split, cached next to the weights",
+        "score = fid(samples, ref, net=net)   # samples: (N, 1, 28, 28) in [-1, 1]",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_feature_network(
+    net: FeatureNet, path: str | os.PathLike = DEFAULT_PATH, metrics: dict[str, Any] | None = None
+) -> Path:
+    """Save weights (safetensors), config.json and a README.md model card into ``path``.
+
+    Every file is written to a temporary name and renamed into place (atomic on one file system).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    metrics = dict(metrics or {})
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    json_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool, dict, list))}
+    cfg = {"model": "FeatureNet", "config": net.config, "metrics": json_metrics}
+    _write_text(path / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
+    n_params = sum(p.numel() for p in net.parameters())
+    _write_text(path / CARD_NAME, _model_card(net.config, metrics, n_params))
+    return path
+
+
+def load_feature_network(path: str | os.PathLike = DEFAULT_PATH, device: str | torch.device = "cpu") -> FeatureNet:
+    """Load the feature network saved by :func:`save_feature_network` (eval mode).
+
+    Raises:
+        FileNotFoundError: the folder or one of its files is missing, with how to create it.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights, config = path / WEIGHTS_NAME, path / CONFIG_NAME
+    if not weights.exists() or not config.exists():
+        raise FileNotFoundError(
+            f"FID feature network not found in {path} (needs {WEIGHTS_NAME} and {CONFIG_NAME}). "
+            "Train it with `python bench/train_fid_classifier.py --out "
+            f"{path}` (a few minutes on a GPU), or pass path= to the folder that holds it."
+        )
+    cfg = json.loads(config.read_text(encoding="utf-8"))
+    net = FeatureNet.from_config(cfg["config"])
+    net.load_state_dict(load_file(str(weights)))
+    net._source_path = str(path)  # remembered to place the reference-statistics cache
+    return net.to(device).eval()
+
+
+def _resolve_net(net: FeatureNet | str | os.PathLike | None) -> FeatureNet:
+    if isinstance(net, FeatureNet):
+        return net
+    return load_feature_network(DEFAULT_PATH if net is None else net)
+
+
+# --------------------------------------------------------------------------------------------
+# Features, statistics and distances
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def features(
+    images: Tensor | np.ndarray,
+    net: FeatureNet | str | os.PathLike | None = None,
+    batch_size: int = 500,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Penultimate features of images, computed in batches.
+
+    Args:
+        images: (N, 1, 28, 28) in [-1, 1] (values are clipped to [-1, 1] first, as samples would
+            be when shown as pictures).
+        net: a :class:`FeatureNet`, a folder to load it from, or None for the default folder.
+        batch_size: images per forward pass.
+        device: where to run (default: the net's device).
+
+    Returns:
+        float64 array (N, feature_dim).
+    """
+    net = _resolve_net(net)
+    was_training = net.training
+    net.eval()
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+    net.to(dev)
+    out = []
+    for i in range(0, len(images), batch_size):
+        xb = images[i : i + batch_size].to(dev, torch.float32).clamp(-1.0, 1.0)
+        out.append(net.features(xb).double().cpu().numpy())
+    net.train(was_training)
+    if not out:
+        return np.zeros((0, net.config["feature_dim"]))
+    return np.concatenate(out, axis=0)
+
+
+def feature_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and unbiased covariance (d, d) of features (N, d), in float64."""
+    feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2 or feats.shape[0] < 2:
+        raise ValueError(f"need features of shape (N >= 2, d), got {feats.shape}")
+    return feats.mean(axis=0), np.cov(feats, rowvar=False)
+
+
+def _sym_sqrt(a: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix by eigendecomposition."""
+    w, v = np.linalg.eigh((a + a.T) / 2.0)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    method: str = "eigh",
+    eps: float = 1e-6,
+) -> float:
+    """Frechet (2-Wasserstein squared) distance between N(mu1, S1) and N(mu2, S2).
+
+        FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^{1/2} S2 S1^{1/2})^{1/2})
+
+    Args:
+        mu1, mu2: means (d,); sigma1, sigma2: covariances (d, d).
+        method: ``"eigh"`` (default): ``S1^{1/2}`` by a symmetric eigendecomposition, then the
+            eigenvalues of the symmetric PSD matrix ``S1^{1/2} S2 S1^{1/2}`` (clipped at 0);
+            always real and numerically stable. ``"sqrtm"``: ``scipy.linalg.sqrtm(S1 S2)``; if
+            it is not finite, ``eps * I`` is added to both covariances; small imaginary parts are
+            dropped, large ones (> 1e-3 relative) raise.
+        eps: diagonal offset used by ``"sqrtm"`` when the product is singular.
+
+    Returns:
+        the distance as a Python float (>= 0 up to rounding).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shape mismatch: mu {mu1.shape} / {mu2.shape}, sigma {s1.shape} / {s2.shape}")
+    diff = mu1 - mu2
+    if method == "eigh":
+        r1 = _sym_sqrt(s1)
+        m = r1 @ s2 @ r1
+        tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2.0), 0.0, None)).sum())
+    elif method == "sqrtm":
+        from scipy import linalg
+
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+        if np.iscomplexobj(covmean):
+            scale = max(1.0, float(np.abs(covmean).max()))
+            if np.abs(covmean.imag).max() > 1e-3 * scale:
+                raise ValueError(f"matrix square root has a large imaginary part {np.abs(covmean.imag).max():.3g}")
+            covmean = covmean.real
+        tr_covmean = float(np.trace(covmean))
+    else:
+        raise ValueError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID between two feature sets (N1, d) and (N2, d): Frechet distance of their Gaussians."""
+    return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+
+
+def kid_from_features(
+    feats1: np.ndarray,
+    feats2: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Kernel inception distance between feature sets (N1, d) and (N2, d).
+
+    For each of ``num_subsets`` random subsets of size m (without replacement, m =
+    min(subset_size, N1, N2)), the unbiased estimator
+
+        MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1))
+                - 2 sum_{i, j} k(x_i, y_j) / m^2,   with k(x, y) = (x . y / d + 1)^3.
+
+    Returns:
+        (mean, standard deviation) of MMD^2 over the subsets. Unbiased: can be slightly negative
+        when the two distributions are equal.
+    """
+    x_all = np.asarray(feats1, np.float64)
+    y_all = np.asarray(feats2, np.float64)
+    d = x_all.shape[1]
+    m = min(subset_size, len(x_all), len(y_all))
+    if m < 2:
+        raise ValueError("KID needs at least two samples in each set")
+    rng = np.random.default_rng(seed)
+    values = np.empty(num_subsets)
+    for k in range(num_subsets):
+        x = x_all[rng.choice(len(x_all), m, replace=False)]
+        y = y_all[rng.choice(len(y_all), m, replace=False)]
+        kxx = (x @ x.T / d + 1.0) ** 3
+        kyy = (y @ y.T / d + 1.0) ** 3
+        kxy = (x @ y.T / d + 1.0) ** 3
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values[k] = within - 2.0 * kxy.mean()
+    return float(values.mean()), float(values.std())
+
+
+# --------------------------------------------------------------------------------------------
+# Reference statistics of Fashion-MNIST
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReferenceStats:
+    """Feature statistics of a reference set: mean (d,), covariance (d, d), features (N, d)."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return 0 if self.features is None else len(self.features)
+
+
+def _weights_tag(net: FeatureNet) -> str:
+    """A fingerprint of the network weights, to invalidate stale caches."""
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def reference_statistics(
+    net: FeatureNet | str | os.PathLike | None = None,
+    split: str = "test",
+    root: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None | bool = True,
+) -> ReferenceStats:
+    """Feature statistics of a Fashion-MNIST split, cached as an .npz next to the classifier.
+
+    Args:
+        net: the feature network (or its folder; None: the default folder).
+        split: ``"test"`` (10,000 images, the default reference) or ``"train"``.
+        root: Fashion-MNIST folder (see :func:`flowmaps.data.images.load_fashion_mnist`).
+        cache: True: ``<classifier folder>/reference-<split>.npz``; a path: that file; False or
+            None: no cache. A cache made with other weights is recomputed. The cache holds mu and
+            sigma in float64 (from float64 features) and the features in float16 (for KID; about
+            2.5 MB for the test split).
+
+    Returns:
+        :class:`ReferenceStats` with mu, sigma and the features (for KID).
+    """
+    folder = Path(net) if isinstance(net, (str, os.PathLike)) else None
+    net = _resolve_net(net)
+    tag = _weights_tag(net)
+    if cache is True:
+        folder = folder or Path(getattr(net, "_source_path", "") or DEFAULT_PATH)
+        cache_path: Path | None = folder / f"reference-{split}.npz"
+    elif cache:
+        cache_path = Path(cache)
+    else:
+        cache_path = None
+    if cache_path is not None and cache_path.exists():
+        with np.load(cache_path) as z:
+            if str(z["weights_tag"]) == tag:
+                return ReferenceStats(z["mu"], z["sigma"], z["features"].astype(np.float64))
+    from flowmaps.data.images import load_fashion_mnist
+
+    images, _ = load_fashion_mnist(split, root=root)
+    feats = features(images, net)
+    mu, sigma = feature_statistics(feats)
+    if cache_path is not None:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, mu=mu, sigma=sigma, features=feats.astype(np.float16), weights_tag=tag)
+
+        _atomic_write(cache_path, write)
+    return ReferenceStats(mu, sigma, feats)
+
+
+def _as_stats(ref: ReferenceStats | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(ref, ReferenceStats):
+        return ref.mu, ref.sigma
+    mu, sigma = ref
+    return np.asarray(mu), np.asarray(sigma)
+
+
+def fid(
+    samples: Tensor | np.ndarray,
+    reference_stats: ReferenceStats | tuple[np.ndarray, np.ndarray] | None = None,
+    net: FeatureNet | str | os.PathLike | None = None,
+    batch_size: int = 500,
+) -> float:
+    """FID of image samples (N, 1, 28, 28) in [-1, 1] against reference statistics.
+
+    ``reference_stats`` defaults to the Fashion-MNIST test split (:func:`reference_statistics`).
+    Like every FID, it is biased upwards for small N: compare scores at equal N.
+    """
+    net = _resolve_net(net)
+    if reference_stats is None:
+        reference_stats = reference_statistics(net)
+    mu2, sigma2 = _as_stats(reference_stats)
+    mu1, sigma1 = feature_statistics(features(samples, net, batch_size=batch_size))
+    return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def kid(
+    samples: Tensor | np.ndarray,
+    reference_features: ReferenceStats | np.ndarray | None = None,
+    net: FeatureNet | str | os.PathLike | None = None,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (mean, std over subsets) of samples (N, 1, 28, 28) in [-1, 1] against reference
+    features (M, d) (default: the Fashion-MNIST test split). See :func:`kid_from_features`."""
+    net = _resolve_net(net)
+    if reference_features is None:
+        reference_features = reference_statistics(net)
+    if isinstance(reference_features, ReferenceStats):
+        if reference_features.features is None:
+            raise ValueError("these reference statistics carry no features; KID needs them")
+        reference_features = reference_features.features
+    feats = features(samples, net)
+    return kid_from_features(feats, reference_features, num_subsets, subset_size, seed)
+
+
+def _blur(x: Tensor) -> Tensor:
+    """3x3 binomial blur ([1, 2, 1] / 4 in each direction), edge-replicating."""
+    k1 = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4.0
+    k = (k1[:, None] * k1[None, :]).reshape(1, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+
+
+def fid_sanity(
+    net: FeatureNet | str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    n: int = 10_000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """FIDs that a working feature network must order sensibly.
+
+    Against the Fashion-MNIST test split (10,000 images):
+
+    - ``train_vs_test``: n training images (should be small, the two splits share a distribution);
+    - ``noise_0.1``, ``noise_0.3``: test images + Gaussian noise of std 0.1 / 0.3 (in [-1, 1]
+      units, then clipped); should grow with the noise;
+    - ``blur_1x``, ``blur_3x``: test images blurred once / three times by a 3x3 binomial filter;
+    - ``train_one_class``: n training images of class 0 only (a mode collapse; large).
+
+    Returns:
+        a dict name -> FID.
+    """
+    from flowmaps.data.images import load_fashion_mnist
+
+    net = _resolve_net(net)
+    ref = reference_statistics(net, "test", root=root)
+    train_x, train_y = load_fashion_mnist("train", root=root)
+    test_x, _ = load_fashion_mnist("test", root=root)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(train_x), generator=g)[:n]
+    out: dict[str, float] = {"train_vs_test": fid(train_x[pick], ref, net)}
+    for std in (0.1, 0.3):
+        noisy = (test_x + std * torch.randn(test_x.shape, generator=g)).clamp(-1, 1)
+        out[f"noise_{std}"] = fid(noisy, ref, net)
+    blur1 = _blur(test_x)
+    out["blur_1x"] = fid(blur1, ref, net)
+    out["blur_3x"] = fid(_blur(_blur(blur1)), ref, net)
+    one = train_x[train_y == 0][:n]
+    out["train_one_class"] = fid(one, ref, net)
+    return out
