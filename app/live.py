@@ -1,0 +1,269 @@
+"""Per-session live training of a 2-D flow map, in short chunks the page can stream.
+
+One :class:`LiveSession` lives in each browser session's ``gr.State``: its own model, trainer
+(:class:`flowmaps.training.Trainer`), data, loss history and stop flag, so a Stop in one
+session never touches another. :meth:`LiveSession.run` trains for a number of steps in slices
+of about ``chunk_seconds`` and yields a :class:`Snapshot` after each slice.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.datasets import DataSource
+from app.validation import InputError, TrainSettings
+from flowmaps.flowmap import FlowMap
+from flowmaps.objectives import make_objective
+from flowmaps.registry import build_model
+from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
+from flowmaps.training import TrainConfig, Trainer
+
+#: Steps shown in the sample panels.
+VIEW_STEPS = (1, 2, 4, 8)
+#: Points per sample panel.
+VIEW_POINTS = 1000
+#: EMA decay of live runs (short runs: a 0.999 average would lag about 1000 steps behind).
+LIVE_EMA = 0.99
+#: Most entries kept in the loss history (older ones are thinned).
+MAX_HISTORY = 20_000
+
+
+@dataclass
+class Snapshot:
+    """What the page shows after a slice of training."""
+
+    step: int
+    target: int
+    elapsed: float
+    rate: float
+    state: str  # "starting", "training", "done", "stopped", "time cap", ...
+    panels: list[tuple[str, np.ndarray]]
+    history: list[dict[str, float]]
+    message: str = ""
+
+
+class LiveSession:
+    """One browser session's model and training state (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.run_lock = threading.Lock()  # one run at a time per session
+        self.weights_lock = threading.Lock()  # guards the weights against readers mid-step
+        self.stop_event = threading.Event()
+        self.trainer: Trainer | None = None
+        self.model: FlowMap | None = None  # the model to sample (EMA of the trainer)
+        self.config: dict[str, Any] | None = None
+        self.data: DataSource | None = None
+        self.settings: TrainSettings | None = None
+        self.origin = ""
+        self.history: list[dict[str, float]] = []
+        self.used_seconds = 0.0
+        self.version = 0
+        self.view_noise: torch.Tensor | None = None
+        self.data_view: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ state
+    def __deepcopy__(self, memo):  # gr.State may deep-copy its value: share no locks
+        return LiveSession()
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
+
+    @property
+    def running(self) -> bool:
+        return self.run_lock.locked()
+
+    @property
+    def method(self) -> str | None:
+        return self.settings.method if self.settings else (self.config or {}).get("method")
+
+    def describe(self) -> str:
+        if self.model is None:
+            return "no model yet: press Start (or load a shipped model)"
+        step = self.trainer.global_step if self.trainer else 0
+        name = self.data.name if self.data else "?"
+        return f"{self.origin}, data {name}, {step} steps trained here"
+
+    def snapshot_model(self) -> FlowMap:
+        """A private copy of the current model (EMA weights) for sampling in another tab."""
+        if self.model is None:
+            raise InputError("this session has no model yet: train one in the first tab or load a shipped one")
+        with self.weights_lock:
+            m = copy.deepcopy(self.model)
+        return m.eval().requires_grad_(False)
+
+    def _set_view(self, data: DataSource, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed + 12345)
+        self.view_noise = torch.randn(VIEW_POINTS, 2, generator=g)
+        self.data_view = data.sample(VIEW_POINTS, generator=g).numpy()
+
+    def _make_trainer(self, model: FlowMap, data: DataSource, s: TrainSettings) -> Trainer:
+        cfg = TrainConfig(
+            steps=10**9,
+            batch_size=s.batch,
+            lr=s.lr,
+            lr_decay_start=0,
+            grad_clip=10.0,
+            ema_decay=LIVE_EMA,
+            seed=s.seed,
+            log_every=10**9,
+            device="cpu",
+            guard_every=50,
+        )
+        objective = make_objective(s.method, eta=s.eta)
+        return Trainer(model, objective, lambda n, g: data.sample(n, generator=g), cfg)
+
+    def start_fresh(self, data: DataSource, s: TrainSettings) -> None:
+        """A new model (MLP of the chosen width and depth) on ``data``; forgets the old one."""
+        torch.manual_seed(s.seed)
+        config = {
+            "net": {"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth},
+            "sigma": data.sigma,
+            "data": data.name,
+            "method": s.method,
+        }
+        model = build_model(config)
+        with self.weights_lock:
+            self.trainer = self._make_trainer(model, data, s)
+            self.model = self.trainer.ema_model
+            self.config = config
+            self.data, self.settings = data, s
+            self.origin = f"fresh {s.method.upper()} model (width {s.width}, depth {s.depth})"
+            self.history = []
+            self.version += 1
+        self._set_view(data, s.seed)
+
+    def load_pretrained(
+        self, name: str, model: FlowMap, config: dict[str, Any], data: DataSource, s: TrainSettings
+    ) -> None:
+        """Start from a shipped checkpoint: its weights become this session's model (a copy)."""
+        fresh = copy.deepcopy(model).float().train().requires_grad_(True)
+        method = config.get("method") if isinstance(config.get("method"), str) else s.method
+        try:
+            make_objective(method)
+        except ValueError:
+            method = s.method
+        s = TrainSettings(**{**s.as_dict(), "method": method})
+        with self.weights_lock:
+            self.trainer = self._make_trainer(fresh, data, s)
+            self.model = self.trainer.ema_model
+            self.config = {**config, "data": data.name, "method": method}
+            self.data, self.settings = data, s
+            self.origin = f"shipped checkpoint {name}"
+            self.history = []
+            self.version += 1
+        self._set_view(data, s.seed)
+
+    def update_settings(self, s: TrainSettings) -> str:
+        """Apply new settings before a Continue; the network's width/depth and data stay."""
+        assert self.trainer is not None and self.settings is not None
+        notes = []
+        old = self.settings
+        with self.weights_lock:
+            tr = self.trainer
+            tr.config.lr = s.lr
+            tr.lr_scale = 1.0
+            tr.config.batch_size = s.batch
+            tr.local_batch_size = s.batch
+            if s.method != old.method or s.eta != old.eta:
+                tr.objective = make_objective(s.method, eta=s.eta)
+        if (s.width, s.depth) != (old.width, old.depth):
+            notes.append("Continue keeps the network's width and depth; press Start for a new network")
+        self.settings = TrainSettings(**{**s.as_dict(), "width": old.width, "depth": old.depth})
+        if self.config is not None:
+            self.config["method"] = s.method
+        return "; ".join(notes)
+
+    # ------------------------------------------------------------------ viewing
+    def sample_panels(self, steps: tuple[int, ...] = VIEW_STEPS) -> list[tuple[str, np.ndarray]]:
+        """Samples from the fixed view noise at each N (flow map; Euler for flow matching)."""
+        if self.model is None or self.view_noise is None:
+            return []
+        fm_only = self.method == "fm"
+        out = []
+        with self.weights_lock, torch.no_grad():
+            x0 = self.view_noise * self.model.sigma
+            for n in steps:
+                grid = make_grid("uniform", n)
+                if fm_only:
+                    res = ode_solve(self.model.velocity, x0, method="euler", grid=grid)
+                    title = f"Euler ODE, {n} step{'s' if n > 1 else ''}"
+                else:
+                    res = flowmap_sample(self.model, x0, grid)
+                    title = f"flow map, N = {n}"
+                out.append((title, res.x.numpy().copy()))
+        return out
+
+    # ------------------------------------------------------------------ training
+    def run(
+        self,
+        steps: int,
+        max_seconds: float,
+        chunk_seconds: float = 1.0,
+        first_chunk_seconds: float = 0.3,
+    ) -> Iterator[Snapshot]:
+        """Train ``steps`` more steps (or until ``max_seconds``, or Stop); yield after each slice.
+
+        The first snapshot comes before any training (the starting samples), the second after a
+        short slice, then one about every ``chunk_seconds``. The caller holds ``run_lock``.
+        """
+        if self.trainer is None:
+            raise InputError("no model to train: press Start first")
+        tr = self.trainer
+        start_step = tr.global_step
+        target = start_step + steps
+        t_begin = time.perf_counter()
+        yield Snapshot(tr.global_step, target, 0.0, 0.0, "starting", self.sample_panels(), self.history)
+        state = "training"
+        slice_len = first_chunk_seconds
+        recovered = ""
+        while True:
+            t_slice = time.perf_counter()
+            while tr.global_step < target and not self.stop_event.is_set():
+                with self.weights_lock:
+                    logs = tr.step()
+                if "recovered" in logs:
+                    recovered = f"step {logs['step']}: {logs['recovered']}; rolled back and halved the learning rate"
+                else:
+                    self.history.append(
+                        {
+                            k: float(v)
+                            for k, v in logs.items()
+                            if isinstance(v, (int, float)) and math.isfinite(float(v))
+                        }
+                    )
+                now = time.perf_counter()
+                if now - t_slice >= slice_len or now - t_begin >= max_seconds:
+                    break
+            self.used_seconds += time.perf_counter() - t_slice
+            elapsed = time.perf_counter() - t_begin
+            if len(self.history) > MAX_HISTORY:
+                self.history = self.history[::2]
+            done = tr.global_step - start_step
+            rate = done / elapsed if elapsed > 0 else 0.0
+            if self.stop_event.is_set():
+                state = "stopped"
+            elif tr.global_step >= target:
+                state = "done"
+            elif elapsed >= max_seconds:
+                state = "time cap reached"
+            final = state != "training"
+            if final:
+                self.version += 1
+            yield Snapshot(
+                tr.global_step, target, elapsed, rate, state, self.sample_panels(), self.history, message=recovered
+            )
+            if final:
+                return
+            slice_len = chunk_seconds

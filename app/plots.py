@@ -1,0 +1,470 @@
+"""Plotly figures of the app. Pure functions of arrays: no model, no gradio.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+DATA_COLOR = "rgba(120, 120, 120, 0.35)"
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+TERM_COLORS = {"loss": "#444444", "diagonal": "#1f77b4"}
+FONT = {"family": "Inter, Helvetica, Arial, sans-serif", "size": 12}
+
+
+def _np(x) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def axis_range(points: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
+    """A square plotting range that holds the central 99.5% of ``points`` plus a margin."""
+    p = _np(points)
+    p = p[np.isfinite(p).all(axis=1)] if p.ndim == 2 else p
+    if p.size == 0:
+        return (-1.5, 1.5)
+    lo = float(np.quantile(p, 0.0025))
+    hi = float(np.quantile(p, 0.9975))
+    span = max(hi - lo, 1e-3)
+    return (lo - pad * span, hi + pad * span)
+
+
+def empty_figure(message: str, height: int = 320) -> go.Figure:
+    """A blank figure holding one line of text (for "train first", "no checkpoint", ...)."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=html.escape(message),
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 15, "color": "#666"},
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, template="plotly_white", margin={"l": 10, "r": 10, "t": 10, "b": 10}, font=FONT)
+    return fig
+
+
+# ------------------------------------------------------------------------------ live training
+def samples_figure(
+    data: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray]],
+    rng: tuple[float, float] | None = None,
+    title: str | None = None,
+    marker_size: float = 2.5,
+) -> go.Figure:
+    """Data beside generated samples: one square panel per (title, (n, 2) points)."""
+    data = _np(data)
+    rng = rng or axis_range(data)
+    cols = 1 + len(panels)
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=["data"] + [t for t, _ in panels], horizontal_spacing=0.02)
+    fig.add_trace(
+        go.Scatter(
+            x=data[:, 0],
+            y=data[:, 1],
+            mode="markers",
+            name="data",
+            showlegend=False,
+            marker={"size": marker_size, "color": "#555"},
+        ),
+        row=1,
+        col=1,
+    )
+    for i, (name, pts) in enumerate(panels):
+        p = _np(pts)
+        fig.add_trace(
+            go.Scatter(
+                x=p[:, 0],
+                y=p[:, 1],
+                mode="markers",
+                name=name,
+                showlegend=False,
+                marker={"size": marker_size, "color": PALETTE[i % len(PALETTE)]},
+            ),
+            row=1,
+            col=i + 2,
+        )
+    for c in range(1, cols + 1):
+        fig.update_xaxes(
+            range=list(rng), showticklabels=False, zeroline=False, showgrid=False, row=1, col=c, constrain="domain"
+        )
+        fig.update_yaxes(
+            range=list(rng),
+            showticklabels=False,
+            zeroline=False,
+            showgrid=False,
+            row=1,
+            col=c,
+            scaleanchor=f"x{'' if c == 1 else c}",
+            scaleratio=1,
+        )
+    fig.update_layout(
+        height=300,
+        template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 40 if not title else 60, "b": 10},
+        font=FONT,
+        title=title,
+        uirevision="samples",
+    )
+    return fig
+
+
+def _bin_history(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average consecutive entries so that at most ``max_points`` remain."""
+    n = len(steps)
+    if n <= max_points:
+        return steps, values
+    edges = np.linspace(0, n, max_points + 1).astype(int)
+    s = np.array([steps[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    v = np.array([np.nanmean(values[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    return s, v
+
+
+def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | None = None) -> go.Figure:
+    """Loss per term against the step, log scale; ``history`` is a list of per-step logs.
+
+    Each entry has "step" and float terms ("loss", "diagonal", and the distillation term, e.g.
+    "lagrangian"); non-numeric entries are ignored. Long histories are averaged into bins.
+    """
+    if not history:
+        return empty_figure("the loss appears here once training starts", height=300)
+    skip = {"step", "lr", "grad_norm", "step_time", "time", "recovered"}
+    terms: list[str] = []
+    for entry in history:
+        for k, v in entry.items():
+            if k not in skip and k not in terms and isinstance(v, (int, float)):
+                terms.append(k)
+    steps = np.array([float(e.get("step", i)) for i, e in enumerate(history)])
+    fig = go.Figure()
+    for i, term in enumerate(terms):
+        vals = np.array(
+            [float(e.get(term, np.nan)) if isinstance(e.get(term), (int, float)) else np.nan for e in history]
+        )
+        vals = np.where(vals > 0, vals, np.nan)
+        s, v = _bin_history(steps, vals, max_points)
+        color = TERM_COLORS.get(term, PALETTE[(i + 2) % len(PALETTE)])
+        fig.add_trace(
+            go.Scatter(
+                x=s, y=v, mode="lines", name=term, line={"color": color, "width": 2.5 if term == "loss" else 1.5}
+            )
+        )
+    fig.update_yaxes(type="log", title="mean squared residual")
+    fig.update_xaxes(title="step")
+    fig.update_layout(
+        height=300,
+        template="plotly_white",
+        margin={"l": 60, "r": 10, "t": 30 if title else 10, "b": 40},
+        legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
+        font=FONT,
+        title=title,
+        uirevision="loss",
+    )
+    return fig
+
+
+def progress_html(
+    step: int, target: int, elapsed: float, cap: float, rate: float, state: str, session_left: float | None = None
+) -> str:
+    """A progress bar with step, time and speed, as HTML (rendered by gr.HTML)."""
+    frac = 0.0 if target <= 0 else min(1.0, max(step / target, elapsed / cap if cap > 0 else 0.0))
+    pct = int(round(100 * frac))
+    extra = f" · session time left {session_left:.0f} s" if session_left is not None else ""
+    return (
+        '<div class="fm-progress" style="font-size:13px">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
+        f'<div style="background:#f97316;width:{pct}%;height:12px"></div></div>'
+        f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target} · {elapsed:.1f} s of '
+        f"{cap:.0f} s cap · {rate:.0f} steps/s{extra}</div></div>"
+    )
+
+
+# ------------------------------------------------------------------------------ flow map vs ODE
+@dataclass
+class TrajectoryData:
+    """Everything the flow-map-against-ODE figure shows, as arrays.
+
+    Attributes:
+        data: ``(n, 2)`` data points (background).
+        ode_times: ``(T,)`` times of ``ode`` (t = 0 noise, t = 1 data).
+        ode: ``(T, B, 2)`` learned-velocity ODE states from the B start points.
+        exact: ``(T, B, 2)`` exact-velocity ODE states (Gaussian mixtures) or None.
+        grid: ``(N + 1,)`` the flow-map time grid.
+        jumps: ``(N + 1, B, 2)`` flow-map states along the grid.
+        slider_times: ``(K,)`` slider times.
+        direct: ``(K, B, 2)`` one-jump flow map X_{0,tau}(x0) at each slider time.
+        ode_at: ``(K, B, 2)`` learned ODE state at each slider time.
+        nfe_ode: velocity evaluations of the adaptive solve.
+    """
+
+    data: np.ndarray
+    ode_times: np.ndarray
+    ode: np.ndarray
+    exact: np.ndarray | None
+    grid: np.ndarray
+    jumps: np.ndarray
+    slider_times: np.ndarray
+    direct: np.ndarray
+    ode_at: np.ndarray
+    nfe_ode: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _paths(traj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, B, 2) paths -> x, y arrays with None breaks between paths (one trace for all)."""
+    t, b, _ = traj.shape
+    xs = np.full((b, t + 1), np.nan)
+    ys = np.full((b, t + 1), np.nan)
+    xs[:, :t] = traj[:, :, 0].T
+    ys[:, :t] = traj[:, :, 1].T
+    return xs.reshape(-1), ys.reshape(-1)
+
+
+def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = None) -> go.Figure:
+    """ODE paths, exact paths, the N-step flow-map jumps, and a time slider.
+
+    The slider moves two marker sets: the ODE state at time tau and the one-jump flow map
+    X_{0,tau}(x0). They coincide when the map is right: one jump lands where the ODE arrives.
+    """
+    rng = rng or axis_range(np.concatenate([d.data, d.ode[-1], d.jumps[-1]]))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=d.data[:, 0],
+            y=d.data[:, 1],
+            mode="markers",
+            name="data",
+            marker={"size": 2.5, "color": DATA_COLOR},
+            hoverinfo="skip",
+        )
+    )
+    ox, oy = _paths(_np(d.ode))
+    fig.add_trace(
+        go.Scatter(
+            x=ox,
+            y=oy,
+            mode="lines",
+            name=f"ODE of learned velocity (dopri5, {d.nfe_ode} NFE)",
+            line={"color": "#1f77b4", "width": 1.5},
+            connectgaps=False,
+        )
+    )
+    if d.exact is not None:
+        ex, ey = _paths(_np(d.exact))
+        fig.add_trace(
+            go.Scatter(
+                x=ex,
+                y=ey,
+                mode="lines",
+                name="ODE of exact velocity",
+                line={"color": "#111", "width": 1.2, "dash": "dash"},
+                connectgaps=False,
+            )
+        )
+    jx, jy = _paths(_np(d.jumps))
+    n_steps = len(d.grid) - 1
+    fig.add_trace(
+        go.Scatter(
+            x=jx,
+            y=jy,
+            mode="lines+markers",
+            name=f"flow map, {n_steps} jump(s)",
+            line={"color": "#ff7f0e", "width": 1.2},
+            marker={"size": 6, "symbol": "circle"},
+            connectgaps=False,
+        )
+    )
+    start = _np(d.ode[0])
+    fig.add_trace(
+        go.Scatter(
+            x=start[:, 0],
+            y=start[:, 1],
+            mode="markers",
+            name="start points (t = 0, noise)",
+            marker={"size": 7, "color": "#2ca02c", "symbol": "diamond"},
+        )
+    )
+    k0 = len(d.slider_times) - 1
+    oa, da = _np(d.ode_at), _np(d.direct)
+    fig.add_trace(
+        go.Scatter(
+            x=oa[k0, :, 0],
+            y=oa[k0, :, 1],
+            mode="markers",
+            name="ODE state at slider time",
+            marker={"size": 9, "color": "rgba(31,119,180,0.6)", "line": {"width": 1, "color": "#1f77b4"}},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=da[k0, :, 0],
+            y=da[k0, :, 1],
+            mode="markers",
+            name="one jump X(0, tau)",
+            marker={"size": 9, "color": "#d62728", "symbol": "x"},
+        )
+    )
+    i_ode, i_dir = len(fig.data) - 2, len(fig.data) - 1
+    steps = []
+    for k, tau in enumerate(d.slider_times):
+        steps.append(
+            {
+                "method": "restyle",
+                "label": f"{tau:.2f}",
+                "args": [
+                    {
+                        "x": [oa[k, :, 0].tolist(), da[k, :, 0].tolist()],
+                        "y": [oa[k, :, 1].tolist(), da[k, :, 1].tolist()],
+                    },
+                    [i_ode, i_dir],
+                ],
+            }
+        )
+    fig.update_layout(
+        sliders=[
+            {
+                "active": k0,
+                "steps": steps,
+                "currentvalue": {"prefix": "tau = "},
+                "pad": {"t": 30},
+                "len": 0.9,
+                "x": 0.05,
+            }
+        ],
+        height=620,
+        template="plotly_white",
+        font=FONT,
+        margin={"l": 40, "r": 10, "t": 10, "b": 10},
+        legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
+    )
+    fig.update_xaxes(range=list(rng), zeroline=False)
+    fig.update_yaxes(range=list(rng), zeroline=False, scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def error_heatmap(s_values: Sequence[float], t_values: Sequence[float], err: np.ndarray) -> go.Figure:
+    """Heat map of the flow-map error E[i, j] at (s_i, t_j), log10 colour scale; NaN where s >= t."""
+    e = _np(err)
+    z = np.where(e > 0, np.log10(np.maximum(e, 1e-12)), np.nan)
+    text = [[("" if not math.isfinite(v) else f"{v:.2e}") for v in row] for row in e]
+    fig = go.Figure(
+        go.Heatmap(
+            x=list(map(float, t_values)),
+            y=list(map(float, s_values)),
+            z=z.tolist(),
+            text=text,
+            hovertemplate="s = %{y:.2f}, t = %{x:.2f}<br>error %{text}<extra></extra>",
+            colorscale="Viridis",
+            colorbar={"title": "log10 MSE"},
+        )
+    )
+    fig.update_xaxes(title="t (end time; 1 = data)")
+    fig.update_yaxes(title="s (start time; 0 = noise)")
+    fig.update_layout(
+        height=420,
+        template="plotly_white",
+        font=FONT,
+        margin={"l": 60, "r": 10, "t": 40, "b": 50},
+        title="flow-map error E|X̂(s,t) − X(s,t)|², x ~ p_s",
+    )
+    return fig
+
+
+# ------------------------------------------------------------------------------ steps vs quality
+@dataclass
+class Curve:
+    """One line of the trade-off plot: a sampler of one model at several budgets."""
+
+    model: str
+    sampler: str  # "flow map", "euler", "heun", "rk4", "dopri5"
+    nfe: list[int] = field(default_factory=list)
+    metric: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)  # wall time per 1000 samples
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}: {self.sampler}"
+
+
+def quality_figure(curves: Sequence[Curve], metric_name: str, floor: float | None = None) -> go.Figure:
+    """Metric and wall time against the number of network evaluations, side by side (log x)."""
+    if not curves or not any(c.nfe for c in curves):
+        return empty_figure("pick a model and press Evaluate")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[f"{metric_name} (lower is better)", "wall time per 1000 samples (ms)"],
+        horizontal_spacing=0.09,
+    )
+    models = list(dict.fromkeys(c.model for c in curves))
+    dashes = {"flow map": "solid", "euler": "dot", "heun": "dash", "rk4": "dashdot", "dopri5": "longdash"}
+    symbols = {"flow map": "circle", "euler": "triangle-up", "heun": "square", "rk4": "diamond", "dopri5": "star"}
+    for c in curves:
+        if not c.nfe:
+            continue
+        color = PALETTE[models.index(c.model) % len(PALETTE)]
+        metric = [m if math.isfinite(m) else None for m in c.metric]
+        style = {
+            "color": color,
+            "dash": dashes.get(c.sampler, "solid"),
+            "width": 2.5 if c.sampler == "flow map" else 1.5,
+        }
+        marker = {"symbol": symbols.get(c.sampler, "circle"), "size": 8}
+        fig.add_trace(
+            go.Scatter(
+                x=c.nfe, y=metric, mode="lines+markers", name=c.label, legendgroup=c.label, line=style, marker=marker
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=c.nfe,
+                y=c.ms,
+                mode="lines+markers",
+                name=c.label,
+                legendgroup=c.label,
+                showlegend=False,
+                line=style,
+                marker=marker,
+            ),
+            row=1,
+            col=2,
+        )
+    if floor is not None and math.isfinite(floor):
+        fig.add_hline(
+            y=floor,
+            line={"color": "#888", "dash": "dot"},
+            row=1,
+            col=1,
+            annotation_text=f"floor (exact samples) {floor:.3f}",
+            annotation_position="top right",
+        )
+    for col in (1, 2):
+        fig.update_xaxes(
+            type="log",
+            title="network evaluations (flow map: N steps)",
+            row=1,
+            col=col,
+            tickvals=[1, 2, 4, 8, 16, 32, 64, 128, 256],
+            ticktext=["1", "2", "4", "8", "16", "32", "64", "128", "256"],
+        )
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(
+        height=460,
+        template="plotly_white",
+        font=FONT,
+        margin={"l": 50, "r": 10, "t": 40, "b": 50},
+        legend={"orientation": "h", "y": -0.18, "x": 0, "yanchor": "top"},
+    )
+    return fig

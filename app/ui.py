@@ -1,0 +1,771 @@
+"""The Gradio page: four tabs over the flowmaps library.
+
+Time convention (everywhere): t = 0 is noise, t = 1 is data.
+
+Stable element ids (``elem_id``), for browser tests and screenshots:
+
+Tabs: ``tab-train``, ``tab-compare``, ``tab-quality``, ``tab-images``.
+
+Train live (2-D)
+    inputs  ``data-set`` (dropdown), ``draw-pad`` (sketch pad, shown for "draw"),
+            ``csv-upload`` (file, shown for "csv"), ``method``, ``steps``, ``batch``, ``lr``,
+            ``eta``, ``width``, ``depth``, ``seed``, ``pretrained`` (shipped 2-D checkpoints)
+    buttons ``btn-start``, ``btn-stop``, ``btn-continue``, ``btn-load``, ``btn-download``
+    outputs ``live-progress`` (HTML bar), ``live-status`` (Markdown), ``plot-samples`` (data and
+            samples at N = 1, 2, 4, 8), ``plot-loss`` (loss per term), ``download-file``
+Flow map vs ODE
+    inputs  ``cmp-model``, ``cmp-grid``, ``cmp-steps``, ``cmp-times``, ``cmp-points``, ``cmp-seed``
+    buttons ``btn-trajectories``
+    outputs ``plot-trajectories``, ``cmp-info``, ``plot-error`` (Gaussian mixtures only)
+Steps vs quality
+    inputs  ``q-model``, ``q-samples``
+    buttons ``btn-quality``, ``btn-quality-shipped``
+    outputs ``q-lesson``, ``plot-quality``, ``q-table``
+Images
+    inputs  ``img-model``, ``img-steps``, ``img-grid``, ``img-times``, ``img-seed``, ``img-count``,
+            ``img-ode``
+    buttons ``btn-images``
+    outputs ``img-output`` (labelled picture, one row per N), ``img-info``, ``img-fid``,
+            ``img-none`` (the "no image checkpoints shipped yet" note)
+
+API names (gradio_client): ``/train_start``, ``/train_continue``, ``/train_stop``,
+``/load_pretrained``, ``/download_model``, ``/trajectories``, ``/quality``, ``/quality_shipped``,
+``/sample_images``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from app import compare as cmp  # noqa: E402
+from app import images as img  # noqa: E402
+from app import plots  # noqa: E402
+from app import quality as ql  # noqa: E402
+from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore  # noqa: E402
+from app.config import AppConfig  # noqa: E402
+from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source  # noqa: E402
+from app.live import VIEW_STEPS, LiveSession  # noqa: E402
+from app.validation import (  # noqa: E402
+    GRID_CHOICES,
+    METHODS,
+    InputError,
+    TrainSettings,
+    format_grid,
+    parse_int,
+    parse_seed,
+    parse_time_grid,
+    parse_train_settings,
+    points_from_drawing,
+    points_from_upload,
+)
+from flowmaps.objectives import DESCRIPTIONS  # noqa: E402
+
+log = logging.getLogger("flowmaps.app")
+
+SESSION = "__session__"
+SESSION_LABEL = "this session's model (train it in the first tab)"
+NO_IMAGES = (
+    "**No image checkpoints shipped yet.** Image flow maps (Fashion-MNIST, a small UNet) are trained on a "
+    "GPU and shipped in `checkpoints/`; this tab samples them on the CPU once they are there."
+)
+DEFAULTS = TrainSettings()
+
+INTRO = """
+# Flow maps: one network, any number of steps
+A **flow map** X<sub>s,t</sub>(x) = x + (t − s) v<sub>s,t</sub>(x) jumps along the probability-flow ODE from
+time s to time t in one network call (t = 0 is noise, t = 1 is data). Its diagonal v<sub>t,t</sub> is an ordinary
+flow-matching velocity, so the same network also drives an ODE solver. Trained by **self-distillation**
+(Boffi, Albergo, Vanden-Eijnden 2025): LSD, ESD and PSD teach the map with its own velocity.
+"""
+
+CSS = """
+#live-status p, #cmp-info p {margin: 0.2em 0;}
+.fm-progress {padding: 2px 4px;}
+"""
+
+
+# ------------------------------------------------------------------------------ components
+def _named_preprocess(slider: gr.Slider, payload: Any) -> float:
+    name = slider.label or "value"
+    if payload is None or isinstance(payload, bool):
+        raise gr.Error(f"{name}: expected a number, got {payload!r}", title="Check this input")
+    try:
+        value = float(payload)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name}: {payload!r} is not a number", title="Check this input") from None
+    if not np.isfinite(value) or value < slider.minimum or value > slider.maximum:
+        raise gr.Error(
+            f"{name}: {payload} is outside the allowed range [{slider.minimum:g}, {slider.maximum:g}]",
+            title="Check this input",
+        )
+    return value
+
+
+def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - reads like the component it builds
+    """A gr.Slider whose out-of-range error names the field and the allowed range.
+
+    gr.Slider refuses an out-of-range value from an API client before the callback runs, with a
+    message that does not say which field; this one says it. (An instance attribute rather than a
+    subclass: gradio writes a .pyi stub beside any module that subclasses a component.)
+    """
+    slider = gr.Slider(*args, **kwargs)
+    slider.preprocess = functools.partial(_named_preprocess, slider)
+    return slider
+
+
+# ------------------------------------------------------------------------------ error handling
+def _friendly(err: Exception, action: str) -> gr.Error:
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, InputError):
+        return gr.Error(str(err), title="Check this input")
+    log.exception("%s failed", action)
+    return gr.Error(
+        f"{action} failed ({type(err).__name__}: {str(err)[:300]}). The app is still running: try other settings.",
+        title="Something went wrong",
+    )
+
+
+def guarded(action: str):
+    """Turn InputError into a clear gr.Error, and any other failure into a short message."""
+
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as err:
+                    raise _friendly(err, action) from None
+
+            return gen
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                raise _friendly(err, action) from None
+
+        return call
+
+    return wrap
+
+
+# ------------------------------------------------------------------------------ the app
+class FlowMapsApp:
+    """The callbacks of the page, bound to a checkpoint store and limits (testable without a server)."""
+
+    def __init__(self, config: AppConfig | None = None) -> None:
+        self.config = config or AppConfig.from_env()
+        self.limits = self.config.limits
+        self.store = CheckpointStore(self.config.checkpoints_dir, self.config.hub_repos, list(DATA_CHOICES))
+        self.quality_cache = ql.QualityCache(self.config.cache_dir / "quality")
+
+    # ---------------------------------------------------------------- choices
+    def checkpoint_choices(self, kind: str) -> list[tuple[str, str]]:
+        return [(self.store.info(n).label, n) for n in self.store.names(kind)]
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        return [(SESSION_LABEL, SESSION)] + self.checkpoint_choices(KIND_2D)
+
+    def checkerboard_models(self) -> list[str]:
+        return [n for n in self.store.names(KIND_2D) if self.store.info(n).data == "checkerboard"]
+
+    # ---------------------------------------------------------------- data
+    def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
+        if choice == DRAW:
+            return points_source(DRAW, points_from_drawing(drawing))
+        if choice == CSV:
+            pts = points_from_upload(csv_file, max_rows=self.limits.max_csv_rows, max_bytes=self.limits.max_upload)
+            return points_source(CSV, pts)
+        if not isinstance(choice, str) or choice not in DATA_CHOICES:
+            raise InputError(f"data set: {choice!r} is not one of {', '.join(DATA_CHOICES)}")
+        return toy_source(choice)
+
+    def data_of(self, name: str) -> DataSource | None:
+        data = self.store.info(name).data
+        if data in DATA_CHOICES and data not in (DRAW, CSV):
+            return toy_source(data)
+        return None
+
+    def resolve_model(self, session: LiveSession, source: Any):
+        """(model copy or shared eval model, data source or None, label, cache key or None)."""
+        if source in (None, "", SESSION):
+            model = session.snapshot_model()
+            return model, session.data, "this session", None
+        if not isinstance(source, str) or source not in self.store.names(KIND_2D):
+            raise InputError(f"model: {source!r} is not this session's model or a shipped 2-D checkpoint")
+        model, _ = self.store.load(source)
+        info = self.store.info(source)
+        return model, self.data_of(source), source, f"{source}@{info.stamp}"
+
+    # ---------------------------------------------------------------- live training
+    def _figures(self, session: LiveSession, snap) -> tuple:
+        data = session.data_view if session.data_view is not None else np.zeros((0, 2))
+        name = session.data.name if session.data else ""
+        rng = plots.axis_range(data) if len(data) else None
+        fig_s = plots.samples_figure(data, snap.panels, rng)
+        fig_l = plots.loss_figure(snap.history)
+        left = max(0.0, self.limits.session_seconds - session.used_seconds)
+        bar = plots.progress_html(
+            snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left
+        )
+        method = (session.method or "").upper()
+        status = f"**{snap.state}** · {method} on {name} · step {snap.step}"
+        if snap.state == "done":
+            status += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
+        elif snap.state == "time cap reached":
+            status += (
+                f" · each run is capped at {self.limits.live_seconds:.0f} s so the CPU is shared; "
+                "press Continue to train more"
+            )
+        if snap.message:
+            status += f"\n\n{snap.message}"
+        return fig_s, fig_l, bar, status
+
+    def _run_cap(self, session: LiveSession, check: bool = True) -> float:
+        left = self.limits.session_seconds - session.used_seconds
+        if check and left <= 1.0:
+            raise InputError(
+                f"this session has used its {self.limits.session_seconds:.0f} s of live training; "
+                "download the model, or reload the page for a new session"
+            )
+        return max(1.0, min(self.limits.live_seconds, left))
+
+    def _stream(self, session: LiveSession, steps: int, prepare):
+        if not session.run_lock.acquire(blocking=False):
+            raise InputError("this session is already training: press Stop first")
+        try:
+            session.stop_event.clear()
+            prepare()
+            cap = self._run_cap(session)
+            for snap in session.run(steps, cap):
+                yield self._figures(session, snap)
+        finally:
+            session.run_lock.release()
+
+    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+        """Start a fresh model on the chosen data and stream its training."""
+        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        data = self.resolve_data(data_choice, drawing, csv_file)
+        self._run_cap(session)
+        yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
+
+    def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue training this session's model (new lr / batch / eta / method apply)."""
+        if session.trainer is None:
+            raise InputError("nothing to continue: press Start first (or load a shipped model)")
+        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        notes: list[str] = []
+
+        def prepare():
+            note = session.update_settings(s)
+            if note:
+                notes.append(note)
+
+        for out in self._stream(session, s.steps, prepare):
+            if notes:
+                out = (*out[:3], out[3] + "\n\n" + notes[0])
+            yield out
+
+    def train_stop(self, session):
+        """Stop this session's run (other sessions are not touched)."""
+        if not session.running:
+            return "nothing is training in this session"
+        session.stop_event.set()
+        return "**stopping** · the model keeps what it has learned; press Continue to go on"
+
+    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+        """Load a shipped 2-D checkpoint into this session (an instant, trained model)."""
+        if not isinstance(name, str) or name not in self.store.names(KIND_2D):
+            raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
+        data = self.data_of(name)
+        if data is None:
+            raise InputError(f"shipped model {name}: its data set is not recorded in its config")
+        if session.running:
+            raise InputError("this session is training: press Stop first")
+        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        model, config = self.store.load(name)
+        session.load_pretrained(name, model, config, data, s)
+        from app.live import Snapshot
+
+        snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
+        fig_s, fig_l, _, _ = self._figures(session, snap)
+        bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
+        status = (
+            f"**loaded** {name} ({self.store.info(name).label}); press Continue to train it further, "
+            "or explore it in the other tabs"
+        )
+        return fig_s, plots.loss_figure([]), bar, status
+
+    def download_model(self, session):
+        """This session's model as a zip of a save_pretrained folder."""
+        from flowmaps.hub import save_pretrained
+
+        model = session.snapshot_model()
+        config = dict(session.config or {})
+        name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"
+        tmp = Path(tempfile.mkdtemp(prefix="flowmaps-download-"))
+        folder = tmp / name
+        steps = session.trainer.global_step if session.trainer else 0
+        card = {
+            "title": f"flowmaps live model: {name}",
+            "summary": f"Trained live in the flowmaps app ({session.origin}).",
+            "data": session.data.name if session.data else "?",
+            "method": session.method,
+            "steps": steps,
+            "hardware": "CPU (the app's live trainer)",
+        }
+        save_pretrained(model, folder, config, card=card)
+        archive = tmp / f"{name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(folder.iterdir()):
+                zf.write(f, f"{name}/{f.name}")
+        shutil.rmtree(folder, ignore_errors=True)
+        return str(archive)
+
+    # ---------------------------------------------------------------- flow map vs ODE
+    def trajectories(self, session, source, grid_kind, steps, custom, n_points, seed):
+        """ODE paths and flow-map jumps for a model; plus the error heat map for mixtures."""
+        grid = parse_time_grid(grid_kind, steps, custom, max_steps=self.limits.max_grid_steps)
+        n = parse_int(n_points, "start points", 1, self.limits.max_trajectory_points)
+        sd = parse_seed(seed)
+        model, data, label, _ = self.resolve_model(session, source)
+        d = cmp.trajectory_data(model, data, grid, n_points=n, seed=sd)
+        fig = plots.trajectories_figure(d)
+        info = f"**{label}** · grid: {format_grid(grid)}\n\n" + cmp.summary(d)
+        if data is not None and data.gmm is not None:
+            s_vals, t_vals, err = cmp.error_grid(model, data, seed=sd)
+            heat = plots.error_heatmap(s_vals, t_vals, err)
+        else:
+            heat = plots.empty_figure(
+                "the error heat map needs Gaussian-mixture data (eight_gaussians, gaussian, "
+                "two_gaussians), whose exact flow map is known",
+                height=200,
+            )
+        return fig, info, heat
+
+    # ---------------------------------------------------------------- steps vs quality
+    def _quality_stream(self, jobs, n: int, key: str | None, persist: bool):
+        if key is not None:
+            cached = self.quality_cache.get(key)
+            if cached is not None:
+                yield plots.quality_figure(cached.curves, cached.metric_name, cached.floor), ql.table_markdown(cached)
+                return
+        res = None
+        metric = None
+        for model, data, label, flow, ode in jobs:
+            if metric is None:
+                metric = ql.Metric(data, n)
+                res = ql.QualityResult(metric.name, metric.floor, n=n)
+            count = 0
+            for partial in ql.evaluate(model, data, label, n=n, flow_map=flow, ode=ode, result=res, metric=metric):
+                res = partial
+                count += 1
+                if count % 3 == 0:
+                    yield plots.quality_figure(res.curves, res.metric_name, res.floor), "computing..."
+        if res is None:
+            raise InputError("no model to evaluate")
+        if key is not None:
+            self.quality_cache.put(key, res, persist)
+        yield plots.quality_figure(res.curves, res.metric_name, res.floor), ql.table_markdown(res)
+
+    def quality(self, session, source, n_samples):
+        """Metric and wall time against network evaluations, for one model (streams as it computes)."""
+        n = parse_int(n_samples, "samples", 500, 20_000)
+        model, data, label, key = self.resolve_model(session, source)
+        if data is None:
+            raise InputError(f"model {label}: its data set is unknown, so there is nothing to compare samples with")
+        fm_only = (session.method if source in (None, "", SESSION) else self.store.info(source).method) == "fm"
+        if key is None:
+            key = f"session-{id(session)}-{session.version}"
+            persist = False
+        else:
+            persist = True
+        yield from self._quality_stream([(model, data, label, not fm_only, True)], n, f"{key}-n{n}", persist)
+
+    def quality_shipped(self, n_samples):
+        """The shipped checkerboard models side by side: flow maps and the ODE on the FM model."""
+        n = parse_int(n_samples, "samples", 500, 20_000)
+        names = self.checkerboard_models()
+        if not names:
+            raise InputError("no shipped checkerboard checkpoints found in the checkpoint folder")
+        jobs = []
+        keys = []
+        fm_names = [m for m in names if self.store.info(m).method == "fm"]
+        ode_on = fm_names[0] if fm_names else names[0]
+        for name in names:
+            model, _ = self.store.load(name)
+            info = self.store.info(name)
+            is_fm = info.method == "fm"
+            jobs.append((model, toy_source("checkerboard"), info.name, not is_fm, name == ode_on))
+            keys.append(f"{name}@{info.stamp}")
+        key = "shipped-" + "+".join(keys) + f"-n{n}"
+        yield from self._quality_stream(jobs, n, key, True)
+
+    # ---------------------------------------------------------------- images
+    def sample_images(self, name, steps, grid_kind, custom, seed, n_images, ode):
+        """Rows of images at N = 1, 2, 4, 8 and the chosen N from one noise, plus an ODE row."""
+        names = self.store.names(KIND_IMAGE)
+        if not names:
+            raise InputError("no image checkpoints shipped yet: the image tab needs a UNet checkpoint in checkpoints/")
+        if name not in names:
+            raise InputError(f"image model: {name!r} is not one of {', '.join(names)}")
+        n = parse_int(steps, "steps", 1, self.limits.max_image_steps)
+        count = parse_int(n_images, "number of images", 1, self.limits.max_images)
+        sd = parse_seed(seed)
+        if ode not in img.ODE_BASELINES:
+            raise InputError(f"ODE baseline: {ode!r} is not one of {', '.join(img.ODE_BASELINES)}")
+        kind = str(grid_kind).strip().lower() if grid_kind is not None else ""
+        custom_grid = None
+        if kind == "custom":
+            custom_grid = parse_time_grid("custom", n, custom, max_steps=self.limits.max_image_steps)
+        else:
+            parse_time_grid(kind, n, None, max_steps=self.limits.max_image_steps)
+        model, config = self.store.load(name)
+        rows = img.sample_rows(model, config, img.default_grids(kind, n, custom_grid), ode, count, sd)
+        picture = img.compose(rows)
+        lines = ["| row | network calls | ms per image |", "| --- | --- | --- |"]
+        lines += [f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} |" for r in rows]
+        info = self.store.info(name)
+        fid = f"**FID against steps ({name}, from its model card)**\n\n" + img.card_metrics(info.config, info.card)
+        return picture, "\n".join(lines), fid
+
+
+# ------------------------------------------------------------------------------ layout
+def _method_help(label: str) -> str:
+    key = METHODS.get(label, "")
+    return f"_{DESCRIPTIONS.get(key, '')}_"
+
+
+def _data_help(choice: str) -> str:
+    return f"_{DATA_CHOICES.get(choice, '')}_"
+
+
+def build_app(config: AppConfig | None = None) -> gr.Blocks:
+    """Build the page (queue configured); launch it with ``demo.launch(**launch_kwargs())``."""
+    fm = FlowMapsApp(config)
+    lim = fm.limits
+    heavy = {"concurrency_limit": lim.concurrency}
+    with gr.Blocks(title="flowmaps: flow maps by self-distillation", analytics_enabled=False) as demo:
+        session = gr.State(LiveSession, time_to_live=3600, delete_callback=lambda s: s.stop_event.set())
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs(elem_id="tabs"):
+            # ------------------------------------------------------------ tab 1
+            with gr.Tab("Train live (2-D)", id="train", elem_id="tab-train"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        data_dd = gr.Dropdown(
+                            list(DATA_CHOICES), value="checkerboard", label="Data set", elem_id="data-set"
+                        )
+                        data_md = gr.Markdown(_data_help("checkerboard"), elem_id="data-help")
+                        draw = gr.Sketchpad(
+                            label="Draw your data (points are sampled from the strokes)",
+                            type="numpy",
+                            canvas_size=(320, 320),
+                            visible=False,
+                            elem_id="draw-pad",
+                            brush=gr.Brush(default_size=10, colors=["#000000"], color_mode="fixed"),
+                        )
+                        csv = gr.File(
+                            label=f"CSV of x, y rows (at most {lim.max_csv_rows} rows, {lim.max_upload})",
+                            file_types=[".csv", ".txt"],
+                            visible=False,
+                            elem_id="csv-upload",
+                        )
+                        method = gr.Dropdown(list(METHODS), value="LSD (Lagrangian)", label="Method", elem_id="method")
+                        method_md = gr.Markdown(_method_help("LSD (Lagrangian)"), elem_id="method-help")
+                        with gr.Accordion("Settings", open=True):
+                            steps = NamedSlider(
+                                10, lim.max_steps, value=DEFAULTS.steps, step=10, label="Steps per run", elem_id="steps"
+                            )
+                            batch = NamedSlider(
+                                lim.min_batch,
+                                lim.max_batch,
+                                value=DEFAULTS.batch,
+                                step=16,
+                                label="Batch size",
+                                elem_id="batch",
+                            )
+                            lr = gr.Number(
+                                value=DEFAULTS.lr,
+                                label=f"Learning rate ({lim.min_lr:g} to {lim.max_lr:g})",
+                                elem_id="lr",
+                            )
+                            eta = NamedSlider(
+                                0.05,
+                                1.0,
+                                value=DEFAULTS.eta,
+                                step=0.05,
+                                label="eta: fraction of the batch on the diagonal",
+                                elem_id="eta",
+                            )
+                            width = NamedSlider(
+                                lim.min_width,
+                                lim.max_width,
+                                value=DEFAULTS.width,
+                                step=16,
+                                label="Width of the MLP",
+                                elem_id="width",
+                            )
+                            depth = NamedSlider(
+                                1, lim.max_depth, value=DEFAULTS.depth, step=1, label="Hidden layers", elem_id="depth"
+                            )
+                            seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                        with gr.Row():
+                            start = gr.Button("Start", variant="primary", elem_id="btn-start")
+                            stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
+                            cont = gr.Button("Continue", elem_id="btn-continue")
+                        with gr.Row():
+                            pre_choices = fm.checkpoint_choices(KIND_2D)
+                            pretrained = gr.Dropdown(
+                                pre_choices,
+                                value=pre_choices[0][1] if pre_choices else None,
+                                label="Start from a shipped model",
+                                elem_id="pretrained",
+                                scale=3,
+                            )
+                            load = gr.Button("Load", elem_id="btn-load", scale=1)
+                        with gr.Row():
+                            download = gr.Button("Download model (zip)", elem_id="btn-download")
+                        download_file = gr.File(label="Checkpoint", interactive=False, elem_id="download-file")
+                    with gr.Column(scale=3):
+                        progress = gr.HTML(
+                            plots.progress_html(0, DEFAULTS.steps, 0, lim.live_seconds, 0, "ready"),
+                            elem_id="live-progress",
+                        )
+                        status = gr.Markdown(
+                            "Press **Start**: the samples and the loss appear within a second "
+                            "and refresh about once a second.",
+                            elem_id="live-status",
+                        )
+                        samples_plot = gr.Plot(
+                            plots.empty_figure("data and samples at N = 1, 2, 4, 8 appear here"),
+                            label="Data and flow-map samples at N = " + ", ".join(map(str, VIEW_STEPS)),
+                            elem_id="plot-samples",
+                        )
+                        loss_plot = gr.Plot(plots.loss_figure([]), label="Loss per term", elem_id="plot-loss")
+                        gr.Markdown(
+                            "Every panel starts from the same noise. **N** is the number of flow-map jumps on a "
+                            "uniform grid, one network call each. Flow matching alone learns only the diagonal "
+                            "(the velocity), so for it the panels show Euler steps of the ODE instead. Live runs "
+                            f"use an EMA of 0.99 and are capped at {lim.live_seconds:.0f} s each "
+                            f"({lim.session_seconds:.0f} s per session)."
+                        )
+
+            # ------------------------------------------------------------ tab 2
+            with gr.Tab("Flow map vs ODE", id="compare", elem_id="tab-compare"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        choices = fm.model_choices()
+                        cmp_model = gr.Dropdown(choices, value=SESSION, label="Model", elem_id="cmp-model")
+                        cmp_grid = gr.Dropdown(
+                            list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="cmp-grid"
+                        )
+                        cmp_steps = NamedSlider(1, 16, value=4, step=1, label="Flow-map steps N", elem_id="cmp-steps")
+                        cmp_times = gr.Textbox(
+                            value="0, 0.4, 0.75, 1", label="Custom times (for 'custom')", elem_id="cmp-times"
+                        )
+                        cmp_points = NamedSlider(
+                            1, lim.max_trajectory_points, value=24, step=1, label="Start points", elem_id="cmp-points"
+                        )
+                        cmp_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                        cmp_btn = gr.Button("Draw trajectories", variant="primary", elem_id="btn-trajectories")
+                        gr.Markdown(
+                            "Blue: paths of the ODE dx/dt = v<sub>t,t</sub>(x) of the learned velocity (adaptive "
+                            "Dormand-Prince). Dashed black: the exact velocity (Gaussian mixtures). Orange: the N "
+                            "flow-map jumps, each marker one network call. Move the slider: the red crosses are "
+                            "one jump X<sub>0,τ</sub>(x<sub>0</sub>), the blue dots the ODE at τ."
+                        )
+                    with gr.Column(scale=3):
+                        traj_plot = gr.Plot(
+                            plots.empty_figure("press Draw trajectories"),
+                            label="Flow map vs ODE",
+                            elem_id="plot-trajectories",
+                        )
+                        cmp_info = gr.Markdown(elem_id="cmp-info")
+                        err_plot = gr.Plot(
+                            plots.empty_figure("flow-map error over (s, t): Gaussian mixtures only", height=200),
+                            label="Flow-map error (Gaussian mixtures)",
+                            elem_id="plot-error",
+                        )
+
+            # ------------------------------------------------------------ tab 3
+            with gr.Tab("Steps vs quality", id="quality", elem_id="tab-quality"):
+                gr.Markdown(ql.LESSON, elem_id="q-lesson")
+                with gr.Row():
+                    q_model = gr.Dropdown(fm.model_choices(), value=SESSION, label="Model", elem_id="q-model", scale=3)
+                    q_samples = NamedSlider(
+                        500, 20_000, value=3000, step=500, label="Samples per point", elem_id="q-samples", scale=2
+                    )
+                with gr.Row():
+                    q_btn = gr.Button("Evaluate this model", variant="primary", elem_id="btn-quality")
+                    q_ship = gr.Button(
+                        "Compare the shipped checkerboard models (LSD, ESD, PSD, flow matching)",
+                        elem_id="btn-quality-shipped",
+                    )
+                q_plot = gr.Plot(
+                    plots.quality_figure([], ""),
+                    label="Quality and time against network evaluations",
+                    elem_id="plot-quality",
+                )
+                q_table = gr.Markdown(elem_id="q-table")
+
+            # ------------------------------------------------------------ tab 4
+            with gr.Tab("Images", id="images", elem_id="tab-images"):
+                img_names = fm.checkpoint_choices(KIND_IMAGE)
+                img_none = gr.Markdown(NO_IMAGES, visible=not img_names, elem_id="img-none")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        img_model = gr.Dropdown(
+                            img_names,
+                            value=img_names[0][1] if img_names else None,
+                            label="Image model",
+                            elem_id="img-model",
+                        )
+                        img_steps = NamedSlider(
+                            1, lim.max_image_steps, value=8, step=1, label="Steps N", elem_id="img-steps"
+                        )
+                        img_grid = gr.Dropdown(
+                            list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="img-grid"
+                        )
+                        img_times = gr.Textbox(
+                            value="0, 0.4, 0.75, 1", label="Custom times (for 'custom')", elem_id="img-times"
+                        )
+                        img_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="img-seed")
+                        img_count = NamedSlider(1, lim.max_images, value=8, step=1, label="Images", elem_id="img-count")
+                        img_ode = gr.Dropdown(
+                            list(img.ODE_BASELINES), value=img.DEFAULT_ODE, label="ODE baseline", elem_id="img-ode"
+                        )
+                        img_btn = gr.Button("Sample", variant="primary", elem_id="btn-images")
+                    with gr.Column(scale=3):
+                        img_out = gr.Image(
+                            label="Same noise, more steps: one row per N",
+                            type="pil",
+                            elem_id="img-output",
+                            buttons=["download", "fullscreen"],
+                        )
+                        img_info = gr.Markdown(elem_id="img-info")
+                        img_fid = gr.Markdown(elem_id="img-fid")
+
+        # ---------------------------------------------------------------- events
+        settings = [method, steps, batch, lr, eta, width, depth, seed]
+        live_out = [samples_plot, loss_plot, progress, status]
+
+        def on_data(choice):
+            return (gr.update(visible=choice == DRAW), gr.update(visible=choice == CSV), _data_help(choice))
+
+        data_dd.change(on_data, data_dd, [draw, csv, data_md], api_visibility="undocumented", queue=False)
+        method.change(_method_help, method, method_md, api_visibility="undocumented", queue=False)
+
+        start_ev = start.click(
+            guarded("Training")(fm.train_start),
+            [session, data_dd, draw, csv, *settings],
+            live_out,
+            api_name="train_start",
+            concurrency_limit=lim.train_concurrency,
+            concurrency_id="train",
+            show_progress="hidden",
+        )
+        cont_ev = cont.click(
+            guarded("Training")(fm.train_continue),
+            [session, *settings],
+            live_out,
+            api_name="train_continue",
+            concurrency_limit=lim.train_concurrency,
+            concurrency_id="train",
+            show_progress="hidden",
+        )
+        stop.click(
+            guarded("Stop")(fm.train_stop),
+            session,
+            status,
+            api_name="train_stop",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        del start_ev, cont_ev
+        load.click(
+            guarded("Loading the model")(fm.load_pretrained),
+            [session, pretrained, *settings],
+            live_out,
+            api_name="load_pretrained",
+            **heavy,
+        )
+        download.click(
+            guarded("Download")(fm.download_model), session, download_file, api_name="download_model", **heavy
+        )
+        cmp_btn.click(
+            guarded("Trajectories")(fm.trajectories),
+            [session, cmp_model, cmp_grid, cmp_steps, cmp_times, cmp_points, cmp_seed],
+            [traj_plot, cmp_info, err_plot],
+            api_name="trajectories",
+            **heavy,
+        )
+        q_btn.click(
+            guarded("Evaluation")(fm.quality),
+            [session, q_model, q_samples],
+            [q_plot, q_table],
+            api_name="quality",
+            concurrency_limit=1,
+            concurrency_id="quality",
+        )
+        q_ship.click(
+            guarded("Evaluation")(fm.quality_shipped),
+            q_samples,
+            [q_plot, q_table],
+            api_name="quality_shipped",
+            concurrency_limit=1,
+            concurrency_id="quality",
+        )
+        img_btn.click(
+            guarded("Image sampling")(fm.sample_images),
+            [img_model, img_steps, img_grid, img_times, img_seed, img_count, img_ode],
+            [img_out, img_info, img_fid],
+            api_name="sample_images",
+            **heavy,
+        )
+
+        def refresh():
+            two_d = fm.checkpoint_choices(KIND_2D)
+            models = fm.model_choices()
+            images = fm.checkpoint_choices(KIND_IMAGE)
+            return (
+                gr.update(choices=two_d),
+                gr.update(choices=models),
+                gr.update(choices=models),
+                gr.update(choices=images, value=images[0][1] if images else None),
+                gr.update(visible=not images),
+            )
+
+        demo.load(
+            refresh,
+            None,
+            [pretrained, cmp_model, q_model, img_model, img_none],
+            api_visibility="undocumented",
+            queue=False,
+        )
+    demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    demo.flowmaps = fm  # the callbacks, for tests and benchmarks
+    return demo
+
+
+def launch_kwargs(config: AppConfig | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``demo.launch`` that belong to the app (upload cap, style)."""
+    cfg = config or AppConfig.from_env()
+    return {"max_file_size": cfg.limits.max_upload, "css": CSS, "show_error": False}

@@ -1,0 +1,442 @@
+"""The app's logic without a server: input checks, plots, live sessions, checkpoints, callbacks.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.config import AppConfig, Limits  # noqa: E402
+from app.validation import (  # noqa: E402
+    InputError,
+    parse_int,
+    parse_time_grid,
+    parse_train_settings,
+    points_from_drawing,
+    points_from_upload,
+    standardize_points,
+)
+
+LSD = "LSD (Lagrangian)"
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def make_checkpoints(root: Path) -> Path:
+    """Tiny untrained checkpoints of every kind the app lists (2-D MLPs, a mixture model, a UNet)."""
+    from flowmaps.data.gmm import gmm_preset
+    from flowmaps.data.toy import data_std
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+
+    torch.manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    mlp = {"name": "mlp", "dim": 2, "width": 32, "depth": 2}
+    sig = data_std("checkerboard")
+    for method in ("lsd", "fm"):
+        cfg = {"net": mlp, "sigma": sig, "data": "checkerboard", "method": method}
+        save_pretrained(build_model(cfg), root / f"checkerboard-{method}", cfg)
+    cfg = {"net": mlp, "sigma": gmm_preset("eight_gaussians").sigma}
+    save_pretrained(build_model(cfg), root / "eight_gaussians-lsd", cfg)  # data and method from the name
+    unet = {
+        "name": "unet",
+        "base_channels": 8,
+        "channel_mults": [1, 2],
+        "num_res_blocks": 1,
+        "emb_dim": 16,
+        "max_groups": 4,
+    }
+    cfg = {
+        "net": unet,
+        "sigma": 0.5,
+        "data": "fashion-mnist",
+        "method": "lsd",
+        "metrics": {"FID": {"N=1": 50.5, "N=2": 31.25, "N=4": 20.0}},
+    }
+    save_pretrained(build_model(cfg), root / "fashion-mnist-lsd", cfg)
+    (root / "not-a-checkpoint").mkdir(exist_ok=True)
+    return root
+
+
+def small_limits(**kw) -> Limits:
+    return Limits(**{"live_seconds": 30.0, "session_seconds": 120.0, **kw})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as the app uses per request on a 2-core machine (see app.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory) -> Path:
+    return make_checkpoints(tmp_path_factory.mktemp("ckpt") / "checkpoints")
+
+
+@pytest.fixture(scope="module")
+def fm_app(ckpt_root, tmp_path_factory):
+    from app.ui import FlowMapsApp
+
+    cfg = AppConfig(checkpoints_dir=ckpt_root, cache_dir=tmp_path_factory.mktemp("cache"), limits=small_limits())
+    return FlowMapsApp(cfg)
+
+
+# ------------------------------------------------------------------------------ validation
+def test_settings_in_range_are_accepted():
+    s = parse_train_settings(LSD, 200, 256, 1e-3, 0.75, 64, 2, 3)
+    assert (s.method, s.steps, s.batch, s.lr, s.eta, s.width, s.depth, s.seed) == (
+        "lsd",
+        200,
+        256,
+        1e-3,
+        0.75,
+        64,
+        2,
+        3,
+    )
+    assert parse_train_settings("fm", 10, 16, 1e-3, 1.0, 16).eta == 1.0  # flow matching may put all on the diagonal
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, allowed",
+    [
+        ({"batch": 0}, "batch size", "[16, 4096]"),
+        ({"batch": 10**7}, "batch size", "[16, 4096]"),
+        ({"lr": -0.1}, "learning rate", "[1e-05, 0.1]"),
+        ({"lr": float("nan")}, "learning rate", "finite"),
+        ({"eta": 1.5}, "eta", "[0, 1]"),
+        ({"eta": 1.0}, "eta", "[0, 1)"),
+        ({"width": 100_000}, "width", "[16, 512]"),
+        ({"steps": 2.5}, "steps", "whole number"),
+        ({"steps": "many"}, "steps", "not a number"),
+        ({"method": "magic"}, "method", "LSD"),
+    ],
+)
+def test_bad_settings_name_the_field_and_range(kwargs, field, allowed):
+    args = {"method": LSD, "steps": 100, "batch": 256, "lr": 1e-3, "eta": 0.75, "width": 64}
+    args.update(kwargs)
+    with pytest.raises(InputError) as err:
+        parse_train_settings(**args)
+    assert field in str(err.value) and allowed in str(err.value)
+
+
+def test_parse_int_refuses_bools_and_fractions():
+    for bad in (True, 2.5, float("inf"), None, "x"):
+        with pytest.raises(InputError):
+            parse_int(bad, "n", 0, 10)
+    assert parse_int("7", "n", 0, 10) == 7
+
+
+def test_time_grids():
+    assert parse_time_grid("uniform", 4).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    g = parse_time_grid("custom", 1, "0, 0.4, 0.75, 1")
+    assert g.tolist() == [0.0, 0.4, 0.75, 1.0]
+    for kind in ("edm", "cosine"):
+        e = parse_time_grid(kind, 8)
+        assert e[0] == 0 and e[-1] == 1 and bool((e[1:] > e[:-1]).all())
+    cases = {
+        "0, 0.7, 0.3, 1": "increasing",
+        "0, 0.5, 0.5, 1": "increasing",
+        "0, 1.5": "outside [0, 1]",
+        "0, nan, 1": "finite",
+        "zero, one": "not a number",
+        "": "empty",
+        "0.2, 1": "start at 0",
+    }
+    for text, why in cases.items():
+        with pytest.raises(InputError) as err:
+            parse_time_grid("custom", 1, text)
+        assert "custom times" in str(err.value) and why in str(err.value)
+    with pytest.raises(InputError, match="outside the allowed range"):
+        parse_time_grid("uniform", 100_000)
+    with pytest.raises(InputError, match="cap"):
+        parse_time_grid("custom", 1, ", ".join(f"{i / 300:.4f}" for i in range(301)))
+    with pytest.raises(InputError, match="too long"):
+        parse_time_grid("custom", 1, "0, " * 10_000 + "1")
+    with pytest.raises(InputError, match="kind"):
+        parse_time_grid("spiral", 4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="0123456789.,; -eE+naif[]", max_size=40))
+def test_grid_parser_returns_a_valid_grid_or_a_clear_error(text):
+    try:
+        g = parse_time_grid("custom", 1, text)
+    except InputError as err:
+        assert str(err).startswith("custom times:")
+        return
+    vals = g.tolist()
+    assert vals[0] == 0.0 and vals[-1] == 1.0 and all(b > a for a, b in zip(vals, vals[1:]))
+
+
+def _canvas(h: int = 100, w: int = 100) -> np.ndarray:
+    return np.zeros((h, w, 4), dtype=np.uint8)  # a transparent layer
+
+
+def test_drawing_to_points():
+    layer = _canvas()
+    layer[10:14, 20:80, 3] = 255  # a horizontal stroke near the top
+    pts = points_from_drawing({"background": None, "layers": [layer], "composite": None}, n_points=500)
+    assert pts.shape == (500, 2)
+    assert np.all(np.abs(pts[:, 0]) <= 1) and np.all(pts[:, 1] > 0.6)  # top of the canvas is y > 0
+    assert -0.62 < pts[:, 0].min() and pts[:, 0].max() < 0.62
+    white = np.full((100, 100, 4), 255, dtype=np.uint8)  # opaque composite: dark pixels are strokes
+    white[40:60, 40:60, :3] = 0
+    assert points_from_drawing(white, n_points=100).shape == (100, 2)
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (None, "empty"),
+        ({"background": None, "layers": [], "composite": None}, "empty"),
+        ({"layers": [_canvas()]}, "nothing is drawn"),
+    ],
+)
+def test_empty_drawings_are_refused(value, why):
+    with pytest.raises(InputError, match=why):
+        points_from_drawing(value)
+
+
+def test_degenerate_drawings_are_refused():
+    dot = _canvas()
+    dot[50, 50, 3] = 255
+    with pytest.raises(InputError, match="only 1 pixels"):
+        points_from_drawing({"layers": [dot]})
+    blob = _canvas(1000, 1000)
+    blob[500:505, 500:505, 3] = 255
+    with pytest.raises(InputError, match="single point"):
+        points_from_drawing({"layers": [blob]})
+
+
+def test_csv_upload(tmp_path):
+    good = tmp_path / "pts.csv"
+    rng = np.random.default_rng(0)
+    xy = rng.normal(5.0, 3.0, size=(300, 2))
+    good.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in xy))
+    pts = points_from_upload(str(good))
+    assert pts.shape == (300, 2)
+    assert np.allclose(pts.mean(axis=0), 0, atol=1e-5)
+    assert math.isclose(float(np.sqrt(pts.astype(np.float64).var(axis=0).mean())), 0.5, rel_tol=1e-4)
+
+    def bad(text: str | bytes, why: str, **kw):
+        p = tmp_path / "bad.csv"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(InputError) as err:
+            points_from_upload(str(p), **kw)
+        assert str(err.value).startswith("CSV file:") and why in str(err.value), str(err.value)
+
+    bad("x,y\n1,2\nthree,4\n", "line 3")
+    bad("1,2\n3,nan\n", "non-finite")
+    bad("1,2,3\n4,5,6\n", "exactly 2")
+    bad("x,y\n1,2\n", "at least 2")
+    bad("\n".join(f"{i},{i}" for i in range(50)), "max_rows", max_rows=10)
+    bad(b"\x00\x01\x02binary", "binary")
+    bad("1,2\n" * 2000, "above the cap", max_bytes=1000)
+    bad("1,1\n1,1\n1,1\n", "same")
+    with pytest.raises(InputError, match="no file"):
+        points_from_upload(None)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="0123456789.,;\t -eEnaif\n#xy", max_size=80))
+def test_csv_parser_returns_points_or_a_clear_error(tmp_path_factory, text):
+    p = tmp_path_factory.mktemp("csv") / "u.csv"
+    p.write_text(text)
+    try:
+        pts = points_from_upload(str(p))
+    except InputError as err:
+        assert str(err).startswith("CSV file:")
+        return
+    assert pts.ndim == 2 and pts.shape[1] == 2 and np.isfinite(pts).all()
+
+
+def test_standardize_refuses_identical_points():
+    with pytest.raises(InputError, match="same"):
+        standardize_points(np.ones((10, 2)))
+
+
+# ------------------------------------------------------------------------------ plots
+def _finite_numbers(fig) -> bool:
+    found = False
+    for tr in fig.data:
+        for axis in ("x", "y"):
+            vals = getattr(tr, axis, None)
+            if vals is None:
+                continue
+            arr = np.asarray([v for v in np.asarray(vals, dtype=object).ravel() if v is not None], dtype=float)
+            arr = arr[~np.isnan(arr)]
+            if arr.size:
+                found = True
+                if not np.isfinite(arr).all():
+                    return False
+    return found
+
+
+def test_plots_are_well_formed():
+    from app import plots
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 2))
+    fig = plots.samples_figure(data, [("N = 1", data + 1), ("N = 2", data * 0.5)])
+    assert len(fig.data) == 3 and _finite_numbers(fig)
+    hist = [{"step": i + 1, "loss": 1.0 / (i + 1), "diagonal": 0.5, "lagrangian": 0.1} for i in range(1000)]
+    hist[3]["loss"] = float("nan")
+    fig = plots.loss_figure(hist, max_points=100)
+    assert {t.name for t in fig.data} == {"loss", "diagonal", "lagrangian"}
+    assert all(len(t.x) <= 100 for t in fig.data) and _finite_numbers(fig)
+    assert len(plots.loss_figure([]).layout.annotations) == 1
+    c1 = plots.Curve("m", "flow map", [1, 2, 4], [0.3, 0.2, float("inf")], [1.0, 2.0, 4.0])
+    c2 = plots.Curve("m", "heun", [4, 16], [0.5, 0.1], [3.0, 9.0])
+    fig = plots.quality_figure([c1, c2], "KL", floor=0.05)
+    assert len(fig.data) == 4 and fig.layout.xaxis.type == "log"
+    assert "0.05" in str(fig.layout.annotations)
+    html_bar = plots.progress_html(50, 100, 3.0, 120.0, 16.7, "training")
+    assert "width:50%" in html_bar and "step 50 of 100" in html_bar
+
+
+def test_trajectories_figure_has_a_working_slider():
+    from app import plots
+
+    t, b, n, k = 11, 5, 4, 6
+    rng = np.random.default_rng(1)
+    d = plots.TrajectoryData(
+        data=rng.normal(size=(100, 2)),
+        ode_times=np.linspace(0, 1, t),
+        ode=rng.normal(size=(t, b, 2)),
+        exact=rng.normal(size=(t, b, 2)),
+        grid=np.linspace(0, 1, n + 1),
+        jumps=rng.normal(size=(n + 1, b, 2)),
+        slider_times=np.linspace(0, 1, k),
+        direct=rng.normal(size=(k, b, 2)),
+        ode_at=rng.normal(size=(k, b, 2)),
+        nfe_ode=44,
+    )
+    fig = plots.trajectories_figure(d)
+    steps = fig.layout.sliders[0].steps
+    assert len(steps) == k
+    # the slider restyles the last two traces with the states at its time
+    assert list(steps[2].args[1]) == [len(fig.data) - 2, len(fig.data) - 1]
+    assert np.allclose(steps[2].args[0]["x"][1], d.direct[2, :, 0])
+    heat = plots.error_heatmap([0.0, 0.5], [0.5, 1.0], np.array([[1e-3, 2e-3], [np.nan, 1e-4]]))
+    assert heat.data[0].type == "heatmap"
+
+
+# ------------------------------------------------------------------------------ live sessions
+def test_live_session_trains_and_stops():
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    s = parse_train_settings(LSD, 40, 64, 3e-3, 0.75, 32, 2, 0)
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), s)
+    snaps = list(sess.run(40, max_seconds=30, chunk_seconds=0.05, first_chunk_seconds=0.05))
+    assert snaps[0].state == "starting" and snaps[-1].state == "done" and len(snaps) >= 2
+    assert snaps[-1].step == 40 and len(sess.history) == 40
+    assert [p[0] for p in snaps[-1].panels] == [f"flow map, N = {n}" for n in (1, 2, 4, 8)]
+    before = sess.snapshot_model().state_dict()["net.out.weight"].clone()
+    sess.stop_event.set()
+    snaps = list(sess.run(10_000, max_seconds=30))
+    assert snaps[-1].state == "stopped" and snaps[-1].step == 40  # stopped before any step
+    assert torch.equal(before, sess.model.state_dict()["net.out.weight"])
+    sess.stop_event.clear()
+    snaps = list(sess.run(10_000, max_seconds=0.3, chunk_seconds=0.1))
+    assert snaps[-1].state == "time cap reached" and 40 < snaps[-1].step < 10_040
+    # the copy handed to other tabs does not move with training
+    copy = sess.snapshot_model()
+    sess.stop_event.clear()
+    list(sess.run(5, max_seconds=30))
+    assert not torch.equal(copy.state_dict()["net.out.weight"], sess.model.state_dict()["net.out.weight"])
+
+
+def test_flow_matching_panels_use_the_ode():
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    sess.start_fresh(toy_source("two_moons"), parse_train_settings("Flow matching only", 5, 32, 1e-3, 1.0, 16, 1))
+    assert sess.sample_panels()[0][0].startswith("Euler ODE")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_store_lists_and_loads(ckpt_root):
+    from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore
+    from app.datasets import DATA_CHOICES
+
+    store = CheckpointStore(ckpt_root, known_data=list(DATA_CHOICES))
+    assert store.names(KIND_2D) == ["checkerboard-fm", "checkerboard-lsd", "eight_gaussians-lsd"]
+    assert store.names(KIND_IMAGE) == ["fashion-mnist-lsd"]
+    info = store.info("eight_gaussians-lsd")
+    assert (info.data, info.method) == ("eight_gaussians", "lsd")
+    m1, cfg = store.load("checkerboard-lsd")
+    m2, _ = store.load("checkerboard-lsd")
+    assert m1 is m2 and cfg["method"] == "lsd"  # cached
+    with pytest.raises(KeyError):
+        store.load("../checkpoints/checkerboard-lsd")
+
+
+# ------------------------------------------------------------------------------ callbacks
+def test_callbacks_train_compare_and_download(fm_app, tmp_path):
+    from app.live import LiveSession
+    from flowmaps.hub import from_pretrained
+
+    sess = LiveSession()
+    with pytest.raises(InputError, match="data set"):
+        list(fm_app.train_start(sess, "mandelbrot", None, None, LSD, 20, 64, 1e-3, 0.75, 32, 2, 0))
+    outs = list(fm_app.train_start(sess, "eight_gaussians", None, None, LSD, 30, 64, 3e-3, 0.75, 32, 2, 0))
+    assert len(outs) >= 2 and "done" in outs[-1][3]
+    fig, info, heat = fm_app.trajectories(sess, "__session__", "custom", 1, "0, 0.5, 1", 6, 0)
+    assert "network evaluations" in info and heat.data[0].type == "heatmap"
+    z = np.asarray(heat.data[0].z, dtype=float)
+    assert np.isfinite(z[np.triu_indices(z.shape[0])]).all()
+    path = fm_app.download_model(sess)
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(tmp_path)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    model, cfg = from_pretrained(folder)
+    assert cfg["data"] == "eight_gaussians" and cfg["net"]["width"] == 32
+    x = torch.randn(5, 2)
+    assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
+
+
+def test_callbacks_quality_is_cached(fm_app):
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    outs = list(fm_app.quality(sess, "checkerboard-lsd", 500))
+    fig, table = outs[-1]
+    samplers = {t.name.split(": ")[1] for t in fig.data if t.showlegend is not False}
+    assert samplers == {"flow map", "euler", "heun", "dopri5"}
+    assert "floor" in table.lower()
+    again = list(fm_app.quality(sess, "checkerboard-lsd", 500))
+    assert len(again) == 1 and again[0][1] == table  # from the cache
+    saved = list((fm_app.config.cache_dir / "quality").glob("*.json"))
+    assert saved and json.loads(saved[0].read_text())["curves"]
+
+
+def test_callbacks_images(fm_app):
+    pic, info, fid = fm_app.sample_images("fashion-mnist-lsd", 3, "custom", "0, 0.4, 0.75, 1", 0, 2, "none")
+    assert "custom, N = 3" in info and "FID" in fid and "31.25" in fid
+    pic, info, fid = fm_app.sample_images("fashion-mnist-lsd", 3, "edm", "", 0, 2, "Heun, 16 steps (32 NFE)")
+    labels = [line.split("|")[1].strip() for line in info.splitlines()[2:]]
+    assert labels == ["N = 1 (edm)", "N = 2 (edm)", "N = 3 (edm)", "N = 4 (edm)", "N = 8 (edm)", "ODE heun, 32 NFE"]
+    assert pic.size[1] == 6 * (28 + 2 * 2) * 3  # six strips of one padded row, scaled 3x
+    with pytest.raises(InputError, match="number of images"):
+        fm_app.sample_images("fashion-mnist-lsd", 3, "uniform", "", 0, 500, "none")
+    with pytest.raises(InputError, match="image model"):
+        fm_app.sample_images("../etc", 3, "uniform", "", 0, 2, "none")
