@@ -148,9 +148,8 @@ def test_dropout_only_in_train_mode() -> None:
     assert not torch.allclose(net(s, t, x), net(s, t, x))
 
 
-@pytest.mark.parametrize("attn", [(), (1,)])
-def test_jvp_in_t_matches_central_difference(attn: tuple[int, ...]) -> None:
-    net = UNet(**SMALL, attn_levels=attn).double()
+def test_jvp_in_t_matches_central_difference() -> None:
+    net = UNet(**SMALL).double()
     _randomise(net)
     s, t, x = _inputs(2)
 
@@ -166,7 +165,8 @@ def test_jvp_in_t_matches_central_difference(attn: tuple[int, ...]) -> None:
 
 
 def test_jvp_in_s_t_and_x_jointly_matches_central_difference() -> None:
-    net = UNet(**SMALL).double()
+    """Tangent (ds, dt, dx) through every input, with attention at 14x14 (explicit softmax)."""
+    net = UNet(**SMALL, attn_levels=(1,)).double()
     _randomise(net)
     s, t, x = _inputs(2)
     g = torch.Generator().manual_seed(5)
