@@ -203,6 +203,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _state_for_saving(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A CPU copy of the state dict, floating tensors cast to dtype, each with its own storage."""
     out = {}
@@ -266,6 +272,7 @@ def save_pretrained(
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is not
         _write_file(tmp / WEIGHTS_NAME, st_save(tensors, metadata={"format": "pt"}))
         _write_file(tmp / CONFIG_NAME, config_text.encode())
         _write_file(tmp / CARD_NAME, card_text.encode())

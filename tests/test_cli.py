@@ -1,0 +1,140 @@
+"""The command line: train / evaluate / sample end to end on tiny models, resume, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from flowmaps.cli import main
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--width", "16", "--depth", "2", "--batch-size", "64", "--no-progress", "--log-every", "1"]
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", "--data", "checkerboard", "--method", "lsd", "--out", str(out), *TINY, *extra])
+
+
+def test_train_evaluate_sample(tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert _train(out, "--steps", "12", "--eval-n", "2000", "--eval-steps", "1,2") == 0
+    assert {"model.safetensors", "config.json", "README.md", "trainer.safetensors", "log.jsonl"} <= set(os.listdir(out))
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == "checkerboard" and config["method"] == "lsd" and config["steps"] == 12
+    assert [row["N"] for row in config["eval"]] == [1, 2]
+    assert config["sigma"] == pytest.approx(1 / np.sqrt(3))
+    card = (out / "README.md").read_text()
+    assert "| N | KL | KL_floor | SW |" in card and "**Steps**: 12" in card
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 13))
+    capsys.readouterr()
+
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out), "--n", "2000", "--steps", "1,4", "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "KL_floor" in text and "SW" in text and "n = 2000" in text
+    rows = json.loads(report.read_text())
+    assert [r["N"] for r in rows] == [1, 4] and all(r["SW"] > 0 for r in rows)
+
+    assert (
+        main(["sample", "--checkpoint", str(out), "--steps", "1,2", "--n", "100", "--out", str(tmp_path / "s.npy")])
+        == 0
+    )
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (2, 100, 2) and np.isfinite(samples).all()
+    custom = tmp_path / "c.npy"
+    assert main(["sample", "--checkpoint", str(out), "--grid", "0,0.3,1", "--n", "50", "--out", str(custom)]) == 0
+    assert np.load(custom).shape == (1, 50, 2)
+    png = tmp_path / "s.png"
+    assert (
+        main(["sample", "--checkpoint", str(out), "--steps", "1,2,4", "--grid", "edm", "--n", "500", "--out", str(png)])
+        == 0
+    )
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 3 * 256
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train(straight, "--steps", "10", "--eval-n", "0") == 0
+    assert _train(split, "--steps", "6", "--eval-n", "0", "--checkpoint-every", "3") == 0
+    assert _train(split, "--steps", "10", "--eval-n", "0", "--resume") == 0
+    steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+    with (
+        safe_open(str(straight / "model.safetensors"), "pt") as a,
+        safe_open(str(split / "model.safetensors"), "pt") as b,
+    ):
+        assert set(a.keys()) == set(b.keys())
+        for k in a.keys():
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    assert json.loads((split / "config.json").read_text())["steps"] == 10
+
+
+def test_image_training_wires_the_unet(tmp_path):
+    from flowmaps.data.images import resolve_root
+
+    try:
+        resolve_root()
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST files are not installed")
+    out = tmp_path / "img"
+    args = ["train", "--data", "fashion-mnist", "--method", "psd-m", "--steps", "1", "--batch-size", "2",
+            "--channels", "8", "--channel-mults", "1,2", "--res-blocks", "1", "--eval-n", "0", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["net"]["name"] == "unet" and config["learn_loss_weight"] is True and config["shape"] == [1, 28, 28]
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}  # images ship in fp16
+    assert main(["sample", "--checkpoint", str(out), "--steps", "1", "--n", "4", "--out", str(tmp_path / "i.npy")]) == 0
+    assert np.load(tmp_path / "i.npy").shape == (1, 4, 1, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--data", "checkerboard", "--out", "x", "--batch-size", "0"], "--batch-size: must be a positive"),
+        (["train", "--data", "checkerboard", "--out", "x", "--lr", "-0.001"], "--lr: must be > 0"),
+        (["train", "--data", "checkerboard", "--out", "x", "--eta", "1.5"], "--eta: must be in [0, 1]"),
+        (["train", "--data", "checkerboard", "--out", "x", "--eta", "abc"], "--eta: expected a number"),
+        (["train", "--data", "checkerboard", "--out", "x", "--method", "nope"], "--method: invalid choice"),
+        (["train", "--data", "nope", "--out", "x"], "--data: invalid choice"),
+        (["train", "--data", "checkerboard"], "--out"),
+        (["sample", "--checkpoint", "c", "--out", "s.npy", "--grid", "0,0.7,0.5"], "strictly increasing"),
+        (["sample", "--checkpoint", "c", "--out", "s.npy", "--steps", "1,0"], "--steps: must be a positive"),
+        (["evaluate", "--checkpoint", "c", "--n", "0"], "--n: must be a positive"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_errors_after_parsing(tmp_path, capsys):
+    assert _train(tmp_path / "r", "--steps", "2", "--resume") == 2
+    assert "no trainer state" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "absent" / "x")]) == 1
+    assert "config.json and model.safetensors" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "s.txt")]) == 2
+    assert ".npy or .png" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    bad = [sys.executable, "-m", "flowmaps", "train", "--data", "checkerboard", "--out", "x", "--eta", "2"]
+    proc = subprocess.run(bad, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and "--eta: must be in [0, 1]" in proc.stderr
