@@ -1,0 +1,328 @@
+"""Time to quality on the checkerboard: wall time for a method to reach the paper's 1-step KL.
+
+Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
+
+The paper's 2-D recipe: MLP 512x4 GELU on [s, t, x / sigma], sigma = the data std (1/sqrt(3)),
+eta = 0.75, RAdam lr 1e-3 (constant for 35k steps, then lr0 / sqrt(k / 35k)), gradient-norm clip 10,
+EMA 0.999 (with the trainer's warm-up min(0.999, (1 + k) / (10 + k))); here the batch is 65,536.
+Every ``--eval-every`` seconds of training the EMA model's 1-step samples (64,000, fixed noise)
+are scored with the paper's histogram KL; training stops when KL <= 0.0864 (the paper's LSD
+1-step figure) or after ``--max-seconds``. The KL-vs-time curve and the estimator's floor (the
+KL of exact samples) are saved; ``--save DIR`` writes the final EMA model to
+``DIR/checkerboard-<method>`` with :func:`flowmaps.hub.save_pretrained` and a model card (steps,
+wall time, GPU, the KL at N = 1, 2, 4, 8, 16).
+
+Speed: the loss runs through :class:`flowmaps.fast.FastObjective` (same loss and gradients as
+the plain objective) and, on CUDA, its forward + backward is captured once in a CUDA graph
+(data, noise and times are drawn inside the graph); clipping, RAdam and the EMA run eagerly with
+foreach kernels. ``--no-graph`` / ``--no-fused`` switch these off.
+
+Usage::
+
+    python bench/time_to_quality.py --device cuda --methods lsd --save checkpoints
+    python bench/time_to_quality.py --quick          # CPU smoke run, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    add_common_args,
+    checkerboard_eval,
+    checkerboard_floor,
+    machine_info,
+    machine_line,
+    md_table,
+    output_paths,
+    print_table,
+    read_json,
+    setup,
+    update_docs,
+    write_json,
+)
+
+from flowmaps.data.toy import CHECKERBOARD_CELLS, data_std  # noqa: E402
+from flowmaps.fast import FastObjective, fusable  # noqa: E402
+from flowmaps.objectives import make_objective  # noqa: E402
+from flowmaps.registry import build_model  # noqa: E402
+
+NAME = "time_to_quality"
+PAPER_KL = {"lsd": 0.0864, "esd": 0.0983, "psd-m": 0.1456, "psd-u": 0.1113}
+TARGET_KL = 0.0864
+KL_STEPS = (1, 2, 4, 8, 16)
+
+
+def checkerboard_on(device: torch.device):
+    """A sampler of the 4x4 checkerboard (data at t = 1) drawing on ``device`` with the default generator.
+
+    Same law as flowmaps.data.toy.sample_toy("checkerboard"): a kept cell uniformly, then a uniform
+    point in it. Drawing on the GPU keeps the step free of host work (and capturable in a graph).
+    """
+    cells = torch.tensor(CHECKERBOARD_CELLS, dtype=torch.float32, device=device)
+
+    def sample(n: int) -> torch.Tensor:
+        pick = torch.randint(0, cells.shape[0], (n,), device=device)
+        return -1.0 + 0.5 * (cells[pick] + torch.rand(n, 2, device=device))
+
+    return sample
+
+
+def lr_at(step: int, lr0: float, decay_start: int) -> float:
+    """lr0 for step < decay_start, then lr0 / sqrt(step / decay_start) (the paper's schedule)."""
+    if decay_start <= 0 or step < decay_start:
+        return lr0
+    return lr0 / math.sqrt(step / decay_start)
+
+
+def train_one(method: str, args: argparse.Namespace, device: torch.device, floor: float) -> dict[str, Any]:
+    """Train one method until the KL target or the time cap; return its curve and final table."""
+    torch.manual_seed(args.seed)
+    sigma = data_std("checkerboard")
+    config = {
+        "net": {"name": "mlp", "dim": 2, "width": args.width, "depth": args.depth, "activation": "gelu"},
+        "sigma": sigma,
+        "data": "checkerboard",
+        "method": method,
+    }
+    model = build_model(config).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema_params = [p for p in ema.parameters()]
+    base = make_objective(method, eta=args.eta)
+    fused = not args.no_fused and fusable(base, model, torch.zeros(2, 2, device=device))
+    objective = FastObjective(base, return_logs=False) if fused else base
+    opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
+    sample = checkerboard_on(device)
+    batch = args.batch
+
+    def forward_backward() -> None:
+        objective(model, sample(batch)).loss.backward()
+
+    mode = "eager"
+    replay = None
+    if device.type == "cuda" and not args.no_graph:
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    opt.zero_grad(set_to_none=True)
+                    forward_backward()
+            torch.cuda.current_stream().wait_stream(side)
+            opt.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                forward_backward()
+            replay, mode = graph.replay, "cuda graph"
+        except Exception as err:  # e.g. a plain objective that syncs for its logs
+            print(f"  [{method}] CUDA graph capture failed ({type(err).__name__}: {err}); running eagerly", flush=True)
+            torch.cuda.synchronize()
+            replay = None
+            model.zero_grad(set_to_none=True)
+    mode += " + fused" if fused else ""
+
+    def step(k: int) -> None:
+        if replay is not None:
+            replay()  # overwrites the static .grad tensors
+        else:
+            opt.zero_grad(set_to_none=True)
+            forward_backward()
+        torch.nn.utils.clip_grad_norm_(params, args.clip, foreach=True)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(k, args.lr, args.lr_decay_start)
+        opt.step()
+        decay = min(args.ema, (1.0 + k) / (10.0 + k))
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+    curve: list[dict[str, Any]] = []
+    steps_done, train_s, reached = 0, 0.0, None
+    next_eval = args.eval_every
+    print(f"  [{method}] {mode}, batch {batch}, width {args.width}x{args.depth}", flush=True)
+    while train_s < args.max_seconds:
+        t0 = time.perf_counter()
+        n_chunk = 0
+        while n_chunk < args.chunk_steps:
+            step(steps_done)
+            steps_done += 1
+            n_chunk += 1
+            if n_chunk % 50 == 0 and time.perf_counter() - t0 + train_s >= next_eval:
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_s += time.perf_counter() - t0
+        if train_s >= next_eval or train_s >= args.max_seconds:
+            next_eval = train_s + args.eval_every
+            kl = checkerboard_eval(ema, (1,), n=args.n_eval)[1]
+            curve.append({"train_seconds": round(train_s, 2), "steps": steps_done, **kl})
+            print(
+                f"  [{method}] {train_s:7.1f} s  step {steps_done:7d}  "
+                f"KL(N=1) {kl['kl']:.4f}  (eps {kl['kl_eps']:.4f})",
+                flush=True,
+            )
+            if kl["kl"] <= args.target:
+                reached = {"train_seconds": round(train_s, 2), "steps": steps_done}
+                break
+    table = checkerboard_eval(ema, KL_STEPS, n=args.n_eval)
+    result = {
+        "method": method,
+        "mode": mode,
+        "steps": steps_done,
+        "train_seconds": round(train_s, 2),
+        "steps_per_second": steps_done / train_s if train_s > 0 else None,
+        "reached_target": reached,
+        "curve": curve,
+        "final_kl": {str(k): v for k, v in table.items()},
+        "paper_kl_n1": PAPER_KL.get(method),
+        "floor": floor,
+    }
+    if args.save:
+        from flowmaps.hub import save_pretrained
+
+        info = machine_info(device)
+        hardware = info.get("gpu") or f"{info['cpu']} ({info['torch_threads']} threads)"
+        folder = Path(args.save) / f"checkerboard-{method}"
+        train_cfg = {
+            "batch_size": batch,
+            "lr": args.lr,
+            "lr_decay_start": args.lr_decay_start,
+            "grad_clip": args.clip,
+            "ema_decay": args.ema,
+            "eta": args.eta,
+            "optimizer": "RAdam",
+            "steps": steps_done,
+        }
+        card = {
+            "title": f"Checkerboard flow map ({method.upper()})",
+            "summary": f"MLP {args.width}x{args.depth} GELU trained with {method.upper()} on the 4x4 checkerboard "
+            f"by bench/time_to_quality.py; EMA weights.",
+            "data": "checkerboard (4x4 board on [-1, 1]^2, sigma = data std)",
+            "network": f"MLP {args.width}x{args.depth}, GELU, input [s, t, x / sigma]",
+            "method": method,
+            "steps": steps_done,
+            "wall_time": train_s,
+            "hardware": f"{hardware}, torch {info['torch']}",
+            "metrics": {
+                f"N={k}": {"KL": v["kl"], "KL (empty bins as 0.5)": v["kl_eps"], "floor": floor}
+                for k, v in table.items()
+            },
+            "notes": f"KL: the paper's 50x50 histogram estimator on [-1, 1]^2 with {args.n_eval:,} samples; "
+            f"the floor is the KL of exact samples on the same estimator. Command: `{info['command']}`",
+        }
+        save_pretrained(
+            ema,
+            folder,
+            {
+                **config,
+                "training": train_cfg,
+                "metrics": {"checkerboard_kl": {str(k): v["kl"] for k, v in table.items()}},
+            },
+            card,
+        )
+        result["saved"] = str(folder)
+        print(f"  [{method}] saved {folder}", flush=True)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = setup(args)
+    if args.quick:
+        args.width, args.depth, args.batch = 32, 2, 256
+        args.max_seconds, args.eval_every, args.n_eval, args.chunk_steps = 1.0, 0.5, 4000, 10
+    floor = checkerboard_floor(args.n_eval)
+    results_dir, docs = output_paths(args)
+    previous = read_json(results_dir, NAME) or {}
+    runs = {r["method"]: r for r in previous.get("runs", []) if not previous.get("quick")}
+    for method in args.methods:
+        runs[method] = train_one(method, args, device, floor)
+    info = machine_info(device)
+    payload = {
+        "name": NAME,
+        "machine": info,
+        "runs": list(runs.values()),
+        "target_kl": args.target,
+        "quick": args.quick,
+    }
+    rows = []
+    for r in runs.values():
+        fk = r["final_kl"]
+        rows.append(
+            {
+                "method": r["method"],
+                "mode": r.get("mode"),
+                "steps": r["steps"],
+                "train s": r["train_seconds"],
+                "steps/s": r.get("steps_per_second"),
+                f"s to KL<={args.target}": (r["reached_target"] or {}).get("train_seconds", "not reached"),
+                **{f"KL N={k}": fk[str(k)]["kl"] for k in KL_STEPS if str(k) in fk},
+                "paper N=1": r.get("paper_kl_n1"),
+                "floor": r["floor"],
+            }
+        )
+    print_table("time to quality (checkerboard)", rows)
+    write_json(results_dir, NAME, payload)
+    curves = []
+    for r in runs.values():
+        pts = ", ".join(f"{c['train_seconds']:.0f} s: {c['kl']:.4f}" for c in r["curve"])
+        curves.append(f"- {r['method']}: {pts}")
+    md = (
+        "## Time to quality: checkerboard 1-step KL\n\n"
+        f"MLP {args.width}x{args.depth} GELU, batch {args.batch}, RAdam lr {args.lr}, clip {args.clip},\n"
+        f"EMA {args.ema}, "
+        f"eta {args.eta}; EMA model scored every {args.eval_every:.0f} s of training (64,000 samples, paper's\n"
+        f"estimator); stop at KL <= {args.target} (the paper's LSD 1-step figure). `floor`: exact samples on\n"
+        "the same estimator. Training seconds exclude the evaluations.\n\n"
+        + machine_line(info)
+        + "\n\n"
+        + md_table(rows)
+        + "\n\nKL (N = 1) against training seconds:\n\n"
+        + "\n".join(curves)
+        + "\n"
+    )
+    update_docs(docs, NAME, md)
+    return payload
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(p, default_device="cuda")
+    p.add_argument("--methods", nargs="+", default=["lsd"], choices=("lsd", "esd", "psd-m", "psd-u", "fm"))
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--batch", type=int, default=65_536)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay-start", type=int, default=35_000)
+    p.add_argument("--clip", type=float, default=10.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--eta", type=float, default=0.75)
+    p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
+    p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")
+    p.add_argument("--eval-every", type=float, default=20.0, help="seconds of training between KL checks")
+    p.add_argument("--n-eval", type=int, default=64_000, help="samples per KL")
+    p.add_argument("--chunk-steps", type=int, default=10_000, help="most steps between clock checks")
+    p.add_argument("--no-graph", action="store_true", help="no CUDA graph")
+    p.add_argument("--no-fused", action="store_true", help="plain objective instead of FastObjective")
+    p.add_argument("--save", default=None, help="parent folder for checkerboard-<method> checkpoints")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.quick and "--device" not in (argv if argv is not None else sys.argv[1:]):
+        args.device = "cpu"
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

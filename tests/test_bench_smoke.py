@@ -1,0 +1,94 @@
+"""Smoke runs of the benchmark scripts at tiny sizes on the CPU, so that they do not rot.
+
+Time convention: t = 0 is noise, t = 1 is data. No timing is asserted: only that each script runs
+end to end, returns its table, and writes its JSON and its docs section where told to.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _out(tmp_path: Path) -> list[str]:
+    return ["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "benchmarks.md")]
+
+
+def test_step_cost_quick(tmp_path: Path) -> None:
+    mod = _load("step_cost")
+    payload = mod.main(
+        ["--quick", "--device", "cpu", "--methods", "fm", "lsd", "esd", "psd-m", "meanflow", *_out(tmp_path)]
+    )
+    rows = payload["rows"]
+    measured = {(r["method"], r["backend"]) for r in rows if "ms" in r}
+    for key in [
+        ("fm", "-"),
+        ("lsd", "jvp"),
+        ("lsd", "tangent"),
+        ("lsd", "fd"),
+        ("lsd", "fused"),
+        ("esd", "fused"),
+        ("psd-m", "-"),
+    ]:
+        assert key in measured, key
+    assert all("ratio_fm" in r for r in rows if "ms" in r)
+    data = json.loads((tmp_path / "results" / "step_cost_cpu.json").read_text())
+    assert data["machine"]["torch"] and data["machine"]["command"]
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- BEGIN step_cost_cpu -->" in text and "| lsd |" in text
+
+
+def test_step_cost_quick_unet(tmp_path: Path) -> None:
+    mod = _load("step_cost")
+    payload = mod.main(["--quick", "--unet", "--device", "cpu", "--methods", "fm", "lsd", "--repeats", "1"])
+    unet = [r for r in payload["rows"] if r["net"].startswith("unet")]
+    assert {(r["method"], r["backend"]) for r in unet if "ms" in r} >= {("fm", "-"), ("lsd", "jvp"), ("lsd", "fd")}
+
+
+def test_time_to_quality_quick(tmp_path: Path) -> None:
+    mod = _load("time_to_quality")
+    payload = mod.main(["--quick", "--methods", "lsd", "--save", str(tmp_path / "ck"), *_out(tmp_path)])
+    run = payload["runs"][0]
+    assert run["steps"] > 0 and run["curve"] and set(run["final_kl"]) == {"1", "2", "4", "8", "16"}
+    folder = tmp_path / "ck" / "checkerboard-lsd"
+    assert (folder / "model.safetensors").is_file() and "N=16" in (folder / "README.md").read_text()
+    from flowmaps.hub import from_pretrained
+
+    model, config = from_pretrained(str(folder))
+    assert config["method"] == "lsd" and config["training"]["steps"] == run["steps"]
+
+
+def test_live_cpu_quick(tmp_path: Path) -> None:
+    mod = _load("live_cpu")
+    payload = mod.main(["--quick", "--fused", *_out(tmp_path)])
+    marks = payload["runs"][0]["marks"]
+    assert len(marks) == 2 and marks[-1]["steps"] >= marks[0]["steps"] >= 1
+    assert "<!-- BEGIN live_cpu -->" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_sampling_quick(tmp_path: Path) -> None:
+    mod = _load("sampling")
+    payload = mod.main(["--quick", *_out(tmp_path)])
+    samplers = {(r["sampler"], r["NFE"]) for r in payload["rows"]}
+    assert ("flow map", 1) in samplers and ("ODE heun", 8) in samplers
+
+
+def test_sampling_skips_without_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mod = _load("sampling")
+    payload = mod.main(["--checkpoints", str(tmp_path / "none"), *_out(tmp_path)])
+    assert payload["rows"] == [] and "no UNet checkpoints" in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()
