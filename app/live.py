@@ -39,6 +39,17 @@ LIVE_EMA = 0.99
 MAX_HISTORY = 20_000
 
 
+def live_objective(method: str, eta: float):
+    """The objective of a live run: the library's fused fast path where it applies (same loss and
+    gradients as the plain objective, fewer kernels), else the plain objective."""
+    objective = make_objective(method, eta=eta)
+    try:
+        from flowmaps.fast import FastObjective
+    except ImportError:  # an older library without the fast path
+        return objective
+    return FastObjective(objective)
+
+
 @dataclass
 class Snapshot:
     """What the page shows after a slice of training."""
@@ -121,7 +132,7 @@ class LiveSession:
             device="cpu",
             guard_every=50,
         )
-        objective = make_objective(s.method, eta=s.eta)
+        objective = live_objective(s.method, s.eta)
         return Trainer(model, objective, lambda n, g: data.sample(n, generator=g), cfg)
 
     def start_fresh(self, data: DataSource, s: TrainSettings) -> None:
@@ -177,7 +188,7 @@ class LiveSession:
             tr.config.batch_size = s.batch
             tr.local_batch_size = s.batch
             if s.method != old.method or s.eta != old.eta:
-                tr.objective = make_objective(s.method, eta=s.eta)
+                tr.objective = live_objective(s.method, s.eta)
         if (s.width, s.depth) != (old.width, old.depth):
             notes.append("Continue keeps the network's width and depth; press Start for a new network")
         self.settings = TrainSettings(**{**s.as_dict(), "width": old.width, "depth": old.depth})

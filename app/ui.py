@@ -126,6 +126,21 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - reads l
     return slider
 
 
+def named(component: Any) -> Any:
+    """Prefix gradio's own input errors (e.g. a value not among a dropdown's choices) with the field."""
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except Exception as err:
+            message = getattr(err, "message", None) or str(err)
+            raise gr.Error(f"{component.label or 'input'}: {message}", title="Check this input") from None
+
+    component.preprocess = preprocess
+    return component
+
+
 # ------------------------------------------------------------------------------ error handling
 def _friendly(err: Exception, action: str) -> gr.Error:
     if isinstance(err, gr.Error):
@@ -665,6 +680,22 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
 
         # ---------------------------------------------------------------- events
         settings = [method, steps, batch, lr, eta, width, depth, seed]
+        for comp in (
+            data_dd,
+            method,
+            lr,
+            seed,
+            pretrained,
+            cmp_model,
+            cmp_grid,
+            cmp_seed,
+            q_model,
+            img_model,
+            img_grid,
+            img_seed,
+            img_ode,
+        ):
+            named(comp)
         live_out = [samples_plot, loss_plot, progress, status]
 
         def on_data(choice):
