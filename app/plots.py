@@ -340,11 +340,11 @@ def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = Non
                 "x": 0.05,
             }
         ],
-        height=620,
+        height=660,
         template="plotly_white",
         font=FONT,
-        margin={"l": 40, "r": 10, "t": 10, "b": 10},
-        legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
+        margin={"l": 40, "r": 10, "t": 70, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
     )
     fig.update_xaxes(range=list(rng), zeroline=False)
     fig.update_yaxes(range=list(rng), zeroline=False, scaleanchor="x", scaleratio=1)

@@ -20,7 +20,7 @@ Flow map vs ODE
 Steps vs quality
     inputs  ``q-model``, ``q-samples``
     buttons ``btn-quality``, ``btn-quality-shipped``
-    outputs ``q-lesson``, ``plot-quality``, ``q-table``
+    outputs ``q-lesson``, ``plot-quality``, ``q-table`` (inside the closed accordion "The numbers")
 Images
     inputs  ``img-model``, ``img-steps``, ``img-grid``, ``img-times``, ``img-seed``, ``img-count``,
             ``img-ode``
@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ from app import quality as ql  # noqa: E402
 from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore  # noqa: E402
 from app.config import AppConfig  # noqa: E402
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source  # noqa: E402
-from app.live import VIEW_STEPS, LiveSession  # noqa: E402
+from app.live import VIEW_STEPS, LiveSession, Snapshot  # noqa: E402
 from app.validation import (  # noqa: E402
     GRID_CHOICES,
     METHODS,
@@ -317,8 +318,6 @@ class FlowMapsApp:
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         model, config = self.store.load(name)
         session.load_pretrained(name, model, config, data, s)
-        from app.live import Snapshot
-
         snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
         fig_s, fig_l, _, _ = self._figures(session, snap)
         bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
@@ -462,18 +461,44 @@ class FlowMapsApp:
         return picture, "\n".join(lines), fid
 
 
+def warm_up() -> None:
+    """Pay the one-time costs of the first Start (the optimizer's first construction imports
+    torch's compiler stack, seconds on a small CPU; first figures) off the request path."""
+    try:
+        from app.datasets import toy_source
+
+        sess = LiveSession()
+        sess.start_fresh(toy_source("checkerboard"), TrainSettings(steps=2, batch=32, width=16, depth=1))
+        for snap in sess.run(2, max_seconds=30.0, chunk_seconds=0.01, first_chunk_seconds=0.01):
+            plots.samples_figure(sess.data_view, snap.panels).to_json()
+            plots.loss_figure(snap.history).to_json()
+        plots.quality_figure([], "").to_json()
+    except Exception:  # a failed warm-up only costs time later
+        log.exception("warm-up failed")
+
+
 # ------------------------------------------------------------------------------ layout
+def _plain(text: str) -> str:
+    """Text shown as Markdown without markup surprises (underscores, stars, carets stay literal)."""
+    for ch in "\\_*^[]`":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def _method_help(label: str) -> str:
-    key = METHODS.get(label, "")
-    return f"_{DESCRIPTIONS.get(key, '')}_"
+    return _plain(DESCRIPTIONS.get(METHODS.get(label, ""), ""))
 
 
 def _data_help(choice: str) -> str:
-    return f"_{DATA_CHOICES.get(choice, '')}_"
+    return _plain(DATA_CHOICES.get(choice, ""))
 
 
-def build_app(config: AppConfig | None = None) -> gr.Blocks:
-    """Build the page (queue configured); launch it with ``demo.launch(**launch_kwargs())``."""
+def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
+    """Build the page (queue configured); launch it with ``demo.launch(**launch_kwargs())``.
+
+    ``warm`` starts a background thread that pays the first training step's one-time costs, so
+    the first Start answers quickly.
+    """
     fm = FlowMapsApp(config)
     lim = fm.limits
     heavy = {"concurrency_limit": lim.concurrency}
@@ -639,7 +664,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                     label="Quality and time against network evaluations",
                     elem_id="plot-quality",
                 )
-                q_table = gr.Markdown(elem_id="q-table")
+                with gr.Accordion("The numbers", open=False):
+                    q_table = gr.Markdown(elem_id="q-table")
 
             # ------------------------------------------------------------ tab 4
             with gr.Tab("Images", id="images", elem_id="tab-images"):
@@ -791,7 +817,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             api_visibility="undocumented",
             queue=False,
         )
+    for warning in fm.store.warnings:
+        log.warning("%s", warning)
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    if warm:
+        threading.Thread(target=warm_up, name="flowmaps-warm-up", daemon=True).start()
     demo.flowmaps = fm  # the callbacks, for tests and benchmarks
     return demo
 

@@ -1,0 +1,156 @@
+"""App latency on this machine: start-up, first live plot, and a shipped model at one step.
+
+Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
+
+Measures, each over ``--repeats`` runs:
+
+1. **start-up**: seconds from launching ``python app.py`` (a fresh process) until the page
+   answers HTTP 200;
+2. **first live update**: seconds from submitting ``/train_start`` with the default settings
+   (gradio_client, a fresh session) until the first streamed update arrives, and until the
+   second one (the first after training steps);
+3. **shipped LSD checkerboard at one step**: the paper's histogram KL of 64,000 one-step samples
+   of ``checkpoints/checkerboard-lsd`` (if shipped), with the floor of exact samples.
+
+Prints a Markdown table and writes it to ``bench/out/app_latency.md``.
+
+Usage::
+
+    python bench/app_latency.py [--repeats 3] [--port 7899]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def wait_http(url: str, timeout: float = 120.0) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_app(port: int) -> tuple[subprocess.Popen, float]:
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_http(f"http://127.0.0.1:{port}/", timeout=180)
+    return proc, time.perf_counter() - t0
+
+
+def first_updates(port: int) -> tuple[float, float]:
+    from gradio_client import Client
+
+    from app.validation import METHOD_LABELS, TrainSettings
+
+    d = TrainSettings()
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    t0 = time.perf_counter()
+    job = client.submit(
+        "checkerboard",
+        None,
+        None,
+        METHOD_LABELS[d.method],
+        d.steps,
+        d.batch,
+        d.lr,
+        d.eta,
+        d.width,
+        d.depth,
+        d.seed,
+        api_name="/train_start",
+    )
+    times = []
+    while len(times) < 2:
+        n = len(job.outputs())
+        while len(times) < n:
+            times.append(time.perf_counter() - t0)
+        if job.done():
+            break
+        time.sleep(0.01)
+    client.predict(api_name="/train_stop")
+    job.result(timeout=60)
+    return times[0], times[1] if len(times) > 1 else float("nan")
+
+
+def shipped_kl() -> str:
+    import torch
+
+    from flowmaps.hub import from_pretrained
+    from flowmaps.metrics import checkerboard_kl
+    from flowmaps.sampling import flowmap_sample
+
+    folder = ROOT / "checkpoints" / "checkerboard-lsd"
+    if not folder.is_dir():
+        return "not shipped"
+    model, _ = from_pretrained(folder)
+    x0 = model.sigma * torch.randn(64_000, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = flowmap_sample(model, x0, [0.0, 1.0]).x
+    return str(checkerboard_kl(x, floor=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--port", type=int, default=7899)
+    args = ap.parse_args()
+    starts, firsts, seconds = [], [], []
+    for _ in range(args.repeats):
+        proc, t_start = start_app(args.port)
+        try:
+            time.sleep(8.0)  # let the warm-up thread finish, as a user reading the page would
+            f1, f2 = first_updates(args.port)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        starts.append(t_start)
+        firsts.append(f1)
+        seconds.append(f2)
+        print(f"start-up {t_start:.2f} s, first update {f1:.2f} s, second {f2:.2f} s", flush=True)
+
+    def fmt(v: list[float]) -> str:
+        return f"{statistics.median(v):.2f} (min {min(v):.2f}, max {max(v):.2f})"
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average at the end {load:.1f}, {args.repeats} runs.",
+        "",
+        "| measure | seconds (median) |",
+        "| --- | --- |",
+        f"| `python app.py` until the page answers | {fmt(starts)} |",
+        f"| Start (default settings) until the first live plot | {fmt(firsts)} |",
+        f"| Start until the first plot after training steps | {fmt(seconds)} |",
+        "",
+        f"Shipped checkerboard-lsd, 1 step, 64,000 samples: {shipped_kl()}.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "app_latency.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
