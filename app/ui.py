@@ -515,7 +515,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         data_md = gr.Markdown(_data_help("checkerboard"), elem_id="data-help")
                         draw = gr.Sketchpad(
-                            label="Draw your data (points are sampled from the strokes)",
+                            label="Draw your data: pick the brush, draw, press Start",
                             type="numpy",
                             canvas_size=(320, 320),
                             visible=False,

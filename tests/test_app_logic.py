@@ -390,6 +390,26 @@ def test_checkpoint_store_lists_and_loads(ckpt_root):
         store.load("../checkpoints/checkerboard-lsd")
 
 
+def test_hub_checkpoints_that_cannot_be_read_are_skipped(ckpt_root, monkeypatch):
+    from app.checkpoints import KIND_2D, CheckpointStore
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing cached: the repo cannot be read
+    store = CheckpointStore(ckpt_root, hub_repos=("nobody/no-such-flowmap",))
+    assert "checkerboard-lsd" in store.names(KIND_2D)  # local checkpoints still listed
+    assert "nobody/no-such-flowmap" not in store.names()
+    assert any("nobody/no-such-flowmap" in w for w in store.warnings)
+
+
+def test_app_config_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWMAPS_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("FLOWMAPS_CHECKPOINTS_REPO", "a/b, c/d")
+    monkeypatch.setenv("FLOWMAPS_LIVE_SECONDS", "45")
+    monkeypatch.setenv("FLOWMAPS_MAX_BATCH", "not a number")
+    cfg = AppConfig.from_env()
+    assert cfg.checkpoints_dir == tmp_path and cfg.hub_repos == ("a/b", "c/d")
+    assert cfg.limits.live_seconds == 45.0 and cfg.limits.max_batch == 4096  # bad values fall back
+
+
 # ------------------------------------------------------------------------------ callbacks
 def test_callbacks_train_compare_and_download(fm_app, tmp_path):
     from app.live import LiveSession
