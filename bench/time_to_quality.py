@@ -110,7 +110,8 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
 
     mode = "eager"
     replay = None
-    if device.type == "cuda" and not args.no_graph:
+    # Only the fused objective can be captured: the plain ones read their logs with .item().
+    if device.type == "cuda" and not args.no_graph and fused:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
