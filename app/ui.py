@@ -737,7 +737,8 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             api_name="train_start",
             concurrency_limit=lim.train_concurrency,
             concurrency_id="train",
-            show_progress="hidden",
+            show_progress="minimal",
+            show_progress_on=progress,  # a queued user sees their place on the progress bar
         )
         cont_ev = cont.click(
             guarded("Training")(fm.train_continue),
@@ -746,7 +747,8 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             api_name="train_continue",
             concurrency_limit=lim.train_concurrency,
             concurrency_id="train",
-            show_progress="hidden",
+            show_progress="minimal",
+            show_progress_on=progress,  # a queued user sees their place on the progress bar
         )
         stop.click(
             guarded("Stop")(fm.train_stop),
