@@ -19,7 +19,7 @@ from flowmaps.interpolants import Interpolant, _expand, make_interpolant
 
 TimeLike = float | Tensor
 
-BACKENDS = ("auto", "jvp", "tangent", "fd")
+BACKENDS = ("auto", "jvp", "dual", "tangent", "fd")
 
 
 def as_time(t: TimeLike, x: Tensor) -> Tensor:
@@ -106,7 +106,8 @@ class FlowMap(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """v_{s,t}(x) and its directional derivative along the tangent (ds, dt, dx).
 
-        Backends: "jvp" (torch.func forward mode), "tangent" (the net's own tangent pass),
+        Backends: "jvp" (torch.func forward mode), "dual" (torch.autograd.forward_ad dual
+        tensors, the same maths without functorch's wrapping), "tangent" (the net's own tangent pass),
         "fd" (central difference with step fd_step, bias O(fd_step^2)), "auto" (tangent
         if the network provides one, else jvp). Gradients flow through both outputs.
         """
@@ -121,6 +122,15 @@ class FlowMap(nn.Module):
             return self.net.jvp(s_, t_, x, ds_, dt_, dx_)
         if backend == "jvp":
             return torch.func.jvp(self.net, (s_, t_, x), (ds_, dt_, dx_))
+        if backend == "dual":
+            import torch.autograd.forward_ad as fwAD
+
+            with fwAD.dual_level():
+                out = self.net(fwAD.make_dual(s_, ds_), fwAD.make_dual(t_, dt_), fwAD.make_dual(x, dx_))
+                v, dv = fwAD.unpack_dual(out)
+            if dv is None:  # the output does not depend on the tangent's inputs
+                dv = torch.zeros_like(v)
+            return v, dv
         if backend == "fd":
             h = fd_step
             v_plus = self.net(s_ + h * ds_, t_ + h * dt_, x + h * dx_)

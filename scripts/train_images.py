@@ -57,7 +57,15 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--res-blocks", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--no-learned-weight", action="store_true")
-    p.add_argument("--backend", default="jvp", help="derivative backend: jvp or fd")
+    p.add_argument("--backend", default="jvp", help="derivative backend: jvp, dual or fd")
+    p.add_argument(
+        "--spike-factor",
+        type=float,
+        default=None,
+        help="reject steps whose gradient norm exceeds this factor x the running median (default: off; "
+        "with clipping at 1 a large gradient cannot make a large update, and early in training the "
+        "norm rises for good reasons)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     rank0 = dist_info is None or dist_info.rank == 0
 
     images, _ = load_fashion_mnist("train", root=args.data_root)
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         device=str(device),
         amp=False,
         max_seconds=args.max_seconds,
+        spike_factor=args.spike_factor,
     )
     trainer = Trainer(model, objective, sampler, tc)
     if args.resume and (out / "state.safetensors").exists():

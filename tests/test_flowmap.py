@@ -43,6 +43,8 @@ def test_backends_agree(act, tangent):
     X_j, dX_j = model.jvp(x, s, t, dx=dx, ds=ds, dt=dt, backend="jvp")
     X_t, dX_t = model.jvp(x, s, t, dx=dx, ds=ds, dt=dt, backend="tangent")
     X_f, dX_f = model.jvp(x, s, t, dx=dx, ds=ds, dt=dt, backend="fd", fd_step=1e-5)
+    X_d, dX_d = model.jvp(x, s, t, dx=dx, ds=ds, dt=dt, backend="dual")
+    torch.testing.assert_close(dX_d, dX_j, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(X_t, X_j, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dX_t, dX_j, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(dX_f, dX_j, rtol=1e-7, atol=1e-7)
@@ -64,12 +66,13 @@ def test_gradients_flow_through_the_tangent_pass():
     x = torch.randn(8, 2)
     s, t = torch.zeros(8), torch.ones(8)
     grads = []
-    for backend in ("jvp", "tangent"):
+    for backend in ("jvp", "tangent", "dual"):
         model.zero_grad()
         _, dX = model.jvp(x, s, t, dt=1.0, backend=backend)
         dX.pow(2).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grads[0], grads[2], rtol=1e-10, atol=1e-10)
     assert grads[0].abs().sum() > 0
 
 
