@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     for folder in map(Path, args.checkpoints):
         if not (folder / "config.json").exists():
             continue
-        results[folder.name] = evaluate(folder, args, device, net, ref)
+        name = folder.parent.name if folder.name == "model" else folder.name
+        results[name] = evaluate(folder, args, device, net, ref)
     print(write_table(results, Path(args.table)))
     return results
 

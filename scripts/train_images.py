@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--no-learned-weight", action="store_true")
     p.add_argument("--backend", default="jvp", help="derivative backend: jvp, dual or fd")
+    p.add_argument("--fd-step", type=float, default=3e-4, help="central-difference step for --backend fd")
+    p.add_argument("--init-from", default=None, help="start from the weights of this checkpoint folder")
     p.add_argument(
         "--spike-factor",
         type=float,
@@ -87,8 +89,10 @@ def main(argv: list[str] | None = None) -> Path | None:
         )
     )
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # TF32 rounds to 10 mantissa bits: fine for a JVP, fatal for a finite difference.
+        tf32 = args.backend != "fd"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True
     rank0 = dist_info is None or dist_info.rank == 0
 
@@ -117,7 +121,16 @@ def main(argv: list[str] | None = None) -> Path | None:
         "method": args.method,
     }
     model = build_model(config)
-    objective = make_objective(args.method, eta=args.eta, backend=args.backend)
+    steps_before, seconds_before = 0, 0.0
+    if args.init_from:
+        from flowmaps.hub import from_pretrained
+
+        init, init_config = from_pretrained(args.init_from)
+        model.load_state_dict(init.state_dict())
+        steps_before = int(init_config.get("card", {}).get("steps", 0))
+        seconds_before = float(init_config.get("card", {}).get("wall_time", 0.0))
+        config["init_from"] = {"steps": steps_before, "card": init_config.get("card", {})}
+    objective = make_objective(args.method, eta=args.eta, backend=args.backend, fd_step=args.fd_step)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tc = TrainConfig(
@@ -152,9 +165,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         "method": f"{args.method}: {DESCRIPTIONS.get(args.method, '')}",
         "data": "Fashion-MNIST train split (60,000 images, 28x28, scaled to [-1, 1]), MIT licence",
         "network": f"UNet, {n_params / 1e6:.2f}M parameters, base {args.base_channels}, mults {mults}",
-        "steps": trainer.global_step,
+        "steps": steps_before + trainer.global_step,
         "batch_size": args.batch_size,
-        "wall_time": round(seconds, 1),
+        "wall_time": round(seconds_before + seconds, 1),
         "hardware": hardware(device),
         "final_loss": history[-1]["loss"] if history else None,
         "time_convention": "t = 0 noise, t = 1 data",
