@@ -4,7 +4,7 @@
 # checkerboard LSD model alone, score FID, and check 1 vs 2 GPUs. Outputs tarred into $OUT.
 set -u
 export PYTHONUNBUFFERED=1 FLOWMAPS_DATA="$PWD/.data/fashion-mnist" PYTHONPATH="$PWD"
-T=${T:-260}
+T=${T:-220}
 P=.data/prev
 mkdir -p runs
 finish() {
@@ -19,15 +19,15 @@ c="--steps 200000 --max-seconds $T --batch-size 256 --lr 1e-3 --grad-clip 1 --em
 CUDA_VISIBLE_DEVICES=0 python3 scripts/train_images.py --method lsd --backend fd --init-from $P/fmnist-lsd/model --out runs/fmnist-lsd $c > runs/lsd.log 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python3 scripts/train_images.py --method psd-m --init-from $P/fmnist-psd-m/model --out runs/fmnist-psd-m $c > runs/psd-m.log 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python3 scripts/train_images.py --method fm --init-from $P/fmnist-fm/model --out runs/fmnist-fm $c > runs/fm.log 2>&1 &
-CUDA_VISIBLE_DEVICES=0 timeout 330 python3 bench/time_to_quality.py --device cuda --methods lsd --max-seconds 200 --save runs/checkerboard > runs/ttq.log 2>&1 &
+CUDA_VISIBLE_DEVICES=0 timeout 280 python3 bench/time_to_quality.py --device cuda --methods lsd --max-seconds 180 --save runs/checkerboard > runs/ttq.log 2>&1 &
 wait
 tail -n 2 runs/*.log
 E="--n 2000 --classifier checkpoints/fid-classifier --table runs/image_results.md"
-CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/eval_images.py runs/fmnist-lsd/model runs/fmnist-psd-m/model $E > runs/eval0.log 2>&1 &
-CUDA_VISIBLE_DEVICES=1 timeout 150 python3 scripts/eval_images.py runs/fmnist-fm/model $E --table runs/image_results_fm.md > runs/eval1.log 2>&1 &
+CUDA_VISIBLE_DEVICES=0 timeout 120 python3 scripts/eval_images.py runs/fmnist-lsd/model runs/fmnist-psd-m/model $E > runs/eval0.log 2>&1 &
+CUDA_VISIBLE_DEVICES=1 timeout 120 python3 scripts/eval_images.py runs/fmnist-fm/model $E --table runs/image_results_fm.md > runs/eval1.log 2>&1 &
 wait
 tail -n 14 runs/eval0.log runs/eval1.log
-d="--method lsd --backend fd --steps 60 --batch-size 128 --log-every 5 --no-progress --checkpoint-every 0"
-CUDA_VISIBLE_DEVICES=0 timeout 80 python3 scripts/train_images.py $d --out runs/ddp1 > runs/ddp1.log 2>&1
-timeout 80 torchrun --standalone --nproc_per_node=2 scripts/train_images.py $d --out runs/ddp2 > runs/ddp2.log 2>&1
+d="--method lsd --backend fd --steps 40 --batch-size 128 --log-every 5 --no-progress --checkpoint-every 0"
+CUDA_VISIBLE_DEVICES=0 timeout 60 python3 scripts/train_images.py $d --out runs/ddp1 > runs/ddp1.log 2>&1
+timeout 60 torchrun --standalone --nproc_per_node=2 scripts/train_images.py $d --out runs/ddp2 > runs/ddp2.log 2>&1
 for r in ddp1 ddp2; do echo $r; python3 -c "import json;L=[json.loads(l) for l in open('runs/$r/log.jsonl')];print([(e['step'],round(e['loss'],3),round(e['step_time'],4)) for e in L])"; done
