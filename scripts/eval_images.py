@@ -71,7 +71,7 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    rows = [("map", n) for n in STEPS] + [("heun", n) for n in NFES]
+    rows = [("map", n) for n in args.steps] + [("heun", n) for n in args.nfes]
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     x0 = (model.sigma * torch.randn(args.n, 1, 28, 28, generator=g)).to(device)
     for kind, n in rows:
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--timing-batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=list(STEPS))
+    p.add_argument("--nfes", type=lambda v: [int(x) for x in v.split(",")], default=list(NFES))
     p.add_argument("--device", default="auto")
     p.add_argument("--classifier", default="checkpoints/fid-classifier")
     p.add_argument("--timing-only", action="store_true", help="only measure time per image")

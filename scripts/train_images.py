@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         from flowmaps.hub import from_pretrained
 
         init, init_config = from_pretrained(args.init_from)
-        model.load_state_dict(init.state_dict())
+        model.net.load_state_dict(init.net.state_dict())  # the loss weight, if any, starts afresh
         steps_before = int(init_config.get("card", {}).get("steps", 0))
         seconds_before = float(init_config.get("card", {}).get("wall_time", 0.0))
         config["init_from"] = {"steps": steps_before, "card": init_config.get("card", {})}
