@@ -5,7 +5,7 @@ set -u
 export PYTHONUNBUFFERED=1 FLOWMAPS_DATA="$PWD/.data/fashion-mnist" PYTHONPATH="$PWD"
 T=${T:-150}
 mkdir -p runs
-c="--steps 200000 --max-seconds $T --batch-size 256 --lr 3e-4 --grad-clip 1 --ema 0.999 --no-progress --log-every 100 --no-learned-weight --init-from .data/prev/fmnist-fm/model"
+c="--steps 200000 --max-seconds $T --batch-size 256 --lr 1e-3 --grad-clip 1 --ema 0.995 --no-progress --log-every 100 --no-learned-weight --init-from .data/prev/fmnist-fm/model"
 CUDA_VISIBLE_DEVICES=0 python3 scripts/train_images.py --method lsd --backend fd --out runs/fmnist-lsd $c > runs/lsd.log 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python3 scripts/train_images.py --method psd-m --out runs/fmnist-psd-m $c > runs/psd-m.log 2>&1 &
 wait
