@@ -88,6 +88,7 @@ class Objective(nn.Module):
 
     name = "objective"
     has_off_diagonal = True
+    uses_jvp = False  # whether the loss differentiates the network in forward mode
 
     def __init__(
         self,
@@ -210,6 +211,7 @@ class Lagrangian(Objective):
     """
 
     name = "lagrangian"
+    uses_jvp = True
 
     def __init__(self, *, stopgrad: str = "teacher", **kw) -> None:
         super().__init__(**kw)
@@ -244,6 +246,7 @@ class Eulerian(Objective):
     """
 
     name = "eulerian"
+    uses_jvp = True
 
     def __init__(self, *, velocity: str = "model", space: str = "map", stopgrad: str = "teacher", **kw) -> None:
         super().__init__(**kw)

@@ -42,7 +42,9 @@ def _build_mlp(kwargs: dict[str, Any], sigma: float) -> nn.Module:
 def _build_unet(kwargs: dict[str, Any], sigma: float) -> nn.Module:
     from flowmaps.nets.unet import UNet
 
-    return UNet.from_config(dict(kwargs))
+    kwargs = dict(kwargs)
+    kwargs.setdefault("sigma", sigma)
+    return UNet.from_config(kwargs)
 
 
 NETS: dict[str, Callable[[dict[str, Any], float], nn.Module]] = {
