@@ -10,13 +10,7 @@ from flowmaps.interpolants import LinearInterpolant, TrigInterpolant, make_inter
 from flowmaps.nets.mlp import MLP
 from tests.gaussian_flow import GaussianFlowNet, exact_map
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def small_model(act="gelu"):

@@ -22,12 +22,7 @@ MEAN = torch.tensor([0.8, -0.4], dtype=torch.float64)
 FAMILIES = ["lsd", "esd", "psd-u", "psd-m"]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def gaussian_model(eps=0.0):
