@@ -38,6 +38,10 @@ LIVE_EMA = 0.99
 #: Most entries kept in the loss history (older ones are thinned).
 MAX_HISTORY = 20_000
 
+#: Serialises seeded model construction: torch's global generator is shared by every thread, so
+#: two sessions pressing Start at once would otherwise draw each other's initial weights.
+_INIT_LOCK = threading.Lock()
+
 
 def live_objective(method: str, eta: float):
     """The objective of a live run: the library's fused fast path where it applies (same loss and
@@ -137,14 +141,15 @@ class LiveSession:
 
     def start_fresh(self, data: DataSource, s: TrainSettings) -> None:
         """A new model (MLP of the chosen width and depth) on ``data``; forgets the old one."""
-        torch.manual_seed(s.seed)
         config = {
             "net": {"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth},
             "sigma": data.sigma,
             "data": data.name,
             "method": s.method,
         }
-        model = build_model(config)
+        with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            model = build_model(config)
         with self.weights_lock:
             self.trainer = self._make_trainer(model, data, s)
             self.model = self.trainer.ema_model

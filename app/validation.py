@@ -57,6 +57,8 @@ def _number(value: Any, field: str) -> float:
             raise InputError(f"{field}: {value!r} is not a number") from None
     try:
         x = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise InputError(f"{field}: the number is far too large (more than 1e308)") from None
     except (TypeError, ValueError):
         raise InputError(f"{field}: expected a number, got {value!r}") from None
     if not math.isfinite(x):
@@ -66,7 +68,10 @@ def _number(value: Any, field: str) -> float:
 
 def parse_int(value: Any, field: str, low: int, high: int) -> int:
     """An integer in ``[low, high]``; a float with a fractional part is refused."""
-    x = _number(value, field)
+    try:
+        x = _number(value, field)
+    except InputError as err:
+        raise InputError(f"{err}; allowed range [{low}, {high}]") from None
     if x != int(x):
         raise InputError(f"{field}: must be a whole number in [{low}, {high}], got {x:g}")
     n = int(x)
@@ -77,7 +82,10 @@ def parse_int(value: Any, field: str, low: int, high: int) -> int:
 
 def parse_float(value: Any, field: str, low: float, high: float, *, low_open: bool = False) -> float:
     """A float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    x = _number(value, field)
+    try:
+        x = _number(value, field)
+    except InputError as err:
+        raise InputError(f"{err}; allowed range {'(' if low_open else '['}{low:g}, {high:g}]") from None
     bad = (x <= low) if low_open else (x < low)
     if bad or x > high:
         left = "(" if low_open else "["
@@ -293,7 +301,7 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         InputError: for a missing, oversized, binary or malformed file (the message gives the
             line and what is wrong), NaN values, too few or too many rows, or all-equal points.
     """
-    from flowmaps.data.toy import points_from_csv
+    from flowmaps.data.toy import parse_csv_text
 
     path = upload_path(value)
     if not path.is_file():
@@ -307,7 +315,9 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         raise InputError("CSV file: this looks like a binary file, not text; upload a CSV of x, y rows")
     text = raw.decode("utf-8", errors="replace")
     try:
-        cloud = points_from_csv(text, max_rows=max_rows)
+        # parse_csv_text, not points_from_csv: an upload whose content is a server path (e.g.
+        # "/etc/passwd") must be read as CSV text, never as the name of a file to open.
+        cloud = parse_csv_text(text, max_rows=max_rows)
     except ValueError as err:
         raise InputError(f"CSV file: {err}") from None
     return standardize_points(cloud.points.numpy(), "CSV file")

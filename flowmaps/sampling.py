@@ -180,7 +180,7 @@ def make_grid(kind: str, n: int, **kw: Any) -> Tensor:
     return _GRID_BUILDERS[key](n, **kw)
 
 
-_NUMBER_SPLIT = re.compile(r"[,;\s]+")
+_NUMBER_TOKEN = re.compile(r"[^,;\s]+")
 
 
 def parse_grid(text: GridLike, *, max_steps: int = MAX_STEPS, partial: bool = False) -> Tensor:
@@ -195,7 +195,12 @@ def parse_grid(text: GridLike, *, max_steps: int = MAX_STEPS, partial: bool = Fa
         if not body:
             raise ValueError("time grid is empty; write times such as '0, 0.5, 1'")
         values = []
-        for pos, token in enumerate(t for t in _NUMBER_SPLIT.split(body) if t):
+        for pos, match in enumerate(_NUMBER_TOKEN.finditer(body)):
+            token = match.group()
+            if pos > max_steps:  # stop reading early: a million typed times would cost time and memory
+                raise ValueError(
+                    f"time grid has more than {max_steps} steps, above the cap of {max_steps}; use fewer times"
+                )
             try:
                 values.append(float(token))
             except ValueError:
@@ -222,9 +227,12 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
     """
     if isinstance(grid, str):
         return parse_grid(grid, max_steps=max_steps, partial=partial)
+    complex_array = getattr(getattr(grid, "dtype", None), "kind", "") == "c"  # a numpy complex array
+    if (isinstance(grid, Tensor) and grid.is_complex()) or complex_array:
+        raise ValueError("time grid must hold real numbers; got complex values")
     try:
         g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu().clone()
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise ValueError(f"time grid must be a list of numbers; could not read it ({err})") from None
     if g.ndim != 1:
         raise ValueError(f"time grid must be a flat list of times; got shape {tuple(g.shape)}")

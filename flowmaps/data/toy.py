@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "PointCloud",
     "points_from_array",
     "points_from_csv",
+    "parse_csv_text",
     "MinibatchSampler",
     "MAX_POINTS",
 ]
@@ -242,14 +244,21 @@ def points_from_array(
         ValueError: naming what is wrong and what to fix.
     """
     if isinstance(arr, Tensor):
-        a = arr.detach().cpu().numpy()
+        t = arr.detach().cpu()
+        if t.is_complex():
+            raise ValueError(f"points must be real numbers; got a complex tensor ({t.dtype})")
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.double()  # bfloat16 and other types numpy cannot hold
+        a = t.numpy()
     else:
         try:
             a = np.asarray(arr)
-        except ValueError as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise ValueError(f"points must be a table of numbers with 2 columns ({err})") from None
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise ValueError(f"points must be numbers; got values of type {a.dtype}: convert text to numbers first")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"points must be real numbers; got complex values ({a.dtype})")
     if a.ndim != 2 or a.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), one x, y pair per row; got shape {a.shape}")
     n = a.shape[0]
@@ -265,7 +274,15 @@ def points_from_array(
             f"row {row}, column {'xy'[col]} is {a[row, col]}; every value must be finite "
             f"({int(bad.any(axis=1).sum())} rows have NaN or infinite values): remove them"
         )
-    return PointCloud(torch.from_numpy(a).to(dtype))
+    out = torch.from_numpy(a).to(dtype)
+    if not torch.isfinite(out).all():  # finite in float64 but too large for ``dtype``
+        row, col = (~torch.isfinite(out)).nonzero()[0].tolist()
+        limit = torch.finfo(dtype).max
+        raise ValueError(
+            f"row {row}, column {'xy'[col]} is {a[row, col]:g}, too large for {dtype} "
+            f"(|value| at most {limit:.3g}); rescale the points"
+        )
+    return PointCloud(out)
 
 
 def _split_cells(line: str) -> list[str]:
@@ -281,7 +298,27 @@ def _split_cells(line: str) -> list[str]:
 def _looks_like_path(text: str | os.PathLike) -> bool:
     if isinstance(text, os.PathLike):
         return True
-    return "\n" not in text and "," not in text and len(text) < 4096 and Path(text).is_file()
+    if "\n" in text or "," in text or len(text) >= 4096:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte, ...
+        return False
+
+
+#: Line boundaries of :meth:`str.splitlines`.
+_LINE_BREAK = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` as :meth:`str.splitlines` gives them, one at a time (no list of
+    millions of strings for a huge file: the row cap stops the reading early)."""
+    start = 0
+    for m in _LINE_BREAK.finditer(text):
+        yield text[start : m.start()]
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
 
 
 def points_from_csv(
@@ -292,25 +329,47 @@ def points_from_csv(
 ) -> PointCloud:
     """Read ``x, y`` rows from CSV text or a CSV file into a :class:`PointCloud`.
 
-    Format: one point per line, two numbers separated by a comma (or semicolon, tab or spaces).
-    An optional header line (e.g. ``x,y``) is skipped; blank lines and lines starting with ``#``
-    are ignored.
+    A string without a line break or comma that names an existing file is read as that file;
+    anything else is CSV text. For text from an untrusted source use :func:`parse_csv_text`,
+    which never touches the file system. See :func:`parse_csv_text` for the format.
 
     Raises:
-        ValueError: for a cell that is not a number (giving line and column), a row without
-            exactly two values, NaN or infinite values, fewer than 2 rows or more than
-            ``max_rows`` rows.
+        ValueError: see :func:`parse_csv_text`; also for a missing file or a value that is
+            neither text nor a path.
     """
+    if not isinstance(text_or_path, str | os.PathLike):
+        raise ValueError(f"CSV input must be text or a file path; got {type(text_or_path).__name__}")
     if _looks_like_path(text_or_path):
         path = Path(text_or_path)
         if not path.is_file():
             raise ValueError(f"no CSV file at {path}")
-        text = path.read_text(encoding="utf-8", errors="replace")
-    else:
-        text = str(text_or_path)
+        # Streamed line by line, so the row cap stops the reading of a huge file early.
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            return _parse_rows((part for chunk in fh for part in _lines(chunk)), max_rows, dtype)
+    return parse_csv_text(str(text_or_path), max_rows=max_rows, dtype=dtype)
+
+
+def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = torch.float32) -> PointCloud:
+    """Read ``x, y`` rows from CSV *text* (never a path: safe for uploads) into a :class:`PointCloud`.
+
+    Format: one point per line, two numbers separated by a comma (or semicolon, tab or spaces).
+    An optional header line (e.g. ``x,y``) is skipped; blank lines and lines starting with ``#``
+    are ignored. Reading stops at the first bad line or as soon as ``max_rows`` is exceeded.
+
+    Raises:
+        ValueError: for a cell that is not a number (giving line and column), a row without
+            exactly two values, NaN or infinite values, values too large for ``dtype``, fewer
+            than 2 rows or more than ``max_rows`` rows.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"CSV text must be a string; got {type(text).__name__}")
+    return _parse_rows(_lines(text), max_rows, dtype)
+
+
+def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> PointCloud:
     rows: list[tuple[float, float]] = []
     header_seen = False
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(lines, start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith("#"):
             continue
