@@ -56,7 +56,11 @@ def classify(config: dict[str, Any]) -> str:
     """``"2d"`` for an MLP on 2-D points, ``"image"`` for a UNet, else ``"other"``."""
     net = _net(config)
     name = str(net.get("name", "")).lower()
-    if name == "mlp" and int(net.get("dim", 2)) == 2:
+    try:
+        dim = int(net.get("dim", 2))
+    except (TypeError, ValueError):  # a malformed config must not break the whole listing
+        return "other"
+    if name == "mlp" and dim == 2:
         return KIND_2D
     if name == "unet":
         return KIND_IMAGE

@@ -460,3 +460,11 @@ def test_callbacks_images(fm_app):
         fm_app.sample_images("fashion-mnist-lsd", 3, "uniform", "", 0, 500, "none")
     with pytest.raises(InputError, match="image model"):
         fm_app.sample_images("../etc", 3, "uniform", "", 0, 2, "none")
+
+
+def test_malformed_dim_in_a_config_does_not_break_the_listing():
+    from app.checkpoints import KIND_2D, classify
+
+    assert classify({"net": {"name": "mlp", "dim": "two"}}) == "other"
+    assert classify({"net": {"name": "mlp", "dim": [2]}}) == "other"
+    assert classify({"net": {"name": "mlp", "dim": 2}}) == KIND_2D
