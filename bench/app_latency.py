@@ -94,6 +94,11 @@ def first_updates(port: int) -> tuple[float, float]:
 
 
 def shipped_kl() -> str:
+    """The paper's KL of 64,000 one-step samples of the shipped LSD checkerboard model.
+
+    Reported with empty bins counted as 0.5 samples (as the model cards do): one empty target
+    bin makes the strict estimator infinite though the board is drawn well.
+    """
     import torch
 
     from flowmaps.hub import from_pretrained
@@ -106,8 +111,17 @@ def shipped_kl() -> str:
     model, _ = from_pretrained(folder)
     x0 = model.sigma * torch.randn(64_000, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
+        flowmap_sample(model, x0[:1024], [0.0, 1.0])  # warm
+        t0 = time.perf_counter()
         x = flowmap_sample(model, x0, [0.0, 1.0]).x
-    return str(checkerboard_kl(x, floor=True))
+        ms = 1000 * (time.perf_counter() - t0)
+    strict = checkerboard_kl(x)
+    res = checkerboard_kl(x, eps=0.5, floor=True)
+    return (
+        f"{res} with empty bins counted as 0.5 ({strict.empty_bins} empty target bins, strict KL "
+        f"{strict.kl:.4g}; {100 * strict.outside:.1f}% of samples outside [-1, 1]^2); "
+        f"sampling took {ms:.0f} ms on {torch.get_num_threads()} threads"
+    )
 
 
 def main() -> None:
