@@ -636,6 +636,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         traj_plot = gr.Plot(
                             plots.empty_figure("press Draw trajectories"),
                             label="Flow map vs ODE",
+                            show_label=False,
                             elem_id="plot-trajectories",
                         )
                         cmp_info = gr.Markdown(elem_id="cmp-info")
@@ -662,6 +663,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                 q_plot = gr.Plot(
                     plots.quality_figure([], ""),
                     label="Quality and time against network evaluations",
+                    show_label=False,
                     elem_id="plot-quality",
                 )
                 with gr.Accordion("The numbers", open=False):
