@@ -209,7 +209,13 @@ def test_browser_walkthrough(browser_page):
         arg=[samples.element_handle(), first],
         timeout=20_000,
     )
-    assert _step(page) > step_first
+    # the status line is a separate output: it may be drawn a moment after the plot
+    page.wait_for_function(
+        "(s) => { const m = /step (\\d+)/.exec(document.querySelector('#live-status').innerText);"
+        " return m && +m[1] > s; }",
+        arg=step_first,
+        timeout=20_000,
+    )
     assert page.locator("#plot-loss").evaluate(LINES_JS) >= 1
     assert "steps/s" in page.inner_text("#live-progress")
     if TAKE_SHOTS:  # about half a minute more, so the board takes shape
