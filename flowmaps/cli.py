@@ -313,16 +313,10 @@ def sample_shape(config: dict[str, Any]) -> tuple[int, ...]:
 def make_data_sampler(data: str, device: torch.device) -> Callable[[int, torch.Generator], Tensor]:
     """data_sampler(n, generator) -> x1 of shape (n, *D) on ``device`` (the data end, t = 1)."""
     if is_image_set(data):
-        from flowmaps.data.images import load_fashion_mnist
+        from flowmaps.data.images import image_batch_sampler, load_fashion_mnist
 
         images, _ = load_fashion_mnist("train")
-        images = images.to(device)
-
-        def image_sampler(n: int, g: torch.Generator) -> Tensor:
-            idx = torch.randint(0, images.shape[0], (n,), generator=g, device=g.device)
-            return images[idx.to(images.device)]
-
-        return image_sampler
+        return image_batch_sampler(images.to(device))
 
     from flowmaps.data.toy import sample_toy
 

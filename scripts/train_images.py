@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowmaps.data.images import load_fashion_mnist  # noqa: E402
+from flowmaps.data.images import image_batch_sampler, load_fashion_mnist  # noqa: E402
 from flowmaps.hub import save_pretrained  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS, make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     images, _ = load_fashion_mnist("train", root=args.data_root)
     if args.train_subset:
         images = images[: args.train_subset]
-    images = images.to(device)
-
-    def sampler(n: int, generator: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(0, images.shape[0], (n,), generator=generator, device=generator.device)
-        return images[idx]
+    sampler = image_batch_sampler(images.to(device))
 
     mults = [int(m) for m in args.mults.split(",")]
     config = {

@@ -143,3 +143,14 @@ def test_real_fashion_mnist_test_split() -> None:
     assert set(y.unique().tolist()) == set(range(10))
     assert torch.bincount(y).tolist() == [1000] * 10
     assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_image_batch_sampler_draws_from_the_set_reproducibly():
+    from flowmaps.data.images import image_batch_sampler
+
+    images = torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+    sample = image_batch_sampler(images)
+    a = sample(64, torch.Generator().manual_seed(3))
+    b = sample(64, torch.Generator().manual_seed(3))
+    assert a.shape == (64, 1, 2, 2) and torch.equal(a, b)
+    assert set(a[:, 0, 0, 0].tolist()) <= set(range(10)) and len(set(a[:, 0, 0, 0].tolist())) > 5

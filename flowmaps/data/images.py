@@ -272,3 +272,17 @@ def make_grid(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2, pad_
         top, left = p + r * (h + p), p + c * (w + p)
         grid[top : top + h, left : left + w] = arr[i]
     return grid
+
+
+def image_batch_sampler(images: Tensor):
+    """data_sampler(n, generator) -> a batch of n images drawn with replacement from ``images``.
+
+    ``images`` (N, C, H, W) stays where it is (move it to the training device first); indices are
+    drawn on the generator's device, so the trainer's generator alone fixes the batches.
+    """
+
+    def sample(n: int, generator: torch.Generator) -> Tensor:
+        idx = torch.randint(0, images.shape[0], (n,), generator=generator, device=generator.device)
+        return images[idx.to(images.device)]
+
+    return sample
