@@ -77,18 +77,27 @@ def _name_of(value: Any) -> str | None:
     return None
 
 
-def infer_data(config: dict[str, Any], folder_name: str, known: list[str]) -> str | None:
-    """The data set a 2-D checkpoint was trained on: from its config, else its folder name."""
-    for key in ("data", "dataset", "data_set", "toy"):
+def _lookup(config: dict[str, Any], keys: tuple[str, ...], training_keys: tuple[str, ...]) -> str | None:
+    """The first name found under ``keys`` at the top of a config, else under ``training_keys``
+    inside its "training" (or "train") section."""
+    for key in keys:
         found = _name_of(config.get(key))
         if found:
             return found
     train = config.get("training") or config.get("train")
     if isinstance(train, dict):
-        for key in ("data", "dataset"):
+        for key in training_keys:
             found = _name_of(train.get(key))
             if found:
                 return found
+    return None
+
+
+def infer_data(config: dict[str, Any], folder_name: str, known: list[str]) -> str | None:
+    """The data set a 2-D checkpoint was trained on: from its config, else its folder name."""
+    found = _lookup(config, ("data", "dataset", "data_set", "toy"), ("data", "dataset"))
+    if found:
+        return found
     lowered = folder_name.lower().replace("-", "_")
     for name in sorted(known, key=len, reverse=True):
         if lowered.startswith(name):
@@ -98,16 +107,9 @@ def infer_data(config: dict[str, Any], folder_name: str, known: list[str]) -> st
 
 def infer_method(config: dict[str, Any], folder_name: str) -> str | None:
     """The training method of a checkpoint: from its config, else its folder name's last part."""
-    for key in ("method", "objective"):
-        found = _name_of(config.get(key))
-        if found:
-            return found
-    train = config.get("training") or config.get("train")
-    if isinstance(train, dict):
-        for key in ("method", "objective"):
-            found = _name_of(train.get(key))
-            if found:
-                return found
+    found = _lookup(config, ("method", "objective"), ("method", "objective"))
+    if found:
+        return found
     parts = folder_name.lower().split("-")
     for n in (2, 1):
         tail = "-".join(parts[-n:])

@@ -468,3 +468,15 @@ def test_malformed_dim_in_a_config_does_not_break_the_listing():
     assert classify({"net": {"name": "mlp", "dim": "two"}}) == "other"
     assert classify({"net": {"name": "mlp", "dim": [2]}}) == "other"
     assert classify({"net": {"name": "mlp", "dim": 2}}) == KIND_2D
+
+
+def test_checkpoint_data_and_method_come_from_config_then_training_then_folder_name():
+    from app.checkpoints import infer_data, infer_method
+
+    assert infer_data({"data": "spirals", "training": {"data": "rings"}}, "x", []) == "spirals"
+    assert infer_data({"training": {"data": "rings"}}, "x", []) == "rings"
+    assert infer_data({}, "two-moons-lsd", ["two_moons", "checkerboard"]) == "two_moons"
+    assert infer_data({}, "mystery", ["checkerboard"]) is None
+    assert infer_method({"objective": "esd"}, "x-lsd") == "esd"
+    assert infer_method({"train": {"method": "psd-m"}}, "x") == "psd-m"
+    assert infer_method({}, "checkerboard-psd-m") == "psd-m"
