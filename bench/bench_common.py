@@ -64,6 +64,8 @@ def setup(args: argparse.Namespace) -> torch.device:
     torch.manual_seed(args.seed)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but CUDA is not available")
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest conv kernels
     return torch.device(args.device)
 
 

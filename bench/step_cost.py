@@ -12,9 +12,10 @@ time but much less the CPU time. On GPU the peak memory of each step is recorded
 Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
-  MLP's hand-written tangent pass), fd (central difference in time), fused (the opt-in
-  :class:`flowmaps.fast.FastObjective`: one stacked pass for both branches and a hand-written
-  backward; computes the same loss and gradients, see tests/test_fast.py).
+  network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
+  (central difference in time), fused (the opt-in :class:`flowmaps.fast.FastObjective`: one
+  stacked pass for both branches and a hand-written backward; the same loss and gradients,
+  see tests/test_fast.py).
 - GPU extras: TF32 matmuls, torch.compile of the loss (a failure is caught and reported), and a
   CUDA graph of the whole fused step for the small 2-D MLP.
 
@@ -195,12 +196,16 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     methods = [m for m in METHODS if m in args.methods]
     for m in methods:
         if m in JVP_METHODS:
-            backends = ["jvp", "fd"] + (["tangent"] if net_kind == "mlp" else [])
+            backends = ["jvp", "fd", "tangent"]
         else:
             backends = ["-"]
         if net_kind == "mlp" and m in FUSED_METHODS and not args.no_fused:
             backends.append("fused")
         rows += [(m, b, "eager") for b in backends]
+    if device.type == "cuda" and net_kind == "unet":
+        for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
+            if m in methods:
+                rows.append((m, b, "tf32"))
     if device.type == "cuda" and net_kind == "mlp":
         for m, b in (
             ("fm", "-"),
@@ -218,7 +223,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
                     rows += [(m, "fused", "graph"), (m, "fused", "tf32+graph")]
     if args.compile:
         for m, b in (("fm", "-"), ("lsd", "jvp"), ("lsd", "fd"), ("psd-m", "-")) + (
-            (("lsd", "tangent"), ("lsd", "fused")) if net_kind == "mlp" else ()
+            (("lsd", "tangent"), ("lsd", "fused")) if net_kind == "mlp" else (("lsd", "tangent"),)
         ):
             if m in methods:
                 rows.append((m, b, "compile"))
@@ -345,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--unet", action=argparse.BooleanOptionalAction, default=None, help="include the UNet (default: on GPU)"
     )
-    p.add_argument("--unet-base", type=int, default=64, help="UNet base channels (GPU)")
-    p.add_argument("--unet-batch", type=int, default=128, help="UNet batch (GPU)")
+    p.add_argument("--unet-base", type=int, default=48, help="UNet base channels (GPU; 48 = the shipped models)")
+    p.add_argument("--unet-batch", type=int, default=256, help="UNet batch (GPU; 256 = the shipped runs)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--inner", type=int, default=3, help="steps per timed group")

@@ -40,6 +40,40 @@ def hardware(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _leading_int(value) -> int:
+    """Steps from a model card: an int, or a string that starts with one ("8547 in all ...")."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    digits = str(value).strip().split(" ")[0].replace(",", "")
+    return int(digits) if digits.isdigit() else 0
+
+
+def _stages_of(config: dict) -> list[str]:
+    """The training stages behind a checkpoint, oldest first, from its config (and its init's)."""
+    card = config.get("card", {})
+    if card.get("stages"):
+        return list(card["stages"])
+    total = _leading_int(card.get("steps", 0))
+    parent = config.get("init_from")
+    if not parent:
+        return [f"{total} steps of {config.get('method', '?')}"]
+    before = _leading_int(parent.get("steps", 0))
+    parent_method = str(parent.get("card", {}).get("method", "?")).split(":")[0]
+    return [f"{before} steps of {parent_method}", f"{total - before} steps of {config.get('method', '?')}"]
+
+
+def _backend_name(objective, model) -> str:
+    """The derivative backend the objective really uses ("auto" resolved), for the model card."""
+    if not getattr(objective, "uses_jvp", False):
+        return "no JVP"
+    backend = objective.backend
+    if backend == "auto":
+        backend = "tangent" if hasattr(model.net, "jvp") else "jvp"
+    return {"tangent": "UNet tangent pass", "jvp": "torch.func.jvp", "dual": "forward-AD dual tensors"}.get(
+        backend, f"central difference, step {objective.fd_step:g}"
+    )
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="lsd", help="fm, lsd, esd, psd-m, psd-u, ...")
@@ -57,7 +91,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--res-blocks", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--no-learned-weight", action="store_true")
-    p.add_argument("--backend", default="jvp", help="derivative backend: jvp, dual or fd")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="derivative backend: auto (the UNet's tangent pass), tangent, jvp, dual or fd",
+    )
     p.add_argument("--fd-step", type=float, default=3e-4, help="central-difference step for --backend fd")
     p.add_argument("--init-from", default=None, help="start from the weights of this checkpoint folder")
     p.add_argument(
@@ -76,6 +114,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N images (tests)")
     p.add_argument("--resume", action="store_true", help="resume from <out>/state.safetensors")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--note", default=None, help="a sentence for the model card's notes")
     args = p.parse_args(argv)
 
     dist_info = init_distributed() if "RANK" in os.environ else None
@@ -117,15 +156,17 @@ def main(argv: list[str] | None = None) -> Path | None:
         "method": args.method,
     }
     model = build_model(config)
-    steps_before, seconds_before = 0, 0.0
+    steps_before, seconds_before, stages = 0, 0.0, []
     if args.init_from:
         from flowmaps.hub import from_pretrained
 
         init, init_config = from_pretrained(args.init_from)
         model.net.load_state_dict(init.net.state_dict())  # the loss weight, if any, starts afresh
-        steps_before = int(init_config.get("card", {}).get("steps", 0))
-        seconds_before = float(init_config.get("card", {}).get("wall_time", 0.0))
-        config["init_from"] = {"steps": steps_before, "card": init_config.get("card", {})}
+        init_card = init_config.get("card", {})
+        steps_before = _leading_int(init_card.get("steps", 0))
+        seconds_before = float(init_card.get("wall_time", 0.0))
+        stages = _stages_of(init_config)
+        config["init_from"] = {"steps": steps_before, "card": init_card}
     objective = make_objective(args.method, eta=args.eta, backend=args.backend, fd_step=args.fd_step)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,12 +203,15 @@ def main(argv: list[str] | None = None) -> Path | None:
         "data": "Fashion-MNIST train split (60,000 images, 28x28, scaled to [-1, 1]), MIT licence",
         "network": f"UNet, {n_params / 1e6:.2f}M parameters, base {args.base_channels}, mults {mults}",
         "steps": steps_before + trainer.global_step,
+        "stages": [*stages, f"{trainer.global_step} steps of {args.method} ({_backend_name(objective, model)})"],
         "batch_size": args.batch_size,
         "wall_time": round(seconds_before + seconds, 1),
         "hardware": hardware(device),
         "final_loss": history[-1]["loss"] if history else None,
         "time_convention": "t = 0 noise, t = 1 data",
     }
+    if args.note:
+        card["notes"] = args.note
     folder = save_pretrained(trainer, out / "model", config=config, card=card, dtype="float16")
     summary = {**card, "seconds_per_step": seconds / max(1, trainer.global_step), "n_params": n_params}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -22,7 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flowmaps.objectives import make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
 
-CASES = [("fm", "jvp"), ("lsd", "jvp"), ("lsd", "dual"), ("psd-m", "jvp"), ("esd", "jvp"), ("esd", "dual")]
+CASES = [
+    ("fm", "jvp"),
+    ("lsd", "tangent"),
+    ("esd", "tangent"),
+    ("psd-m", "jvp"),
+    ("psd-u", "jvp"),
+    ("lsd", "jvp"),
+    ("lsd", "dual"),
+    ("lsd", "fd"),
+    ("esd", "jvp"),
+]
 
 
 def main(argv=None) -> dict:
@@ -76,7 +86,7 @@ def main(argv=None) -> dict:
                 }
             )
         )
-    best = min(("jvp", "dual"), key=lambda b: results[f"lsd/{b}"])
+    best = min(("tangent", "jvp", "dual"), key=lambda b: results[f"lsd/{b}"])
     print(json.dumps({"fastest_lsd_backend": best}))
     return results
 

@@ -112,11 +112,22 @@ def test_lsd_gradient_flows_only_through_the_time_derivative():
     torch.testing.assert_close(auto, grads(model), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["lsd", "esd"])
-def test_tangent_and_jvp_backends_give_the_same_loss_and_gradient(method):
+@pytest.mark.parametrize("net", ["mlp", "unet"])
+@pytest.mark.parametrize("method", ["lsd", "esd", "meanflow"])
+def test_tangent_and_jvp_backends_give_the_same_loss_and_gradient(method, net):
     torch.manual_seed(0)
-    model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
-    x1, x0 = gaussian_batch(64)
+    if net == "mlp":
+        model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
+        x1, x0 = gaussian_batch(64)
+    else:
+        from flowmaps.nets.unet import UNet
+
+        unet = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, attn_levels=(1,))
+        with torch.no_grad():  # leave the zero-initialised init, so every layer matters
+            for p in unet.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        model = FlowMap(unet, sigma=0.5)
+        x1, x0 = torch.rand(8, 1, 28, 28) * 2 - 1, 0.5 * torch.randn(8, 1, 28, 28)
     out = []
     for backend in ("jvp", "tangent"):
         model.zero_grad()

@@ -211,3 +211,79 @@ def test_backward_through_jvp_gives_finite_gradients() -> None:
     (dX**2).sum().backward()
     fd = (loss_at(h) - loss_at(-h)) / (2 * h)
     assert math.isclose(float(p.grad[0]), fd, rel_tol=1e-5, abs_tol=1e-8)
+
+
+# ------------------------------------------------------------------ tangent pass
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"attn_levels": (1,)},  # attention at the second level and in the middle
+        {"time_cond": "s_t", "channel_mults": (1, 2, 2), "num_res_blocks": 2},  # three levels, 7x7 middle
+    ],
+)
+def test_tangent_pass_equals_torch_func_jvp(extra) -> None:
+    """UNet.jvp carries the tangent by hand; it must equal forward-mode AD to float64 precision,
+    for a tangent moving s, t and x at once."""
+    net = UNet(**{**SMALL, **extra}).double()
+    _randomise(net)
+    s, t, x = _inputs(3)
+    g = torch.Generator().manual_seed(5)
+    ds, dt = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    dx = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    v_ref, dv_ref = jvp(net, (s, t, x), (ds, dt, dx))
+    v, dv = net.jvp(s, t, x, ds, dt, dx)
+    torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dv, dv_ref, rtol=1e-10, atol=1e-10)
+    assert dv.abs().max() > 1e-2  # a real derivative, not zeros on both sides
+    # Scalar tangents broadcast like the (B,) ones.
+    _, dv_scalar = net.jvp(s, t, x, 0.0, 1.0, torch.zeros_like(x))
+    _, dv_vec = net.jvp(
+        s, t, x, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64), torch.zeros_like(x)
+    )
+    torch.testing.assert_close(dv_scalar, dv_vec)
+
+
+def test_gradients_through_the_tangent_pass_equal_those_through_jvp() -> None:
+    """The LSD loss differentiates d/dt X: the weight gradients of a loss on dv must agree."""
+    net = UNet(**SMALL, attn_levels=(1,)).double()
+    _randomise(net)
+    s, t, x = _inputs(2)
+    ones, zeros = torch.ones_like(s), torch.zeros_like(s)
+    grads = []
+    for mode in ("jvp", "tangent"):
+        net.zero_grad()
+        if mode == "jvp":
+            v, dv = jvp(net, (s, t, x), (zeros, ones, torch.zeros_like(x)))
+        else:
+            v, dv = net.jvp(s, t, x, zeros, ones, torch.zeros_like(x))
+        (dv.pow(2).sum() + (v * dv).sum()).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
+    scale = float(grads[0].abs().max())
+    assert scale > 1e-3
+    # Entries that are zero in exact arithmetic come out at rounding level: absolute tolerance relative to the largest.
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-8, atol=1e-11 * scale)
+
+
+def test_tangent_pass_uses_one_dropout_mask_for_primal_and_tangent() -> None:
+    """In train mode with dropout, dv is the derivative of the dropped-out network: a central
+    difference of the primal under the same random masks (same seed) matches it."""
+    net = UNet(**SMALL, dropout=0.5).double().train()
+    _randomise(net)
+    s, t, x = _inputs(2)
+    dx = torch.randn_like(x)
+    zeros = torch.zeros_like(s)
+    h = 1e-6
+
+    def run(xx, dd):
+        torch.manual_seed(123)
+        return net.jvp(s, t, xx, zeros, zeros, dd)
+
+    _, dv = run(x, dx)
+    v_plus, _ = run(x + h * dx, dx)
+    v_minus, _ = run(x - h * dx, dx)
+    torch.testing.assert_close(dv, (v_plus - v_minus) / (2 * h), rtol=1e-5, atol=1e-6)
+    # ... and the masks really differ between seeds (dropout is active).
+    torch.manual_seed(7)
+    assert not torch.allclose(net.jvp(s, t, x, zeros, zeros, dx)[0], run(x, dx)[0])

@@ -25,6 +25,16 @@ images in [-1, 1]); the zero-initialised output layer makes ``v = 0`` at initial
 Every operation is smooth and supports forward-mode AD, so ``torch.func.jvp`` works with
 respect to s, t and x, and backward through the JVP works too. Attention, when enabled, uses an
 explicit matmul-softmax (fused scaled-dot-product kernels have no forward-mode AD).
+
+Tangent pass: ``UNet.jvp(s, t, x, ds, dt, dx)`` returns ``(v, dv)``, the output and its
+directional derivative, by carrying the tangent beside the primal through the same layers
+(backend "tangent" of :meth:`flowmaps.flowmap.FlowMap.jvp`). Linear layers (convs, linears,
+upsampling) run once on primal and tangent stacked along the batch, with the bias on the primal
+half only; GroupNorm, SiLU, the scale/shift modulation, softmax attention and the sinusoidal
+embeddings use their closed-form derivatives. Only ordinary differentiable ops are used, so the
+backward through ``dv`` is plain reverse-mode autograd: far cheaper than the backward of
+forward-mode AD in eager PyTorch. ``forward`` and ``jvp`` share one traversal (every layer takes an
+optional tangent), so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -47,6 +57,80 @@ def _groups(channels: int, max_groups: int) -> int:
     return 1
 
 
+# ------------------------------------------------------------------ tangent-carrying layer ops
+# Each op maps (h, dh) to (y, dy) with dy the derivative of y along dh; dh = None means "no
+# tangent" and runs the plain layer.
+Pair = tuple[Tensor, Tensor | None]
+
+
+def _linear_op(layer: nn.Module, h: Tensor, dh: Tensor | None) -> Pair:
+    """A conv or linear layer; primal and tangent in one call, the bias on the primal only."""
+    if dh is None:
+        return layer(h), None
+    return _stacked_linear_op(layer, torch.cat([h, dh]), h.shape[0])
+
+
+def _stacked_linear_op(layer: nn.Module, stacked: Tensor, b: int) -> Pair:
+    """A conv or linear layer on [primal; tangent] stacked along the batch (first b rows primal)."""
+    if isinstance(layer, nn.Conv2d):
+        z = F.conv2d(stacked, layer.weight, None, layer.stride, layer.padding)
+        bias = None if layer.bias is None else layer.bias.view(1, -1, 1, 1)
+    else:
+        z = F.linear(stacked, layer.weight)
+        bias = layer.bias
+    y = z[:b] if bias is None else z[:b] + bias
+    return y, z[b:]
+
+
+def _silu_op(h: Tensor, dh: Tensor | None) -> Pair:
+    """SiLU and its derivative sig(h) (1 + h (1 - sig(h)))."""
+    if dh is None:
+        return F.silu(h), None
+    sig = torch.sigmoid(h)
+    return h * sig, dh * (sig * (1.0 + h * (1.0 - sig)))
+
+
+def _group_norm_op(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None) -> Pair:
+    """GroupNorm; with xhat = (h - mean) / std per group, d xhat = (dh - mean(dh) - xhat mean(xhat dh)) / std."""
+    if dh is None:
+        return norm(h), None
+    shape = h.shape
+    hg = h.reshape(shape[0], norm.num_groups, -1)
+    dg = dh.reshape(shape[0], norm.num_groups, -1)
+    var, mean = torch.var_mean(hg, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(var + norm.eps)
+    xhat = (hg - mean) * rstd
+    dxhat = (dg - dg.mean(dim=-1, keepdim=True) - xhat * (xhat * dg).mean(dim=-1, keepdim=True)) * rstd
+    gain = norm.weight.view(1, -1, 1, 1)
+    return xhat.reshape(shape) * gain + norm.bias.view(1, -1, 1, 1), dxhat.reshape(shape) * gain
+
+
+def _dropout_op(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> Pair:
+    """Dropout with one mask for primal and tangent."""
+    if dh is None or not drop.training or drop.p == 0:
+        return drop(h), dh
+    mask = F.dropout(torch.ones_like(h), drop.p, training=True)
+    return h * mask, dh * mask
+
+
+def _positional_op(t: Tensor, dt: Tensor | None, dim: int, scale: float) -> Pair:
+    """positional_embedding(t) and its derivative along dt: d[cos a, sin a] = [-sin a, cos a] da."""
+    emb = positional_embedding(t, dim, scale=scale)
+    if dt is None:
+        return emb, None
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    da = (scale * dt).unsqueeze(-1) * freqs
+    cos, sin = emb[:, :half], emb[:, half:]
+    return emb, torch.cat([-sin * da, cos * da], dim=-1)
+
+
+def _cat(a: Pair, b: Pair) -> Pair:
+    """Channel concatenation of two (h, dh) pairs."""
+    h = torch.cat([a[0], b[0]], dim=1)
+    return h, (None if a[1] is None else torch.cat([a[1], b[1]], dim=1))
+
+
 class ResBlock(nn.Module):
     """Residual block with scale/shift conditioning: (B, C_in, H, W), (B, E) -> (B, C_out, H, W)."""
 
@@ -64,11 +148,25 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.affine(F.silu(emb)).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        h = self.norm2(h) * (1.0 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return (self.skip(x) + h) * (1.0 / math.sqrt(2.0))
+        return self.pair_forward(x, None, emb, None)[0]
+
+    def pair_forward(self, x: Tensor, dx: Tensor | None, emb: Tensor, demb: Tensor | None) -> Pair:
+        """(out, d out) from (x, dx) and the conditioning (emb, d emb); None tangents skip the derivative."""
+        h, dh = _linear_op(self.conv1, *_silu_op(*_group_norm_op(self.norm1, x, dx)))
+        mod, dmod = _linear_op(self.affine, *_silu_op(emb, demb))
+        scale, shift = mod[:, :, None, None].chunk(2, dim=1)
+        n, dn = _group_norm_op(self.norm2, h, dh)
+        h = n * (1.0 + scale) + shift
+        if dn is not None:
+            dscale, dshift = dmod[:, :, None, None].chunk(2, dim=1)
+            dh = dn * (1.0 + scale) + n * dscale + dshift
+        h, dh = _linear_op(self.conv2, *_dropout_op(self.dropout, *_silu_op(h, dh)))
+        if isinstance(self.skip, nn.Identity):
+            sk, dsk = x, dx
+        else:
+            sk, dsk = _linear_op(self.skip, x, dx)
+        c = 1.0 / math.sqrt(2.0)
+        return (sk + h) * c, (None if dh is None else (dsk + dh) * c)
 
 
 class SelfAttention(nn.Module):
@@ -86,13 +184,28 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.pair_forward(x, None)[0]
+
+    def pair_forward(self, x: Tensor, dx: Tensor | None) -> Pair:
+        """(out, d out); the softmax's derivative is attn * (dlogits - sum_j attn dlogits)."""
         b, c, h, w = x.shape
         d = c // self.num_heads
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, d, h * w).unbind(1)
-        logits = torch.einsum("bndi,bndj->bnij", q, k) * (1.0 / math.sqrt(d))
-        attn = torch.softmax(logits, dim=-1)
+        shape = (b, 3, self.num_heads, d, h * w)
+        qkv, dqkv = _linear_op(self.qkv, *_group_norm_op(self.norm, x, dx))
+        q, k, v = qkv.reshape(shape).unbind(1)
+        r = 1.0 / math.sqrt(d)
+        attn = torch.softmax(torch.einsum("bndi,bndj->bnij", q, k) * r, dim=-1)
         out = torch.einsum("bnij,bndj->bndi", attn, v).reshape(b, c, h, w)
-        return (x + self.proj(out)) * (1.0 / math.sqrt(2.0))
+        dout = None
+        if dqkv is not None:
+            dq, dk, dv = dqkv.reshape(shape).unbind(1)
+            dlogits = (torch.einsum("bndi,bndj->bnij", dq, k) + torch.einsum("bndi,bndj->bnij", q, dk)) * r
+            dattn = attn * (dlogits - (attn * dlogits).sum(dim=-1, keepdim=True))
+            dout = torch.einsum("bnij,bndj->bndi", dattn, v) + torch.einsum("bnij,bndj->bndi", attn, dv)
+            dout = dout.reshape(b, c, h, w)
+        y, dy = _linear_op(self.proj, out, dout)
+        c2 = 1.0 / math.sqrt(2.0)
+        return (x + y) * c2, (None if dy is None else (dx + dy) * c2)
 
 
 class Downsample(nn.Module):
@@ -105,6 +218,9 @@ class Downsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
+    def pair_forward(self, x: Tensor, dx: Tensor | None) -> Pair:
+        return _linear_op(self.conv, x, dx)
+
 
 class Upsample(nn.Module):
     """Nearest upsampling to a given size then 3x3 conv."""
@@ -115,6 +231,12 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+    def pair_forward(self, x: Tensor, dx: Tensor | None, size: tuple[int, int]) -> Pair:
+        if dx is None:
+            return self.forward(x, size), None
+        up = F.interpolate(torch.cat([x, dx]), size=size, mode="nearest")  # linear: one call for both
+        return _stacked_linear_op(self.conv, up, x.shape[0])
 
 
 class UNet(nn.Module):
@@ -244,15 +366,18 @@ class UNet(nn.Module):
 
     def time_embedding(self, s: Tensor, t: Tensor) -> Tensor:
         """Conditioning vector from (s, t), t = 0 noise, t = 1 data: (B,), (B,) -> (B, 4 * base)."""
-        second = t - s if self.time_cond == "s_dt" else t
-        feats = torch.cat(
-            [
-                positional_embedding(s, self.emb_dim, scale=self.emb_scale),
-                positional_embedding(second, self.emb_dim, scale=self.emb_scale),
-            ],
-            dim=-1,
-        )
-        return self.cond_mlp(feats)
+        return self._time_embedding(s, t, None, None)[0]
+
+    def _time_embedding(self, s: Tensor, t: Tensor, ds: Tensor | None, dt: Tensor | None) -> Pair:
+        if self.time_cond == "s_dt":
+            second, dsecond = t - s, (None if ds is None else dt - ds)
+        else:
+            second, dsecond = t, dt
+        e1, de1 = _positional_op(s, ds, self.emb_dim, self.emb_scale)
+        e2, de2 = _positional_op(second, dsecond, self.emb_dim, self.emb_scale)
+        h, dh = _cat((e1, de1), (e2, de2))
+        lin1, _, lin2 = self.cond_mlp
+        return _linear_op(lin2, *_silu_op(*_linear_op(lin1, h, dh)))
 
     def forward(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """Flow-map velocity ``v_{s,t}(x)``.
@@ -265,34 +390,58 @@ class UNet(nn.Module):
         Returns:
             v of shape (B, C, H, W), with ``v = sigma * F(x / sigma, s, t)``.
         """
+        return self._run(s, t, x, None, None, None)[0]
+
+    def jvp(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        """``(v, dv)``: the output and its derivative along the tangent (ds, dt, dx), in one sweep.
+
+        Equal to ``torch.func.jvp(net, (s, t, x), (ds, dt, dx))`` (tested to float64 precision),
+        with s, t, ds, dt of shape (B,) (or scalars) and x, dx of shape (B, C, H, W).
+        """
+        b = x.shape[0]
+        ds = torch.as_tensor(ds, dtype=x.dtype, device=x.device)
+        dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
+        ds = ds.expand(b) if ds.ndim == 0 else ds.reshape(b)
+        dt = dt.expand(b) if dt.ndim == 0 else dt.reshape(b)
+        v, dv = self._run(s, t, x, ds, dt, dx)
+        return v, dv
+
+    def _run(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor | None, dt: Tensor | None, dx: Tensor | None) -> Pair:
+        """The network, carrying the tangent (ds, dt, dx) beside the primal when it is not None."""
         b = x.shape[0]
         s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         s = s.expand(b) if s.ndim == 0 else s.reshape(b)
         t = t.expand(b) if t.ndim == 0 else t.reshape(b)
-        emb = self.time_embedding(s, t)
+        emb, demb = self._time_embedding(s, t, ds, dt)
 
-        h = self.conv_in(x * (1.0 / self.sigma))
-        skips = [h]
+        def attend(att: nn.Module, h: Tensor, dh: Tensor | None) -> Pair:
+            return (h, dh) if isinstance(att, nn.Identity) else att.pair_forward(h, dh)
+
+        inv = 1.0 / self.sigma
+        h, dh = _linear_op(self.conv_in, x * inv, None if dx is None else dx * inv)
+        skips = [(h, dh)]
         blocks = iter(zip(self.down_blocks, self.down_attn, strict=True))
         n_levels = len(self.config["channel_mults"])
         for level in range(n_levels):
             for _ in range(self.config["num_res_blocks"]):
                 block, att = next(blocks)
-                h = att(block(h, emb))
-                skips.append(h)
+                h, dh = attend(att, *block.pair_forward(h, dh, emb, demb))
+                skips.append((h, dh))
             if level < n_levels - 1:
-                h = self.downsamples[level](h)
-                skips.append(h)
+                h, dh = self.downsamples[level].pair_forward(h, dh)
+                skips.append((h, dh))
 
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h, dh = attend(self.mid_attn, *self.mid1.pair_forward(h, dh, emb, demb))
+        h, dh = self.mid2.pair_forward(h, dh, emb, demb)
 
         blocks = iter(zip(self.up_blocks, self.up_attn, strict=True))
         for i, level in enumerate(reversed(range(n_levels))):
             for _ in range(self.config["num_res_blocks"] + 1):
                 block, att = next(blocks)
-                h = att(block(torch.cat([h, skips.pop()], dim=1), emb))
+                h, dh = attend(att, *block.pair_forward(*_cat((h, dh), skips.pop()), emb, demb))
             if level > 0:
-                h = self.upsamples[i](h, size=skips[-1].shape[-2:])
+                h, dh = self.upsamples[i].pair_forward(h, dh, size=skips[-1][0].shape[-2:])
 
-        return self.sigma * self.conv_out(F.silu(self.norm_out(h)))
+        h, dh = _linear_op(self.conv_out, *_silu_op(*_group_norm_op(self.norm_out, h, dh)))
+        return self.sigma * h, (None if dh is None else self.sigma * dh)
