@@ -321,9 +321,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"## Train-step cost ({device.type.upper()})\n\n"
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
         "flow-matching step (`fm`, `-`) on the same network, batch and precision. Targets: LSD <= 1.6x,\n"
-        "ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the MLP's tangent pass, `fd`\n"
-        "central difference, `fused` flowmaps.fast.FastObjective (same loss and gradients, one stacked\n"
-        "pass, hand-written backward). eta = 0.75.\n"
+        "ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the network's own tangent pass\n"
+        "(MLP, UNet), `fd` central difference, `fused` flowmaps.fast.FastObjective (same loss and\n"
+        "gradients, one stacked pass, hand-written backward). eta = 0.75.\n"
         + (
             "On this shared CPU, `cpu_ms` (process time) and `ratio_fm_cpu_time` are less disturbed by\n"
             "other processes than the wall time.\n"

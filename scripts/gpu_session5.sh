@@ -8,6 +8,7 @@ set -u
 export PYTHONUNBUFFERED=1 FLOWMAPS_DATA="$PWD/.data/fashion-mnist" PYTHONPATH="$PWD"
 T_LSD=${T_LSD:-400}
 mkdir -p runs
+bash scripts/gpu_unpack_data.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 c="--steps 200000 --batch-size 256 --lr 1e-3 --grad-clip 1 --ema 0.999 --no-progress --log-every 200 --no-learned-weight"
 (
