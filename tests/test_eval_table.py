@@ -1,0 +1,37 @@
+"""The image results table: the flow map against the ODE at equal FID (scripts/eval_images.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("eval_images", ROOT / "scripts" / "eval_images.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_equal_fid_picks_the_fewest_nfe_that_does_at_least_as_well(tmp_path: Path) -> None:
+    mod = _module()
+    metrics = {
+        "map-1": {"sampler": "flow map", "nfe": 1, "fid": 40.0, "ms_per_image_gpu": 0.1},
+        "map-4": {"sampler": "flow map", "nfe": 4, "fid": 10.0, "ms_per_image_gpu": 0.4},
+        "map-16": {"sampler": "flow map", "nfe": 16, "fid": 2.0, "ms_per_image_gpu": 1.6},
+        "heun-32": {"sampler": "Heun ODE", "nfe": 32, "fid": 9.0, "ms_per_image_gpu": 3.2},
+        "heun-8": {"sampler": "Heun ODE", "nfe": 8, "fid": 50.0, "ms_per_image_gpu": 0.8},
+        "heun-16": {"sampler": "Heun ODE", "nfe": 16, "fid": 30.0, "ms_per_image_gpu": 1.6},
+    }
+    lines = mod.equal_fid_lines({"m": metrics})
+    rows = [line for line in lines if line.startswith("| m |")]
+    # N = 1 (FID 40): Heun 8 scores 50 (worse), Heun 16 scores 30: 16 calls, 16x the time.
+    assert rows[0] == "| m | 1 | 40.0 | 16 | 30.0 | 16x | 16.0x |"
+    # N = 4 (FID 10): only Heun 32 (9.0) does as well: 8x the calls.
+    assert rows[1] == "| m | 4 | 10.0 | 32 | 9.0 | 8x | 8.0x |"
+    # N = 16 (FID 2): no ODE row does as well.
+    assert "none up to 32 NFE" in rows[2]
+    text = mod.write_table({"m": metrics}, tmp_path / "t.md")
+    assert "## Flow map against the ODE at equal FID" in text and (tmp_path / "t.md").read_text() == text
