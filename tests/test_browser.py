@@ -200,7 +200,7 @@ def test_browser_walkthrough(browser_page):
     page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=20_000)
     first_plot = time.monotonic() - t_click
     print(f"\nbrowser: Start until the first sample plot is drawn: {first_plot:.2f} s")
-    assert first_plot < 10.0, first_plot  # 2.5-5 s here, chromium sharing the 2 cores (docs/app_latency.md)
+    # No timed assert: the latency is measured by bench/app_latency.py (docs/app_latency.md).
     first = samples.evaluate(POINTS_JS)[1]
     step_first = _step(page)
     # the next refresh (about a second later) must move the samples and advance the steps
