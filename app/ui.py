@@ -545,6 +545,11 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             lr = gr.Number(
                                 value=DEFAULTS.lr,
                                 label=f"Learning rate ({lim.min_lr:g} to {lim.max_lr:g})",
+                                info=(
+                                    "the rate at the start of each run: it falls by a cosine to 0 over the "
+                                    "run (its steps, or the time cap if that comes first); Continue starts "
+                                    "a new run at this rate"
+                                ),
                                 elem_id="lr",
                             )
                             eta = NamedSlider(

@@ -2,21 +2,25 @@
 
 Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
-The trainer is built the way the app's live view builds it (app/live.py: a fresh MLP on
-[s, t, x / sigma] with sigma = the data std, :class:`flowmaps.training.Trainer` with lr decay off,
-clip 10, the app's live EMA decay), with the app's default settings (app/validation.py
-``TrainSettings``) unless overridden on the command line. Training time is counted without the
-evaluations: at 10, 30 and 60 s of training the EMA model's 1-step samples (64,000, fixed noise)
-are scored with the paper's histogram KL. Target: KL < 0.25 after 60 s. The app also draws its
-sample panels about once a second while training; that cost is not included here.
+The model and trainer come from the app's own builders (app/live.py ``live_model_config`` and
+``make_live_trainer``: a fresh MLP on [s, t, x / sigma] with sigma = the data std, RAdam, clip 10,
+the app's live EMA decay, the fused objective), with the app's default settings
+(app/validation.py ``TrainSettings``) unless overridden on the command line. One run is timed as
+the app times a Start: ``steps`` steps (the app's default) or the last mark's seconds, whichever
+ends it first, with the app's learning-rate schedule over that run (``live_lr_factor`` of
+``run_progress``: a cosine from lr to 0). Training time is counted without the evaluations: at
+10, 30 and 60 s of training the EMA model's 1-step samples (64,000, fixed noise) are scored with
+the paper's histogram KL. Target: KL < 0.25 after 60 s. The app also draws its sample panels
+about once a second while training; that cost is not included here.
 
-``--sweep`` runs a small grid of settings (width, batch, lr) one after the other, to choose the
-app's defaults; ``--fused`` swaps in :class:`flowmaps.fast.FastObjective` (same loss and gradients).
+``--sweep`` runs a small grid of settings (width, batch, lr) one after the other;
+``--constant-lr`` switches the schedule off (the app before the schedule).
 
 Usage::
 
     python bench/live_cpu.py                       # app defaults, 2 threads
     python bench/live_cpu.py --width 256 --batch 1024 --lr 1e-3
+    python bench/live_cpu.py --constant-lr --eta 0.75 --depth 3   # the old defaults
     python bench/live_cpu.py --quick               # smoke run
 """
 
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from bench_common import (  # noqa: E402
@@ -46,88 +51,71 @@ from bench_common import (  # noqa: E402
     write_json,
 )
 
+from app.live import live_lr_factor, live_model_config, make_live_trainer, run_progress  # noqa: E402
+from app.validation import TrainSettings  # noqa: E402
 from flowmaps.data.toy import data_std, sample_toy  # noqa: E402
-from flowmaps.fast import FastObjective  # noqa: E402
-from flowmaps.objectives import make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
-from flowmaps.training import TrainConfig, Trainer  # noqa: E402
 
 NAME = "live_cpu"
 TARGET = 0.25
 
 
 def app_defaults() -> dict[str, Any]:
-    """The app's live-training defaults (method, batch, lr, eta, width, depth, EMA), or the fallback."""
-    try:
-        from app.live import LIVE_EMA
-        from app.validation import TrainSettings
+    """The app's live-training defaults (method, steps, batch, lr, eta, width, depth, EMA)."""
+    from app.live import LIVE_EMA
 
-        s = TrainSettings()
-        return {
-            "method": s.method,
-            "batch": s.batch,
-            "lr": s.lr,
-            "eta": s.eta,
-            "width": s.width,
-            "depth": s.depth,
-            "ema": LIVE_EMA,
-            "source": "app",
-        }
-    except Exception:  # app not there yet
-        return {
-            "method": "lsd",
-            "batch": 1024,
-            "lr": 1e-3,
-            "eta": 0.75,
-            "width": 256,
-            "depth": 3,
-            "ema": 0.99,
-            "source": "fallback",
-        }
-
-
-def run_one(settings: dict[str, Any], marks: list[float], n_eval: int, fused: bool, seed: int) -> dict[str, Any]:
-    """Train one fresh model as the app does; KL(N=1) at each mark (seconds of training)."""
-    torch.manual_seed(seed)
-    sigma = data_std("checkerboard")
-    config = {
-        "net": {"name": "mlp", "dim": 2, "width": settings["width"], "depth": settings["depth"]},
-        "sigma": sigma,
-        "data": "checkerboard",
-        "method": settings["method"],
+    d = TrainSettings()
+    return {
+        "method": d.method,
+        "steps": d.steps,
+        "batch": d.batch,
+        "lr": d.lr,
+        "eta": d.eta,
+        "width": d.width,
+        "depth": d.depth,
+        "ema": LIVE_EMA,
+        "schedule": "cosine",
+        "source": "app",
     }
-    model = build_model(config)
-    cfg = TrainConfig(
-        steps=10**9,
-        batch_size=settings["batch"],
+
+
+def run_one(settings: dict[str, Any], marks: list[float], n_eval: int, seed: int) -> dict[str, Any]:
+    """Train one fresh model as the app does; KL(N=1) at each mark (seconds of training)."""
+    s = TrainSettings(
+        method=settings["method"],
+        steps=settings["steps"],
+        batch=settings["batch"],
         lr=settings["lr"],
-        lr_decay_start=0,
-        grad_clip=10.0,
-        ema_decay=settings["ema"],
+        eta=settings["eta"],
+        width=settings["width"],
+        depth=settings["depth"],
         seed=seed,
-        log_every=10**9,
-        device="cpu",
-        dtype=settings.get("dtype", "float32"),
-        guard_every=50,
     )
-    objective = make_objective(settings["method"], eta=settings["eta"])
-    if fused:
-        objective = FastObjective(objective)
-    trainer = Trainer(model, objective, lambda n, g: sample_toy("checkerboard", n, generator=g), cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(live_model_config(s, data_std("checkerboard"), "checkerboard"))
+    trainer = make_live_trainer(
+        model, lambda n, g: sample_toy("checkerboard", n, generator=g), s, ema_decay=settings["ema"]
+    )
+    horizon = max(marks)
+    constant = settings.get("schedule") == "constant"
     out: list[dict[str, Any]] = []
     train_s = 0.0
     for mark in marks:
         t0 = time.perf_counter()
-        while train_s + (time.perf_counter() - t0) < mark:
+        while train_s + (time.perf_counter() - t0) < mark and trainer.global_step < s.steps:
+            if not constant:
+                progress = run_progress(trainer.global_step, s.steps, train_s + time.perf_counter() - t0, horizon)
+                trainer.config.lr = s.lr * live_lr_factor(progress)
             trainer.step()
         train_s += time.perf_counter() - t0
         kl = checkerboard_eval(trainer.ema_model, (1,), n=n_eval)[1]
-        out.append({"seconds": mark, "steps": trainer.global_step, **kl})
+        out.append({"seconds": mark, "steps": trainer.global_step, "train_s": round(train_s, 2), **kl})
         print(
             f"    {mark:5.0f} s  step {trainer.global_step:6d}  KL(N=1) {kl['kl']:.4f} (eps {kl['kl_eps']:.4f})",
             flush=True,
         )
-    return {"settings": settings, "fused": fused, "marks": out}
+    return {"settings": settings, "fused": True, "marks": out}
 
 
 SWEEP = [
@@ -142,18 +130,20 @@ SWEEP = [
 def run(args: argparse.Namespace) -> dict[str, Any]:
     setup(args)
     base = app_defaults()
-    for key in ("method", "batch", "lr", "eta", "width", "depth", "ema"):
+    if args.constant_lr:
+        base["schedule"] = "constant"
+        base["source"] = "command line"
+    for key in ("method", "steps", "batch", "lr", "eta", "width", "depth", "ema"):
         val = getattr(args, key)
         if val is not None:
             base[key] = val
             base["source"] = "command line"
-    base["dtype"] = args.dtype
     base["threads"] = args.threads
     marks = [float(m) for m in args.marks]
     n_eval = args.n_eval
     if args.quick:
         marks, n_eval = [0.5, 1.0], 4000
-        base.update(width=32, batch=128)
+        base.update(width=32, batch=128, depth=2)
     configs = [base] if not args.sweep else [{**base, **c, "source": "sweep"} for c in SWEEP]
     floor = checkerboard_floor(n_eval)
     results_dir, docs = output_paths(args)
@@ -161,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs = [] if args.quick or not args.append else list(previous.get("runs", []))
     for c in configs:
         print(f"  {c}", flush=True)
-        runs.append({**run_one(c, marks, n_eval, args.fused, args.seed), "load_average": list(_load())})
+        runs.append({**run_one(c, marks, n_eval, args.seed), "load_average": list(_load())})
     info = machine_info("cpu")
     rows = []
     for r in runs:
@@ -171,9 +161,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "width": f"{s['width']}x{s['depth']}",
             "batch": s["batch"],
             "lr": s["lr"],
+            "lr schedule": s.get("schedule", "constant"),
+            "eta": s.get("eta"),
+            "steps/run": s.get("steps"),
             "ema": s["ema"],
             "threads": s.get("threads"),
-            "fused": r["fused"],
             "defaults from": s.get("source"),
         }
         for m in r["marks"]:
@@ -186,9 +178,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     write_json(results_dir, NAME, payload)
     md = (
         "## Live CPU training (app settings)\n\n"
-        f"Checkerboard, trained as the app's live view trains (Trainer, lr constant, clip 10), on\n"
+        f"Checkerboard, trained as the app's live view trains (its trainer builder; one run of `steps/run`\n"
+        f"steps or {max(marks):g} s, whichever ends first, the lr falling by a cosine to 0 over it), on\n"
         f"{args.threads} CPU threads; KL of the EMA model's 1-step samples ({n_eval:,}) after the given seconds of\n"
-        f"training (evaluations not counted). Target: KL < {TARGET} after 60 s. Floor (exact samples): {floor:.4f}.\n"
+        f"training (evaluations not counted; a run that ends early is scored at its end).\n"
+        f"Target: KL < {TARGET} after 60 s. Floor (exact samples): {floor:.4f}.\n"
         "`load`: the machine's 1-minute load average after the run (2 cores; other work shares them).\n\n"
         + machine_line(info)
         + "\n\n"
@@ -213,14 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="steps per run (the app's 'Steps per run')")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--ema", type=float, default=None)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--marks", nargs="+", default=["10", "30", "60"], help="seconds of training at which to score")
     p.add_argument("--n-eval", type=int, default=64_000)
-    p.add_argument("--fused", action="store_true", help="use flowmaps.fast.FastObjective")
+    p.add_argument("--constant-lr", action="store_true", help="no lr schedule (the app before the cosine decay)")
     p.add_argument("--sweep", action="store_true", help="run the small settings grid")
     p.add_argument("--append", action="store_true", help="keep earlier runs in the results file")
     return p

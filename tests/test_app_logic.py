@@ -364,6 +364,26 @@ def test_live_session_trains_and_stops():
     assert not torch.equal(copy.state_dict()["net.out.weight"], sess.model.state_dict()["net.out.weight"])
 
 
+def test_live_run_decays_the_learning_rate_over_the_run():
+    from app.datasets import toy_source
+    from app.live import LiveSession, live_lr_factor, run_progress
+
+    assert live_lr_factor(0.0) == 1.0 and live_lr_factor(1.0) == 0.0 and live_lr_factor(2.0) == 0.0
+    assert live_lr_factor(0.5) == pytest.approx(0.5)
+    assert run_progress(25, 100, 3.0, 60.0) == 0.25  # steps further than time
+    assert run_progress(10, 100, 30.0, 60.0) == 0.5  # time further than steps
+    s = parse_train_settings(LSD, 30, 32, 4e-3, 0.5, 16, 1, 0)
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), s)
+    list(sess.run(30, max_seconds=1e6, chunk_seconds=0.05, first_chunk_seconds=0.05))
+    lrs = [h["lr"] for h in sess.history]
+    assert lrs[0] == pytest.approx(4e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[15] == pytest.approx(4e-3 * live_lr_factor(0.5)) and lrs[-1] < 1e-4
+    # Continue starts a new run at the set rate again
+    list(sess.run(10, max_seconds=1e6))
+    assert sess.history[30]["lr"] == pytest.approx(4e-3)
+
+
 def test_flow_matching_panels_use_the_ode():
     from app.datasets import toy_source
     from app.live import LiveSession

@@ -74,9 +74,18 @@ def test_time_to_quality_quick(tmp_path: Path) -> None:
 
 def test_live_cpu_quick(tmp_path: Path) -> None:
     mod = _load("live_cpu")
-    payload = mod.main(["--quick", "--fused", *_out(tmp_path)])
+    payload = mod.main(["--quick", *_out(tmp_path)])
     marks = payload["runs"][0]["marks"]
     assert len(marks) == 2 and marks[-1]["steps"] >= marks[0]["steps"] >= 1
+    from app.validation import TrainSettings
+
+    settings = payload["runs"][0]["settings"]
+    assert settings["schedule"] == "cosine" and settings["source"] == "app"
+    assert (settings["method"], settings["eta"], settings["lr"]) == (
+        TrainSettings().method,
+        TrainSettings().eta,
+        TrainSettings().lr,
+    )
     assert "<!-- BEGIN live_cpu -->" in (tmp_path / "benchmarks.md").read_text()
 
 
