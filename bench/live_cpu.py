@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for m in r["marks"]:
             row[f"KL@{m['seconds']:.0f}s"] = m["kl"]
             row[f"steps@{m['seconds']:.0f}s"] = m["steps"]
+        last = r["marks"][-1]
+        row[f"KL eps 0.5@{last['seconds']:.0f}s"] = last.get("kl_eps")
         row["load"] = r.get("load_average", [None])[0]
         rows.append(row)
     print_table("live CPU training (checkerboard, 1-step KL of the EMA model)", rows)
@@ -181,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"Checkerboard, trained as the app's live view trains (its trainer builder; one run of `steps/run`\n"
         f"steps or {max(marks):g} s, whichever ends first, the lr falling by a cosine to 0 over it), on\n"
         f"{args.threads} CPU threads; KL of the EMA model's 1-step samples ({n_eval:,}) after the given seconds of\n"
-        f"training (evaluations not counted; a run that ends early is scored at its end).\n"
+        f"training (evaluations not counted; a run that ends early is scored at its end). `KL eps 0.5`:\n"
+        f"the same KL with empty target bins counted as half a sample (finite where the strict KL is inf).\n"
         f"Target: KL < {TARGET} after 60 s. Floor (exact samples): {floor:.4f}.\n"
         "`load`: the machine's 1-minute load average after the run (2 cores; other work shares them).\n\n"
         + machine_line(info)
