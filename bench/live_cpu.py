@@ -8,7 +8,7 @@ the app's live EMA decay, the fused objective), with the app's default settings
 (app/validation.py ``TrainSettings``) unless overridden on the command line. One run is timed as
 the app times a Start: ``steps`` steps (the app's default) or the last mark's seconds, whichever
 ends it first, with the app's learning-rate schedule over that run (``live_lr_factor`` of
-``run_progress``: a cosine from lr to 0). Training time is counted without the evaluations: at
+``run_progress``: a cosine from lr to 0 over the run's steps). Training time is counted without the evaluations: at
 10, 30 and 60 s of training the EMA model's 1-step samples (64,000, fixed noise) are scored with
 the paper's histogram KL. Target: KL < 0.25 after 60 s. The app also draws its sample panels
 about once a second while training; that cost is not included here.
@@ -97,7 +97,6 @@ def run_one(settings: dict[str, Any], marks: list[float], n_eval: int, seed: int
     trainer = make_live_trainer(
         model, lambda n, g: sample_toy("checkerboard", n, generator=g), s, ema_decay=settings["ema"]
     )
-    horizon = max(marks)
     constant = settings.get("schedule") == "constant"
     out: list[dict[str, Any]] = []
     train_s = 0.0
@@ -105,8 +104,7 @@ def run_one(settings: dict[str, Any], marks: list[float], n_eval: int, seed: int
         t0 = time.perf_counter()
         while train_s + (time.perf_counter() - t0) < mark and trainer.global_step < s.steps:
             if not constant:
-                progress = run_progress(trainer.global_step, s.steps, train_s + time.perf_counter() - t0, horizon)
-                trainer.config.lr = s.lr * live_lr_factor(progress)
+                trainer.config.lr = s.lr * live_lr_factor(run_progress(trainer.global_step, s.steps))
             trainer.step()
         train_s += time.perf_counter() - t0
         kl = checkerboard_eval(trainer.ema_model, (1,), n=n_eval)[1]
