@@ -13,7 +13,9 @@ Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
   network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
-  (central difference in time), fused (the opt-in :class:`flowmaps.fast.FastObjective`: one
+  (central difference in time), tangent-2call (UNet LSD with its diagonal rows and its JVP rows in
+  two network calls instead of one: the unfused reference), fused (the opt-in
+  :class:`flowmaps.fast.FastObjective`: one
   stacked pass for both branches and a hand-written backward; the same loss and gradients,
   see tests/test_fast.py).
 - GPU extras: TF32 matmuls, torch.compile of the loss (a failure is caught and reported), and a
@@ -103,6 +105,8 @@ def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.
         return FastObjective(make_objective(method), return_logs=return_logs)
     if backend == "-":
         return make_objective(method)
+    if backend == "tangent-2call":  # LSD's diagonal and JVP rows in separate network calls
+        return make_objective(method, backend="tangent", fuse_branches=False)
     return make_objective(method, backend=backend)
 
 
@@ -196,7 +200,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     methods = [m for m in METHODS if m in args.methods]
     for m in methods:
         if m in JVP_METHODS:
-            backends = ["jvp", "fd", "tangent"]
+            backends = ["jvp", "fd", "tangent"] + (["tangent-2call"] if net_kind == "unet" and m == "lsd" else [])
         else:
             backends = ["-"]
         if net_kind == "mlp" and m in FUSED_METHODS and not args.no_fused:

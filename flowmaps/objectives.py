@@ -147,6 +147,27 @@ class Objective(nn.Module):
         """The distillation residual r of shape (B, *D) for pairs starting at I_s, s < t."""
         raise NotImplementedError
 
+    def residuals(
+        self,
+        model: FlowMap,
+        x0: Tensor,
+        x1: Tensor,
+        n_diag: int,
+        t_diag: Tensor | None,
+        s_off: Tensor | None,
+        t_off: Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Both branches' residuals: the first n_diag rows on the diagonal at t_diag, the rest
+        off it at (s_off, t_off) (None for an empty branch). Subclasses may compute both in one
+        network call, with the same result."""
+        r_diag = self.diagonal_residual(model, x0[:n_diag], x1[:n_diag], t_diag) if t_diag is not None else None
+        r_off = None
+        if s_off is not None:
+            with _dropout_off(model):
+                r_off = self.off_diagonal_residual(model, x0[n_diag:], x1[n_diag:], s_off, t_off, generator)
+        return r_diag, r_off
+
     def _weighted(self, model: FlowMap, s: Tensor, t: Tensor, sq: Tensor) -> Tensor:
         w = model.log_weight(s, t)
         if w is None:
@@ -171,17 +192,17 @@ class Objective(nn.Module):
         kw = {"generator": generator, "device": x1.device, "dtype": x1.dtype}
         branch_sums, branch_counts = [], []
         logs: dict[str, float] = {}
+        t_diag = diagonal_times(n_diag, **kw) if n_diag else None
+        s_off, t_off = off_diagonal_times(n_off, kind=self.times, **kw) if n_off else (None, None)
+        r_diag, r_off = self.residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
         if n_diag:
-            t = diagonal_times(n_diag, **kw)
-            sq = _sq(self.diagonal_residual(model, x0[:n_diag], x1[:n_diag], t))
-            branch_sums.append(self._weighted(model, t, t, sq).sum())
+            sq = _sq(r_diag)
+            branch_sums.append(self._weighted(model, t_diag, t_diag, sq).sum())
             branch_counts.append(n_diag)
             logs["diagonal"] = sq.detach().mean().item()
         if n_off:
-            s, t = off_diagonal_times(n_off, kind=self.times, **kw)
-            with _dropout_off(model):
-                sq = _sq(self.off_diagonal_residual(model, x0[n_diag:], x1[n_diag:], s, t, generator))
-            branch_sums.append(self._weighted(model, s, t, sq).sum())
+            sq = _sq(r_off)
+            branch_sums.append(self._weighted(model, s_off, t_off, sq).sum())
             branch_counts.append(n_off)
             logs[self.name] = sq.detach().mean().item()
         if self.reduction == "mean":
@@ -208,20 +229,60 @@ class Lagrangian(Objective):
     stopgrad: "teacher" (the paper), "input" (sg only on X fed to the teacher; the gradient
     also flows through the teacher's weights) or "none" (full gradient).
     With a teacher (a frozen velocity) this is Lagrangian map distillation (LMD).
+
+    fuse_branches: when the network takes a partial tangent (the UNet), run the diagonal rows
+    and the off-diagonal JVP rows in one call (same loss and gradients, fewer kernel launches:
+    the eager UNet step is launch-bound); the teacher's call stays separate.
     """
 
     name = "lagrangian"
     uses_jvp = True
 
-    def __init__(self, *, stopgrad: str = "teacher", **kw) -> None:
+    def __init__(self, *, stopgrad: str = "teacher", fuse_branches: bool = True, **kw) -> None:
         super().__init__(**kw)
         if stopgrad not in ("teacher", "input", "none"):
             raise ValueError(f"stopgrad must be 'teacher', 'input' or 'none'; got {stopgrad!r}")
         self.stopgrad = stopgrad
+        self.fuse_branches = bool(fuse_branches)
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         x_s = model.interpolant.sample(x0, x1, s).x_t
         X, dX_dt = model.jvp(x_s, s, t, dt=1.0, backend=self.backend, fd_step=self.fd_step)
+        return self._lagrangian_residual(model, X, dX_dt, t)
+
+    def _fusable(self, model: FlowMap, n_diag: int, n_off: int) -> bool:
+        """One network call can serve both branches: the net takes a partial tangent, the
+        derivative is exact (tangent pass), the diagonal target needs no extra call, and no
+        dropout is active (the branches differ there)."""
+        if not (self.fuse_branches and n_diag and n_off and self.backend in ("auto", "tangent")):
+            return False
+        if not getattr(model.net, "partial_tangent", False) or self.diagonal_target != "interpolant":
+            return False
+        return not any(isinstance(m, nn.Dropout) and m.training and m.p > 0 for m in model.modules())
+
+    def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
+        n_off = 0 if s_off is None else s_off.shape[0]
+        if not self._fusable(model, n_diag, n_off):
+            return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
+        # Rows [diagonal; off-diagonal] in one call, the tangent (dt = 1) on the off-diagonal rows only.
+        diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
+        x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).x_t
+        zeros = torch.zeros_like(s_off)
+        v, dv = model.net.jvp(
+            torch.cat([t_diag, s_off]),
+            torch.cat([t_diag, t_off]),
+            torch.cat([diag.x_t, x_s]),
+            zeros,
+            torch.ones_like(s_off),
+            torch.zeros_like(x_s),
+        )
+        v_off = v[n_diag:]
+        # X = x + (t - s) v and d/dt X = v + (t - s) dv/dt, as FlowMap.jvp computes them.
+        X = x_s + _expand(t_off - s_off, x_s) * v_off
+        dX_dt = v_off + _expand(t_off - s_off, x_s) * dv
+        return v[:n_diag] - diag.dx_t, self._lagrangian_residual(model, X, dX_dt, t_off)
+
+    def _lagrangian_residual(self, model: FlowMap, X: Tensor, dX_dt: Tensor, t: Tensor) -> Tensor:
         if self.stopgrad == "teacher":
             with torch.no_grad():
                 target = self.teacher_velocity(model, X.detach(), t)

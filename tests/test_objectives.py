@@ -138,6 +138,42 @@ def test_tangent_and_jvp_backends_give_the_same_loss_and_gradient(method, net):
     torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
 
 
+def test_lsd_one_call_for_both_branches_equals_the_two_call_loss():
+    """On a net with partial tangents (the UNet) LSD runs the diagonal and the off-diagonal JVP
+    rows in one call; loss and gradients equal the unfused objective's, with one call fewer."""
+    from flowmaps.nets.unet import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, attn_levels=(1,))
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = FlowMap(unet, sigma=0.5)
+    x1, x0 = torch.rand(8, 1, 28, 28) * 2 - 1, 0.5 * torch.randn(8, 1, 28, 28)
+    calls = {"forward": 0, "jvp": 0}
+    unet.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    plain_jvp = unet.jvp
+
+    def counted_jvp(*args):
+        calls["jvp"] += 1
+        return plain_jvp(*args)
+
+    unet.jvp = counted_jvp
+    out = {}
+    for fuse in (False, True):
+        calls.update(forward=0, jvp=0)
+        model.zero_grad()
+        obj = make_objective("lsd", fuse_branches=fuse)
+        res = obj(model, x1, x0, generator=torch.Generator().manual_seed(3))
+        res.loss.backward()
+        out[fuse] = (res.loss.detach(), grads(model), dict(calls), res.logs)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-9, atol=1e-12)
+    assert out[True][3]["diagonal"] == pytest.approx(out[False][3]["diagonal"], rel=1e-10)
+    assert out[False][2] == {"forward": 2, "jvp": 1}  # diagonal, teacher; the JVP
+    assert out[True][2] == {"forward": 1, "jvp": 1}  # teacher; diagonal and JVP rows together
+
+
 @pytest.mark.parametrize("method", ["lsd", "esd", "psd-m"])
 def test_finite_difference_backend_matches_jvp(method):
     torch.manual_seed(0)

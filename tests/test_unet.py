@@ -287,3 +287,20 @@ def test_tangent_pass_uses_one_dropout_mask_for_primal_and_tangent() -> None:
     # ... and the masks really differ between seeds (dropout is active).
     torch.manual_seed(7)
     assert not torch.allclose(net.jvp(s, t, x, zeros, zeros, dx)[0], run(x, dx)[0])
+
+
+def test_partial_tangent_covers_the_last_rows() -> None:
+    """A tangent for the last n rows only gives those rows' derivative (and the full primal)."""
+    net = UNet(**SMALL, attn_levels=(1,)).double()
+    _randomise(net)
+    s, t, x = _inputs(4)
+    g = torch.Generator().manual_seed(9)
+    ds, dt = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    dx = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    v_full, dv_full = net.jvp(s, t, x, ds, dt, dx)
+    v, dv = net.jvp(s, t, x, ds[1:], dt[1:], dx[1:])
+    assert v.shape == x.shape and dv.shape == (3, 1, 28, 28)
+    torch.testing.assert_close(v, v_full, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dv, dv_full[1:], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="more than"):
+        net.jvp(s[:2], t[:2], x[:2], ds, dt, dx)

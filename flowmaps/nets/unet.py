@@ -34,7 +34,9 @@ half only; GroupNorm, SiLU, the scale/shift modulation, softmax attention and th
 embeddings use their closed-form derivatives. Only ordinary differentiable ops are used, so the
 backward through ``dv`` is plain reverse-mode autograd: far cheaper than the backward of
 forward-mode AD in eager PyTorch. ``forward`` and ``jvp`` share one traversal (every layer takes an
-optional tangent), so they cannot drift apart.
+optional tangent), so they cannot drift apart. The tangent may cover only the last rows of the
+batch, so that the LSD loss runs its flow-matching rows and its JVP rows in one call
+(:class:`flowmaps.objectives.Lagrangian`, ``fuse_branches``).
 """
 
 from __future__ import annotations
@@ -59,8 +61,15 @@ def _groups(channels: int, max_groups: int) -> int:
 
 # ------------------------------------------------------------------ tangent-carrying layer ops
 # Each op maps (h, dh) to (y, dy) with dy the derivative of y along dh; dh = None means "no
-# tangent" and runs the plain layer.
+# tangent" and runs the plain layer. The tangent may cover only the last dh.shape[0] rows of the
+# batch (a partial tangent): a loss can then run its plain rows and its JVP rows in one call.
 Pair = tuple[Tensor, Tensor | None]
+
+
+def _tail(x: Tensor, dh: Tensor) -> Tensor:
+    """The rows of x that the tangent dh covers: the last dh.shape[0]."""
+    n = dh.shape[0]
+    return x if n == x.shape[0] else x[x.shape[0] - n :]
 
 
 def _linear_op(layer: nn.Module, h: Tensor, dh: Tensor | None) -> Pair:
@@ -86,23 +95,23 @@ def _silu_op(h: Tensor, dh: Tensor | None) -> Pair:
     """SiLU and its derivative sig(h) (1 + h (1 - sig(h)))."""
     if dh is None:
         return F.silu(h), None
-    sig = torch.sigmoid(h)
-    return h * sig, dh * (sig * (1.0 + h * (1.0 - sig)))
+    ht = _tail(h, dh)
+    st = torch.sigmoid(ht)
+    return F.silu(h), dh * (st * (1.0 + ht * (1.0 - st)))
 
 
 def _group_norm_op(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None) -> Pair:
     """GroupNorm; with xhat = (h - mean) / std per group, d xhat = (dh - mean(dh) - xhat mean(xhat dh)) / std."""
     if dh is None:
         return norm(h), None
-    shape = h.shape
-    hg = h.reshape(shape[0], norm.num_groups, -1)
-    dg = dh.reshape(shape[0], norm.num_groups, -1)
+    # The primal through the fused kernel; the statistics again for the tangent's rows only.
+    hg = _tail(h, dh).reshape(dh.shape[0], norm.num_groups, -1)
+    dg = dh.reshape(dh.shape[0], norm.num_groups, -1)
     var, mean = torch.var_mean(hg, dim=-1, keepdim=True, correction=0)
     rstd = torch.rsqrt(var + norm.eps)
     xhat = (hg - mean) * rstd
     dxhat = (dg - dg.mean(dim=-1, keepdim=True) - xhat * (xhat * dg).mean(dim=-1, keepdim=True)) * rstd
-    gain = norm.weight.view(1, -1, 1, 1)
-    return xhat.reshape(shape) * gain + norm.bias.view(1, -1, 1, 1), dxhat.reshape(shape) * gain
+    return norm(h), dxhat.reshape(dh.shape) * norm.weight.view(1, -1, 1, 1)
 
 
 def _dropout_op(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> Pair:
@@ -110,7 +119,7 @@ def _dropout_op(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> Pair:
     if dh is None or not drop.training or drop.p == 0:
         return drop(h), dh
     mask = F.dropout(torch.ones_like(h), drop.p, training=True)
-    return h * mask, dh * mask
+    return h * mask, dh * _tail(mask, dh)
 
 
 def _positional_op(t: Tensor, dt: Tensor | None, dim: int, scale: float) -> Pair:
@@ -121,7 +130,8 @@ def _positional_op(t: Tensor, dt: Tensor | None, dim: int, scale: float) -> Pair
     half = dim // 2
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
     da = (scale * dt).unsqueeze(-1) * freqs
-    cos, sin = emb[:, :half], emb[:, half:]
+    tail = _tail(emb, dt)
+    cos, sin = tail[:, :half], tail[:, half:]
     return emb, torch.cat([-sin * da, cos * da], dim=-1)
 
 
@@ -159,7 +169,7 @@ class ResBlock(nn.Module):
         h = n * (1.0 + scale) + shift
         if dn is not None:
             dscale, dshift = dmod[:, :, None, None].chunk(2, dim=1)
-            dh = dn * (1.0 + scale) + n * dscale + dshift
+            dh = dn * (1.0 + _tail(scale, dn)) + _tail(n, dn) * dscale + dshift
         h, dh = _linear_op(self.conv2, *_dropout_op(self.dropout, *_silu_op(h, dh)))
         if isinstance(self.skip, nn.Identity):
             sk, dsk = x, dx
@@ -198,11 +208,12 @@ class SelfAttention(nn.Module):
         out = torch.einsum("bnij,bndj->bndi", attn, v).reshape(b, c, h, w)
         dout = None
         if dqkv is not None:
-            dq, dk, dv = dqkv.reshape(shape).unbind(1)
+            dq, dk, dv = dqkv.reshape((dqkv.shape[0], *shape[1:])).unbind(1)
+            q, k, v, attn = (_tail(a, dq) for a in (q, k, v, attn))
             dlogits = (torch.einsum("bndi,bndj->bnij", dq, k) + torch.einsum("bndi,bndj->bnij", q, dk)) * r
             dattn = attn * (dlogits - (attn * dlogits).sum(dim=-1, keepdim=True))
             dout = torch.einsum("bnij,bndj->bndi", dattn, v) + torch.einsum("bnij,bndj->bndi", attn, dv)
-            dout = dout.reshape(b, c, h, w)
+            dout = dout.reshape(dq.shape[0], c, h, w)
         y, dy = _linear_op(self.proj, out, dout)
         c2 = 1.0 / math.sqrt(2.0)
         return (x + y) * c2, (None if dy is None else (dx + dy) * c2)
@@ -240,6 +251,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
+    partial_tangent = True  # jvp() accepts a tangent for the last rows only
+
     """UNet ``net(s, t, x) -> v`` for flow maps on (B, C, H, W) images (default 1x28x28).
 
     Args:
@@ -396,9 +409,15 @@ class UNet(nn.Module):
         """``(v, dv)``: the output and its derivative along the tangent (ds, dt, dx), in one sweep.
 
         Equal to ``torch.func.jvp(net, (s, t, x), (ds, dt, dx))`` (tested to float64 precision),
-        with s, t, ds, dt of shape (B,) (or scalars) and x, dx of shape (B, C, H, W).
+        with s, t of shape (B,) (or scalars) and x of shape (B, C, H, W).
+
+        The tangent may cover only the last n rows: dx of shape (n, C, H, W) and ds, dt of shape
+        (n,) (or scalars) give dv of shape (n, C, H, W) for those rows, while v covers all B
+        (a loss runs its plain rows and its JVP rows in one call; see flowmaps.objectives).
         """
-        b = x.shape[0]
+        b = dx.shape[0]
+        if b > x.shape[0]:
+            raise ValueError(f"the tangent has {b} rows, more than the {x.shape[0]} of x")
         ds = torch.as_tensor(ds, dtype=x.dtype, device=x.device)
         dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
         ds = ds.expand(b) if ds.ndim == 0 else ds.reshape(b)
