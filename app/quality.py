@@ -113,7 +113,8 @@ class Metric:
 
 def _timed(fn) -> tuple[object, float]:
     t = time.perf_counter()
-    out = fn()
+    with torch.no_grad():  # here, not around the caller's loop: a generator must not yield inside no_grad
+        out = fn()
     return out, time.perf_counter() - t
 
 
@@ -140,36 +141,37 @@ def evaluate(
         curve.ms.append(secs * per_k)
 
     model = model.eval()
-    with torch.no_grad():
-        if flow_map:
-            c = Curve(label, "flow map")
+    # Grad mode is per thread and a generator runs on the server's worker threads: yielding inside
+    # torch.no_grad() would leave gradients off for whatever that thread runs next (a training job).
+    if flow_map:
+        c = Curve(label, "flow map")
+        res.curves.append(c)
+        for steps in FLOW_STEPS:
+            out, secs = _timed(lambda s=steps: flowmap_sample(model, x0, make_grid("uniform", s)))
+            point(c, out.nfe, out.x, secs)
+            yield res
+    if ode:
+        for method, budgets in (("euler", EULER_STEPS), ("heun", HEUN_STEPS)):
+            c = Curve(label, method)
             res.curves.append(c)
-            for steps in FLOW_STEPS:
-                out, secs = _timed(lambda s=steps: flowmap_sample(model, x0, make_grid("uniform", s)))
+            for steps in budgets:
+                out, secs = _timed(lambda m=method, s=steps: ode_solve(model.velocity, x0, method=m, n_steps=s))
                 point(c, out.nfe, out.x, secs)
                 yield res
-        if ode:
-            for method, budgets in (("euler", EULER_STEPS), ("heun", HEUN_STEPS)):
-                c = Curve(label, method)
-                res.curves.append(c)
-                for steps in budgets:
-                    out, secs = _timed(lambda m=method, s=steps: ode_solve(model.velocity, x0, method=m, n_steps=s))
-                    point(c, out.nfe, out.x, secs)
-                    yield res
-            c = Curve(label, "dopri5")
-            res.curves.append(c)
-            for rtol in DOPRI_RTOL:
-                try:
-                    out, secs = _timed(
-                        lambda r=rtol: ode_solve(
-                            model.velocity, x0, method="dopri5", rtol=r, atol=r * 0.1, max_steps=DOPRI_MAX_STEPS
-                        )
+        c = Curve(label, "dopri5")
+        res.curves.append(c)
+        for rtol in DOPRI_RTOL:
+            try:
+                out, secs = _timed(
+                    lambda r=rtol: ode_solve(
+                        model.velocity, x0, method="dopri5", rtol=r, atol=r * 0.1, max_steps=DOPRI_MAX_STEPS
                     )
-                except RuntimeError as err:  # too many steps at this tolerance: leave the point out
-                    log.info("dopri5 at rtol %g skipped: %s", rtol, err)
-                    continue
-                point(c, out.nfe, out.x, secs)
-                yield res
+                )
+            except RuntimeError as err:  # too many steps at this tolerance: leave the point out
+                log.info("dopri5 at rtol %g skipped: %s", rtol, err)
+                continue
+            point(c, out.nfe, out.x, secs)
+            yield res
     res.done = True
     yield res
 

@@ -499,3 +499,21 @@ def test_checkpoint_data_and_method_come_from_config_then_training_then_folder_n
     assert infer_method({"objective": "esd"}, "x-lsd") == "esd"
     assert infer_method({"train": {"method": "psd-m"}}, "x") == "psd-m"
     assert infer_method({}, "checkerboard-psd-m") == "psd-m"
+
+
+def test_quality_generator_leaves_gradients_on_between_yields():
+    """Grad mode is per thread; the server resumes generators on worker threads that also run
+    training. A yield inside torch.no_grad() left gradients off there ("element 0 of tensors does
+    not require grad" in a later training job): every pause of the generator must see them on."""
+    from app.datasets import toy_source
+    from app.quality import evaluate
+    from flowmaps.flowmap import FlowMap
+    from flowmaps.nets.mlp import MLP
+
+    model = FlowMap(MLP(dim=2, width=8, depth=1), sigma=0.5)
+    gen = evaluate(model, toy_source("checkerboard"), "m", n=200)
+    for _, res in zip(range(4), gen):
+        assert torch.is_grad_enabled()
+        assert res.curves and res.curves[0].nfe
+    gen.close()
+    assert torch.is_grad_enabled()
