@@ -147,9 +147,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             opt.zero_grad(set_to_none=True)
             forward_backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip, foreach=True)
-        lr = lr_at(k, args.lr, args.lr_decay_start)
-        if args.anneal < 1.0:
-            lr = annealed_lr(args.lr, frac, args.anneal)
+        lr = annealed_lr(args.lr, frac, args.anneal) if args.anneal < 1.0 else lr_at(k, args.lr, args.lr_decay_start)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()

@@ -93,6 +93,12 @@ class FlowMap(nn.Module):
         return self.loss_weight(s, t).reshape(-1)
 
     # ------------------------------------------------------------------ derivatives
+    def resolve_backend(self, backend: str) -> str:
+        """The derivative backend that "auto" stands for: the net's own tangent pass if it has one."""
+        if backend == "auto":
+            return "tangent" if hasattr(self.net, "jvp") else "jvp"
+        return backend
+
     def jvp_velocity(
         self,
         x: Tensor,
@@ -114,8 +120,7 @@ class FlowMap(nn.Module):
         s_, t_ = as_time(s, x), as_time(t, x)
         ds_, dt_ = as_time(ds, x), as_time(dt, x)
         dx_ = torch.zeros_like(x) if dx is None else dx
-        if backend == "auto":
-            backend = "tangent" if hasattr(self.net, "jvp") else "jvp"
+        backend = self.resolve_backend(backend)
         if backend == "tangent":
             if not hasattr(self.net, "jvp"):
                 raise ValueError(f"{type(self.net).__name__} has no tangent pass; use backend='jvp' or 'fd'")
@@ -159,11 +164,17 @@ class FlowMap(nn.Module):
         s_, t_ = as_time(s, x), as_time(t, x)
         ds_, dt_ = as_time(ds, x), as_time(dt, x)
         v, dv = self.jvp_velocity(x, s_, t_, dx, ds_, dt_, backend=backend, fd_step=fd_step)
-        X = x + _expand(t_ - s_, x) * v
-        dX = _expand(dt_ - ds_, x) * v + _expand(t_ - s_, x) * dv
-        if dx is not None:
-            dX = dX + dx
-        return X, dX
+        return map_tangent(x, s_, t_, v, dv, ds_, dt_, dx)
+
+
+def map_tangent(
+    x: Tensor, s: Tensor, t: Tensor, v: Tensor, dv: Tensor, ds: Tensor, dt: Tensor, dx: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """X = x + (t - s) v and its derivative dX = dx + (dt - ds) v + (t - s) dv, from the velocity
+    v and its derivative dv along the tangent (ds, dt, dx); times of shape (B,) or broadcastable."""
+    X = x + _expand(t - s, x) * v
+    dX = _expand(dt - ds, x) * v + _expand(t - s, x) * dv
+    return X, (dX if dx is None else dX + dx)
 
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]

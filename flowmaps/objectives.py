@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from flowmaps.flowmap import FlowMap
+from flowmaps.flowmap import FlowMap, map_tangent
 from flowmaps.interpolants import _expand
 from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
 
@@ -57,10 +57,15 @@ def _sq(r: Tensor) -> Tensor:
     return r.reshape(r.shape[0], -1).pow(2).sum(dim=1)
 
 
+def _active_dropouts(model: nn.Module) -> list[nn.Dropout]:
+    """The dropout layers that would drop something now (train mode, p > 0)."""
+    return [m for m in model.modules() if isinstance(m, nn.Dropout) and m.training and m.p > 0]
+
+
 @contextlib.contextmanager
 def _dropout_off(model: nn.Module):
     """Disable dropout layers only (dropout belongs to the diagonal branch alone)."""
-    drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.training and m.p > 0]
+    drops = _active_dropouts(model)
     for m in drops:
         m.eval()
     try:
@@ -254,11 +259,11 @@ class Lagrangian(Objective):
         """One network call can serve both branches: the net takes a partial tangent, the
         derivative is exact (tangent pass), the diagonal target needs no extra call, and no
         dropout is active (the branches differ there)."""
-        if not (self.fuse_branches and n_diag and n_off and self.backend in ("auto", "tangent")):
+        if not (self.fuse_branches and n_diag and n_off and model.resolve_backend(self.backend) == "tangent"):
             return False
         if not getattr(model.net, "partial_tangent", False) or self.diagonal_target != "interpolant":
             return False
-        return not any(isinstance(m, nn.Dropout) and m.training and m.p > 0 for m in model.modules())
+        return not _active_dropouts(model)
 
     def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
         n_off = 0 if s_off is None else s_off.shape[0]
@@ -276,10 +281,7 @@ class Lagrangian(Objective):
             torch.ones_like(s_off),
             torch.zeros_like(x_s),
         )
-        v_off = v[n_diag:]
-        # X = x + (t - s) v and d/dt X = v + (t - s) dv/dt, as FlowMap.jvp computes them.
-        X = x_s + _expand(t_off - s_off, x_s) * v_off
-        dX_dt = v_off + _expand(t_off - s_off, x_s) * dv
+        X, dX_dt = map_tangent(x_s, s_off, t_off, v[n_diag:], dv, zeros, torch.ones_like(s_off))
         return v[:n_diag] - diag.dx_t, self._lagrangian_residual(model, X, dX_dt, t_off)
 
     def _lagrangian_residual(self, model: FlowMap, X: Tensor, dX_dt: Tensor, t: Tensor) -> Tensor:

@@ -66,9 +66,7 @@ def _backend_name(objective, model) -> str:
     """The derivative backend the objective really uses ("auto" resolved), for the model card."""
     if not getattr(objective, "uses_jvp", False):
         return "no JVP"
-    backend = objective.backend
-    if backend == "auto":
-        backend = "tangent" if hasattr(model.net, "jvp") else "jvp"
+    backend = model.resolve_backend(objective.backend)
     return {"tangent": "UNet tangent pass", "jvp": "torch.func.jvp", "dual": "forward-AD dual tensors"}.get(
         backend, f"central difference, step {objective.fd_step:g}"
     )

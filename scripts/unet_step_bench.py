@@ -2,6 +2,10 @@
 
     python scripts/unet_step_bench.py --device cuda --batch 256
 
+Kept because GPU session 2 (scripts/gpu_session2.sh) ran it; the benchmark of record is
+``python bench/step_cost.py --device cuda``, whose UNet rows cover the same cases with TF32 and
+peak-memory columns and write docs/benchmarks.md.
+
 Prints one JSON line per (method, backend) with the median step time (forward + backward +
 RAdam step) and its ratio to flow matching, and the fastest exact JVP backend last.
 """
