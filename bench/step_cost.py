@@ -13,18 +13,24 @@ Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
   network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
-  (central difference in time), tangent-2call (UNet LSD with its diagonal rows and its JVP rows in
-  two network calls instead of one: the unfused reference), fused (the opt-in
+  (central difference in time), unfused (UNet: the diagonal rows and the off-diagonal rows that
+  carry gradients in two network calls instead of one, the reference for the fused default of
+  LSD, ESD and PSD), fused (the opt-in
   :class:`flowmaps.fast.FastObjective`: one
   stacked pass for both branches and a hand-written backward; the same loss and gradients,
   see tests/test_fast.py).
-- GPU extras: TF32 matmuls, torch.compile of the loss (a failure is caught and reported), and a
-  CUDA graph of the whole fused step for the small 2-D MLP.
+- GPU extras: TF32 matmuls, bf16 autocast, torch.compile of the loss (a failure is caught and
+  reported), and a CUDA graph of the whole step (noise, times, loss, backward, RAdam) for the
+  2-D MLP and the UNet. Each ratio is taken against the flow-matching row of the same variant
+  (a graphed step against a graphed flow-matching step).
+- ``--unet-scaling``: flow-matching rows of the UNet at other batch sizes, to show where the
+  step stops being bound by kernel launches.
 
 Usage::
 
     python bench/step_cost.py --device cpu            # 2-D MLPs on 2 CPU threads
     python bench/step_cost.py --device cuda           # MLP 512x4 at batch 65,536 and the UNet
+    python bench/step_cost.py --device cuda --no-mlp --unet-scaling 64 1024   # the UNet only
     python bench/step_cost.py --quick                 # smoke run, tiny sizes, writes nothing
 """
 
@@ -62,6 +68,17 @@ NAME = "step_cost"
 METHODS = ("fm", "lsd", "esd", "psd-m", "psd-u", "meanflow")
 JVP_METHODS = ("lsd", "esd", "meanflow")
 FUSED_METHODS = ("fm", "lsd", "esd")
+# UNet rows captured in a CUDA graph (TF32): each method fused and, for reference, unfused
+UNET_GRAPH_ROWS = (
+    ("fm", "-"),
+    ("lsd", "tangent"),
+    ("lsd", "unfused"),
+    ("esd", "tangent"),
+    ("esd", "unfused"),
+    ("psd-m", "-"),
+    ("psd-m", "unfused"),
+    ("psd-u", "-"),
+)
 TARGETS = {"lsd": 1.6, "esd": 2.0, "psd-m": 1.6, "psd-u": 1.6}
 COLS = [
     "net",
@@ -104,15 +121,31 @@ def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.
     if backend == "fused":
         return FastObjective(make_objective(method), return_logs=return_logs)
     if backend == "-":
-        return make_objective(method)
-    if backend == "tangent-2call":  # LSD's diagonal and JVP rows in separate network calls
-        return make_objective(method, backend="tangent", fuse_branches=False)
-    return make_objective(method, backend=backend)
+        return make_objective(method, return_logs=return_logs)
+    if backend == "unfused":  # the diagonal rows and the rows with gradients in separate network calls
+        extra = {"backend": "tangent"} if method in JVP_METHODS else {}
+        return make_objective(method, fuse_branches=False, return_logs=return_logs, **extra)
+    return make_objective(method, backend=backend, return_logs=return_logs)
 
 
-def _plain_step(model: FlowMap, objective: torch.nn.Module, opt: torch.optim.Optimizer, x1: torch.Tensor, loss_fn=None):
+def _autocast(variant: str):
+    """bf16 autocast for the bf16 rows (weight cache off: CUDA graph capture needs it off)."""
+    if "bf16" not in variant:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
+
+
+def _plain_step(
+    model: FlowMap,
+    objective: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x1: torch.Tensor,
+    loss_fn=None,
+    variant: str = "eager",
+):
     def step() -> None:
-        loss = loss_fn(x1) if loss_fn is not None else objective(model, x1).loss
+        with _autocast(variant):
+            loss = loss_fn(x1) if loss_fn is not None else objective(model, x1).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -120,7 +153,7 @@ def _plain_step(model: FlowMap, objective: torch.nn.Module, opt: torch.optim.Opt
     return step
 
 
-def _graphed_step(model: FlowMap, objective: torch.nn.Module, x1: torch.Tensor, lr: float):
+def _graphed_step(model: FlowMap, objective: torch.nn.Module, x1: torch.Tensor, lr: float, variant: str):
     """The whole step (noise, times, loss, backward, RAdam) captured in one CUDA graph."""
     opt = torch.optim.RAdam(model.parameters(), lr=lr, capturable=True)
     side = torch.cuda.Stream()
@@ -128,13 +161,17 @@ def _graphed_step(model: FlowMap, objective: torch.nn.Module, x1: torch.Tensor, 
     with torch.cuda.stream(side):
         for _ in range(3):
             opt.zero_grad(set_to_none=True)
-            objective(model, x1).loss.backward()
+            with _autocast(variant):
+                loss = objective(model, x1).loss
+            loss.backward()
             opt.step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     opt.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
-        objective(model, x1).loss.backward()
+        with _autocast(variant):
+            loss = objective(model, x1).loss
+        loss.backward()
         opt.step()
     return graph.replay
 
@@ -153,7 +190,7 @@ def _measure(
     torch.manual_seed(args.seed)
     model = make_model()
     x1 = _data(net_kind, batch, device, args.seed)
-    tf32 = variant.startswith("tf32")
+    tf32 = variant.startswith(("tf32", "bf16"))
     ctx = contextlib.ExitStack()
     if device.type == "cuda":
         old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -162,7 +199,7 @@ def _measure(
     with ctx:
         try:
             if variant.endswith("graph"):
-                step = _graphed_step(model, _objective(method, backend, return_logs=False), x1, args.lr)
+                step = _graphed_step(model, _objective(method, backend, return_logs=False), x1, args.lr, variant)
             else:
                 objective = _objective(method, backend)
                 opt = torch.optim.RAdam(model.parameters(), lr=args.lr)
@@ -170,7 +207,7 @@ def _measure(
                 if variant.endswith("compile"):
                     compiled = torch.compile(lambda x, m=model, o=objective: o(m, x).loss)
                     loss_fn = compiled
-                step = _plain_step(model, objective, opt, x1, loss_fn)
+                step = _plain_step(model, objective, opt, x1, loss_fn, variant)
                 step()  # first call: compiles if asked, surfaces errors early
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -200,9 +237,9 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     methods = [m for m in METHODS if m in args.methods]
     for m in methods:
         if m in JVP_METHODS:
-            backends = ["jvp", "fd", "tangent"] + (["tangent-2call"] if net_kind == "unet" and m == "lsd" else [])
+            backends = ["jvp", "fd", "tangent"] + (["unfused"] if net_kind == "unet" and m in ("lsd", "esd") else [])
         else:
-            backends = ["-"]
+            backends = ["-"] + (["unfused"] if net_kind == "unet" and m.startswith("psd") else [])
         if net_kind == "mlp" and m in FUSED_METHODS and not args.no_fused:
             backends.append("fused")
         rows += [(m, b, "eager") for b in backends]
@@ -210,6 +247,13 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
         for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
             if m in methods:
                 rows.append((m, b, "tf32"))
+        if args.graphs:
+            for m, b in UNET_GRAPH_ROWS:
+                if m in methods:
+                    rows.append((m, b, "tf32+graph"))
+            for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
+                if m in methods:
+                    rows.append((m, b, "bf16+graph"))
     if device.type == "cuda" and net_kind == "mlp":
         for m, b in (
             ("fm", "-"),
@@ -222,6 +266,8 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
             if m in methods:
                 rows.append((m, b, "tf32"))
         if args.graphs:
+            if "fm" in methods:
+                rows += [("fm", "-", "graph"), ("fm", "-", "tf32+graph")]
             for m in ("fm", "lsd", "esd"):
                 if m in methods:
                     rows += [(m, "fused", "graph"), (m, "fused", "tf32+graph")]
@@ -260,31 +306,38 @@ def _nets(device: torch.device, args: argparse.Namespace) -> list[dict[str, Any]
         if args.unet:
             nets.append({"net": "unet base 32", "kind": "unet", "make": lambda: _unet_model(32, device), "batch": 16})
         return nets
-    nets = [
-        {"net": "mlp 512x4", "kind": "mlp", "make": lambda: _mlp_model(512, 4, device), "batch": args.batch or 65536}
-    ]
-    if args.unet:
+    nets = []
+    if args.mlp:
         nets.append(
             {
-                "net": f"unet base {args.unet_base}",
-                "kind": "unet",
-                "make": lambda: _unet_model(args.unet_base, device),
-                "batch": args.unet_batch,
+                "net": "mlp 512x4",
+                "kind": "mlp",
+                "make": lambda: _mlp_model(512, 4, device),
+                "batch": args.batch or 65536,
             }
         )
+    if args.unet:
+        unet = {
+            "net": f"unet base {args.unet_base}",
+            "kind": "unet",
+            "make": lambda: _unet_model(args.unet_base, device),
+        }
+        nets.append({**unet, "batch": args.unet_batch})
+        scaling = [("fm", "-", "eager"), ("fm", "-", "tf32")] + ([("fm", "-", "tf32+graph")] if args.graphs else [])
+        nets += [{**unet, "batch": b, "rows": scaling} for b in args.unet_scaling]
     return nets
 
 
 def _fm_reference(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
-    """The plain flow-matching row of the same net/batch and precision (tf32 or not)."""
-    tf32 = row["variant"].startswith("tf32")
+    """The plain flow-matching row (`fm`, `-`) of the same net, batch and variant (precision,
+    CUDA graph or not), so a ratio never credits one row with another row's speed-ups."""
     for r in rows:
         if (
             r["net"] == row["net"]
             and r["batch"] == row["batch"]
             and r["method"] == "fm"
             and r["backend"] == "-"
-            and r["variant"] == ("tf32" if tf32 else "eager")
+            and r["variant"] == row["variant"]
             and "ms" in r
         ):
             return r
@@ -297,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.warmup, args.repeats, args.inner = 1, 2, 1
     rows: list[dict[str, Any]] = []
     for spec in _nets(device, args):
-        for method, backend, variant in _variants(spec["kind"], device, args):
+        for method, backend, variant in spec.get("rows") or _variants(spec["kind"], device, args):
             row = {"net": spec["net"], "batch": spec["batch"]}
             row.update(_measure(spec["kind"], spec["make"], spec["batch"], method, backend, variant, device, args))
             rows.append(row)
@@ -324,10 +377,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     md = (
         f"## Train-step cost ({device.type.upper()})\n\n"
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
-        "flow-matching step (`fm`, `-`) on the same network, batch and precision. Targets: LSD <= 1.6x,\n"
-        "ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the network's own tangent pass\n"
-        "(MLP, UNet), `fd` central difference, `fused` flowmaps.fast.FastObjective (same loss and\n"
-        "gradients, one stacked pass, hand-written backward). eta = 0.75.\n"
+        "flow-matching step (`fm`, `-`) on the same network, batch and variant (precision, CUDA graph).\n"
+        "Targets: LSD <= 1.6x, ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the\n"
+        "network's own tangent pass (MLP, UNet), `fd` central difference, `fused`\n"
+        "flowmaps.fast.FastObjective (same loss and gradients, one stacked pass, hand-written backward),\n"
+        "`unfused` (UNet) the diagonal rows in a network call of their own (the default runs them in\n"
+        "one call with the off-diagonal rows that carry gradients). Variants: `tf32` TF32 matmuls and\n"
+        "convolutions, `bf16` bf16 autocast, `graph` the whole step in one CUDA graph. eta = 0.75.\n"
         + (
             "On this shared CPU, `cpu_ms` (process time) and `ratio_fm_cpu_time` are less disturbed by\n"
             "other processes than the wall time.\n"
@@ -356,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--unet-base", type=int, default=48, help="UNet base channels (GPU; 48 = the shipped models)")
     p.add_argument("--unet-batch", type=int, default=256, help="UNet batch (GPU; 256 = the shipped runs)")
+    p.add_argument("--unet-scaling", type=int, nargs="*", default=[], help="extra UNet batches for flow-matching rows")
+    p.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=True, help="the 2-D MLP rows (GPU)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--inner", type=int, default=3, help="steps per timed group")

@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bf16 autocast on CUDA (default: on only for objectives without JVPs)",
     )
+    tr.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="capture the loss and its backward in a CUDA graph and replay it (CUDA, one process)",
+    )
     tr.add_argument("--out", required=True, help="checkpoint folder to write")
     tr.add_argument("--log", default=None, help="JSONL log file (default: <out>/log.jsonl)")
     tr.add_argument("--log-every", type=positive_int, default=100)
@@ -584,6 +589,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=str(device),
         dtype=args.dtype,
         amp=args.amp,
+        cuda_graph=args.cuda_graph,
         max_seconds=args.max_seconds,
     )
     sampler = make_data_sampler(args.data, device)

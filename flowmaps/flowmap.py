@@ -24,6 +24,8 @@ BACKENDS = ("auto", "jvp", "dual", "tangent", "fd")
 
 def as_time(t: TimeLike, x: Tensor) -> Tensor:
     """A time (python float, 0-d tensor or (B,) tensor) as a (B,) tensor of x's dtype/device."""
+    if isinstance(t, (int, float)):  # a fill on the device: no host-to-device copy (CUDA graphs)
+        return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.ndim == 0:
         return t.expand(x.shape[0])

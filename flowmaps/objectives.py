@@ -49,7 +49,7 @@ class LossOutput:
     """The scalar loss to minimise and float logs per term (mean squared residual per branch)."""
 
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 def _sq(r: Tensor) -> Tensor:
@@ -89,10 +89,17 @@ class Objective(nn.Module):
             it is neither trained nor saved with the objective.
         diagonal_target: "interpolant" (dI_t/dt, flow matching on data) or "teacher"
             (the teacher's velocity; the default when a teacher is given).
+        fuse_branches: where a subclass can, run the diagonal rows and the off-diagonal rows
+            that need gradients in one network call (same loss and gradients, fewer and larger
+            kernels); it never fuses while dropout is active (dropout belongs to the diagonal).
+        return_logs: True: per-term logs as floats; "tensor": as detached 0-d tensors; False:
+            none. The last two never synchronise with the host, so a whole training step can be
+            captured in a CUDA graph (see flowmaps.graphs).
     """
 
     name = "objective"
     has_off_diagonal = True
+    supports_tensor_logs = True
     uses_jvp = False  # whether the loss differentiates the network in forward mode
 
     def __init__(
@@ -105,6 +112,8 @@ class Objective(nn.Module):
         times: str = "uniform",
         teacher: nn.Module | Callable | None = None,
         diagonal_target: str | None = None,
+        fuse_branches: bool = True,
+        return_logs: bool | str = True,
     ) -> None:
         super().__init__()
         split_batch(2, eta)  # validates eta
@@ -121,6 +130,9 @@ class Objective(nn.Module):
         if diagonal_target == "teacher" and teacher is None:
             raise ValueError("diagonal_target='teacher' needs a teacher model")
         self.diagonal_target = diagonal_target
+        if return_logs not in (True, False, "tensor"):
+            raise ValueError(f"return_logs must be True, False or 'tensor'; got {return_logs!r}")
+        self.fuse_branches, self.return_logs = bool(fuse_branches), return_logs
 
     @property
     def teacher(self):
@@ -173,6 +185,46 @@ class Objective(nn.Module):
                 r_off = self.off_diagonal_residual(model, x0[n_diag:], x1[n_diag:], s_off, t_off, generator)
         return r_diag, r_off
 
+    def _can_fuse(self, model: FlowMap, n_diag: int, n_off: int, tangent: bool) -> bool:
+        """Whether one network call may serve the diagonal rows and the off-diagonal rows: both
+        branches are present, the diagonal target needs no call of its own, no dropout is active
+        (the branches differ there) and, for a JVP, the net takes a tangent on its last rows only
+        and the derivative is exact (tangent pass)."""
+        if not (self.fuse_branches and n_diag and n_off and self.diagonal_target == "interpolant"):
+            return False
+        if tangent:
+            if model.resolve_backend(self.backend) != "tangent" or not getattr(model.net, "partial_tangent", False):
+                return False
+        return not _active_dropouts(model)
+
+    def _fused_tangent(
+        self,
+        model: FlowMap,
+        x0: Tensor,
+        x1: Tensor,
+        n_diag: int,
+        t_diag: Tensor,
+        s: Tensor,
+        t: Tensor,
+        ds: float,
+        dt: float,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One call of net.jvp on rows [diagonal; off-diagonal] with the tangent (ds, dt) on the
+        off-diagonal rows only. Returns the diagonal residual, x_s = I_s, X_{s,t}(x_s) and its
+        derivative along (ds, dt)."""
+        diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
+        x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s).x_t
+        ds_, dt_ = torch.full_like(s, ds), torch.full_like(s, dt)
+        v, dv = model.net.jvp(
+            torch.cat([t_diag, s]), torch.cat([t_diag, t]), torch.cat([diag.x_t, x_s]), ds_, dt_, torch.zeros_like(x_s)
+        )
+        X, dX = map_tangent(x_s, s, t, v[n_diag:], dv, ds_, dt_)
+        return v[:n_diag] - diag.dx_t, x_s, X, dX
+
+    def _log(self, value: Tensor) -> float | Tensor:
+        value = value.detach()
+        return value if self.return_logs == "tensor" else value.item()
+
     def _weighted(self, model: FlowMap, s: Tensor, t: Tensor, sq: Tensor) -> Tensor:
         w = model.log_weight(s, t)
         if w is None:
@@ -204,17 +256,20 @@ class Objective(nn.Module):
             sq = _sq(r_diag)
             branch_sums.append(self._weighted(model, t_diag, t_diag, sq).sum())
             branch_counts.append(n_diag)
-            logs["diagonal"] = sq.detach().mean().item()
+            if self.return_logs:
+                logs["diagonal"] = self._log(sq.mean())
         if n_off:
             sq = _sq(r_off)
             branch_sums.append(self._weighted(model, s_off, t_off, sq).sum())
             branch_counts.append(n_off)
-            logs[self.name] = sq.detach().mean().item()
+            if self.return_logs:
+                logs[self.name] = self._log(sq.mean())
         if self.reduction == "mean":
             loss = sum(branch_sums) / batch
         else:
             loss = sum(total / n for total, n in zip(branch_sums, branch_counts))
-        logs["loss"] = float(loss.detach())
+        if self.return_logs:
+            logs["loss"] = self._log(loss)
         return LossOutput(loss=loss, logs=logs)
 
 
@@ -235,54 +290,31 @@ class Lagrangian(Objective):
     also flows through the teacher's weights) or "none" (full gradient).
     With a teacher (a frozen velocity) this is Lagrangian map distillation (LMD).
 
-    fuse_branches: when the network takes a partial tangent (the UNet), run the diagonal rows
-    and the off-diagonal JVP rows in one call (same loss and gradients, fewer kernel launches:
-    the eager UNet step is launch-bound); the teacher's call stays separate.
+    With fuse_branches (the default) and a network that takes a partial tangent (the UNet),
+    the diagonal rows and the off-diagonal JVP rows run in one call (same loss and gradients,
+    fewer and larger kernels); the teacher's no-grad call stays separate.
     """
 
     name = "lagrangian"
     uses_jvp = True
 
-    def __init__(self, *, stopgrad: str = "teacher", fuse_branches: bool = True, **kw) -> None:
+    def __init__(self, *, stopgrad: str = "teacher", **kw) -> None:
         super().__init__(**kw)
         if stopgrad not in ("teacher", "input", "none"):
             raise ValueError(f"stopgrad must be 'teacher', 'input' or 'none'; got {stopgrad!r}")
         self.stopgrad = stopgrad
-        self.fuse_branches = bool(fuse_branches)
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         x_s = model.interpolant.sample(x0, x1, s).x_t
         X, dX_dt = model.jvp(x_s, s, t, dt=1.0, backend=self.backend, fd_step=self.fd_step)
         return self._lagrangian_residual(model, X, dX_dt, t)
 
-    def _fusable(self, model: FlowMap, n_diag: int, n_off: int) -> bool:
-        """One network call can serve both branches: the net takes a partial tangent, the
-        derivative is exact (tangent pass), the diagonal target needs no extra call, and no
-        dropout is active (the branches differ there)."""
-        if not (self.fuse_branches and n_diag and n_off and model.resolve_backend(self.backend) == "tangent"):
-            return False
-        if not getattr(model.net, "partial_tangent", False) or self.diagonal_target != "interpolant":
-            return False
-        return not _active_dropouts(model)
-
     def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
         n_off = 0 if s_off is None else s_off.shape[0]
-        if not self._fusable(model, n_diag, n_off):
+        if not self._can_fuse(model, n_diag, n_off, tangent=True):
             return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
-        # Rows [diagonal; off-diagonal] in one call, the tangent (dt = 1) on the off-diagonal rows only.
-        diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
-        x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).x_t
-        zeros = torch.zeros_like(s_off)
-        v, dv = model.net.jvp(
-            torch.cat([t_diag, s_off]),
-            torch.cat([t_diag, t_off]),
-            torch.cat([diag.x_t, x_s]),
-            zeros,
-            torch.ones_like(s_off),
-            torch.zeros_like(x_s),
-        )
-        X, dX_dt = map_tangent(x_s, s_off, t_off, v[n_diag:], dv, zeros, torch.ones_like(s_off))
-        return v[:n_diag] - diag.dx_t, self._lagrangian_residual(model, X, dX_dt, t_off)
+        r_diag, _, X, dX_dt = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=0.0, dt=1.0)
+        return r_diag, self._lagrangian_residual(model, X, dX_dt, t_off)
 
     def _lagrangian_residual(self, model: FlowMap, X: Tensor, dX_dt: Tensor, t: Tensor) -> Tensor:
         if self.stopgrad == "teacher":
@@ -346,6 +378,22 @@ class Eulerian(Objective):
             target = target.detach()
         return v - target
 
+    def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
+        # Fused: the X-space residual with its gradient through d/ds X only (the paper's ESD):
+        # the diagonal rows and the d/ds JVP rows in one call, the transport term (no grad)
+        # and the velocity b in their own no-grad calls.
+        n_off = 0 if s_off is None else s_off.shape[0]
+        if self.space != "map" or self.stopgrad != "teacher" or not self._can_fuse(model, n_diag, n_off, tangent=True):
+            return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
+        r_diag, x_s, _, dX_ds = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0)
+        with torch.no_grad():
+            if self.velocity == "sample":
+                b = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).dx_t
+            else:
+                b = self.teacher_velocity(model, x_s, s_off)
+            _, transport = model.jvp(x_s, s_off, t_off, dx=b, backend=self.backend, fd_step=self.fd_step)
+        return r_diag, dX_ds + transport
+
 
 class Progressive(Objective):
     """Progressive self-distillation (PSD): the semigroup X_{u,t} o X_{s,u} = X_{s,t}.
@@ -372,6 +420,10 @@ class Progressive(Objective):
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         x_s = model.interpolant.sample(x0, x1, s).x_t
+        return model(s, t, x_s) - self._teacher_target(model, x_s, s, t, generator)
+
+    def _teacher_target(self, model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, generator=None) -> Tensor:
+        """(1 - gamma) v_{s,u}(x_s) + gamma v_{u,t}(X_{s,u}(x_s)), u = gamma s + (1 - gamma) t."""
         if self.gamma == "uniform":
             gamma = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
         else:
@@ -384,8 +436,19 @@ class Progressive(Objective):
             x_u = x_s + _expand(u - s, x_s) * v_su
             v_ut = teacher(u, t, x_u)
             g = _expand(gamma, x_s)
-            target = (1.0 - g) * v_su + g * v_ut
-        return model(s, t, x_s) - target
+            return (1.0 - g) * v_su + g * v_ut
+
+    def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
+        # Fused: the diagonal rows and the student rows v_{s,t}(I_s) in one call; the two
+        # teacher calls (no grad, one after the other) stay separate.
+        n_off = 0 if s_off is None else s_off.shape[0]
+        if self.stopgrad != "teacher" or not self._can_fuse(model, n_diag, n_off, tangent=False):
+            return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
+        diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
+        x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).x_t
+        target = self._teacher_target(model, x_s, s_off, t_off, generator)
+        v = model(torch.cat([t_diag, s_off]), torch.cat([t_diag, t_off]), torch.cat([diag.x_t, x_s]))
+        return v[:n_diag] - diag.dx_t, v[n_diag:] - target
 
 
 # --------------------------------------------------------------------------- presets

@@ -53,6 +53,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from flowmaps.graphs import GraphedLoss
+
 logger = logging.getLogger("flowmaps.training")
 
 DataSampler = Callable[[int, torch.Generator], Tensor]
@@ -88,6 +90,11 @@ class TrainConfig:
         amp: bf16 autocast of the forward pass, CUDA only. None (default) enables it on CUDA for
             objectives without forward-mode derivatives (fm, psd); JVP objectives stay in fp32
             because backprop through a bf16 JVP was not reliable in our probes.
+        cuda_graph: capture the loss and its backward in a CUDA graph once and replay it every
+            step (flowmaps.graphs.GraphedLoss): the same computation with one launch instead of
+            hundreds, for small networks whose eager step is bound by kernel launches. Needs CUDA,
+            one process and a fixed batch size; per-term logs still come back. Off elsewhere
+            (with a warning).
         max_seconds: stop train() after this much wall time (None: no cap).
         guard_every: keep an in-memory copy of the state every this many good steps.
         spike_factor: a gradient norm (or positive loss) above this factor times the running
@@ -112,6 +119,7 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     amp: bool | None = None
+    cuda_graph: bool = False
     max_seconds: float | None = None
     guard_every: int = 100
     spike_factor: float | None = 20.0
@@ -361,6 +369,15 @@ class Trainer:
         elif amp and _uses_jvp(objective):
             logger.warning("amp with a JVP objective: backprop through a bf16 JVP may be unreliable")
         self.amp = bool(amp)
+        graph = bool(config.cuda_graph)
+        if graph and self.device.type != "cuda":
+            logger.warning("cuda_graph: CUDA graphs need a CUDA device; training on %s eagerly", self.device)
+            graph = False
+        elif graph and self.world_size > 1:
+            logger.warning("cuda_graph: not with several processes (the gradient all-reduce runs eagerly); off")
+            graph = False
+        self.cuda_graph = graph
+        self._graphed: GraphedLoss | None = None
         self.global_step = 0
         self.lr_scale = 1.0
         self.recoveries = 0
@@ -419,6 +436,14 @@ class Trainer:
         With several ranks the gradients are averaged over ranks (one all_reduce), and so are
         the loss and the logs, so every rank sees the same numbers.
         """
+        if self.cuda_graph:
+            if self._graphed is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._graphed = GraphedLoss(self.model, self.objective, x1, generator=self.generator, amp=self.amp)
+            loss = self._graphed(x1)  # the .grad tensors now hold this batch's gradients
+            logs = {k: float(v) for k, v in self._graphed.logs.items()}
+            logs["loss"] = float(loss)
+            return logs["loss"], logs
         self.optimizer.zero_grad(set_to_none=True)
         autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with autocast:
@@ -476,7 +501,8 @@ class Trainer:
         return None
 
     def _recover(self, reason: str) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        # A captured graph writes into the same .grad tensors every replay: zero them, keep them.
+        self.optimizer.zero_grad(set_to_none=not self.cuda_graph)
         self.recoveries += 1
         self._consecutive_recoveries += 1
         if self._consecutive_recoveries > self.config.max_recoveries:

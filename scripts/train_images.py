@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N images (tests)")
     p.add_argument("--resume", action="store_true", help="resume from <out>/state.safetensors")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true", help="replay the loss and backward as a CUDA graph")
     p.add_argument("--note", default=None, help="a sentence for the model card's notes")
     args = p.parse_args(argv)
 
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         log_path=str(out / "log.jsonl"),
         device=str(device),
         amp=False,
+        cuda_graph=args.cuda_graph,
         max_seconds=args.max_seconds,
         spike_factor=args.spike_factor,
     )

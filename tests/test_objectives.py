@@ -138,9 +138,21 @@ def test_tangent_and_jvp_backends_give_the_same_loss_and_gradient(method, net):
     torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
 
 
-def test_lsd_one_call_for_both_branches_equals_the_two_call_loss():
-    """On a net with partial tangents (the UNet) LSD runs the diagonal and the off-diagonal JVP
-    rows in one call; loss and gradients equal the unfused objective's, with one call fewer."""
+# network calls (forward, jvp) per loss without and with fused branches
+ONE_CALL = {
+    "lsd": ({"forward": 2, "jvp": 1}, {"forward": 1, "jvp": 1}),  # teacher; diagonal and JVP rows together
+    "esd": ({"forward": 2, "jvp": 2}, {"forward": 1, "jvp": 2}),  # b; diagonal and d/ds rows; transport
+    "psd-m": ({"forward": 4, "jvp": 0}, {"forward": 3, "jvp": 0}),  # two teacher calls; diagonal and student
+    "psd-u": ({"forward": 4, "jvp": 0}, {"forward": 3, "jvp": 0}),
+    "ct": ({"forward": 1, "jvp": 2}, {"forward": 0, "jvp": 2}),  # b = x1 - x0 needs no call
+}
+
+
+@pytest.mark.parametrize("method", sorted(ONE_CALL))
+def test_fused_branches_equal_the_separate_calls(method):
+    """On a net with partial tangents (the UNet) the diagonal rows and the off-diagonal rows that
+    carry gradients run in one call; loss, logs and gradients equal the unfused objective's, with
+    one call fewer."""
     from flowmaps.nets.unet import UNet
 
     torch.manual_seed(0)
@@ -163,15 +175,53 @@ def test_lsd_one_call_for_both_branches_equals_the_two_call_loss():
     for fuse in (False, True):
         calls.update(forward=0, jvp=0)
         model.zero_grad()
-        obj = make_objective("lsd", fuse_branches=fuse)
+        obj = make_objective(method, fuse_branches=fuse)
         res = obj(model, x1, x0, generator=torch.Generator().manual_seed(3))
         res.loss.backward()
         out[fuse] = (res.loss.detach(), grads(model), dict(calls), res.logs)
     torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-9, atol=1e-12)
-    assert out[True][3]["diagonal"] == pytest.approx(out[False][3]["diagonal"], rel=1e-10)
-    assert out[False][2] == {"forward": 2, "jvp": 1}  # diagonal, teacher; the JVP
-    assert out[True][2] == {"forward": 1, "jvp": 1}  # teacher; diagonal and JVP rows together
+    assert out[True][3] == pytest.approx(out[False][3], rel=1e-10)
+    assert (out[False][2], out[True][2]) == ONE_CALL[method]
+
+
+def test_fused_branches_stay_apart_under_dropout():
+    """Dropout belongs to the diagonal branch alone, so an active dropout turns fusion off."""
+    from flowmaps.nets.unet import UNet
+
+    unet = UNet(base_channels=8, channel_mults=(1,), num_res_blocks=1, emb_dim=16, dropout=0.1)
+    model = FlowMap(unet, sigma=0.5)
+    obj = make_objective("psd-m")
+    assert not obj._can_fuse(model, 6, 2, tangent=False)
+    model.eval()
+    assert obj._can_fuse(model, 6, 2, tangent=False)
+    assert obj._can_fuse(model, 6, 2, tangent=True)
+    assert not obj._can_fuse(model, 8, 0, tangent=False)  # no off-diagonal rows
+    assert not make_objective("lsd", backend="fd")._can_fuse(model, 6, 2, tangent=True)  # inexact derivative
+    mlp = FlowMap(MLP(dim=2, width=8, depth=1))
+    assert not obj._can_fuse(mlp, 6, 2, tangent=True)  # the MLP takes full tangents only
+    assert obj._can_fuse(mlp, 6, 2, tangent=False)
+
+
+@pytest.mark.parametrize("method", ["fm", "lsd", "esd", "psd-u"])
+def test_return_logs_off_changes_only_the_logs(method):
+    """return_logs=False or "tensor" (no host sync, for CUDA graphs) gives the same loss and no
+    logs, or the same logs as 0-d tensors."""
+    model = FlowMap(MLP(dim=2, width=16, depth=2), sigma=1.0)
+    x1, x0 = gaussian_batch(32)
+    on = make_objective(method)(model, x1, x0, generator=torch.Generator().manual_seed(1))
+    off = make_objective(method, return_logs=False)(model, x1, x0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(on.loss, off.loss, rtol=0, atol=0)
+    assert on.logs and off.logs == {}
+    as_tensors = make_objective(method, return_logs="tensor")(
+        model, x1, x0, generator=torch.Generator().manual_seed(1)
+    ).logs
+    assert set(as_tensors) == set(on.logs)
+    for key, value in as_tensors.items():
+        assert isinstance(value, torch.Tensor) and value.ndim == 0 and not value.requires_grad
+        assert float(value) == pytest.approx(on.logs[key], rel=1e-12)
+    with pytest.raises(ValueError, match="return_logs"):
+        make_objective(method, return_logs="floats")
 
 
 @pytest.mark.parametrize("method", ["lsd", "esd", "psd-m"])

@@ -1,0 +1,104 @@
+"""CUDA-graph training steps (flowmaps.graphs): same loss, gradients and random numbers as eager.
+
+The equality tests need a CUDA device (they run on the GPU machine; docs/gpu_runs.md records the
+run); on a CPU-only machine the error paths are tested.
+"""
+
+import pytest
+import torch
+
+from flowmaps.flowmap import FlowMap
+from flowmaps.graphs import GraphedLoss, graphs_available
+from flowmaps.nets.mlp import MLP
+from flowmaps.objectives import make_objective
+from flowmaps.training import TrainConfig, Trainer
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _unet_model(device):
+    from flowmaps.nets.unet import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, attn_levels=(1,))
+    return FlowMap(unet, sigma=0.5).to(device)
+
+
+def test_graphs_need_cuda():
+    assert not graphs_available("cpu")
+    model = FlowMap(MLP(dim=2, width=8, depth=1))
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedLoss(model, make_objective("lsd"), torch.zeros(4, 2))
+
+
+def test_trainer_without_cuda_runs_eagerly_and_says_so(caplog):
+    model = FlowMap(MLP(dim=2, width=8, depth=1))
+    cfg = TrainConfig(steps=3, batch_size=8, cuda_graph=True, log_every=1)
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(model, make_objective("lsd"), lambda n, g: torch.randn(n, 2, generator=g), cfg)
+    assert not trainer.cuda_graph and "CUDA graph" in caplog.text
+    logs = trainer.train(progress=False)
+    assert trainer.global_step == 3 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logs)
+
+
+@cuda
+@pytest.mark.parametrize("method", ["fm", "lsd", "esd", "psd-u"])
+def test_replay_equals_the_eager_loss_gradients_and_rng(method):
+    """A replay draws the same noise and times as an eager call from the same generator state,
+    gives the same loss and gradients, and advances the generator by the same amount."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        device = torch.device("cuda")
+        model = _unet_model(device)
+        objective = make_objective(method)
+        x1 = torch.rand(16, 1, 28, 28, device=device) * 2 - 1
+        gen = torch.Generator(device=device).manual_seed(5)
+        graphed = GraphedLoss(model, objective, x1, generator=gen)
+        assert objective.return_logs is True  # restored after capture
+        batch = torch.rand(16, 1, 28, 28, device=device) * 2 - 1
+        state = gen.get_state()
+        loss_g = graphed(batch).clone()
+        grads_g = [p.grad.clone() for p in model.parameters()]
+        logs_g = {k: float(v) for k, v in graphed.logs.items()}
+        after_graph = gen.get_state()
+
+        twin = torch.Generator(device=device)
+        twin.set_state(state)
+        model.zero_grad(set_to_none=True)
+        out = objective(model, batch, generator=twin)
+        out.loss.backward()
+        torch.testing.assert_close(loss_g, out.loss.detach(), rtol=1e-5, atol=1e-6)
+        for a, p in zip(grads_g, model.parameters()):
+            torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+        assert logs_g == pytest.approx(out.logs, rel=1e-5)
+        assert torch.equal(after_graph, twin.get_state())
+        again = graphed(batch).clone()
+        assert not torch.equal(again, loss_g)  # fresh noise and times every replay
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@cuda
+def test_trainer_with_cuda_graph_matches_eager_training():
+    """Two trainers from the same seed, one eager and one replaying a graph, follow the same
+    losses step by step (same random numbers, same updates) and the graph is captured once."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        data = torch.rand(64, 1, 28, 28) * 2 - 1
+        losses = {}
+        for graph in (False, True):
+            model = _unet_model("cuda")
+            cfg = TrainConfig(steps=6, batch_size=16, device="cuda", cuda_graph=graph, log_every=1, amp=False, seed=1)
+
+            def sampler(n, g):
+                idx = torch.randint(0, data.shape[0], (n,), generator=g, device=g.device)
+                return data.to(g.device)[idx]
+
+            trainer = Trainer(model, make_objective("lsd"), sampler, cfg)
+            losses[graph] = [e["loss"] for e in trainer.train(progress=False)]
+            assert trainer.cuda_graph is graph
+        assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
