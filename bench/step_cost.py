@@ -13,7 +13,8 @@ Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
   network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
-  (central difference in time), unfused (UNet: the diagonal rows and the off-diagonal rows that
+  (central difference in time), tangent-split (the UNet's tangent pass with each conv run on
+  primal and tangent apart instead of stacked), unfused (UNet: the diagonal rows and the off-diagonal rows that
   carry gradients in two network calls instead of one, the reference for the fused default of
   LSD, ESD and PSD), fused (the opt-in
   :class:`flowmaps.fast.FastObjective`: one
@@ -23,6 +24,8 @@ Variants (rows):
   reported), and a CUDA graph of the whole step (noise, times, loss, backward, RAdam) for the
   2-D MLP and the UNet. Each ratio is taken against the flow-matching row of the same variant
   (a graphed step against a graphed flow-matching step).
+- ``--unet-compile``: UNet rows with torch.compile of the network's forward and tangent pass,
+  inside the CUDA graph (``--tag compile`` keeps them in a section of their own).
 - ``--unet-scaling``: flow-matching rows of the UNet at other batch sizes, to show where the
   step stops being bound by kernel launches.
 
@@ -73,7 +76,9 @@ UNET_GRAPH_ROWS = (
     ("fm", "-"),
     ("lsd", "tangent"),
     ("lsd", "unfused"),
+    ("lsd", "tangent-split"),
     ("esd", "tangent"),
+    ("esd", "tangent-split"),
     ("esd", "unfused"),
     ("psd-m", "-"),
     ("psd-m", "unfused"),
@@ -122,6 +127,8 @@ def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.
         return FastObjective(make_objective(method), return_logs=return_logs)
     if backend == "-":
         return make_objective(method, return_logs=return_logs)
+    if backend == "tangent-split":  # UNet layers run primal and tangent apart (unet.STACK_TANGENT off)
+        return make_objective(method, backend="tangent", return_logs=return_logs)
     if backend == "unfused":  # the diagonal rows and the rows with gradients in separate network calls
         extra = {"backend": "tangent"} if method in JVP_METHODS else {}
         return make_objective(method, fuse_branches=False, return_logs=return_logs, **extra)
@@ -196,6 +203,15 @@ def _measure(
         old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         ctx.callback(lambda: _restore_tf32(old))
+    if backend == "tangent-split":
+        import flowmaps.nets.unet as unet_module
+
+        ctx.enter_context(_patched(unet_module, "STACK_TANGENT", False))
+    if "compile-net" in variant:  # torch.compile of the network's forward and tangent pass
+        net = model.net
+        net.forward = torch.compile(net.forward)
+        if hasattr(net, "jvp"):
+            net.jvp = torch.compile(net.jvp)
     with ctx:
         try:
             if variant.endswith("graph"):
@@ -227,6 +243,16 @@ def _measure(
     return row
 
 
+@contextlib.contextmanager
+def _patched(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
 def _restore_tf32(old: tuple[bool, bool]) -> None:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
@@ -237,7 +263,9 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     methods = [m for m in METHODS if m in args.methods]
     for m in methods:
         if m in JVP_METHODS:
-            backends = ["jvp", "fd", "tangent"] + (["unfused"] if net_kind == "unet" and m in ("lsd", "esd") else [])
+            backends = ["jvp", "fd", "tangent"] + (
+                ["tangent-split", "unfused"] if net_kind == "unet" and m in ("lsd", "esd") else []
+            )
         else:
             backends = ["-"] + (["unfused"] if net_kind == "unet" and m.startswith("psd") else [])
         if net_kind == "mlp" and m in FUSED_METHODS and not args.no_fused:
@@ -254,6 +282,10 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
             for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
                 if m in methods:
                     rows.append((m, b, "bf16+graph"))
+        if args.unet_compile:
+            for m, b in (("fm", "-"), ("lsd", "tangent"), ("lsd", "tangent-split"), ("psd-m", "-")):
+                if m in methods:
+                    rows.append((m, b, "tf32+compile-net+graph"))
     if device.type == "cuda" and net_kind == "mlp":
         for m, b in (
             ("fm", "-"),
@@ -277,6 +309,8 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
         ):
             if m in methods:
                 rows.append((m, b, "compile"))
+    if args.variants:
+        rows = [r for r in rows if r[2] in args.variants]
     return rows
 
 
@@ -373,9 +407,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cols = [c for c in cols if any(c in r for r in rows)]
     print_table(f"train-step cost on {device.type}", rows, cols)
     results_dir, docs = output_paths(args)
-    write_json(results_dir, f"{NAME}_{device.type}", payload)
+    key = f"{NAME}_{device.type}" + (f"_{args.tag}" if args.tag else "")
+    write_json(results_dir, key, payload)
     md = (
-        f"## Train-step cost ({device.type.upper()})\n\n"
+        f"## Train-step cost ({device.type.upper()}{', ' + args.tag if args.tag else ''})\n\n"
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
         "flow-matching step (`fm`, `-`) on the same network, batch and variant (precision, CUDA graph).\n"
         "Targets: LSD <= 1.6x, ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the\n"
@@ -396,7 +431,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         + md_table(rows, cols)
         + "\n"
     )
-    update_docs(docs, f"{NAME}_{device.type}", md)
+    update_docs(docs, key, md)
     return payload
 
 
@@ -414,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet-batch", type=int, default=256, help="UNet batch (GPU; 256 = the shipped runs)")
     p.add_argument("--unet-scaling", type=int, nargs="*", default=[], help="extra UNet batches for flow-matching rows")
     p.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=True, help="the 2-D MLP rows (GPU)")
+    p.add_argument("--unet-compile", action="store_true", help="UNet rows with torch.compile of the network (GPU)")
+    p.add_argument("--variants", nargs="*", default=None, help="keep only rows of these variants (e.g. tf32+graph)")
+    p.add_argument("--tag", default="", help="suffix of the results file and docs section (a partial run)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--inner", type=int, default=3, help="steps per timed group")

@@ -289,8 +289,13 @@ def test_tangent_pass_uses_one_dropout_mask_for_primal_and_tangent() -> None:
     assert not torch.allclose(net.jvp(s, t, x, zeros, zeros, dx)[0], run(x, dx)[0])
 
 
-def test_partial_tangent_covers_the_last_rows() -> None:
-    """A tangent for the last n rows only gives those rows' derivative (and the full primal)."""
+@pytest.mark.parametrize("stacked", [True, False])
+def test_partial_tangent_covers_the_last_rows(stacked, monkeypatch) -> None:
+    """A tangent for the last n rows only gives those rows' derivative (and the full primal),
+    whether the layers stack primal and tangent in one call or run them apart."""
+    import flowmaps.nets.unet as unet_module
+
+    monkeypatch.setattr(unet_module, "STACK_TANGENT", stacked)
     net = UNet(**SMALL, attn_levels=(1,)).double()
     _randomise(net)
     s, t, x = _inputs(4)
@@ -298,6 +303,8 @@ def test_partial_tangent_covers_the_last_rows() -> None:
     ds, dt = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
     dx = torch.randn(x.shape, generator=g, dtype=torch.float64)
     v_full, dv_full = net.jvp(s, t, x, ds, dt, dx)
+    v_ref, dv_ref = jvp(net, (s, t, x), (ds, dt, dx))
+    torch.testing.assert_close(dv_full, dv_ref, rtol=1e-10, atol=1e-10)
     v, dv = net.jvp(s, t, x, ds[1:], dt[1:], dx[1:])
     assert v.shape == x.shape and dv.shape == (3, 1, 28, 28)
     torch.testing.assert_close(v, v_full, rtol=0, atol=1e-12)
