@@ -283,7 +283,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
                 if m in methods:
                     rows.append((m, b, "bf16+graph"))
         if args.unet_compile:
-            for m, b in (("fm", "-"), ("lsd", "tangent"), ("lsd", "tangent-split"), ("psd-m", "-")):
+            for m, b in (("fm", "-"), ("lsd", "tangent-split"), ("esd", "tangent-split"), ("psd-m", "-")):
                 if m in methods:
                     rows.append((m, b, "tf32+compile-net+graph"))
     if device.type == "cuda" and net_kind == "mlp":
@@ -383,6 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.warmup, args.repeats, args.inner = 1, 2, 1
     rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {}
     for spec in _nets(device, args):
         for method, backend, variant in spec.get("rows") or _variants(spec["kind"], device, args):
             row = {"net": spec["net"], "batch": spec["batch"]}
@@ -393,6 +394,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 + (f"{row['ms']:8.2f} ms" if "ms" in row else row.get("note", "")),
                 flush=True,
             )
+            payload = _save(rows, device, args)  # after every row: a run cut short keeps what it measured
+    cols = [c for c in _columns(device) if any(c in r for r in rows)]
+    print_table(f"train-step cost on {device.type}", rows, cols)
+    return payload
+
+
+def _columns(device: torch.device) -> list[str]:
+    return COLS + (["ratio_fm_cpu_time"] if device.type == "cpu" else [])
+
+
+def _save(rows: list[dict[str, Any]], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """Ratios against the flow-matching rows, then the JSON and the docs section."""
     for row in rows:
         ref = _fm_reference(rows, row)
         if ref is not None and "ms" in row:
@@ -403,9 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["target"] = f"<= {TARGETS[row['method']]}x"
     info = machine_info(device)
     payload = {"name": NAME, "machine": info, "rows": rows, "quick": bool(args.quick)}
-    cols = COLS + (["ratio_fm_cpu_time"] if device.type == "cpu" else [])
-    cols = [c for c in cols if any(c in r for r in rows)]
-    print_table(f"train-step cost on {device.type}", rows, cols)
+    cols = [c for c in _columns(device) if any(c in r for r in rows)]
     results_dir, docs = output_paths(args)
     key = f"{NAME}_{device.type}" + (f"_{args.tag}" if args.tag else "")
     write_json(results_dir, key, payload)
@@ -414,11 +425,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
         "flow-matching step (`fm`, `-`) on the same network, batch and variant (precision, CUDA graph).\n"
         "Targets: LSD <= 1.6x, ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the\n"
-        "network's own tangent pass (MLP, UNet), `fd` central difference, `fused`\n"
-        "flowmaps.fast.FastObjective (same loss and gradients, one stacked pass, hand-written backward),\n"
-        "`unfused` (UNet) the diagonal rows in a network call of their own (the default runs them in\n"
-        "one call with the off-diagonal rows that carry gradients). Variants: `tf32` TF32 matmuls and\n"
-        "convolutions, `bf16` bf16 autocast, `graph` the whole step in one CUDA graph. eta = 0.75.\n"
+        "network's own tangent pass (MLP, UNet), `tangent-split` the same with each UNet layer run on\n"
+        "primal and tangent apart, `fd` central difference, `fused` flowmaps.fast.FastObjective (same\n"
+        "loss and gradients, one stacked pass, hand-written backward), `unfused` (UNet) the diagonal\n"
+        "rows in a network call of their own (the default runs them in one call with the off-diagonal\n"
+        "rows that carry gradients). Variants: `tf32` TF32 matmuls and convolutions, `bf16` bf16\n"
+        "autocast, `graph` the whole step in one CUDA graph, `compile-net` torch.compile of the\n"
+        "network's forward and tangent pass. eta = 0.75.\n"
         + (
             "On this shared CPU, `cpu_ms` (process time) and `ratio_fm_cpu_time` are less disturbed by\n"
             "other processes than the wall time.\n"
