@@ -64,6 +64,7 @@ from bench_common import (  # noqa: E402
 
 from flowmaps.fast import FastObjective  # noqa: E402
 from flowmaps.flowmap import FlowMap  # noqa: E402
+from flowmaps.graphs import compile_network  # noqa: E402
 from flowmaps.nets.mlp import MLP  # noqa: E402
 from flowmaps.objectives import make_objective  # noqa: E402
 
@@ -208,10 +209,7 @@ def _measure(
 
         ctx.enter_context(_patched(unet_module, "STACK_TANGENT", False))
     if "compile-net" in variant:  # torch.compile of the network's forward and tangent pass
-        net = model.net
-        net.forward = torch.compile(net.forward)
-        if hasattr(net, "jvp"):
-            net.jvp = torch.compile(net.jvp)
+        compile_network(model.net)
     with ctx:
         try:
             if variant.endswith("graph"):

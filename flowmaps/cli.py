@@ -230,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="capture the loss and its backward in a CUDA graph and replay it (CUDA, one process)",
     )
+    tr.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network's forward and tangent pass (the first steps compile)",
+    )
     tr.add_argument("--out", required=True, help="checkpoint folder to write")
     tr.add_argument("--log", default=None, help="JSONL log file (default: <out>/log.jsonl)")
     tr.add_argument("--log-every", type=positive_int, default=100)
@@ -590,6 +595,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         amp=args.amp,
         cuda_graph=args.cuda_graph,
+        compile=args.compile,
         max_seconds=args.max_seconds,
     )
     sampler = make_data_sampler(args.data, device)

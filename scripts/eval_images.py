@@ -6,6 +6,7 @@ One command gives the results table of the README (docs/image_results.md):
 
     python scripts/eval_images.py checkpoints/fmnist-* --device cuda      # FID + GPU timing
     python scripts/eval_images.py checkpoints/fmnist-* --timing-only       # adds CPU timing
+    python scripts/eval_images.py checkpoints/fmnist-* --table-only        # table from metrics.json
 
 For each checkpoint: flow-map sampling at N = 1, 2, 4, 8, 16 (uniform grid) and the Heun ODE
 solve of the model's own velocity v_{t,t} at 8 ... 128 evaluations, all from the same noise,
@@ -181,6 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--classifier", default="checkpoints/fid-classifier")
     p.add_argument("--timing-only", action="store_true", help="only measure time per image")
     p.add_argument("--table", default="docs/image_results.md")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="evaluate nothing: rebuild the table from each checkpoint's metrics.json (runs on several machines)",
+    )
     args = p.parse_args(argv)
     device = torch.device(
         "cuda"
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = ref = None
-    if not args.timing_only:
+    if not (args.timing_only or args.table_only):
         net = load_feature_network(args.classifier, device=device)
         ref = reference_statistics(args.classifier)
     results = {}
@@ -199,7 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
         if not (folder / "config.json").exists():
             continue
         name = folder.parent.name if folder.name == "model" else folder.name
-        results[name] = evaluate(folder, args, device, net, ref)
+        if args.table_only:
+            path = folder / "metrics.json"
+            results[name] = json.loads(path.read_text()) if path.exists() else {}
+        else:
+            results[name] = evaluate(folder, args, device, net, ref)
     print(write_table(results, Path(args.table)))
     return results
 

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--resume", action="store_true", help="resume from <out>/state.safetensors")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--cuda-graph", action="store_true", help="replay the loss and backward as a CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet's forward and tangent pass")
     p.add_argument("--note", default=None, help="a sentence for the model card's notes")
     args = p.parse_args(argv)
 
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         device=str(device),
         amp=False,
         cuda_graph=args.cuda_graph,
+        compile=args.compile,
         max_seconds=args.max_seconds,
         spike_factor=args.spike_factor,
     )
