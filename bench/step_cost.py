@@ -13,8 +13,10 @@ Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
   network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
-  (central difference in time), tangent-split (the UNet's tangent pass with each conv run on
-  primal and tangent apart instead of stacked), unfused (UNet: the diagonal rows and the off-diagonal rows that
+  (central difference in time), tangent-stacked / tangent-split (the UNet's tangent pass with
+  each layer run once on primal and tangent stacked along the batch, or on each apart: the
+  default since session 10; until then "tangent" was stacked), unfused (UNet: the diagonal rows
+  and the off-diagonal rows that
   carry gradients in two network calls instead of one, the reference for the fused default of
   LSD, ESD and PSD), fused (the opt-in
   :class:`flowmaps.fast.FastObjective`: one
@@ -77,9 +79,9 @@ UNET_GRAPH_ROWS = (
     ("fm", "-"),
     ("lsd", "tangent"),
     ("lsd", "unfused"),
-    ("lsd", "tangent-split"),
+    ("lsd", "tangent-stacked"),
     ("esd", "tangent"),
-    ("esd", "tangent-split"),
+    ("esd", "tangent-stacked"),
     ("esd", "unfused"),
     ("psd-m", "-"),
     ("psd-m", "unfused"),
@@ -128,7 +130,7 @@ def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.
         return FastObjective(make_objective(method), return_logs=return_logs)
     if backend == "-":
         return make_objective(method, return_logs=return_logs)
-    if backend == "tangent-split":  # UNet layers run primal and tangent apart (unet.STACK_TANGENT off)
+    if backend in ("tangent-split", "tangent-stacked"):  # unet.STACK_TANGENT forced off / on
         return make_objective(method, backend="tangent", return_logs=return_logs)
     if backend == "unfused":  # the diagonal rows and the rows with gradients in separate network calls
         extra = {"backend": "tangent"} if method in JVP_METHODS else {}
@@ -204,10 +206,10 @@ def _measure(
         old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         ctx.callback(lambda: _restore_tf32(old))
-    if backend == "tangent-split":
+    if backend in ("tangent-split", "tangent-stacked"):
         import flowmaps.nets.unet as unet_module
 
-        ctx.enter_context(_patched(unet_module, "STACK_TANGENT", False))
+        ctx.enter_context(_patched(unet_module, "STACK_TANGENT", backend == "tangent-stacked"))
     if "compile-net" in variant:  # torch.compile of the network's forward and tangent pass
         compile_network(model.net)
     with ctx:
@@ -262,7 +264,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     for m in methods:
         if m in JVP_METHODS:
             backends = ["jvp", "fd", "tangent"] + (
-                ["tangent-split", "unfused"] if net_kind == "unet" and m in ("lsd", "esd") else []
+                ["tangent-stacked", "unfused"] if net_kind == "unet" and m in ("lsd", "esd") else []
             )
         else:
             backends = ["-"] + (["unfused"] if net_kind == "unet" and m.startswith("psd") else [])
@@ -281,7 +283,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
                 if m in methods:
                     rows.append((m, b, "bf16+graph"))
         if args.unet_compile:
-            for m, b in (("fm", "-"), ("lsd", "tangent-split"), ("esd", "tangent-split"), ("psd-m", "-")):
+            for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
                 if m in methods:
                     rows.append((m, b, "tf32+compile-net+graph"))
     if device.type == "cuda" and net_kind == "mlp":
@@ -423,12 +425,13 @@ def _save(rows: list[dict[str, Any]], device: torch.device, args: argparse.Names
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
         "flow-matching step (`fm`, `-`) on the same network, batch and variant (precision, CUDA graph).\n"
         "Targets: LSD <= 1.6x, ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the\n"
-        "network's own tangent pass (MLP, UNet), `tangent-split` the same with each UNet layer run on\n"
-        "primal and tangent apart, `fd` central difference, `fused` flowmaps.fast.FastObjective (same\n"
-        "loss and gradients, one stacked pass, hand-written backward), `unfused` (UNet) the diagonal\n"
-        "rows in a network call of their own (the default runs them in one call with the off-diagonal\n"
-        "rows that carry gradients). Variants: `tf32` TF32 matmuls and convolutions, `bf16` bf16\n"
-        "autocast, `graph` the whole step in one CUDA graph, `compile-net` torch.compile of the\n"
+        "network's own tangent pass (MLP, UNet), `tangent-stacked` / `tangent-split` the UNet's with\n"
+        "each layer run once on primal and tangent stacked, or apart (the default), `fd` central\n"
+        "difference, `fused` flowmaps.fast.FastObjective (same loss and gradients, one stacked pass,\n"
+        "hand-written backward), `unfused` (UNet) the diagonal rows in a network call of their own (the\n"
+        "default runs them in one call with the off-diagonal rows that carry gradients). Variants:\n"
+        "`tf32` TF32 matmuls and convolutions, `bf16` bf16 autocast, `graph` the whole step in one CUDA\n"
+        "graph (`peak_mib` then counts only what the replays allocate), `compile-net` torch.compile of the\n"
         "network's forward and tangent pass. eta = 0.75.\n"
         + (
             "On this shared CPU, `cpu_ms` (process time) and `ratio_fm_cpu_time` are less disturbed by\n"
