@@ -198,8 +198,9 @@ def stacked_mlp(net: MLP, h0: Tensor, n_primal: int, n_tan: int, k_grad: int) ->
     """Run ``net`` on stacked inputs h0 = [primal rows; k tangent blocks] in one fused pass.
 
     Args:
-        net: the MLP (its activation and layers are used; inputs are already [s, t, x / sigma]).
-        h0: (n_primal + k * n_tan, dim + 2) stacked input rows and input tangents.
+        net: the MLP (its activation and layers are used; inputs are already its input rows,
+            ``net.inputs`` and ``net.input_tangent``: [s, t, x / sigma] and any Fourier features).
+        h0: (n_primal + k * n_tan, net.in_features) stacked input rows and input tangents.
         n_primal: number of primal rows; the tangents sit at the last n_tan of them.
         n_tan: rows per tangent block.
         k_grad: how many leading tangent blocks need gradients (the rest are forward only).
@@ -216,8 +217,19 @@ def stacked_mlp(net: MLP, h0: Tensor, n_primal: int, n_tan: int, k_grad: int) ->
 
 
 def _rows(net: MLP, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
-    """Input rows [s, t, x / sigma] of the MLP (times t = 0 noise, t = 1 data), shape (B, dim + 2)."""
-    return torch.cat([s[:, None], t[:, None], x / net.sigma], dim=1)
+    """Input rows [s, t, x / sigma, Fourier features] of the MLP (times t = 0 noise, t = 1 data)."""
+    return net.inputs(s, t, x)
+
+
+def _tangent_rows(net: MLP, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor | None) -> Tensor:
+    """Input tangent rows along (ds, dt, dx) at base points (s, t, x) (the Fourier features' tangent
+    depends on them). ``dx = None`` is a zero dx: where the features depend on x only, those rows
+    are [ds, dt, 0, ..., 0], written without computing the features."""
+    if dx is None and not net.time_features:
+        rows = torch.zeros(x.shape[0], net.in_features, dtype=x.dtype, device=x.device)
+        rows[:, 0], rows[:, 1] = ds, dt
+        return rows
+    return net.input_tangent(s, t, x, ds, dt, torch.zeros_like(x) if dx is None else dx)
 
 
 def _has_active_dropout(model: nn.Module) -> bool:
@@ -302,9 +314,8 @@ class FastObjective(nn.Module):
             x_s = its.x_t
             blocks.append(_rows(net, s, t, x_s))
             zeros, ones = torch.zeros_like(s), torch.ones_like(s)
-            zx = torch.zeros_like(x_s)
             if isinstance(obj, Lagrangian):
-                blocks.append(_rows(net, zeros, ones, zx))  # d/dt
+                blocks.append(_tangent_rows(net, s, t, x_s, zeros, ones, None))  # d/dt
                 k_grad = 1
             else:  # Eulerian, X-space
                 if obj.velocity == "sample":
@@ -312,8 +323,8 @@ class FastObjective(nn.Module):
                 else:
                     with torch.no_grad():
                         b = obj.teacher_velocity(model, x_s, s)
-                blocks.append(_rows(net, ones, zeros, zx))  # d/ds, with gradient
-                blocks.append(_rows(net, zeros, zeros, b))  # grad_x . b, under stop-gradient
+                blocks.append(_tangent_rows(net, s, t, x_s, ones, zeros, None))  # d/ds, with gradient
+                blocks.append(_tangent_rows(net, s, t, x_s, zeros, zeros, b))  # grad_x . b, under stop-gradient
                 k_grad = 1  # two tangent blocks, the first with gradient
         h0 = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
         v, dv = stacked_mlp(net, h0, n_diag + n_off, n_off, k_grad)

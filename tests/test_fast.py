@@ -14,10 +14,19 @@ from flowmaps.nets.mlp import MLP
 from flowmaps.objectives import make_objective
 
 
-def _model(activation: str = "gelu", seed: int = 0) -> FlowMap:
+def _model(activation: str = "gelu", seed: int = 0, fourier: int = 0, time_scale: float = 0.0) -> FlowMap:
     torch.manual_seed(seed)
-    net = MLP(dim=2, width=24, depth=3, sigma=0.6, activation=activation).double()
-    return FlowMap(net, sigma=0.6)
+    net = MLP(
+        dim=2,
+        width=24,
+        depth=3,
+        sigma=0.6,
+        activation=activation,
+        fourier=fourier,
+        fourier_scale=2.0,
+        fourier_time_scale=time_scale,
+    )
+    return FlowMap(net.double(), sigma=0.6)
 
 
 def _loss_and_grads(objective, model: FlowMap, x1: torch.Tensor, seed: int):
@@ -52,6 +61,24 @@ def test_fused_matches_plain(method: str, kwargs: dict, activation: str) -> None
     assert out.logs.keys() == ref.logs.keys()
     for k in ref.logs:
         assert out.logs[k] == pytest.approx(ref.logs[k], rel=1e-11, abs=1e-14)
+    for g, g_ref in zip(grads, ref_grads):
+        assert torch.allclose(g, g_ref, rtol=1e-10, atol=1e-12), (g - g_ref).abs().max()
+
+
+@pytest.mark.parametrize(("method", "kwargs"), CASES)
+@pytest.mark.parametrize("time_scale", [0.0, 3.0])
+def test_fused_matches_plain_with_fourier_features(method: str, kwargs: dict, time_scale: float) -> None:
+    """With random Fourier features the input rows and their tangents change (for ESD's transport
+    direction, and with time frequencies for every direction, the features' tangent is not zero);
+    loss and gradients still match."""
+    model = _model("gelu", fourier=5, time_scale=time_scale)
+    x1 = torch.rand(37, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    plain = make_objective(method, **kwargs)
+    assert fusable(plain, model, x1)
+    ref, ref_grads = _loss_and_grads(plain, model, x1, seed=3)
+    out, grads = _loss_and_grads(FastObjective(plain), model, x1, seed=3)
+    assert torch.allclose(out.loss, ref.loss, rtol=1e-12, atol=1e-14), (out.loss, ref.loss)
+    assert len(grads) == len(ref_grads) == 2 * (3 + 1)  # the frequencies are a buffer, not trained
     for g, g_ref in zip(grads, ref_grads):
         assert torch.allclose(g, g_ref, rtol=1e-10, atol=1e-12), (g - g_ref).abs().max()
 

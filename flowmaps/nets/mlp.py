@@ -42,6 +42,17 @@ class MLP(nn.Module):
         depth: number of hidden layers (the paper: 4).
         sigma: preconditioning scale, the base noise std.
         activation: "gelu" (the paper), "silu" or "tanh".
+        fourier: number of random Fourier features of x (0, the default: none). With m > 0 the
+            input row becomes ``[s, t, y, sin(y B), cos(y B)]`` with ``y = x / sigma`` and a fixed
+            (not trained) frequency matrix ``B`` of shape (dim, m), entries drawn once from
+            ``N(0, fourier_scale^2)`` by a generator seeded with ``fourier_seed``; ``B`` is also a
+            buffer of the state dict, so a checkpoint carries it. Sharp features in x (the edges
+            of the checkerboard's squares) are then a few units away instead of many.
+        fourier_scale: standard deviation of the frequencies (per unit of x / sigma).
+        fourier_time_scale: standard deviation of the features' frequencies along s and t
+            (0, the default: the features depend on x only). With it the features are
+            ``sin(z B)``, ``cos(z B)`` of the whole row ``z = [s, t, y]``, ``B`` of shape (dim + 2, m).
+        fourier_seed: seed of the frequencies' generator.
 
     Besides forward, `jvp(s, t, x, ds, dt, dx)` returns (v, dv), the output and its
     directional derivative along (ds, dt, dx), propagating the tangent through the
@@ -49,13 +60,28 @@ class MLP(nn.Module):
     """
 
     def __init__(
-        self, dim: int = 2, width: int = 512, depth: int = 4, sigma: float = 1.0, activation: str = "gelu"
+        self,
+        dim: int = 2,
+        width: int = 512,
+        depth: int = 4,
+        sigma: float = 1.0,
+        activation: str = "gelu",
+        fourier: int = 0,
+        fourier_scale: float = 1.0,
+        fourier_time_scale: float = 0.0,
+        fourier_seed: int = 0,
     ) -> None:
         super().__init__()
         if activation not in _ACTS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTS)}")
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"dim, width and depth must be >= 1; got {dim}, {width}, {depth}")
+        if fourier < 0:
+            raise ValueError(f"fourier (number of Fourier features) must be >= 0; got {fourier}")
+        if fourier and not (math.isfinite(fourier_scale) and fourier_scale > 0):
+            raise ValueError(f"fourier_scale must be a positive number; got {fourier_scale}")
+        if fourier and not (math.isfinite(fourier_time_scale) and fourier_time_scale >= 0):
+            raise ValueError(f"fourier_time_scale must be a number >= 0; got {fourier_time_scale}")
         self.config = {
             "name": "mlp",
             "dim": dim,
@@ -64,23 +90,64 @@ class MLP(nn.Module):
             "sigma": float(sigma),
             "activation": activation,
         }
+        if fourier:  # only then, so that configs (and checkpoints) without features stay as they were
+            self.config.update(fourier=int(fourier), fourier_scale=float(fourier_scale), fourier_seed=int(fourier_seed))
+            if fourier_time_scale:
+                self.config["fourier_time_scale"] = float(fourier_time_scale)
         self.dim, self.sigma, self.activation = dim, float(sigma), activation
-        sizes = [dim + 2] + [width] * depth
+        self.fourier = int(fourier)
+        self.time_features = bool(fourier and fourier_time_scale)
+        self.freqs: Tensor | None
+        if fourier:
+            g = torch.Generator().manual_seed(int(fourier_seed))
+            freqs = torch.randn(dim, fourier, generator=g, dtype=torch.float64) * float(fourier_scale)
+            if self.time_features:  # rows for s and t on top of those for x
+                times = torch.randn(2, fourier, generator=g, dtype=torch.float64) * float(fourier_time_scale)
+                freqs = torch.cat([times, freqs])
+            self.register_buffer("freqs", freqs.to(torch.get_default_dtype()))
+        else:
+            self.freqs = None
+        sizes = [self.in_features] + [width] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(width, dim)
+
+    @property
+    def in_features(self) -> int:
+        """Width of an input row: s, t, x / sigma and 2 * fourier features."""
+        return self.dim + 2 + 2 * self.fourier
 
     @classmethod
     def from_config(cls, config: dict) -> MLP:
         kw = {k: v for k, v in config.items() if k != "name"}
         return cls(**kw)
 
-    def _inputs(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
-        return torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+    def inputs(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
+        """Input rows ``[s, t, y(, sin(u), cos(u))]``, y = x / sigma, u = y B (or [s, t, y] B with
+        time features): shape (B, in_features)."""
+        z = torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+        if self.freqs is None:
+            return z
+        u = (z if self.time_features else z[:, 2:]) @ self.freqs
+        return torch.cat([z, torch.sin(u), torch.cos(u)], dim=1)
+
+    def input_tangent(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> Tensor:
+        """Tangent of :meth:`inputs` at (s, t, x) along (ds, dt, dx): ``[ds, dt, dy, cos(u) du, -sin(u) du]``
+        with ``dy = dx / sigma`` and ``du`` the tangent of u."""
+        dz = torch.cat([ds[:, None], dt[:, None], dx / self.sigma], dim=1)
+        if self.freqs is None:
+            return dz
+        z = torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+        if not self.time_features:
+            z, dz_u = z[:, 2:], dz[:, 2:]
+        else:
+            dz_u = dz
+        u, du = z @ self.freqs, dz_u @ self.freqs
+        return torch.cat([dz, torch.cos(u) * du, -torch.sin(u) * du], dim=1)
 
     def forward(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """v of shape (B, dim) for s, t of shape (B,) and x of shape (B, dim)."""
         act = _ACTS[self.activation]
-        h = self._inputs(s, t, x)
+        h = self.inputs(s, t, x)
         for layer in self.hidden:
             h = act(layer(h))
         return self.sigma * self.out(h)
@@ -88,8 +155,8 @@ class MLP(nn.Module):
     def jvp(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
         """(v, dv): the output and its derivative along the tangent (ds, dt, dx), in one sweep."""
         b = x.shape[0]
-        h = self._inputs(s, t, x)
-        dh = self._inputs(ds, dt, dx)
+        h = self.inputs(s, t, x)
+        dh = self.input_tangent(s, t, x, ds, dt, dx)
         for layer in self.hidden:
             # One GEMM for primal and tangent stacked on the batch axis; the bias enters the primal only.
             z = torch.cat([h, dh], dim=0) @ layer.weight.T
