@@ -53,6 +53,10 @@ class MLP(nn.Module):
             (0, the default: the features depend on x only). With it the features are
             ``sin(z B)``, ``cos(z B)`` of the whole row ``z = [s, t, y]``, ``B`` of shape (dim + 2, m).
         fourier_seed: seed of the frequencies' generator.
+        init: "default" (PyTorch's ``nn.Linear`` initialisation, uniform with variance
+            ``1 / (3 fan_in)``) or "he": hidden weights normal with variance ``2 / fan_in`` and
+            zero hidden biases (the output layer keeps the default). Only the starting point;
+            a checkpoint's weights replace it.
 
     Besides forward, `jvp(s, t, x, ds, dt, dx)` returns (v, dv), the output and its
     directional derivative along (ds, dt, dx), propagating the tangent through the
@@ -70,12 +74,15 @@ class MLP(nn.Module):
         fourier_scale: float = 1.0,
         fourier_time_scale: float = 0.0,
         fourier_seed: int = 0,
+        init: str = "default",
     ) -> None:
         super().__init__()
         if activation not in _ACTS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTS)}")
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"dim, width and depth must be >= 1; got {dim}, {width}, {depth}")
+        if init not in ("default", "he"):
+            raise ValueError(f"unknown init {init!r}; choose 'default' or 'he'")
         if fourier < 0:
             raise ValueError(f"fourier (number of Fourier features) must be >= 0; got {fourier}")
         if fourier and not (math.isfinite(fourier_scale) and fourier_scale > 0):
@@ -94,6 +101,8 @@ class MLP(nn.Module):
             self.config.update(fourier=int(fourier), fourier_scale=float(fourier_scale), fourier_seed=int(fourier_seed))
             if fourier_time_scale:
                 self.config["fourier_time_scale"] = float(fourier_time_scale)
+        if init != "default":
+            self.config["init"] = init
         self.dim, self.sigma, self.activation = dim, float(sigma), activation
         self.fourier = int(fourier)
         self.time_features = bool(fourier and fourier_time_scale)
@@ -110,6 +119,10 @@ class MLP(nn.Module):
         sizes = [self.in_features] + [width] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(width, dim)
+        if init == "he":
+            for layer in self.hidden:
+                nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / layer.weight.shape[1]))
+                nn.init.zeros_(layer.bias)
 
     @property
     def in_features(self) -> int:

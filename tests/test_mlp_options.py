@@ -1,4 +1,4 @@
-"""The MLP's optional random Fourier features of x: exact tangent pass, config and checkpoints.
+"""The MLP's options: random Fourier features of x (exact tangent pass, config, checkpoints) and init.
 
 Time convention: t = 0 is noise, t = 1 is data.
 """
@@ -119,3 +119,22 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     x = torch.randn(7, 2)
     with torch.no_grad():
         assert torch.equal(loaded(s, t, x), model(s, t, x))
+
+
+def test_he_init_option() -> None:
+    """init="he": hidden weights with variance 2 / fan_in and zero biases, recorded in the config
+    only when chosen; the default keeps PyTorch's initialisation (variance 1 / (3 fan_in))."""
+    torch.manual_seed(0)
+    net = MLP(width=256, depth=3, init="he")
+    assert net.config["init"] == "he"
+    for layer in net.hidden:
+        fan_in = layer.weight.shape[1]
+        assert torch.count_nonzero(layer.bias) == 0
+        if fan_in > 100:  # enough weights for the variance to be pinned down
+            assert layer.weight.var().item() == pytest.approx(2.0 / fan_in, rel=0.05)
+    default = MLP(width=256, depth=3)
+    assert "init" not in default.config
+    assert default.hidden[1].weight.var().item() == pytest.approx(1.0 / (3 * 256), rel=0.05)
+    assert MLP.from_config(json.loads(json.dumps(net.config))).config == net.config
+    with pytest.raises(ValueError, match="init"):
+        MLP(width=8, depth=2, init="xavier")
