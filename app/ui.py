@@ -546,7 +546,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                                 value=DEFAULTS.lr,
                                 label=f"Learning rate ({lim.min_lr:g} to {lim.max_lr:g})",
                                 info=(
-                                    "the rate at the start of each run: it falls by a cosine to 0 over the "
+                                    "the rate at the start of each run: it falls linearly to 0 over the "
                                     "run's steps (a run stopped early by the time cap ends above 0); "
                                     "Continue starts a new run at this rate"
                                 ),

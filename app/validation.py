@@ -113,7 +113,7 @@ class TrainSettings:
     The defaults are the app's, chosen on a 2-core CPU (bench/live_cpu.py) so that LSD on the
     checkerboard shows a recognisable board within a minute: a small deep net (64 x 4) at a
     large learning rate, half the batch on the diagonal (more off-diagonal pairs sharpen the
-    1-step map), about 8,000 steps (about a minute), and the learning rate decaying by a cosine
+    1-step map), about 8,000 steps (about a minute), and the learning rate decaying linearly
     to 0 over the run (app/live.py, ``live_lr_factor``).
     """
 

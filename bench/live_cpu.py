@@ -3,15 +3,15 @@
 Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
 The model and trainer come from the app's own builders (app/live.py ``live_model_config`` and
-``make_live_trainer``: a fresh MLP on [s, t, x / sigma] with sigma = the data std, RAdam, clip 10,
-the app's live EMA decay, the fused objective), with the app's default settings
-(app/validation.py ``TrainSettings``) unless overridden on the command line. One run is timed as
-the app times a Start: ``steps`` steps (the app's default) or the last mark's seconds, whichever
-ends it first, with the app's learning-rate schedule over that run (``live_lr_factor`` of
-``run_progress``: a cosine from lr to 0 over the run's steps). Training time is counted without the evaluations: at
-10, 30 and 60 s of training the EMA model's 1-step samples (64,000, fixed noise) are scored with
-the paper's histogram KL. Target: KL < 0.25 after 60 s. The app also draws its sample panels
-about once a second while training; that cost is not included here.
+``make_live_trainer``: a fresh MLP on [s, t, x / sigma] with sigma = the data std and the "he"
+start, RAdam, clip 10, the app's live EMA decay, the fused objective), with the app's default
+settings (app/validation.py ``TrainSettings``) unless overridden on the command line. One run is
+timed as the app times a Start: ``steps`` steps (the app's default) or the last mark's seconds,
+whichever ends it first, with the app's learning-rate schedule over that run (``live_lr_factor``
+of ``run_progress``: a straight line from lr to 0 over the run's steps). Training time is counted
+without the evaluations: at 10, 30 and 60 s of training the EMA model's 1-step samples (64,000,
+fixed noise) are scored with the paper's histogram KL. Target: KL < 0.25 after 60 s. The app also
+draws its sample panels about once a second while training; that cost is not included here.
 
 ``--sweep`` runs a small grid of settings (width, batch, lr) one after the other;
 ``--constant-lr`` switches the schedule off (the app before the schedule).
@@ -74,7 +74,7 @@ def app_defaults() -> dict[str, Any]:
         "width": d.width,
         "depth": d.depth,
         "ema": LIVE_EMA,
-        "schedule": "cosine",
+        "schedule": "linear",
         "source": "app",
     }
 
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     md = (
         "## Live CPU training (app settings)\n\n"
         f"Checkerboard, trained as the app's live view trains (its trainer builder; one run of `steps/run`\n"
-        f"steps or {max(marks):g} s, whichever ends first, the lr falling by a cosine to 0 over it), on\n"
+        f"steps or {max(marks):g} s, whichever ends first, the lr falling linearly to 0 over it), on\n"
         f"{args.threads} CPU threads; KL of the EMA model's 1-step samples ({n_eval:,}) after the given seconds of\n"
         f"training (evaluations not counted; a run that ends early is scored at its end). `KL eps 0.5`:\n"
         f"the same KL with empty target bins counted as half a sample (finite where the strict KL is inf).\n"
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=None)
     p.add_argument("--marks", nargs="+", default=["10", "30", "60"], help="seconds of training at which to score")
     p.add_argument("--n-eval", type=int, default=64_000)
-    p.add_argument("--constant-lr", action="store_true", help="no lr schedule (the app before the cosine decay)")
+    p.add_argument("--constant-lr", action="store_true", help="no lr schedule (the app before the lr decay)")
     p.add_argument("--sweep", action="store_true", help="run the small settings grid")
     p.add_argument("--append", action="store_true", help="keep earlier runs in the results file")
     return p
