@@ -80,7 +80,7 @@ def test_live_cpu_quick(tmp_path: Path) -> None:
     from app.validation import TrainSettings
 
     settings = payload["runs"][0]["settings"]
-    assert settings["schedule"] == "cosine" and settings["source"] == "app"
+    assert settings["schedule"] == "linear" and settings["source"] == "app"
     assert (settings["method"], settings["eta"], settings["lr"]) == (
         TrainSettings().method,
         TrainSettings().eta,
