@@ -35,3 +35,23 @@ def test_equal_fid_picks_the_fewest_nfe_that_does_at_least_as_well(tmp_path: Pat
     assert "none up to 32 NFE" in rows[2]
     text = mod.write_table({"m": metrics}, tmp_path / "t.md")
     assert "## Flow map against the ODE at equal FID" in text and (tmp_path / "t.md").read_text() == text
+
+
+def test_table_only_gathers_each_checkpoints_metrics_without_evaluating(tmp_path: Path) -> None:
+    """--table-only reads <checkpoint>/metrics.json (models scored on different machines) and
+    loads no model: the folders here hold no weights at all."""
+    import json
+
+    mod = _module()
+    for name, fid in (("fmnist-a", 12.5), ("fmnist-b", 7.25)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        metrics = {"map-4": {"sampler": "flow map", "nfe": 4, "fid": fid, "hardware_gpu": f"GPU {name}"}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    table = tmp_path / "table.md"
+    results = mod.main([str(tmp_path / "fmnist-a"), str(tmp_path / "fmnist-b"), "--table-only", "--table", str(table)])
+    assert set(results) == {"fmnist-a", "fmnist-b"}
+    text = table.read_text()
+    assert "| fmnist-a | flow map | 4 | 12.5 |" in text and "| fmnist-b | flow map | 4 | 7.25 |" in text
+    assert "GPU fmnist-a; GPU fmnist-b" in text
