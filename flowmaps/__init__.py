@@ -20,6 +20,7 @@ then sample on any time grid::
 from flowmaps.data.gmm import GaussianMixture, gmm_preset
 from flowmaps.data.toy import TOY_SETS, points_from_array, points_from_csv, sample_toy
 from flowmaps.flowmap import FlowMap
+from flowmaps.graphs import GraphedLoss, compile_network
 from flowmaps.hub import from_pretrained, save_pretrained
 from flowmaps.interpolants import LinearInterpolant, TrigInterpolant, make_interpolant
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, energy_distance, sliced_wasserstein
@@ -39,6 +40,8 @@ from flowmaps.training import TrainConfig, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "GraphedLoss",
+    "compile_network",
     "FlowMap",
     "MLP",
     "LinearInterpolant",
