@@ -215,6 +215,9 @@ def _measure(
     with ctx:
         try:
             if variant.endswith("graph"):
+                if device.type == "cuda":  # the peak then includes the graph's memory pool, set aside at capture
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
                 step = _graphed_step(model, _objective(method, backend, return_logs=False), x1, args.lr, variant)
             else:
                 objective = _objective(method, backend)
@@ -225,7 +228,7 @@ def _measure(
                     loss_fn = compiled
                 step = _plain_step(model, objective, opt, x1, loss_fn, variant)
                 step()  # first call: compiles if asked, surfaces errors early
-            if device.type == "cuda":
+            if device.type == "cuda" and not variant.endswith("graph"):
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             res = time_fn(step, device, warmup=args.warmup, repeats=args.repeats, inner=args.inner)
@@ -431,7 +434,8 @@ def _save(rows: list[dict[str, Any]], device: torch.device, args: argparse.Names
         "hand-written backward), `unfused` (UNet) the diagonal rows in a network call of their own (the\n"
         "default runs them in one call with the off-diagonal rows that carry gradients). Variants:\n"
         "`tf32` TF32 matmuls and convolutions, `bf16` bf16 autocast, `graph` the whole step in one CUDA\n"
-        "graph (`peak_mib` then counts only what the replays allocate), `compile-net` torch.compile of the\n"
+        "graph (`peak_mib` then includes the memory the graph sets aside at capture; in tables before\n"
+        "session 11 it counted only what the replays allocate), `compile-net` torch.compile of the\n"
         "network's forward and tangent pass. eta = 0.75.\n"
         + (
             "On this shared CPU, `cpu_ms` (process time) and `ratio_fm_cpu_time` are less disturbed by\n"
