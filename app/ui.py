@@ -196,6 +196,13 @@ class FlowMapsApp:
     def checkpoint_choices(self, kind: str) -> list[tuple[str, str]]:
         return [(self.store.info(n).label, n) for n in self.store.names(kind)]
 
+    def default_image_model(self) -> str | None:
+        """The image model the tab opens on: the first flow map (a checkpoint trained by
+        self-distillation), since the tab shows what 1, 2, 4 ... steps buy; else the first model."""
+        names = self.store.names(KIND_IMAGE)
+        maps = [n for n in names if self.store.info(n).method not in (None, "fm")]
+        return (maps or names or [None])[0]
+
     def model_choices(self) -> list[tuple[str, str]]:
         return [(SESSION_LABEL, SESSION)] + self.checkpoint_choices(KIND_2D)
 
@@ -682,7 +689,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=280):
                         img_model = gr.Dropdown(
                             img_names,
-                            value=img_names[0][1] if img_names else None,
+                            value=fm.default_image_model(),
                             label="Image model",
                             elem_id="img-model",
                         )

@@ -518,3 +518,25 @@ def test_quality_generator_leaves_gradients_on_between_yields():
         assert res.curves and res.curves[0].nfe
     gen.close()
     assert torch.is_grad_enabled()
+
+
+def test_images_tab_opens_on_a_flow_map_not_the_flow_matching_baseline(tmp_path):
+    """The Images tab shows what 1, 2, 4 ... steps buy: it opens on the first self-distilled
+    model even where the flow-matching baseline sorts first, and on the baseline if it is alone."""
+    from app.ui import FlowMapsApp
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+
+    unet = {"name": "unet", "base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16}
+    root = tmp_path / "checkpoints"
+
+    def app_with(*methods):
+        for method in methods:
+            cfg = {"net": unet, "sigma": 0.5, "data": "fashion-mnist", "method": method}
+            save_pretrained(build_model(cfg), root / f"fmnist-{method}", cfg)
+        return FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
+
+    root.mkdir()
+    assert app_with().default_image_model() is None
+    assert app_with("fm").default_image_model() == "fmnist-fm"
+    assert app_with("psd-m").default_image_model() == "fmnist-psd-m"  # fm sorts first, psd-m is chosen
