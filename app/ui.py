@@ -196,12 +196,14 @@ class FlowMapsApp:
     def checkpoint_choices(self, kind: str) -> list[tuple[str, str]]:
         return [(self.store.info(n).label, n) for n in self.store.names(kind)]
 
-    def default_image_model(self) -> str | None:
-        """The image model the tab opens on: the first flow map (a checkpoint trained by
-        self-distillation), since the tab shows what 1, 2, 4 ... steps buy; else the first model."""
-        names = self.store.names(KIND_IMAGE)
+    def default_checkpoint(self, kind: str, method: str | None = None) -> str | None:
+        """The shipped model a dropdown opens on: the first trained by ``method`` if given, else
+        the first flow map (trained by self-distillation, not the flow-matching baseline, since
+        the app shows what 1, 2, 4 ... steps buy), else the first model; None if there is none."""
+        names = self.store.names(kind)
+        same = [n for n in names if method is not None and self.store.info(n).method == method]
         maps = [n for n in names if self.store.info(n).method not in (None, "fm")]
-        return (maps or names or [None])[0]
+        return (same or maps or names or [None])[0]
 
     def model_choices(self) -> list[tuple[str, str]]:
         return [(SESSION_LABEL, SESSION)] + self.checkpoint_choices(KIND_2D)
@@ -587,7 +589,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             pre_choices = fm.checkpoint_choices(KIND_2D)
                             pretrained = gr.Dropdown(
                                 pre_choices,
-                                value=pre_choices[0][1] if pre_choices else None,
+                                value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
                                 label="Start from a shipped model",
                                 elem_id="pretrained",
                                 scale=3,
@@ -689,7 +691,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=280):
                         img_model = gr.Dropdown(
                             img_names,
-                            value=fm.default_image_model(),
+                            value=fm.default_checkpoint(KIND_IMAGE),
                             label="Image model",
                             elem_id="img-model",
                         )

@@ -520,9 +520,10 @@ def test_quality_generator_leaves_gradients_on_between_yields():
     assert torch.is_grad_enabled()
 
 
-def test_images_tab_opens_on_a_flow_map_not_the_flow_matching_baseline(tmp_path):
+def test_dropdowns_open_on_a_flow_map_not_the_flow_matching_baseline(tmp_path):
     """The Images tab shows what 1, 2, 4 ... steps buy: it opens on the first self-distilled
     model even where the flow-matching baseline sorts first, and on the baseline if it is alone."""
+    from app.checkpoints import KIND_IMAGE
     from app.ui import FlowMapsApp
     from flowmaps.hub import save_pretrained
     from flowmaps.registry import build_model
@@ -537,6 +538,9 @@ def test_images_tab_opens_on_a_flow_map_not_the_flow_matching_baseline(tmp_path)
         return FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
 
     root.mkdir()
-    assert app_with().default_image_model() is None
-    assert app_with("fm").default_image_model() == "fmnist-fm"
-    assert app_with("psd-m").default_image_model() == "fmnist-psd-m"  # fm sorts first, psd-m is chosen
+    assert app_with().default_checkpoint(KIND_IMAGE) is None
+    assert app_with("fm").default_checkpoint(KIND_IMAGE) == "fmnist-fm"
+    assert app_with("psd-m").default_checkpoint(KIND_IMAGE) == "fmnist-psd-m"  # fm sorts first, psd-m is chosen
+    # a method asked for wins over the alphabetical order (the 2-D tab opens on the default method's model)
+    assert app_with("lsd").default_checkpoint(KIND_IMAGE, "lsd") == "fmnist-lsd"
+    assert app_with().default_checkpoint(KIND_IMAGE, "esd") == "fmnist-lsd"  # no esd: the first flow map
