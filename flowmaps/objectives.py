@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from flowmaps.flowmap import FlowMap, map_tangent
-from flowmaps.interpolants import _expand
+from flowmaps.interpolants import InterpolantSample, _expand
 from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
 
 REDUCTIONS = ("mean", "sum_of_means")
@@ -208,18 +208,19 @@ class Objective(nn.Module):
         t: Tensor,
         ds: float,
         dt: float,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, InterpolantSample, Tensor, Tensor]:
         """One call of net.jvp on rows [diagonal; off-diagonal] with the tangent (ds, dt) on the
-        off-diagonal rows only. Returns the diagonal residual, x_s = I_s, X_{s,t}(x_s) and its
-        derivative along (ds, dt)."""
+        off-diagonal rows only. Returns the diagonal residual, the interpolant sample at s (x_s =
+        I_s and dI_s/ds), X_{s,t}(x_s) and its derivative along (ds, dt)."""
         diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
-        x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s).x_t
+        it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s)
+        x_s = it.x_t
         ds_, dt_ = torch.full_like(s, ds), torch.full_like(s, dt)
         v, dv = model.net.jvp(
             torch.cat([t_diag, s]), torch.cat([t_diag, t]), torch.cat([diag.x_t, x_s]), ds_, dt_, torch.zeros_like(x_s)
         )
         X, dX = map_tangent(x_s, s, t, v[n_diag:], dv, ds_, dt_)
-        return v[:n_diag] - diag.dx_t, x_s, X, dX
+        return v[:n_diag] - diag.dx_t, it, X, dX
 
     def _log(self, value: Tensor) -> float | Tensor:
         value = value.detach()
@@ -357,12 +358,7 @@ class Eulerian(Objective):
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         it = model.interpolant.sample(x0, x1, s)
-        x_s = it.x_t
-        if self.velocity == "sample":
-            b = it.dx_t
-        else:
-            with torch.no_grad():
-                b = self.teacher_velocity(model, x_s, s)
+        x_s, b = it.x_t, self._transport_velocity(model, it, s)
         jkw = {"backend": self.backend, "fd_step": self.fd_step}
         if self.space == "map":
             if self.stopgrad == "none":
@@ -385,14 +381,19 @@ class Eulerian(Objective):
         n_off = 0 if s_off is None else s_off.shape[0]
         if self.space != "map" or self.stopgrad != "teacher" or not self._can_fuse(model, n_diag, n_off, tangent=True):
             return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
-        r_diag, x_s, _, dX_ds = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0)
+        r_diag, it, _, dX_ds = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0)
+        b = self._transport_velocity(model, it, s_off)
         with torch.no_grad():
-            if self.velocity == "sample":
-                b = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).dx_t
-            else:
-                b = self.teacher_velocity(model, x_s, s_off)
-            _, transport = model.jvp(x_s, s_off, t_off, dx=b, backend=self.backend, fd_step=self.fd_step)
+            _, transport = model.jvp(it.x_t, s_off, t_off, dx=b, backend=self.backend, fd_step=self.fd_step)
         return r_diag, dX_ds + transport
+
+    def _transport_velocity(self, model: FlowMap, it: InterpolantSample, s: Tensor) -> Tensor:
+        """b_s at x_s = it.x_t: the sample velocity dI_s/ds, or the teacher's / model's own
+        velocity under stop-gradient."""
+        if self.velocity == "sample":
+            return it.dx_t
+        with torch.no_grad():
+            return self.teacher_velocity(model, it.x_t, s)
 
 
 class Progressive(Objective):
