@@ -30,13 +30,13 @@ Tangent pass: ``UNet.jvp(s, t, x, ds, dt, dx)`` returns ``(v, dv)``, the output 
 directional derivative, by carrying the tangent beside the primal through the same layers
 (backend "tangent" of :meth:`flowmaps.flowmap.FlowMap.jvp`). Linear layers (convs, linears,
 upsampling) run on the primal with their bias and on the tangent without it (or once on both
-stacked along the batch: ``STACK_TANGENT``); GroupNorm, SiLU, the scale/shift modulation, softmax attention and the sinusoidal
-embeddings use their closed-form derivatives. Only ordinary differentiable ops are used, so the
-backward through ``dv`` is plain reverse-mode autograd: far cheaper than the backward of
-forward-mode AD in eager PyTorch. ``forward`` and ``jvp`` share one traversal (every layer takes an
-optional tangent), so they cannot drift apart. The tangent may cover only the last rows of the
-batch, so that the LSD loss runs its flow-matching rows and its JVP rows in one call
-(:class:`flowmaps.objectives.Lagrangian`, ``fuse_branches``).
+stacked along the batch: ``STACK_TANGENT``); GroupNorm, SiLU, the scale/shift modulation,
+softmax attention and the sinusoidal embeddings use their closed-form derivatives. Only
+ordinary differentiable ops are used, so the backward through ``dv`` is plain reverse-mode
+autograd: far cheaper than the backward of forward-mode AD in eager PyTorch. ``forward`` and
+``jvp`` share one traversal (every layer takes an optional tangent), so they cannot drift apart.
+The tangent may cover only the last rows of the batch, so that a loss runs its flow-matching rows
+and its JVP rows in one call (:mod:`flowmaps.objectives`, ``fuse_branches``).
 """
 
 from __future__ import annotations
