@@ -134,10 +134,14 @@ class MLP(nn.Module):
         kw = {k: v for k, v in config.items() if k != "name"}
         return cls(**kw)
 
+    def _base_row(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
+        """[s, t, x / sigma], shape (B, dim + 2)."""
+        return torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+
     def inputs(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """Input rows ``[s, t, y(, sin(u), cos(u))]``, y = x / sigma, u = y B (or [s, t, y] B with
         time features): shape (B, in_features)."""
-        z = torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+        z = self._base_row(s, t, x)
         if self.freqs is None:
             return z
         u = (z if self.time_features else z[:, 2:]) @ self.freqs
@@ -146,10 +150,10 @@ class MLP(nn.Module):
     def input_tangent(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> Tensor:
         """Tangent of :meth:`inputs` at (s, t, x) along (ds, dt, dx): ``[ds, dt, dy, cos(u) du, -sin(u) du]``
         with ``dy = dx / sigma`` and ``du`` the tangent of u."""
-        dz = torch.cat([ds[:, None], dt[:, None], dx / self.sigma], dim=1)
+        dz = self._base_row(ds, dt, dx)  # linear in (s, t, x): its tangent has the same form
         if self.freqs is None:
             return dz
-        z = torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+        z = self._base_row(s, t, x)
         if not self.time_features:
             z, dz_u = z[:, 2:], dz[:, 2:]
         else:
