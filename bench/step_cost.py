@@ -66,7 +66,7 @@ from bench_common import (  # noqa: E402
 
 from flowmaps.fast import FastObjective  # noqa: E402
 from flowmaps.flowmap import FlowMap  # noqa: E402
-from flowmaps.graphs import compile_network  # noqa: E402
+from flowmaps.graphs import bf16_autocast, compile_network  # noqa: E402
 from flowmaps.nets.mlp import MLP  # noqa: E402
 from flowmaps.objectives import make_objective  # noqa: E402
 
@@ -140,9 +140,7 @@ def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.
 
 def _autocast(variant: str):
     """bf16 autocast for the bf16 rows (weight cache off: CUDA graph capture needs it off)."""
-    if "bf16" not in variant:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return bf16_autocast("bf16" in variant, cache_enabled=False)
 
 
 def _plain_step(

@@ -31,7 +31,15 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GraphedLoss", "compile_network", "graphs_available"]
+__all__ = ["GraphedLoss", "bf16_autocast", "compile_network", "graphs_available"]
+
+
+def bf16_autocast(enabled: bool, cache_enabled: bool = True):
+    """bf16 autocast on CUDA when enabled, else a no-op context. Inside a CUDA graph capture pass
+    ``cache_enabled=False`` (autocast's weight cache does not survive capture)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
 
 def graphs_available(device: torch.device | str) -> bool:
@@ -103,12 +111,7 @@ class GraphedLoss:
             p.grad = None
 
     def _loss(self, generator: torch.Generator | None) -> tuple[Tensor, dict[str, Tensor]]:
-        ctx = (
-            torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
-            if self.amp
-            else contextlib.nullcontext()
-        )
-        with ctx:
+        with bf16_autocast(self.amp, cache_enabled=False):
             out = self.objective(self.model, self.x1, generator=generator)
         logs = {k: v for k, v in out.logs.items() if isinstance(v, Tensor)}
         return out.loss.float(), logs

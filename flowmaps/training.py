@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from flowmaps.graphs import GraphedLoss, compile_network
+from flowmaps.graphs import GraphedLoss, bf16_autocast, compile_network
 
 logger = logging.getLogger("flowmaps.training")
 
@@ -453,8 +453,7 @@ class Trainer:
             logs["loss"] = float(loss)
             return logs["loss"], logs
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        with autocast:
+        with bf16_autocast(self.amp):
             out = self.objective(self.model, x1, generator=self.generator)
         out.loss.backward()
         logs = {k: float(v) for k, v in out.logs.items()}
