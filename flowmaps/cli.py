@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--max-seconds", type=positive_float, default=None, help="stop after this much wall time")
     tr.add_argument(
+        "--anneal-from",
+        type=unit_interval,
+        default=1.0,
+        help="from this fraction of the run (its steps or --max-seconds, whichever ends it) the lr falls "
+        "linearly to 0 at the end; 1 turns it off (default)",
+    )
+    tr.add_argument(
         "--eval-n",
         type=nonnegative_int,
         default=None,
@@ -597,6 +604,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph,
         compile=args.compile,
         max_seconds=args.max_seconds,
+        anneal_from=args.anneal_from,
     )
     sampler = make_data_sampler(args.data, device)
     trainer = Trainer(model, objective, sampler, train_cfg)

@@ -100,6 +100,12 @@ class TrainConfig:
             first steps compile (minutes for the UNet). Best with cuda_graph on CUDA. True uses
             torch.compile's default backend; a string names another (e.g. "aot_eager").
         max_seconds: stop train() after this much wall time (None: no cap).
+        anneal_from: from this fraction of a call to train() on, the learning rate falls linearly
+            to 0 at the call's end (1.0, the default, keeps the schedule as it is). The call's
+            length is its remaining steps or ``max_seconds``, whichever ends it first, so a
+            time-limited run anneals over its last seconds. Short runs end better this way: the
+            EMA only partly averages out the weight noise of a constant rate. For chunked
+            training, give it to the last chunk.
         guard_every: keep an in-memory copy of the state every this many good steps.
         spike_factor: a gradient norm (or positive loss) above this factor times the running
             median counts as a spike; None disables spike detection (non-finite values are
@@ -126,6 +132,7 @@ class TrainConfig:
     cuda_graph: bool = False
     compile: bool | str = False
     max_seconds: float | None = None
+    anneal_from: float = 1.0
     guard_every: int = 100
     spike_factor: float | None = 20.0
     spike_window: int = 200
@@ -146,6 +153,7 @@ class TrainConfig:
             (self.spike_factor is None or self.spike_factor > 1, "spike_factor must be > 1 or None"),
             (self.spike_window >= 1, "spike_window must be >= 1"),
             (self.max_seconds is None or self.max_seconds > 0, "max_seconds must be > 0 or None"),
+            (0.0 <= self.anneal_from <= 1.0, "anneal_from must be in [0, 1] (1 turns the anneal off)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -158,6 +166,14 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def anneal_factor(progress: float, anneal_from: float) -> float:
+    """Factor on the learning rate at ``progress`` in [0, 1] through a run: 1 until
+    ``anneal_from``, then a straight line down to 0 at progress 1 (``anneal_from`` = 1: always 1)."""
+    if anneal_from >= 1.0 or progress <= anneal_from:
+        return 1.0
+    return max(0.0, (1.0 - progress) / (1.0 - anneal_from))
 
 
 def learning_rate(step: int, lr: float, decay_start: int) -> float:
@@ -381,13 +397,11 @@ class Trainer:
         if graph and self.device.type != "cuda":
             logger.warning("cuda_graph: CUDA graphs need a CUDA device; training on %s eagerly", self.device)
             graph = False
-        elif graph and self.world_size > 1:
-            logger.warning("cuda_graph: not with several processes (the gradient all-reduce runs eagerly); off")
-            graph = False
         self.cuda_graph = graph
         self._graphed: GraphedLoss | None = None
         self.global_step = 0
         self.lr_scale = 1.0
+        self.run_progress = 0.0  # how far the current train() call is (for anneal_from)
         self.recoveries = 0
         self._consecutive_recoveries = 0
         self._grad_norms: deque[float] = deque(maxlen=config.spike_window)
@@ -404,9 +418,10 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the next step: schedule times the guard's scale."""
+        """The learning rate of the next step: schedule times the anneal times the guard's scale."""
         c = self.config
-        return learning_rate(self.global_step, c.lr, c.lr_decay_start) * self.lr_scale
+        anneal = anneal_factor(self.run_progress, c.anneal_from)
+        return learning_rate(self.global_step, c.lr, c.lr_decay_start) * anneal * self.lr_scale
 
     def request_stop(self) -> None:
         """Ask train() to return after the current step (e.g. from a callback)."""
@@ -442,7 +457,9 @@ class Trainer:
         """Loss and gradients on a local batch x1 (local_batch_size, *D); returns (loss, logs).
 
         With several ranks the gradients are averaged over ranks (one all_reduce), and so are
-        the loss and the logs, so every rank sees the same numbers.
+        the loss and the logs, so every rank sees the same numbers. With ``cuda_graph`` each rank
+        replays its own graph and the all-reduce runs eagerly after it, into the graph's .grad
+        tensors.
         """
         if self.cuda_graph:
             if self._graphed is None:
@@ -451,13 +468,13 @@ class Trainer:
             loss = self._graphed(x1)  # the .grad tensors now hold this batch's gradients
             logs = {k: float(v) for k, v in self._graphed.logs.items()}
             logs["loss"] = float(loss)
-            return logs["loss"], logs
-        self.optimizer.zero_grad(set_to_none=True)
-        with bf16_autocast(self.amp):
-            out = self.objective(self.model, x1, generator=self.generator)
-        out.loss.backward()
-        logs = {k: float(v) for k, v in out.logs.items()}
-        logs["loss"] = float(out.loss.detach())
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            with bf16_autocast(self.amp):
+                out = self.objective(self.model, x1, generator=self.generator)
+            out.loss.backward()
+            logs = {k: float(v) for k, v in out.logs.items()}
+            logs["loss"] = float(out.loss.detach())
         if self.world_size > 1:
             logs = self._all_reduce(logs)
         return logs["loss"], logs
@@ -465,7 +482,8 @@ class Trainer:
     def _all_reduce(self, logs: dict[str, float]) -> dict[str, float]:
         """Average gradients and logs over ranks with a single all_reduce of one flat buffer.
 
-        A parameter without a gradient on every rank keeps grad None (as in one process).
+        A parameter without a gradient on every rank keeps grad None (as in one process). An
+        existing .grad tensor is written in place (a CUDA graph replays into the same tensors).
         """
         keys = sorted(logs)
         parts = [
@@ -484,12 +502,23 @@ class Trainer:
             n = p.numel()
             grad = flat[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
-            p.grad = grad.clone()
+            if p.grad is None:
+                p.grad = grad.clone()
+            else:
+                p.grad.copy_(grad)
         for p, flag in zip(self.params, flat[offset : offset + len(self.params)].tolist()):
             if flag == 0:
                 p.grad = None
         offset += len(self.params)
         return dict(zip(keys, flat[offset:].tolist()))
+
+    def _agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        """The largest elapsed time of any rank, and whether any rank wants to stop (one all_reduce):
+        a rank that left the loop alone would leave the others waiting in their next all-reduce."""
+        flags = torch.tensor([elapsed, float(stop)], device=self.device, dtype=torch.float64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        elapsed_max, any_stop = flags.tolist()
+        return elapsed_max, any_stop > 0
 
     def _bad_step(self, loss: float, grad_norm: float) -> str | None:
         """Why this step must be rejected (non-finite or spike), or None."""
@@ -611,10 +640,21 @@ class Trainer:
             dynamic_ncols=True,
         )
         start = time.perf_counter()
+        first_step = self.global_step
+        self.run_progress = 0.0
         try:
-            while self.global_step < c.steps and not self._stop:
-                if c.max_seconds is not None and time.perf_counter() - start >= c.max_seconds:
+            while True:
+                elapsed = time.perf_counter() - start
+                stop = self._stop or self.global_step >= c.steps
+                stop = stop or (c.max_seconds is not None and elapsed >= c.max_seconds)
+                if self.world_size > 1:  # ranks stop together and anneal on one clock
+                    elapsed, stop = self._agree(elapsed, stop)
+                if stop:
                     break
+                progress = (self.global_step - first_step) / max(1, c.steps - first_step)
+                if c.max_seconds is not None:
+                    progress = max(progress, elapsed / c.max_seconds)
+                self.run_progress = min(1.0, progress)
                 before = self.global_step
                 logs = self.step()
                 step = self.global_step

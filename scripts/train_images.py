@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--batch-size", type=int, default=256, help="global batch size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay-start", type=int, default=35_000)
+    p.add_argument(
+        "--anneal-from",
+        type=float,
+        default=1.0,
+        help="from this fraction of the run (steps or --max-seconds) the lr falls linearly to 0; 1: off",
+    )
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eta", type=float, default=0.75)
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         cuda_graph=args.cuda_graph,
         compile=args.compile,
         max_seconds=args.max_seconds,
+        anneal_from=args.anneal_from,
         spike_factor=args.spike_factor,
     )
     trainer = Trainer(model, objective, sampler, tc)

@@ -20,6 +20,7 @@ from flowmaps.registry import build_model
 from flowmaps.training import (
     TrainConfig,
     Trainer,
+    anneal_factor,
     init_distributed,
     learning_rate,
     load_state_file,
@@ -185,6 +186,41 @@ def test_learning_rate_schedule():
     assert seen == [0.01, 0.01] + [0.01 / math.sqrt(k / 2) for k in range(2, 8)]
 
 
+def test_anneal_over_the_last_part_of_a_run():
+    assert anneal_factor(0.3, 1.0) == 1.0 and anneal_factor(0.99, 1.0) == 1.0
+    assert anneal_factor(0.5, 0.5) == 1.0
+    assert anneal_factor(0.75, 0.5) == pytest.approx(0.5) and anneal_factor(1.0, 0.5) == 0.0
+    assert anneal_factor(0.4, 0.0) == pytest.approx(0.6)
+    # 10 steps, anneal from half-way: before step k the run is k / 10 done.
+    trainer = Trainer(
+        _model(), make_objective("fm"), _sampler, _config(steps=10, lr=0.01, lr_decay_start=0, anneal_from=0.5)
+    )
+    seen = []
+    trainer.train(callback=lambda tr, logs: seen.append(logs["lr"]), progress=False)
+    assert seen == pytest.approx([0.01] * 6 + [0.008, 0.006, 0.004, 0.002])
+    # A resumed run anneals over its own remaining steps, on top of the sqrt decay.
+    more = Trainer(
+        _model(), make_objective("fm"), _sampler, _config(steps=14, lr=0.01, lr_decay_start=4, anneal_from=0.5)
+    )
+    more.global_step = 10
+    seen = []
+    more.train(callback=lambda tr, logs: seen.append(logs["lr"]), progress=False)
+    decayed = [0.01 / math.sqrt(k / 4) for k in (10, 11, 12, 13)]
+    assert seen == pytest.approx(decayed[:3] + [decayed[3] * 0.5])
+    # A time-limited run anneals on the clock: its last steps run at a small fraction of the rate.
+    timed = Trainer(
+        _model(),
+        make_objective("fm"),
+        _sampler,
+        _config(steps=10**6, lr=0.01, lr_decay_start=0, max_seconds=0.4, anneal_from=0.5),
+    )
+    seen = []
+    timed.train(callback=lambda tr, logs: seen.append(logs["lr"]), progress=False)
+    assert seen[0] == 0.01 and seen[-1] < 0.01 * 0.2 and all(a >= b for a, b in zip(seen, seen[1:]))
+    with pytest.raises(ValueError, match="anneal_from"):
+        TrainConfig(anneal_from=1.5)
+
+
 def test_first_step_is_a_clipped_gradient_step():
     """RAdam's first update is lr * g (no rectification yet), with g clipped to norm grad_clip."""
     lr, clip = 1e-2, 1e-3
@@ -295,6 +331,59 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _timed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import time
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    init_distributed()
+    try:
+        delay = 0.01 * rank  # the ranks run at different speeds, so their clocks disagree
+
+        def sampler(n, g):
+            time.sleep(delay)
+            return _sampler(n, g)
+
+        cfg = TrainConfig(
+            steps=10**6,
+            batch_size=16,
+            dtype="float64",
+            max_seconds=0.5,
+            anneal_from=0.5,
+            lr_decay_start=0,
+            log_every=1,
+        )
+        trainer = Trainer(_model(), make_objective("fm"), sampler, cfg)
+        lrs = [e["lr"] for e in trainer.train(progress=False)]
+        save_file(
+            {
+                "step": torch.tensor([trainer.global_step]),
+                "lr": torch.tensor(lrs, dtype=torch.float64),
+                **{f"w/{k}": v for k, v in trainer.model.state_dict().items()},
+            },
+            os.path.join(out_dir, f"timed{rank}.safetensors"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_stop_together_and_anneal_on_one_clock(tmp_path):
+    """Under max_seconds each rank's clock says a different thing; the ranks must still take the
+    same number of steps (one leaving early would hang the other in its all-reduce) with the same
+    learning rates, so that their weights stay equal."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_timed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (load_file(str(tmp_path / f"timed{r}.safetensors")) for r in range(2))
+    assert int(r0["step"]) == int(r1["step"]) > 5
+    assert torch.equal(r0["lr"], r1["lr"]) and float(r0["lr"][-1]) < 0.2 * float(r0["lr"][0])
+    for k in r0:
+        if k.startswith("w/"):
+            assert torch.equal(r0[k], r1[k])
 
 
 def test_two_process_gloo_gradients_equal_the_full_batch_gradient(tmp_path):
