@@ -573,7 +573,7 @@ class Trainer:
         """One optimiser step; returns its logs.
 
         Logs: "step" (steps completed), "loss" and the objective's per-term logs, "grad_norm"
-        (before clipping), "lr", "step_time" (seconds); after a rejected step also "recovered"
+        (before clipping), "lr", "step_time" (seconds, without the guard's periodic state copy); after a rejected step also "recovered"
         (the reason), and "step" is the restored step.
         """
         start = time.perf_counter()
@@ -596,10 +596,12 @@ class Trainer:
         self._consecutive_recoveries = 0
         self._grad_norms.append(grad_norm)
         self._losses.append(loss)
+        logs.update(step=self.global_step, grad_norm=grad_norm, lr=lr)
+        # The guard's periodic copy of the state is not part of the step's time (on a GPU it cost
+        # as much as a whole step, and it falls on every logged step when log_every is a multiple).
+        logs["step_time"] = time.perf_counter() - start
         if self.global_step % self.config.guard_every == 0:
             self._snapshot()
-        logs.update(step=self.global_step, grad_norm=grad_norm, lr=lr)
-        logs["step_time"] = time.perf_counter() - start
         return logs
 
     # ------------------------------------------------------------------ the loop
