@@ -573,8 +573,8 @@ class Trainer:
         """One optimiser step; returns its logs.
 
         Logs: "step" (steps completed), "loss" and the objective's per-term logs, "grad_norm"
-        (before clipping), "lr", "step_time" (seconds, without the guard's periodic state copy); after a rejected step also "recovered"
-        (the reason), and "step" is the restored step.
+        (before clipping), "lr", "step_time" (seconds, without the guard's periodic state copy);
+        after a rejected step also "recovered" (the reason), and "step" is the restored step.
         """
         start = time.perf_counter()
         lr = self.lr
