@@ -146,14 +146,43 @@ def metrics_table(metrics: Any) -> str:
     return "\n".join(lines)
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def tidy_table(markdown: str) -> str:
+    """A Markdown table made easier to read in a narrow panel: columns whose value is the same on
+    every row (sample count, hardware) leave the table for a line under it, and underscores in the
+    headers become spaces, so that a cell wraps between words, not inside a number.
+
+    Text that is not one table (a header, a rule and rows of as many cells) comes back unchanged.
+    """
+    lines = [ln for ln in markdown.strip().splitlines() if ln.strip()]
+    if len(lines) < 3 or not all(ln.lstrip().startswith("|") for ln in lines):
+        return markdown
+    header, rows = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
+    if any(len(r) != len(header) for r in rows) or not set(lines[1]) <= set("|-: "):
+        return markdown
+    constant = [j for j in range(len(header)) if len(rows) > 1 and len({r[j] for r in rows}) == 1]
+    keep = [j for j in range(len(header)) if j not in constant]
+    out = [
+        "| " + " | ".join(header[j].replace("_", " ") for j in keep) + " |",
+        "| " + " | ".join("---" for _ in keep) + " |",
+    ]
+    out += ["| " + " | ".join(r[j] for j in keep) + " |" for r in rows]
+    if constant:
+        out += ["", "Every row: " + "; ".join(f"{header[j].replace('_', ' ')} {rows[0][j]}" for j in constant) + "."]
+    return "\n".join(out)
+
+
 def card_metrics(config: dict[str, Any], card: str) -> str:
     """The FID-against-steps table of a model: config.json "metrics", else the card's Metrics section."""
     metrics = config.get("metrics")
     if metrics:
-        return metrics_table(metrics)
+        return tidy_table(metrics_table(metrics))
     m = re.search(r"^##\s*Metrics\s*$(.*?)(?=^##\s|\Z)", card or "", flags=re.M | re.S)
     if m and m.group(1).strip():
-        return m.group(1).strip()
+        return tidy_table(m.group(1).strip())
     return "_this checkpoint's model card has no metrics table_"
 
 

@@ -544,3 +544,28 @@ def test_dropdowns_open_on_a_flow_map_not_the_flow_matching_baseline(tmp_path):
     # a method asked for wins over the alphabetical order (the 2-D tab opens on the default method's model)
     assert app_with("lsd").default_checkpoint(KIND_IMAGE, "lsd") == "fmnist-lsd"
     assert app_with().default_checkpoint(KIND_IMAGE, "esd") == "fmnist-lsd"  # no esd: the first flow map
+
+
+def test_fid_table_moves_constant_columns_under_it_and_keeps_the_rest():
+    from app.images import card_metrics, tidy_table
+
+    card = (
+        "# model\n\n## Metrics\n\n"
+        "| sampler | nfe | fid | fid_samples | hardware_gpu |\n| --- | --- | --- | --- | --- |\n"
+        "| flow map | 1 | 14.55 | 2000 | H200 |\n| flow map | 4 | 3.975 | 2000 | H200 |\n"
+        "| Heun ODE | 128 | 1.791 | 2000 | H200 |\n\n## Usage\n\ntext\n"
+    )
+    table = card_metrics({}, card)
+    lines = table.splitlines()
+    assert lines[0] == "| sampler | nfe | fid |"  # the varying columns, in order
+    assert lines[2:5] == ["| flow map | 1 | 14.55 |", "| flow map | 4 | 3.975 |", "| Heun ODE | 128 | 1.791 |"]
+    assert lines[-1] == "Every row: fid samples 2000; hardware gpu H200."
+    assert "Usage" not in table
+    # Not a table, or rows of another width: unchanged. One row: nothing is "constant".
+    assert tidy_table("_no metrics_") == "_no metrics_"
+    ragged = "| a | b |\n| --- | --- |\n| 1 |"
+    assert tidy_table(ragged) == ragged
+    assert tidy_table("| a_b | c |\n| --- | --- |\n| 1 | 2 |") == "| a b | c |\n| --- | --- |\n| 1 | 2 |"
+    # A config's own metrics dict goes through the same tidying.
+    rows = {"map-1": {"fid": 9.0, "n": 2000}, "map-2": {"fid": 5.0, "n": 2000}}
+    assert "Every row: n 2000." in card_metrics({"metrics": rows}, "")
