@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--cuda-graph",
         action="store_true",
-        help="capture the loss and its backward in a CUDA graph and replay it (CUDA, one process)",
+        help="capture the loss and its backward in a CUDA graph and replay it (CUDA; under torchrun, one per rank)",
     )
     tr.add_argument(
         "--compile",

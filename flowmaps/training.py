@@ -92,8 +92,9 @@ class TrainConfig:
             because backprop through a bf16 JVP was not reliable in our probes.
         cuda_graph: capture the loss and its backward in a CUDA graph once and replay it every
             step (flowmaps.graphs.GraphedLoss): the same computation with one launch instead of
-            hundreds, for small networks whose eager step is bound by kernel launches. Needs CUDA,
-            one process and a fixed batch size; per-term logs still come back. Off elsewhere
+            hundreds, for small networks whose eager step is bound by kernel launches. Needs CUDA
+            and a fixed batch size; per-term logs still come back. Under torch.distributed each
+            rank replays its own graph and the gradient all-reduce runs after it. Off on the CPU
             (with a warning).
         compile: torch.compile the network's forward and tangent pass (flowmaps.graphs.
             compile_network): the tangent pass's elementwise chains fuse into few kernels. The
