@@ -216,11 +216,6 @@ def stacked_mlp(net: MLP, h0: Tensor, n_primal: int, n_tan: int, k_grad: int) ->
     return net.sigma * out, net.sigma * dout
 
 
-def _rows(net: MLP, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
-    """Input rows [s, t, x / sigma, Fourier features] of the MLP (times t = 0 noise, t = 1 data)."""
-    return net.inputs(s, t, x)
-
-
 def _tangent_rows(net: MLP, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor | None) -> Tensor:
     """Input tangent rows along (ds, dt, dx) at base points (s, t, x) (the Fourier features' tangent
     depends on them). ``dx = None`` is a zero dx: where the features depend on x only, those rows
@@ -302,7 +297,7 @@ class FastObjective(nn.Module):
         blocks, target_diag = [], None
         if n_diag:
             it = model.interpolant.sample(x0[:n_diag], x1[:n_diag], td)
-            blocks.append(_rows(net, td, td, it.x_t))
+            blocks.append(net.inputs(td, td, it.x_t))
             if obj.diagonal_target == "teacher":
                 with torch.no_grad():
                     target_diag = obj.teacher_velocity(model, it.x_t, td)
@@ -312,7 +307,7 @@ class FastObjective(nn.Module):
         if n_off:
             its = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s)
             x_s = its.x_t
-            blocks.append(_rows(net, s, t, x_s))
+            blocks.append(net.inputs(s, t, x_s))
             zeros, ones = torch.zeros_like(s), torch.ones_like(s)
             if isinstance(obj, Lagrangian):
                 blocks.append(_tangent_rows(net, s, t, x_s, zeros, ones, None))  # d/dt
