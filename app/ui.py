@@ -824,7 +824,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                 gr.update(choices=two_d),
                 gr.update(choices=models),
                 gr.update(choices=models),
-                gr.update(choices=images, value=images[0][1] if images else None),
+                gr.update(choices=images, value=fm.default_checkpoint(KIND_IMAGE)),  # as built, not the first name
                 gr.update(visible=not images),
             )
 

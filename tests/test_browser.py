@@ -267,6 +267,9 @@ def test_browser_walkthrough(browser_page):
 
     # ---- images: 1 step, then 8 steps
     _tab(page, "images")
+    # The page's load-time refresh of the shipped models keeps the dropdown on the first flow map
+    # (it used to reset it to the first name, the flow-matching baseline).
+    assert page.locator("#img-model input").input_value().startswith(IMAGE_MODEL)
     _choose(page, "img-model", IMAGE_MODEL)
     image = page.locator("#img-output img")
     sizes = []
