@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -305,7 +306,15 @@ class _FixedLagrangian(torch.nn.Module):
         return LossOutput(loss=loss, logs={"diag": float(diag.detach().mean())})
 
 
-def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _rank_main(rank: int, body, world: int, port: int, out_dir: str) -> None:
+    """One gloo rank of a test: set up torch.distributed, run ``body(rank, world, out_dir)``, tear down.
+
+    After a body that succeeded the process leaves with os._exit(0): at a normal interpreter exit
+    gloo's worker threads are sometimes still being torn down while C++ static objects are
+    destroyed, and the process aborts ("terminate called without an active exception", no Python
+    frame, about one run in thirty on a loaded 2-core machine) after every result has been saved.
+    A body that fails still raises, so mp.spawn reports its traceback.
+    """
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
@@ -313,23 +322,36 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     info = init_distributed()
     try:
         assert (info.rank, info.world_size) == (rank, world) and dist.get_backend() == "gloo"
-        torch.manual_seed(1000 + rank)  # different weights on each rank: the trainer must broadcast rank 0's
-        model = build_model(CONFIG)
-        x0, x1, s, t = _fixed_batch()
-        part = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-        objective = _FixedLagrangian(x0[part], s[part], t[part])
-        cfg = TrainConfig(steps=1, batch_size=GLOBAL_BATCH, dtype="float64", grad_clip=0.0, log_every=1)
-        trainer = Trainer(model, objective, lambda n, g: x1[part][:n], cfg)
-        assert trainer.local_batch_size == GLOBAL_BATCH // world
-        out = {f"init/{k}": v.clone() for k, v in model.state_dict().items()}
-        trainer.forward_backward(x1[part])
-        out.update({f"grad/{i}": p.grad.clone() for i, p in enumerate(trainer.params)})
-        trainer.train(progress=False)
-        out.update({f"after/{k}": v.clone() for k, v in model.state_dict().items()})
-        save_file(out, os.path.join(out_dir, f"rank{rank}.safetensors"))
-        trainer.save_checkpoint(os.path.join(out_dir, "ckpt.safetensors"))
+        body(rank, world, out_dir)
     finally:
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _spawn_ranks(body, world: int, out_dir) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(body, world, _free_port(), str(out_dir)), nprocs=world, join=True)
+
+
+def _dist_worker(rank: int, world: int, out_dir: str) -> None:
+    torch.manual_seed(1000 + rank)  # different weights on each rank: the trainer must broadcast rank 0's
+    model = build_model(CONFIG)
+    x0, x1, s, t = _fixed_batch()
+    part = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    objective = _FixedLagrangian(x0[part], s[part], t[part])
+    cfg = TrainConfig(steps=1, batch_size=GLOBAL_BATCH, dtype="float64", grad_clip=0.0, log_every=1)
+    trainer = Trainer(model, objective, lambda n, g: x1[part][:n], cfg)
+    assert trainer.local_batch_size == GLOBAL_BATCH // world
+    out = {f"init/{k}": v.clone() for k, v in model.state_dict().items()}
+    trainer.forward_backward(x1[part])
+    out.update({f"grad/{i}": p.grad.clone() for i, p in enumerate(trainer.params)})
+    trainer.train(progress=False)
+    out.update({f"after/{k}": v.clone() for k, v in model.state_dict().items()})
+    save_file(out, os.path.join(out_dir, f"rank{rank}.safetensors"))
+    trainer.save_checkpoint(os.path.join(out_dir, "ckpt.safetensors"))
 
 
 def _free_port() -> int:
@@ -338,51 +360,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _timed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _timed_worker(rank: int, world: int, out_dir: str) -> None:
     import time
 
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    delay = 0.01 * rank  # the ranks run at different speeds, so their clocks disagree
+
+    def sampler(n, g):
+        time.sleep(delay)
+        return _sampler(n, g)
+
+    cfg = TrainConfig(
+        steps=10**6,
+        batch_size=16,
+        dtype="float64",
+        max_seconds=0.5,
+        anneal_from=0.5,
+        lr_decay_start=0,
+        log_every=1,
     )
-    torch.set_num_threads(1)
-    init_distributed()
-    try:
-        delay = 0.01 * rank  # the ranks run at different speeds, so their clocks disagree
-
-        def sampler(n, g):
-            time.sleep(delay)
-            return _sampler(n, g)
-
-        cfg = TrainConfig(
-            steps=10**6,
-            batch_size=16,
-            dtype="float64",
-            max_seconds=0.5,
-            anneal_from=0.5,
-            lr_decay_start=0,
-            log_every=1,
-        )
-        trainer = Trainer(_model(), make_objective("fm"), sampler, cfg)
-        lrs = [e["lr"] for e in trainer.train(progress=False)]
-        save_file(
-            {
-                "step": torch.tensor([trainer.global_step]),
-                "lr": torch.tensor(lrs, dtype=torch.float64),
-                **{f"w/{k}": v for k, v in trainer.model.state_dict().items()},
-            },
-            os.path.join(out_dir, f"timed{rank}.safetensors"),
-        )
-    finally:
-        dist.destroy_process_group()
+    trainer = Trainer(_model(), make_objective("fm"), sampler, cfg)
+    lrs = [e["lr"] for e in trainer.train(progress=False)]
+    save_file(
+        {
+            "step": torch.tensor([trainer.global_step]),
+            "lr": torch.tensor(lrs, dtype=torch.float64),
+            **{f"w/{k}": v for k, v in trainer.model.state_dict().items()},
+        },
+        os.path.join(out_dir, f"timed{rank}.safetensors"),
+    )
 
 
 def test_ranks_stop_together_and_anneal_on_one_clock(tmp_path):
     """Under max_seconds each rank's clock says a different thing; the ranks must still take the
     same number of steps (one leaving early would hang the other in its all-reduce) with the same
     learning rates, so that their weights stay equal."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_timed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn_ranks(_timed_worker, 2, tmp_path)
     r0, r1 = (load_file(str(tmp_path / f"timed{r}.safetensors")) for r in range(2))
     assert int(r0["step"]) == int(r1["step"]) > 5
     assert torch.equal(r0["lr"], r1["lr"]) and float(r0["lr"][-1]) < float(r0["lr"][0])  # annealed, in step
@@ -392,10 +404,8 @@ def test_ranks_stop_together_and_anneal_on_one_clock(tmp_path):
 
 
 def test_two_process_gloo_gradients_equal_the_full_batch_gradient(tmp_path):
-    import torch.multiprocessing as mp
-
     world = 2
-    mp.spawn(_dist_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    _spawn_ranks(_dist_worker, world, tmp_path)
     results = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(world)]
 
     torch.manual_seed(1000)  # rank 0's initial weights
