@@ -12,6 +12,8 @@ For each checkpoint: flow-map sampling at N = 1, 2, 4, 8, 16 (uniform grid) and 
 solve of the model's own velocity v_{t,t} at 8 ... 128 evaluations, all from the same noise,
 scored by FID and KID with our own Fashion-MNIST feature network (checkpoints/fid-classifier)
 against the test split. Results are merged into <checkpoint>/metrics.json and the model card.
+``--grids uniform,cosine`` adds rows on other time grids (flowmaps.sampling.make_grid; a grid
+that equals the uniform one at that N, such as cosine at N = 1 and 2, is not scored twice).
 """
 
 from __future__ import annotations
@@ -34,32 +36,64 @@ from flowmaps.fid import (  # noqa: E402
     reference_statistics,  # noqa: E402
 )
 from flowmaps.hub import from_pretrained, render_model_card  # noqa: E402
-from flowmaps.sampling import flowmap_sample, make_grid, ode_solve  # noqa: E402
+from flowmaps.sampling import GRID_KINDS, flowmap_sample, make_grid, ode_solve  # noqa: E402
 
 STEPS = (1, 2, 4, 8, 16)
 NFES = (8, 16, 32, 64, 128)
 
 
-def generate(model, x0: torch.Tensor, kind: str, n: int, batch: int) -> torch.Tensor:
+def sampler_grid(kind: str, n: int, grid: str = "uniform") -> torch.Tensor:
+    """The times of a row: n flow-map steps ("map") or the n // 2 Heun steps of n evaluations
+    ("heun") on the named grid (t = 0 noise, t = 1 data)."""
+    return make_grid(grid, n if kind == "map" else n // 2)
+
+
+def row_key(kind: str, n: int, grid: str = "uniform") -> str:
+    """metrics.json key of a row: "map-4", "heun-128" on the uniform grid, "map-cosine-4" on others."""
+    return f"{kind}-{n}" if grid == "uniform" else f"{kind}-{grid}-{n}"
+
+
+def row_label(kind: str, grid: str = "uniform") -> str:
+    label = "flow map" if kind == "map" else "Heun ODE"
+    return label if grid == "uniform" else f"{label}, {grid} grid"
+
+
+def row_plan(steps: list[int], nfes: list[int], grids: list[str]) -> list[tuple[str, int, str]]:
+    """The (kind, n, grid) rows to score: flow-map rows at each N and Heun rows at each NFE, on
+    each grid; a row whose times equal the uniform grid's is kept only under "uniform"."""
+    rows = []
+    for grid in grids:
+        for kind, counts in (("map", steps), ("heun", nfes)):
+            for n in counts:
+                same = torch.allclose(sampler_grid(kind, n, grid), sampler_grid(kind, n), rtol=0.0, atol=1e-12)
+                if grid == "uniform" or not same:
+                    rows.append((kind, n, grid))
+    return rows
+
+
+def generate(model, x0: torch.Tensor, kind: str, n: int, batch: int, grid: str = "uniform") -> torch.Tensor:
     """Samples from noise x0 by flow-map jumps ("map", n steps) or Heun ("heun", n evaluations)."""
+    times = sampler_grid(kind, n, grid)
     out = []
     for chunk in x0.split(batch):
         if kind == "map":
-            out.append(flowmap_sample(model, chunk, make_grid("uniform", n)).x)
+            out.append(flowmap_sample(model, chunk, times).x)
         else:
-            out.append(ode_solve(model.velocity, chunk, method="heun", n_steps=n // 2).x)
+            out.append(ode_solve(model.velocity, chunk, method="heun", grid=times).x)
     return torch.cat(out).clamp(-1, 1)
 
 
-def time_per_image(model, device: torch.device, kind: str, n: int, batch: int, repeats: int = 3) -> float:
+def time_per_image(
+    model, device: torch.device, kind: str, n: int, batch: int, repeats: int = 3, grid: str = "uniform"
+) -> float:
     x0 = model.sigma * torch.randn(batch, 1, 28, 28, device=device)
-    generate(model, x0, kind, n, batch)  # warm-up
+    generate(model, x0, kind, n, batch, grid)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        generate(model, x0, kind, n, batch)
+        generate(model, x0, kind, n, batch, grid)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -72,23 +106,25 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    rows = [("map", n) for n in args.steps] + [("heun", n) for n in args.nfes]
+    rows = row_plan(args.steps, args.nfes, args.grids)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     x0 = (model.sigma * torch.randn(args.n, 1, 28, 28, generator=g)).to(device)
-    for kind, n in rows:
-        key = f"{kind}-{n}"
-        entry = metrics.setdefault(key, {"sampler": "flow map" if kind == "map" else "Heun ODE", "nfe": n})
+    for kind, n, grid in rows:
+        key = row_key(kind, n, grid)
+        entry = metrics.setdefault(key, {"sampler": row_label(kind, grid), "nfe": n})
         if not args.timing_only:
             with torch.no_grad():
-                samples = generate(model, x0, kind, n, args.batch)
+                samples = generate(model, x0, kind, n, args.batch, grid)
             feats = features(samples, net, batch_size=1000, device=device)
             entry["fid"] = round(fid_from_features(feats, ref.features), 3)
             kid_mean, _ = kid_from_features(feats, ref.features, num_subsets=50, subset_size=1000)
             entry["kid_x1000"] = round(1000 * kid_mean, 3)
             entry["fid_samples"] = args.n
+            entry["noise_seed"] = args.seed
         label = "gpu" if device.type == "cuda" else "cpu"
         with torch.no_grad():
-            entry[f"ms_per_image_{label}"] = round(1000 * time_per_image(model, device, kind, n, args.timing_batch), 4)
+            ms = 1000 * time_per_image(model, device, kind, n, args.timing_batch, grid=grid)
+        entry[f"ms_per_image_{label}"] = round(ms, 4)
         entry[f"hardware_{label}"] = hw
         print(folder.name, key, json.dumps(entry), flush=True)
     metrics_path.write_text(json.dumps(metrics, indent=2))
@@ -151,15 +187,15 @@ def write_table(results: dict[str, dict], path: Path) -> str:
         "on different GPUs (see Hardware) are gathered by `--table-only` from each checkpoint's metrics.json.",
         "How each model was trained: docs/gpu_runs.md and its model card.",
         "",
-        "| model | sampler | NFE | FID | KID x1000 | ms/image GPU | ms/image CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model | sampler | NFE | FID | KID x1000 | samples | ms/image GPU | ms/image CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, metrics in results.items():
         for entry in metrics.values():
             lines.append(
                 f"| {name} | {entry['sampler']} | {entry['nfe']} | {entry.get('fid', '')} | "
-                f"{entry.get('kid_x1000', '')} | {entry.get('ms_per_image_gpu', '')} | "
-                f"{entry.get('ms_per_image_cpu', '')} |"
+                f"{entry.get('kid_x1000', '')} | {entry.get('fid_samples', '')} | "
+                f"{entry.get('ms_per_image_gpu', '')} | {entry.get('ms_per_image_cpu', '')} |"
             )
     hw = {e.get(k) for m in results.values() for e in m.values() for k in ("hardware_gpu", "hardware_cpu")}
     lines += ["", "Hardware: " + "; ".join(sorted(h for h in hw if h)), ""]
@@ -177,8 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--timing-batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=list(STEPS))
-    p.add_argument("--nfes", type=lambda v: [int(x) for x in v.split(",")], default=list(NFES))
+    p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=list(STEPS))
+    p.add_argument("--nfes", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=list(NFES))
+    p.add_argument(
+        "--grids",
+        type=lambda v: [x.strip().lower() for x in v.split(",") if x.strip()],
+        default=["uniform"],
+        help="time grids of the rows, e.g. uniform,cosine (flowmaps.sampling.GRID_KINDS)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--classifier", default="checkpoints/fid-classifier")
     p.add_argument("--timing-only", action="store_true", help="only measure time per image")
@@ -189,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="evaluate nothing: rebuild the table from each checkpoint's metrics.json (runs on several machines)",
     )
     args = p.parse_args(argv)
+    unknown = [g for g in args.grids if g not in GRID_KINDS]
+    if unknown or not args.grids:
+        p.error(f"--grids: unknown grid {', '.join(unknown) or '(none given)'}; choose from {', '.join(GRID_KINDS)}")
     device = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()

@@ -55,3 +55,36 @@ def test_table_only_gathers_each_checkpoints_metrics_without_evaluating(tmp_path
     text = table.read_text()
     assert "| fmnist-a | flow map | 4 | 12.5 |" in text and "| fmnist-b | flow map | 4 | 7.25 |" in text
     assert "GPU fmnist-a; GPU fmnist-b" in text
+
+
+def test_rows_on_other_grids_skip_the_ones_equal_to_uniform() -> None:
+    """--grids uniform,cosine: cosine flow-map rows only where the cosine times differ from the
+    uniform ones (N = 1 is [0, 1] and N = 2 is [0, 0.5, 1] on both), each under its own key."""
+    import torch
+
+    from flowmaps.sampling import make_grid
+
+    mod = _module()
+    rows = mod.row_plan([1, 2, 4], [8], ["uniform", "cosine"])
+    assert rows == [
+        ("map", 1, "uniform"),
+        ("map", 2, "uniform"),
+        ("map", 4, "uniform"),
+        ("heun", 8, "uniform"),
+        ("map", 4, "cosine"),
+        ("heun", 8, "cosine"),
+    ]
+    assert [mod.row_key(*r) for r in rows[-2:]] == ["map-cosine-4", "heun-cosine-8"]
+    assert mod.row_label("map", "cosine") == "flow map, cosine grid" and mod.row_label("heun") == "Heun ODE"
+    # a Heun row of 8 evaluations takes 4 steps on the named grid
+    assert torch.equal(mod.sampler_grid("heun", 8, "cosine"), make_grid("cosine", 4))
+
+
+def test_an_unknown_grid_is_refused_with_the_choices(capsys) -> None:
+    import pytest
+
+    mod = _module()
+    with pytest.raises(SystemExit):
+        mod.main(["checkpoints/fmnist-lsd", "--grids", "uniform,spiral", "--table-only"])
+    err = capsys.readouterr().err
+    assert "unknown grid spiral" in err and "cosine" in err
