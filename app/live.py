@@ -27,7 +27,7 @@ from flowmaps.flowmap import FlowMap
 from flowmaps.objectives import make_objective
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
-from flowmaps.training import TrainConfig, Trainer
+from flowmaps.training import TrainConfig, Trainer, anneal_factor
 
 #: Steps shown in the sample panels.
 VIEW_STEPS = (1, 2, 4, 8)
@@ -54,9 +54,9 @@ def live_lr_factor(progress: float) -> float:
     with the live defaults it gave a lower 1-step KL after the same 8,000 steps (three seeds,
     with the "he" start of :func:`live_model_config`: 0.35 / 0.33 / 0.36 for the cosine, 0.32 /
     0.31 / 0.35 for the line). A Continue starts a new run, so the rate climbs back to the set value.
+    It is the trainer's own anneal (:func:`flowmaps.training.anneal_factor`) from the run's start.
     """
-    p = min(max(float(progress), 0.0), 1.0)
-    return 1.0 - p
+    return anneal_factor(float(progress), anneal_from=0.0)
 
 
 def run_progress(steps_done: int, steps: int) -> float:

@@ -206,6 +206,11 @@ def write_table(results: dict[str, dict], path: Path) -> str:
     return text
 
 
+def _items(text: str) -> list[str]:
+    """The non-empty entries of a comma-separated option ("" gives none)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint folders")
@@ -213,11 +218,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--timing-batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=list(STEPS))
-    p.add_argument("--nfes", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=list(NFES))
+    p.add_argument("--steps", type=lambda v: [int(x) for x in _items(v)], default=list(STEPS))
+    p.add_argument("--nfes", type=lambda v: [int(x) for x in _items(v)], default=list(NFES))
     p.add_argument(
         "--grids",
-        type=lambda v: [x.strip().lower() for x in v.split(",") if x.strip()],
+        type=lambda v: [x.lower() for x in _items(v)],
         default=["uniform"],
         help="time grids of the rows, e.g. uniform,cosine (flowmaps.sampling.GRID_KINDS)",
     )

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flowmaps.cli import unit_interval  # noqa: E402
 from flowmaps.data.images import image_batch_sampler, load_fashion_mnist  # noqa: E402
 from flowmaps.hub import save_pretrained  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS, make_objective  # noqa: E402
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--lr-decay-start", type=int, default=35_000)
     p.add_argument(
         "--anneal-from",
-        type=float,
+        type=unit_interval,
         default=1.0,
         help="from this fraction of the run (steps or --max-seconds) the lr falls linearly to 0; 1: off",
     )
