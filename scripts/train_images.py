@@ -63,6 +63,13 @@ def _stages_of(config: dict) -> list[str]:
     return [f"{before} steps of {parent_method}", f"{total - before} steps of {config.get('method', '?')}"]
 
 
+def _leave_group() -> None:
+    """Close torch.distributed's process group at the end of a torchrun run (no collective follows
+    the training loop, so each rank may leave when its own work is done)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _backend_name(objective, model) -> str:
     """The derivative backend the objective really uses ("auto" resolved), for the model card."""
     if not getattr(objective, "uses_jvp", False):
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     history = trainer.train(progress=not args.no_progress)
     seconds = time.perf_counter() - start
     if not rank0:
+        _leave_group()
         return None
     config["training"] = {**tc.to_dict(), "eta": args.eta, "backend": args.backend}
     card = config["card"] = {
@@ -226,6 +234,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     summary = {**card, "seconds_per_step": seconds / max(1, trainer.global_step), "n_params": n_params}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(card))
+    _leave_group()
     return folder
 
 
