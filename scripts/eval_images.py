@@ -180,7 +180,7 @@ def write_table(results: dict[str, dict], path: Path) -> str:
         "FID and KID (x1000) against the Fashion-MNIST test split with our own feature network",
         "(checkpoints/fid-classifier), from the same noise for every row; flow-map sampling on a",
         "uniform grid of N steps, and the Heun solve of each model's own velocity v_{t,t} at the given",
-        "number of network evaluations (NFE); rows marked \"cosine grid\" use that grid instead",
+        'number of network evaluations (NFE); rows marked "cosine grid" use that grid instead',
         "(`--grids uniform,cosine`). Made by `python scripts/eval_images.py checkpoints/fmnist-*`",
         "on the GPU, then `--timing-only --device cpu --timing-batch 16` for the CPU column. Time per image is",
         "the best of 3 runs over a batch (64 images on the GPU, where such small batches are launch-bound and",
