@@ -557,7 +557,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmaps.hub import save_pretrained
     from flowmaps.objectives import DESCRIPTIONS, make_objective
     from flowmaps.registry import build_model
-    from flowmaps.training import TrainConfig, Trainer, init_distributed
+    from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed
 
     _train_defaults(args)
     try:
@@ -659,9 +659,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps_done = trainer.global_step - start_step
         print(f"wrote {out} ({trainer.global_step} steps, {steps_done} this run)")
     if distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        close_distributed()
     return 0
 
 

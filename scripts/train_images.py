@@ -31,7 +31,7 @@ from flowmaps.data.images import image_batch_sampler, load_fashion_mnist  # noqa
 from flowmaps.hub import save_pretrained  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS, make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
-from flowmaps.training import TrainConfig, Trainer, init_distributed  # noqa: E402
+from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed  # noqa: E402
 
 
 def hardware(device: torch.device) -> str:
@@ -61,13 +61,6 @@ def _stages_of(config: dict) -> list[str]:
     before = _leading_int(parent.get("steps", 0))
     parent_method = str(parent.get("card", {}).get("method", "?")).split(":")[0]
     return [f"{before} steps of {parent_method}", f"{total - before} steps of {config.get('method', '?')}"]
-
-
-def _leave_group() -> None:
-    """Close torch.distributed's process group at the end of a torchrun run (no collective follows
-    the training loop, so each rank may leave when its own work is done)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def _backend_name(objective, model) -> str:
@@ -212,7 +205,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     history = trainer.train(progress=not args.no_progress)
     seconds = time.perf_counter() - start
     if not rank0:
-        _leave_group()
+        close_distributed()  # no collective follows the training loop
         return None
     config["training"] = {**tc.to_dict(), "eta": args.eta, "backend": args.backend}
     card = config["card"] = {
@@ -234,7 +227,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     summary = {**card, "seconds_per_step": seconds / max(1, trainer.global_step), "n_params": n_params}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(card))
-    _leave_group()
+    close_distributed()  # no collective follows the training loop
     return folder
 
 

@@ -22,6 +22,7 @@ from flowmaps.training import (
     TrainConfig,
     Trainer,
     anneal_factor,
+    close_distributed,
     init_distributed,
     learning_rate,
     load_state_file,
@@ -323,8 +324,10 @@ def _rank_main(rank: int, body, world: int, port: int, out_dir: str) -> None:
     try:
         assert (info.rank, info.world_size) == (rank, world) and dist.get_backend() == "gloo"
         body(rank, world, out_dir)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        close_distributed(wait=False)  # the other rank may never reach the barrier
+        raise
+    close_distributed()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -424,3 +427,15 @@ def test_two_process_gloo_gradients_equal_the_full_batch_gradient(tmp_path):
     state = load_state_file(tmp_path / "ckpt.safetensors")
     assert state["world_size"] == 2 and set(state["rng"]) == {"0", "1"}
     assert not torch.equal(state["rng"]["0"]["generator"], state["rng"]["1"]["generator"])
+
+
+def test_close_distributed_closes_an_open_group_and_is_a_no_op_without_one(tmp_path):
+    assert not dist.is_initialized()
+    close_distributed()  # nothing open: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        close_distributed()  # one rank: the barrier returns at once
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
