@@ -240,19 +240,15 @@ def fusable(objective: Objective, model: FlowMap, x1: Tensor) -> bool:
     if type(objective) is Lagrangian:
         return objective.stopgrad == "teacher" and objective.backend in ("auto", "tangent", "jvp")
     if type(objective) is Eulerian:
-        return (
-            objective.space == "map"
-            and objective.stopgrad == "teacher"
-            and objective.backend in ("auto", "tangent", "jvp")
-        )
+        return objective.space == "map" and objective.backend in ("auto", "tangent", "jvp")
     return False
 
 
 class FastObjective(nn.Module):
     """Wrap an objective: the same loss and gradients, computed in one fused pass where possible.
 
-    Fused: flow matching, LSD / LMD (``stopgrad="teacher"``) and ESD / EMD / consistency training
-    in X-space (``space="map"``, ``stopgrad="teacher"``) on an :class:`~flowmaps.nets.mlp.MLP`
+    Fused: flow matching, LSD / LMD (``stopgrad="teacher"``) and the Eulerian family in X-space
+    (``space="map"``: ESD, EMD; both stop-gradient placements) on an :class:`~flowmaps.nets.mlp.MLP`
     without active dropout, with the exact-derivative backends ("auto", "tangent", "jvp"; all
     three compute the same exact derivative). Everything else calls the wrapped objective.
 
@@ -318,9 +314,13 @@ class FastObjective(nn.Module):
                 else:
                     with torch.no_grad():
                         b = obj.teacher_velocity(model, x_s, s)
-                blocks.append(_tangent_rows(net, s, t, x_s, ones, zeros, None))  # d/ds, with gradient
-                blocks.append(_tangent_rows(net, s, t, x_s, zeros, zeros, b))  # grad_x . b, under stop-gradient
-                k_grad = 1  # two tangent blocks, the first with gradient
+                if obj.stopgrad == "none":
+                    # one directional derivative along (ds, dt, dx) = (1, 0, b), with gradient
+                    blocks.append(_tangent_rows(net, s, t, x_s, ones, zeros, b))
+                else:
+                    blocks.append(_tangent_rows(net, s, t, x_s, ones, zeros, None))  # d/ds, with gradient
+                    blocks.append(_tangent_rows(net, s, t, x_s, zeros, zeros, b))  # grad_x . b, under sg
+                k_grad = 1  # the first tangent block carries gradients
         h0 = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
         v, dv = stacked_mlp(net, h0, n_diag + n_off, n_off, k_grad)
 
@@ -342,6 +342,9 @@ class FastObjective(nn.Module):
                 with torch.no_grad():
                     target = obj.teacher_velocity(model, X.detach(), t)
                 r = dX_dt - target
+            elif obj.stopgrad == "none":
+                # d/ds X + grad_x X . b = b - v + (t - s) (d/ds v + grad_x v . b), all with gradient.
+                r = b - v_off + gap * dv
             else:
                 # d/ds X = -v + (t - s) dv/ds; transport sg(grad_x X . b) = b + (t - s) grad_x v . b.
                 dX_ds = -v_off + gap * dv[:n_off]

@@ -9,7 +9,10 @@ Every objective is the sum of two branches, each computed only on its own part o
       r = v_{t,t}(I_t) - dI_t/dt
 - off-diagonal (distillation), the rest, (s, t) uniform on s < t, all starting at I_s:
       Lagrangian (LSD):  r = d/dt X_{s,t}(I_s) - sg(v_{t,t}(sg(X_{s,t}(I_s))))
-      Eulerian (ESD):    r = d/ds X_{s,t}(I_s) + sg(grad_x X_{s,t}(I_s) . sg(v_{s,s}(I_s)))
+      Eulerian (ESD):    r = d/ds X_{s,t}(I_s) + grad_x X_{s,t}(I_s) . sg(v_{s,s}(I_s))
+                         (the gradient flows through both terms; only the velocity is the teacher.
+                         The semigradient with the whole transport term under sg is an option,
+                         Eulerian(stopgrad="teacher"): it diverges on the paper's 2-D recipe)
       Progressive (PSD): u = gamma s + (1 - gamma) t,
                          r = v_{s,t}(I_s) - sg((1 - gamma) v_{s,u}(I_s) + gamma v_{u,t}(X_{s,u}(I_s)))
 
@@ -208,6 +211,7 @@ class Objective(nn.Module):
         t: Tensor,
         ds: float,
         dt: float,
+        dx: Tensor | None = None,
     ) -> tuple[Tensor, InterpolantSample, Tensor, Tensor]:
         """One call of net.jvp on rows [diagonal; off-diagonal] with the tangent (ds, dt) on the
         off-diagonal rows only. Returns the diagonal residual, the interpolant sample at s (x_s =
@@ -216,10 +220,9 @@ class Objective(nn.Module):
         it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s)
         x_s = it.x_t
         ds_, dt_ = torch.full_like(s, ds), torch.full_like(s, dt)
-        v, dv = model.net.jvp(
-            torch.cat([t_diag, s]), torch.cat([t_diag, t]), torch.cat([diag.x_t, x_s]), ds_, dt_, torch.zeros_like(x_s)
-        )
-        X, dX = map_tangent(x_s, s, t, v[n_diag:], dv, ds_, dt_)
+        dx_ = torch.zeros_like(x_s) if dx is None else dx
+        v, dv = model.net.jvp(torch.cat([t_diag, s]), torch.cat([t_diag, t]), torch.cat([diag.x_t, x_s]), ds_, dt_, dx_)
+        X, dX = map_tangent(x_s, s, t, v[n_diag:], dv, ds_, dt_, dx_)
         return v[:n_diag] - diag.dx_t, it, X, dX
 
     def _log(self, value: Tensor) -> float | Tensor:
@@ -335,10 +338,17 @@ class Eulerian(Objective):
         "model"   v_{s,s}(I_s), the model's own diagonal under sg (ESD, the paper);
         "sample"  the one-sample estimate dI_s/ds = x1 - x0 (consistency training, MeanFlow);
         "teacher" a frozen velocity (Eulerian map distillation, consistency distillation).
-    space: "map" gives the X-space residual r = d/ds X + sg(grad_x X . b_s) (gradient through
-        d/ds X only, the paper's placement; stopgrad="none" lets it flow through both terms
-        from a single JVP); "velocity" gives the v-space residual of MeanFlow,
+    space: "map" gives the X-space residual r = d/ds X_{s,t}(I_s) + grad_x X_{s,t}(I_s) . b_s;
+        "velocity" gives the v-space residual of MeanFlow,
         r = v_{s,t}(I_s) - sg(b_s + (t - s)(d/ds v + grad_x v . b_s)).
+    stopgrad: where the gradient is stopped. b_s itself is always under stop-gradient (it is the
+        teacher, or data). In X-space: "none" lets the gradient flow through both d/ds X and
+        grad_x X . b_s (one JVP along (ds, dx) = (1, b_s)): the squared residual of a linear
+        transport equation, a least-squares problem for fixed b; this is the "esd" preset.
+        "teacher" puts the whole transport term under stop-gradient (the gradient flows through
+        d/ds X only), a semigradient: on the paper's 2-D recipe it drifts and diverges
+        (docs/esd_stability.md has the evidence); it is kept for Eulerian map distillation
+        ("emd"). In v-space, "teacher" detaches the target (MeanFlow) and "none" does not.
     """
 
     name = "eulerian"
@@ -379,8 +389,14 @@ class Eulerian(Objective):
         # the diagonal rows and the d/ds JVP rows in one call, the transport term (no grad)
         # and the velocity b in their own no-grad calls.
         n_off = 0 if s_off is None else s_off.shape[0]
-        if self.space != "map" or self.stopgrad != "teacher" or not self._can_fuse(model, n_diag, n_off, tangent=True):
+        if self.space != "map" or not self._can_fuse(model, n_diag, n_off, tangent=True):
             return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
+        if self.stopgrad == "none":
+            # b first (no grad), then one call along (ds, dx) = (1, b): d/ds X + grad_x X . b.
+            it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off)
+            b = self._transport_velocity(model, it, s_off)
+            r_diag, _, _, total = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0, dx=b)
+            return r_diag, total
         r_diag, it, _, dX_ds = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0)
         b = self._transport_velocity(model, it, s_off)
         with torch.no_grad():
@@ -456,7 +472,7 @@ class Progressive(Objective):
 PRESETS: dict[str, tuple[type[Objective], dict]] = {
     "fm": (FlowMatching, {}),
     "lsd": (Lagrangian, {}),
-    "esd": (Eulerian, {}),
+    "esd": (Eulerian, {"stopgrad": "none"}),
     "psd-u": (Progressive, {"gamma": "uniform"}),
     "psd-m": (Progressive, {"gamma": 0.5}),
     "meanflow": (Eulerian, {"velocity": "sample", "space": "velocity"}),
