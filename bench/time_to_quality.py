@@ -108,7 +108,10 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema_params = [p for p in ema.parameters()]
     base = make_objective(method, eta=args.eta)
     fused = not args.no_fused and fusable(base, model, torch.zeros(2, 2, device=device))
-    objective = FastObjective(base, return_logs=False) if fused else base
+    # Without logs no objective reads a value back to the host, so every one can be graphed.
+    objective = (
+        FastObjective(base, return_logs=False) if fused else make_objective(method, eta=args.eta, return_logs=False)
+    )
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
@@ -118,8 +121,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
 
     mode = "eager"
     replay = None
-    # Only the fused objective can be captured: the plain ones read their logs with .item().
-    if device.type == "cuda" and not args.no_graph and fused:
+    if device.type == "cuda" and not args.no_graph:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -158,11 +160,17 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     steps_done, train_s, reached = 0, 0.0, None
     next_eval = args.eval_every
     print(f"  [{method}] {mode}, batch {batch}, width {args.width}x{args.depth}", flush=True)
-    while train_s < args.max_seconds:
+    budget = args.steps  # a step budget (equal steps for every method) or None (time only)
+
+    def progress(elapsed: float) -> float:
+        frac = elapsed / args.max_seconds
+        return max(frac, steps_done / budget) if budget else frac
+
+    while train_s < args.max_seconds and (budget is None or steps_done < budget):
         t0 = time.perf_counter()
         n_chunk = 0
-        while n_chunk < args.chunk_steps:
-            step(steps_done, (train_s + time.perf_counter() - t0) / args.max_seconds)
+        while n_chunk < args.chunk_steps and (budget is None or steps_done < budget):
+            step(steps_done, progress(train_s + time.perf_counter() - t0))
             steps_done += 1
             n_chunk += 1
             if n_chunk % 50 == 0 and time.perf_counter() - t0 + train_s >= next_eval:
@@ -170,7 +178,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_s += time.perf_counter() - t0
-        if train_s >= next_eval or train_s >= args.max_seconds:
+        if train_s >= next_eval or train_s >= args.max_seconds or (budget and steps_done >= budget):
             next_eval = train_s + args.eval_every
             kl = checkerboard_eval(ema, (1,), n=args.n_eval)[1]
             curve.append({"train_seconds": round(train_s, 2), "steps": steps_done, **kl})
@@ -212,6 +220,8 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "eta": args.eta,
             "optimizer": "RAdam",
             "steps": steps_done,
+            "train_seconds": round(train_s, 1),
+            "seed": args.seed,
         }
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
@@ -341,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.75)
     p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
     p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="step budget per method (stop there; with --anneal the anneal follows the steps)",
+    )
     p.add_argument("--eval-every", type=float, default=20.0, help="seconds of training between KL checks")
     p.add_argument("--n-eval", type=int, default=64_000, help="samples per KL")
     p.add_argument("--chunk-steps", type=int, default=10_000, help="most steps between clock checks")

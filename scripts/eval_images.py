@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,20 +108,30 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     rows = row_plan(args.steps, args.nfes, args.grids)
-    g = torch.Generator(device="cpu").manual_seed(args.seed)
-    x0 = (model.sigma * torch.randn(args.n, 1, 28, 28, generator=g)).to(device)
+    seeds = args.seeds or [args.seed]
+    noises = [
+        (model.sigma * torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))).to(device)
+        for seed in seeds
+    ]
     for kind, n, grid in rows:
         key = row_key(kind, n, grid)
         entry = metrics.setdefault(key, {"sampler": row_label(kind, grid), "nfe": n})
         if not args.timing_only:
-            with torch.no_grad():
-                samples = generate(model, x0, kind, n, args.batch, grid)
-            feats = features(samples, net, batch_size=1000, device=device)
-            entry["fid"] = round(fid_from_features(feats, ref.features), 3)
-            kid_mean, _ = kid_from_features(feats, ref.features, num_subsets=50, subset_size=1000)
-            entry["kid_x1000"] = round(1000 * kid_mean, 3)
+            fids, kids = [], []
+            for x0 in noises:
+                with torch.no_grad():
+                    samples = generate(model, x0, kind, n, args.batch, grid)
+                feats = features(samples, net, batch_size=1000, device=device)
+                fids.append(fid_from_features(feats, ref.features))
+                kid_mean, _ = kid_from_features(feats, ref.features, num_subsets=50, subset_size=1000)
+                kids.append(1000 * kid_mean)
+            entry.pop("noise_seed", None)
+            entry["fid"] = round(statistics.fmean(fids), 3)
+            entry["fid_sd"] = round(statistics.stdev(fids), 3) if len(fids) > 1 else None
+            entry["fid_by_seed"] = {str(sd): round(f, 3) for sd, f in zip(seeds, fids)}
+            entry["kid_x1000"] = round(statistics.fmean(kids), 3)
             entry["fid_samples"] = args.n
-            entry["noise_seed"] = args.seed
+            entry["noise_seeds"] = seeds
         label = "gpu" if device.type == "cuda" else "cpu"
         with torch.no_grad():
             ms = 1000 * time_per_image(model, device, kind, n, args.timing_batch, grid=grid)
@@ -194,7 +205,7 @@ def write_table(results: dict[str, dict], path: Path) -> str:
     for name, metrics in results.items():
         for entry in metrics.values():
             lines.append(
-                f"| {name} | {entry['sampler']} | {entry['nfe']} | {entry.get('fid', '')} | "
+                f"| {name} | {entry['sampler']} | {entry['nfe']} | {_fid_cell(entry)} | "
                 f"{entry.get('kid_x1000', '')} | {entry.get('fid_samples', '')} | "
                 f"{entry.get('ms_per_image_gpu', '')} | {entry.get('ms_per_image_cpu', '')} |"
             )
@@ -205,6 +216,15 @@ def write_table(results: dict[str, dict], path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
+
+
+def _fid_cell(entry: dict) -> str:
+    """FID as "mean ± sd (k seeds)" when several noise seeds were scored, else the single value."""
+    if "fid" not in entry:
+        return ""
+    if entry.get("fid_sd") is not None:
+        return f"{entry['fid']} ± {entry['fid_sd']} ({len(entry.get('noise_seeds', []))} seeds)"
+    return f"{entry['fid']}"
 
 
 def _items(text: str) -> list[str]:
@@ -218,7 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n", type=int, default=5000, help="samples per FID")
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--timing-batch", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (when --seeds is not given)")
+    p.add_argument(
+        "--seeds",
+        type=lambda v: [int(x) for x in _items(v)],
+        default=None,
+        help="noise seeds, e.g. 0,1,2: each row's FID is the mean over them, with its sd",
+    )
     p.add_argument("--steps", type=lambda v: [int(x) for x in _items(v)], default=list(STEPS))
     p.add_argument("--nfes", type=lambda v: [int(x) for x in _items(v)], default=list(NFES))
     p.add_argument(

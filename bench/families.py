@@ -1,0 +1,294 @@
+"""The paper's Table 1 on the checkerboard: every family trained on one budget, scored beside the paper.
+
+Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
+
+One command trains LSD, ESD, PSD-M, PSD-U and the flow-matching baseline with the same network
+(MLP 512x4 GELU on [s, t, x / sigma]), batch, optimiser, schedule and number of steps (each method
+in its own process through ``bench/time_to_quality.py --steps``, spread over the listed GPUs), then
+scores every model with the paper's estimator (64,000 samples, 50 x 50 histogram on [-1, 1]^2) at
+N = 1, 2, 4, 8, 16 uniform steps, for several noise seeds, and writes the table with the paper's
+rows beside it: the mean over seeds, its spread (sample standard deviation), the empty-bin count
+and the floor (exact samples on the same estimator, the same seeds).
+
+Estimator convention: KL(target || histogram) with the target's density at the bin centres
+normalised to sum 1 over the bins (flowmaps.metrics.checkerboard_kl). The paper does not say how
+it treats empty bins; here an empty target bin makes the KL infinite (``inf``), and the column
+``KL(eps)`` counts empty bins as half a sample instead.
+
+The flow-matching baseline has no trained off-diagonal, so its rows use its velocity with Euler
+at N steps, and an adaptive Dormand-Prince solve (its NFE reported) as its best ODE figure.
+
+Usage (GPU machine)::
+
+    python bench/families.py --device cuda --steps 40000 --gpus 0 1 --save checkpoints
+    python bench/families.py --eval-only --save checkpoints        # re-score saved models
+    python bench/families.py --quick                               # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_common import machine_info, machine_line, md_table, print_table, update_docs, write_json  # noqa: E402
+
+NAME = "families"
+METHODS = ("lsd", "esd", "psd-m", "psd-u", "fm")
+STEPS_N = (1, 2, 4, 8, 16)
+# The paper's Table 1 (arXiv 2505.18825 v2), checkerboard KL at N = 1, 2, 4, 8, 16.
+PAPER = {
+    "lsd": (0.0864, 0.0765, 0.0708, 0.0699, 0.0710),
+    "esd": (0.0983, 0.0921, 0.0834, 0.0816, 0.0751),
+    "psd-m": (0.1456, 0.0891, 0.0812, 0.0717, 0.0689),
+    "psd-u": (0.1113, 0.1067, 0.0747, 0.0727, 0.0679),
+}
+HERE = Path(__file__).resolve().parent
+
+
+def train_all(args: argparse.Namespace) -> dict[str, float]:
+    """Start one training process per method (round robin over --gpus) and wait for all."""
+    procs, started = [], time.time()
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for i, method in enumerate(args.methods):
+        cmd = [
+            sys.executable,
+            str(HERE / "time_to_quality.py"),
+            "--device", args.device,
+            "--methods", method,
+            "--steps", str(args.steps),
+            "--max-seconds", str(args.max_seconds),
+            "--target", "0",
+            "--anneal", str(args.anneal),
+            "--batch", str(args.batch),
+            "--width", str(args.width),
+            "--depth", str(args.depth),
+            "--eval-every", str(args.max_seconds),
+            "--n-eval", str(args.n_eval),
+            "--save", args.save,
+            "--results", str(log_dir / method),
+            "--docs", str(log_dir / f"{method}.md"),
+            "--seed", str(args.seed),
+        ]  # fmt: skip
+        if args.quick:
+            cmd.append("--quick")
+        env = dict(os.environ)
+        if args.gpus:  # one GPU per method, or round robin
+            gpus = args.gpus if len(args.gpus) == len(args.methods) else [args.gpus[i % len(args.gpus)]]
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[i] if len(gpus) > 1 else gpus[0])
+        out = open(log_dir / f"{method}.log", "w")  # noqa: SIM115 (closed below)
+        procs.append((method, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), out))
+        print(f"started {method} on GPU {env.get('CUDA_VISIBLE_DEVICES', '-')}", flush=True)
+    walls = {}
+    for method, proc, out in procs:
+        rc = proc.wait()
+        out.close()
+        walls[method] = time.time() - started
+        print(f"{method} finished (exit {rc}) after {walls[method]:.0f} s", flush=True)
+        if rc != 0:
+            print((log_dir / f"{method}.log").read_text()[-3000:], flush=True)
+    return walls
+
+
+def _kl_row(x: torch.Tensor) -> dict[str, float]:
+    from flowmaps.metrics import checkerboard_kl
+
+    res, res_eps = checkerboard_kl(x), checkerboard_kl(x, eps=0.5)
+    return {"kl": float(res.kl), "kl_eps": float(res_eps.kl), "empty_bins": int(res.empty_bins)}
+
+
+def score(model: Any, method: str, seeds: list[int], n: int, device: torch.device) -> dict[str, Any]:
+    """KL at every N for every noise seed; the flow-matching model through its velocity's ODE."""
+    from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
+
+    rows: dict[str, list[dict[str, float]]] = {str(k): [] for k in STEPS_N}
+    dopri: list[dict[str, float]] = []
+    with torch.no_grad():
+        for seed in seeds:
+            x0 = model.sigma * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+            x0 = x0.to(device)
+            for k in STEPS_N:
+                grid = make_grid("uniform", k)
+                if method == "fm":
+                    x = ode_solve(model.velocity, x0, "euler", grid=grid).x
+                else:
+                    x = flowmap_sample(model, x0, grid).x
+                rows[str(k)].append(_kl_row(x.float().cpu()))
+            if method == "fm":
+                sol = ode_solve(model.velocity, x0, "dopri5", rtol=1e-5, atol=1e-6)
+                dopri.append({**_kl_row(sol.x.float().cpu()), "nfe": sol.nfe})
+    out: dict[str, Any] = {"per_seed": rows}
+    if dopri:
+        out["dopri5"] = dopri
+    return out
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    if any(v == float("inf") for v in values):
+        return float("inf"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(mean: float, sd: float) -> str:
+    if mean == float("inf"):
+        return "inf"
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def summarise(scores: dict[str, Any], floors: list[float], budget: dict[str, Any]) -> tuple[list[dict], str]:
+    rows = []
+    for method, sc in scores.items():
+        row: dict[str, Any] = {"method": method + (" (Euler)" if method == "fm" else "")}
+        for k in STEPS_N:
+            m, sd = _mean_sd([r["kl"] for r in sc["per_seed"][str(k)]])
+            row[f"N={k}"] = _fmt(m, sd)
+        empties = [r["empty_bins"] for k in STEPS_N for r in sc["per_seed"][str(k)]]
+        row["empty bins (max)"] = max(empties)
+        row["steps"] = budget.get(method, {}).get("steps")
+        row["train s"] = budget.get(method, {}).get("train_seconds")
+        rows.append(row)
+        if method in PAPER:
+            rows.append({"method": f"paper {method}", **{f"N={k}": f"{v:.4f}" for k, v in zip(STEPS_N, PAPER[method])}})
+        if "dopri5" in sc:
+            m, sd = _mean_sd([r["kl"] for r in sc["dopri5"]])
+            nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])
+            rows.append({"method": f"fm (dopri5, {nfe:.0f} NFE)", "N=1": _fmt(m, sd)})
+    fm, fsd = _mean_sd(floors)
+    note = f"floor (exact samples, same estimator and seeds): {_fmt(fm, fsd)}"
+    return rows, note
+
+
+def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, sc: dict, args, info) -> None:
+    """Config metrics and model card from the multi-seed scores, stating the shared budget."""
+    from flowmaps.hub import save_pretrained
+
+    train = config.get("training", {})
+    metrics, table = {}, []
+    label = "Euler on v_{t,t}" if method == "fm" else "flow map"
+    for k in STEPS_N:
+        kls = [r["kl"] for r in sc["per_seed"][str(k)]]
+        m, sd = _mean_sd(kls)
+        metrics[str(k)] = {"mean": m, "sd": sd, "seeds": args.seeds}
+        table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": kls})
+    if "dopri5" in sc:
+        m, sd = _mean_sd([r["kl"] for r in sc["dopri5"]])
+        nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])
+        table.append({"sampler": f"dopri5 on v_{{t,t}} ({nfe:.0f} NFE)", "KL (mean ± sd)": _fmt(m, sd)})
+        metrics["dopri5"] = {"mean": m, "sd": sd, "nfe": nfe, "seeds": args.seeds}
+    key = "checkerboard_kl_euler" if method == "fm" else "checkerboard_kl"
+    config = {k: v for k, v in config.items() if k not in ("metrics", "weights_dtype", "flowmaps_version")}
+    config["metrics"] = {key: metrics}
+    what = (
+        "a flow-matching velocity field (the baseline: only the diagonal v_{t,t} is trained; sample it with an ODE)"
+        if method == "fm"
+        else f"a flow map trained by {method.upper()} self-distillation"
+    )
+    others = ", ".join(m.upper() for m in args.methods if m != method)
+    card = {
+        "title": f"Checkerboard {method.upper()}" + (" velocity (baseline)" if method == "fm" else " flow map"),
+        "summary": f"{what}, on the 4x4 checkerboard. Trained on the same budget as {others}: same network, "
+        f"batch, optimiser, schedule, seed and number of steps (bench/families.py).",
+        "data": "checkerboard (4x4 board on [-1, 1]^2, squares with i + j even; sigma = data std)",
+        "network": f"MLP {args.width}x{args.depth}, GELU, input [s, t, x / sigma]",
+        "method": method,
+        "steps": train.get("steps"),
+        "wall_time": train.get("train_seconds"),
+        "hardware": (info.get("gpu") or info.get("cpu")) + f", torch {info['torch']}",
+        "metrics": table,
+        "notes": "KL: the paper's estimator (64,000 samples, 50 x 50 bins on [-1, 1]^2, target density at bin "
+        "centres normalised to sum 1; inf = an empty target bin), mean ± sd over the noise seeds listed. "
+        f"Budget: batch {args.batch:,}, {args.steps:,} steps, RAdam lr 1e-3 cosine-annealed to 1% over the last "
+        f"{1 - args.anneal:.0%} of the steps, clip 10, EMA 0.999, eta 0.75. "
+        f"Command: `python bench/families.py --device cuda --steps {args.steps}`.",
+    }
+    save_pretrained(model, folder, config, card)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--steps", type=int, default=40_000, help="the shared step budget")
+    p.add_argument("--max-seconds", type=float, default=480.0, help="safety cap on each method's training time")
+    p.add_argument("--anneal", type=float, default=0.5, help="cosine lr anneal from this fraction of the steps")
+    p.add_argument("--batch", type=int, default=65_536)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument(
+        "--gpus",
+        nargs="*",
+        type=int,
+        default=[],
+        help="GPU indices: one per method, or a list to spread them over round robin",
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="noise seeds of the KL estimates")
+    p.add_argument("--n-eval", type=int, default=64_000)
+    p.add_argument("--seed", type=int, default=0, help="training seed (same for every method)")
+    p.add_argument("--save", default="checkpoints", help="parent folder of checkerboard-<method>")
+    p.add_argument("--log-dir", default="bench/out/families")
+    p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument("--docs", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    p.add_argument("--eval-only", action="store_true", help="score the saved models, do not train")
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, nothing written to docs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.device, args.steps, args.n_eval, args.seeds = "cpu", 20, 4000, [0, 1]
+        args.width, args.depth, args.batch, args.max_seconds = 32, 2, 256, 30.0
+        args.results = args.docs = None
+    device = torch.device(args.device)
+
+    walls = {} if args.eval_only else train_all(args)
+    from flowmaps.hub import from_pretrained
+    from flowmaps.metrics import checkerboard_kl_floor
+
+    scores, budget = {}, {}
+    for method in args.methods:
+        folder = Path(args.save) / f"checkerboard-{method}"
+        if not folder.is_dir():
+            print(f"{method}: no checkpoint at {folder}; skipped", flush=True)
+            continue
+        model, config = from_pretrained(folder, device=device)
+        budget[method] = config.get("training", {})
+        scores[method] = score(model, method, args.seeds, args.n_eval, device)
+        if not args.quick:
+            rewrite_card(folder, model.cpu(), config, method, scores[method], args, machine_info(device))
+    floors = [checkerboard_kl_floor(args.n_eval, seed) for seed in args.seeds]
+    rows, note = summarise(scores, floors, budget)
+    print_table("checkerboard KL by family (mean ± sd over noise seeds)", rows)
+    print(note)
+    info = machine_info(device)
+    payload = {"name": NAME, "machine": info, "args": vars(args), "walls": walls, "scores": scores, "floors": floors}
+    if args.results:
+        write_json(Path(args.results), NAME, payload)
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.log_dir) / "scores.json").write_text(json.dumps(payload, indent=1))
+    if args.docs and not args.quick:
+        md = (
+            "## Every family on one budget: checkerboard KL\n\n"
+            f"MLP {args.width}x{args.depth} GELU, batch {args.batch:,}, {args.steps:,} steps for every method, RAdam "
+            f"lr 1e-3 cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, EMA 0.999, "
+            f"eta 0.75, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 bins on "
+            "[-1, 1]^2, target at bin centres normalised to sum 1; inf = an empty target bin), mean ± sd over "
+            f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
+            f"`python bench/families.py --device cuda --steps {args.steps} --gpus {' '.join(map(str, args.gpus))}`.\n\n"
+            + machine_line(info)
+            + "\n\n"
+            + md_table(rows)
+            + "\n"
+        )
+        update_docs(Path(args.docs), NAME, md)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
