@@ -243,6 +243,7 @@ def fusable(objective: Objective, model: FlowMap, x1: Tensor) -> bool:
         return (
             objective.space == "map"
             and objective.stopgrad == "teacher"
+            and not objective.interval_weight
             and objective.backend in ("auto", "tangent", "jvp")
         )
     return False
@@ -251,8 +252,8 @@ def fusable(objective: Objective, model: FlowMap, x1: Tensor) -> bool:
 class FastObjective(nn.Module):
     """Wrap an objective: the same loss and gradients, computed in one fused pass where possible.
 
-    Fused: flow matching, LSD / LMD (``stopgrad="teacher"``) and ESD / EMD / consistency training
-    in X-space (``space="map"``, ``stopgrad="teacher"``) on an :class:`~flowmaps.nets.mlp.MLP`
+    Fused: flow matching, LSD / LMD (``stopgrad="teacher"``) and ESD / EMD in X-space
+    (``space="map"``, ``stopgrad="teacher"``, no ``interval_weight``) on an :class:`~flowmaps.nets.mlp.MLP`
     without active dropout, with the exact-derivative backends ("auto", "tangent", "jvp"; all
     three compute the same exact derivative). Everything else calls the wrapped objective.
 

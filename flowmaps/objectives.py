@@ -23,9 +23,18 @@ samples of the batch (the released code: a 3:1 weight between the branches at et
 
 Known methods as presets of the same classes (see make_objective):
   MeanFlow              = Eulerian, velocity "sample" (dI_s/ds = x1 - x0), residual in v-space
-  consistency training  = Eulerian, velocity "sample", residual in X-space
-  consistency distill.  = Eulerian, velocity "teacher" (a frozen velocity), residual in X-space
-  shortcut models       = Progressive, gamma = 1/2 on a dyadic grid of step sizes
+  consistency training  = Eulerian, velocity "sample", residual in v-space, each term weighted
+                          by t - s (the paper's appendix C.2)
+  consistency distill.  = Eulerian, velocity "teacher" (a frozen velocity), residual in v-space,
+                          weighted by t - s (appendix C.1; also Align Your Flow)
+  Eulerian map distill. = Eulerian, velocity "teacher", residual in X-space (gradient through
+                          d/ds X): a different update from consistency distillation
+  shortcut models       = Progressive, gamma = 1/2 on the dyadic grid of step sizes 1 ... 1/64
+                          (the shortcut paper's 128-step setting)
+The weight t - s of CT and CD is what makes their gradient the limit of a discrete step: for
+L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b))|^2 (b = x1 - x0, or the teacher's velocity),
+grad L_D / D -> (t - s) grad sum(r^2) with r the v-space residual, as D -> 0
+(tests/test_presets.py checks this against discrete steps).
 """
 
 from __future__ import annotations
@@ -339,12 +348,28 @@ class Eulerian(Objective):
         d/ds X only, the paper's placement; stopgrad="none" lets it flow through both terms
         from a single JVP); "velocity" gives the v-space residual of MeanFlow,
         r = v_{s,t}(I_s) - sg(b_s + (t - s)(d/ds v + grad_x v . b_s)).
+    interval_weight: False (default) or True: the per-sample squared residual is multiplied by
+        t - s, i.e. the term becomes (t - s) sum(r^2) (inside exp(-w) when the flow map learns a
+        log-variance w). It is applied as a factor sqrt(t - s) on the residual, so every
+        reduction, the learned weight and the branch's log all see the weighted term. With the
+        v-space residual this is the continuous-time limit of a discrete consistency step
+        (the paper's appendix C): for L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b_s))|^2,
+        grad L_D / D -> (t - s) grad sum(r^2) as D -> 0, with b_s = x1 - x0 for consistency
+        training and b_s a frozen velocity for consistency distillation.
     """
 
     name = "eulerian"
     uses_jvp = True
 
-    def __init__(self, *, velocity: str = "model", space: str = "map", stopgrad: str = "teacher", **kw) -> None:
+    def __init__(
+        self,
+        *,
+        velocity: str = "model",
+        space: str = "map",
+        stopgrad: str = "teacher",
+        interval_weight: bool = False,
+        **kw,
+    ) -> None:
         super().__init__(**kw)
         if velocity not in ("model", "sample", "teacher"):
             raise ValueError(f"velocity must be 'model', 'sample' or 'teacher'; got {velocity!r}")
@@ -354,9 +379,21 @@ class Eulerian(Objective):
             raise ValueError(f"space must be 'map' or 'velocity'; got {space!r}")
         if stopgrad not in ("teacher", "none"):
             raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
+        if not isinstance(interval_weight, bool):
+            raise ValueError(f"interval_weight must be True or False; got {interval_weight!r}")
         self.velocity, self.space, self.stopgrad = velocity, space, stopgrad
+        self.interval_weight = interval_weight
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+        return self._interval_weighted(self._eulerian_residual(model, x0, x1, s, t), s, t)
+
+    def _interval_weighted(self, r: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """r * sqrt(t - s) with interval_weight (so that sum(r^2) carries the factor t - s), else r."""
+        if not self.interval_weight:
+            return r
+        return _expand(torch.sqrt((t - s).clamp_min(0.0)), r) * r
+
+    def _eulerian_residual(self, model, x0, x1, s, t):
         it = model.interpolant.sample(x0, x1, s)
         x_s, b = it.x_t, self._transport_velocity(model, it, s)
         jkw = {"backend": self.backend, "fd_step": self.fd_step}
@@ -385,7 +422,7 @@ class Eulerian(Objective):
         b = self._transport_velocity(model, it, s_off)
         with torch.no_grad():
             _, transport = model.jvp(it.x_t, s_off, t_off, dx=b, backend=self.backend, fd_step=self.fd_step)
-        return r_diag, dX_ds + transport
+        return r_diag, self._interval_weighted(dX_ds + transport, s_off, t_off)
 
     def _transport_velocity(self, model: FlowMap, it: InterpolantSample, s: Tensor) -> Tensor:
         """b_s at x_s = it.x_t: the sample velocity dI_s/ds, or the teacher's / model's own
@@ -460,12 +497,12 @@ PRESETS: dict[str, tuple[type[Objective], dict]] = {
     "psd-u": (Progressive, {"gamma": "uniform"}),
     "psd-m": (Progressive, {"gamma": 0.5}),
     "meanflow": (Eulerian, {"velocity": "sample", "space": "velocity"}),
-    "ct": (Eulerian, {"velocity": "sample", "space": "map"}),
+    "ct": (Eulerian, {"velocity": "sample", "space": "velocity", "interval_weight": True}),
     "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic"}),
     # teacher distillation: pass teacher=<frozen FlowMap or velocity(x, t)>
     "lmd": (Lagrangian, {}),
     "emd": (Eulerian, {"velocity": "teacher"}),
-    "cd": (Eulerian, {"velocity": "teacher"}),
+    "cd": (Eulerian, {"velocity": "teacher", "space": "velocity", "interval_weight": True}),
     "pd": (Progressive, {"gamma": 0.5}),
 }
 SELF_DISTILLATION = ("fm", "lsd", "esd", "psd-u", "psd-m", "meanflow", "ct", "shortcut")
@@ -478,11 +515,11 @@ DESCRIPTIONS = {
     "psd-u": "progressive self-distillation, gamma ~ U[0, 1]",
     "psd-m": "progressive self-distillation, gamma = 1/2",
     "meanflow": "MeanFlow: Eulerian with the sample velocity x1 - x0, v-space residual",
-    "ct": "consistency training: Eulerian with the sample velocity, X-space residual",
-    "shortcut": "shortcut model: PSD-M on a dyadic grid of step sizes",
+    "ct": "consistency training (continuous time): MeanFlow's v-space residual weighted by t - s",
+    "shortcut": "shortcut model: PSD-M on the dyadic step sizes 1 ... 1/64",
     "lmd": "Lagrangian map distillation from a frozen velocity",
-    "emd": "Eulerian map distillation from a frozen velocity",
-    "cd": "consistency distillation / Align Your Flow (= Eulerian map distillation)",
+    "emd": "Eulerian map distillation from a frozen velocity (X-space residual)",
+    "cd": "consistency distillation / Align Your Flow: v-space residual from a frozen velocity, weighted by t - s",
     "pd": "progressive distillation from a frozen flow map",
 }
 

@@ -144,8 +144,10 @@ ONE_CALL = {
     "esd": ({"forward": 2, "jvp": 2}, {"forward": 1, "jvp": 2}),  # b; diagonal and d/ds rows; transport
     "psd-m": ({"forward": 4, "jvp": 0}, {"forward": 3, "jvp": 0}),  # two teacher calls; diagonal and student
     "psd-u": ({"forward": 4, "jvp": 0}, {"forward": 3, "jvp": 0}),
-    "ct": ({"forward": 1, "jvp": 2}, {"forward": 0, "jvp": 2}),  # b = x1 - x0 needs no call
+    # ESD in X-space with the sample velocity (the old "ct" preset): b = x1 - x0 needs no call
+    "esd-sample": ({"forward": 1, "jvp": 2}, {"forward": 0, "jvp": 2}),
 }
+VARIANTS = {"esd-sample": ("esd", {"velocity": "sample"})}
 
 
 @pytest.mark.parametrize("method", sorted(ONE_CALL))
@@ -175,7 +177,8 @@ def test_fused_branches_equal_the_separate_calls(method):
     for fuse in (False, True):
         calls.update(forward=0, jvp=0)
         model.zero_grad()
-        obj = make_objective(method, fuse_branches=fuse)
+        name, kw = VARIANTS.get(method, (method, {}))
+        obj = make_objective(name, fuse_branches=fuse, **kw)
         res = obj(model, x1, x0, generator=torch.Generator().manual_seed(3))
         res.loss.backward()
         out[fuse] = (res.loss.detach(), grads(model), dict(calls), res.logs)
