@@ -29,8 +29,9 @@ Known methods as presets of the same classes (see make_objective):
                           weighted by t - s (appendix C.1; also Align Your Flow)
   Eulerian map distill. = Eulerian, velocity "teacher", residual in X-space (gradient through
                           d/ds X): a different update from consistency distillation
-  shortcut models       = Progressive, gamma = 1/2 on the dyadic grid of step sizes 1 ... 1/64
-                          (the shortcut paper's 128-step setting)
+  shortcut models       = Progressive, gamma = 1/2 on the dyadic grid of step sizes 1 ... 1/64,
+                          the finest level's half-steps (1/128) taken with the diagonal velocity
+                          (the shortcut paper's 128-step setting, flow matching at its finest step)
 The weight t - s of CT and CD is what makes their gradient the limit of a discrete step: for
 L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b))|^2 (b = x1 - x0, or the teacher's velocity),
 grad L_D / D -> (t - s) grad sum(r^2) with r the v-space residual, as D -> 0
@@ -48,7 +49,7 @@ from torch import Tensor, nn
 
 from flowmaps.flowmap import FlowMap, map_tangent
 from flowmaps.interpolants import InterpolantSample, _expand
-from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
+from flowmaps.timesampling import DYADIC_MIN_STEP, diagonal_times, off_diagonal_times, split_batch
 
 REDUCTIONS = ("mean", "sum_of_means")
 
@@ -440,13 +441,21 @@ class Progressive(Objective):
     residual is dropped on purpose),
         r = v_{s,t}(I_s) - sg((1 - gamma) v_{s,u}(I_s) + gamma v_{u,t}(X_{s,u}(I_s))).
     gamma: "uniform" (PSD-U, gamma ~ U[0, 1]) or a number in [0, 1] (PSD-M: 0.5).
+    min_step: the finest step the off-diagonal branch trains (0, the default: no limit). A
+        half-step shorter than it (u - s or t - u < min_step) is taken with the diagonal
+        velocity instead of the map: v_{s,u} -> v_{s,s}, v_{u,t} -> v_{u,u} (an Euler step of the
+        flow-matching velocity), so the target never rests on a step size that is not trained.
     With a frozen teacher flow map this is progressive distillation; with gamma = 1/2 on the
-    dyadic time grid it is the shortcut model.
+    dyadic time grid (steps 1 ... 1/64) and min_step = 1/64 it is the shortcut model of Frans
+    et al. in its 128-step setting: the finest level, 1/64, bootstraps from two 1/128 steps of
+    the flow-matching velocity, every coarser level from two steps of the level below.
     """
 
     name = "progressive"
 
-    def __init__(self, *, gamma: float | str = "uniform", stopgrad: str = "teacher", **kw) -> None:
+    def __init__(
+        self, *, gamma: float | str = "uniform", stopgrad: str = "teacher", min_step: float = 0.0, **kw
+    ) -> None:
         super().__init__(**kw)
         if gamma != "uniform" and not (isinstance(gamma, (int, float)) and 0.0 <= float(gamma) <= 1.0):
             raise ValueError(f"gamma must be 'uniform' or a number in [0, 1]; got {gamma!r}")
@@ -454,14 +463,17 @@ class Progressive(Objective):
             raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
         if self.teacher is not None and not isinstance(self.teacher, FlowMap):
             raise ValueError("progressive distillation needs a FlowMap teacher (it takes jumps)")
-        self.gamma, self.stopgrad = gamma, stopgrad
+        if not (isinstance(min_step, (int, float)) and 0.0 <= float(min_step) <= 1.0):
+            raise ValueError(f"min_step must be a number in [0, 1]; got {min_step!r}")
+        self.gamma, self.stopgrad, self.min_step = gamma, stopgrad, float(min_step)
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         x_s = model.interpolant.sample(x0, x1, s).x_t
         return model(s, t, x_s) - self._teacher_target(model, x_s, s, t, generator)
 
     def _teacher_target(self, model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, generator=None) -> Tensor:
-        """(1 - gamma) v_{s,u}(x_s) + gamma v_{u,t}(X_{s,u}(x_s)), u = gamma s + (1 - gamma) t."""
+        """(1 - gamma) v_{s,u}(x_s) + gamma v_{u,t}(X_{s,u}(x_s)), u = gamma s + (1 - gamma) t;
+        a half-step shorter than min_step uses the diagonal: v_{s,s}(x_s), v_{u,u}(x_u)."""
         if self.gamma == "uniform":
             gamma = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
         else:
@@ -469,10 +481,14 @@ class Progressive(Objective):
         u = gamma * s + (1.0 - gamma) * t
         teacher = self.teacher if self.teacher is not None else model
         ctx = torch.no_grad() if self.stopgrad == "teacher" else contextlib.nullcontext()
+        end_su, end_ut = u, t
+        if self.min_step > 0.0:
+            end_su = torch.where(u - s < self.min_step, s, u)
+            end_ut = torch.where(t - u < self.min_step, u, t)
         with ctx:
-            v_su = teacher(s, u, x_s)
+            v_su = teacher(s, end_su, x_s)
             x_u = x_s + _expand(u - s, x_s) * v_su
-            v_ut = teacher(u, t, x_u)
+            v_ut = teacher(u, end_ut, x_u)
             g = _expand(gamma, x_s)
             return (1.0 - g) * v_su + g * v_ut
 
@@ -498,7 +514,7 @@ PRESETS: dict[str, tuple[type[Objective], dict]] = {
     "psd-m": (Progressive, {"gamma": 0.5}),
     "meanflow": (Eulerian, {"velocity": "sample", "space": "velocity"}),
     "ct": (Eulerian, {"velocity": "sample", "space": "velocity", "interval_weight": True}),
-    "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic"}),
+    "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic", "min_step": DYADIC_MIN_STEP}),
     # teacher distillation: pass teacher=<frozen FlowMap or velocity(x, t)>
     "lmd": (Lagrangian, {}),
     "emd": (Eulerian, {"velocity": "teacher"}),
@@ -516,7 +532,7 @@ DESCRIPTIONS = {
     "psd-m": "progressive self-distillation, gamma = 1/2",
     "meanflow": "MeanFlow: Eulerian with the sample velocity x1 - x0, v-space residual",
     "ct": "consistency training (continuous time): MeanFlow's v-space residual weighted by t - s",
-    "shortcut": "shortcut model: PSD-M on the dyadic step sizes 1 ... 1/64",
+    "shortcut": "shortcut model: PSD-M on the dyadic steps 1 ... 1/64, the finest from the diagonal velocity",
     "lmd": "Lagrangian map distillation from a frozen velocity",
     "emd": "Eulerian map distillation from a frozen velocity (X-space residual)",
     "cd": "consistency distillation / Align Your Flow: v-space residual from a frozen velocity, weighted by t - s",

@@ -39,6 +39,10 @@ def gaussian_batch(n=512, seed=0):
 def test_exact_map_has_zero_residual_and_perturbed_positive(method, backend):
     x1, x0 = gaussian_batch()
     kw = {"backend": backend, "fd_step": 1e-5}
+    if method == "shortcut":
+        # The semigroup alone: the preset takes its finest level's half-steps with Euler steps of
+        # the diagonal velocity, which the exact map satisfies only up to O(step^2).
+        kw["min_step"] = 0.0
     obj = make_objective(method, **kw)
     exact = obj(gaussian_model(0.0), x1, x0, generator=torch.Generator().manual_seed(1))
     perturbed = obj(gaussian_model(0.1), x1, x0, generator=torch.Generator().manual_seed(1))

@@ -129,3 +129,45 @@ def test_interval_weight_enters_the_loss_once():
     torch.testing.assert_close(ct, ((t - s) * r.pow(2).sum(dim=1)).mean())
     with pytest.raises(ValueError, match="interval_weight"):
         Eulerian(interval_weight="yes")
+
+
+SHORTCUT_STEPS = {2.0**-k for k in range(7)}  # 1 ... 1/64: the shortcut paper's 128-step setting
+
+
+def test_shortcut_samples_the_steps_1_to_1_64():
+    s, t = off_diagonal_times(20_000, kind="dyadic", generator=torch.Generator().manual_seed(0))
+    steps = set((t - s).tolist())
+    assert steps == SHORTCUT_STEPS
+    assert ((s / (t - s)) == (s / (t - s)).round()).all()  # s on the grid of its own step
+    with pytest.raises(ValueError, match="max_level"):
+        off_diagonal_times(4, kind="dyadic", max_level=-1)
+
+
+def test_shortcut_bootstraps_only_from_trained_steps():
+    """Every (s, t) at which the shortcut objective calls the network is trained: the diagonal
+    (flow matching) or a sampled level. The finest level 1/64 bootstraps from two 1/128 Euler
+    steps of the diagonal velocity; the level 1/32 from two steps of the level 1/64."""
+    model = _random_mlp(2)
+    asked: list[torch.Tensor] = []
+    model.net.register_forward_pre_hook(lambda mod, args: asked.append((args[1] - args[0]).detach()))
+    x0, x1 = torch.randn(256, 2), torch.rand(256, 2) * 2 - 1
+    for fuse in (False, True):
+        make_objective("shortcut", fuse_branches=fuse)(model, x1, x0, generator=torch.Generator().manual_seed(1))
+    steps = set(torch.cat(asked).tolist())
+    assert steps <= SHORTCUT_STEPS | {0.0}, sorted(steps)[:3]
+    assert SHORTCUT_STEPS | {0.0} == steps  # each level (and the diagonal) was asked for
+
+    obj = make_objective("shortcut")
+    x_s = torch.randn(5, 2)
+    s = torch.tensor([0.0, 0.25, 0.5, 0.75, 63 / 64])
+    with torch.no_grad():
+        target = obj._teacher_target(model, x_s, s, s + 1 / 64)
+        v_s = model.velocity(x_s, s)
+        u = s + 1 / 128
+        euler_two = 0.5 * (v_s + model.velocity(x_s + v_s / 128, u))
+        torch.testing.assert_close(target, euler_two)
+        target = obj._teacher_target(model, x_s[:4], s[:4], s[:4] + 1 / 32)
+        v_half = model(s[:4], s[:4] + 1 / 64, x_s[:4])
+        u = s[:4] + 1 / 64
+        two_steps = 0.5 * (v_half + model(u, u + 1 / 64, x_s[:4] + v_half / 64))
+        torch.testing.assert_close(target, two_steps)
