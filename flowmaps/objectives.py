@@ -92,7 +92,8 @@ class Objective(nn.Module):
         eta: fraction of the batch on the diagonal (flow matching); the paper uses 0.75.
         reduction: "mean" (average over every sample) or "sum_of_means".
         backend: derivative backend for JVPs: "auto", "jvp", "tangent" or "fd".
-        fd_step: step of the central difference when backend="fd".
+        fd_step: step of the central difference when backend="fd" (time units); None (default)
+            takes the network's own step (FlowMap.resolve_fd_step: 1e-4 for the UNet, 5e-3 else).
         times: off-diagonal time sampler, "uniform" (triangle s < t) or "dyadic".
         teacher: None for self-distillation, else a frozen model (a FlowMap, or for the
             Lagrangian/Eulerian families any callable velocity(x, t)). It is not a submodule:
@@ -118,7 +119,7 @@ class Objective(nn.Module):
         eta: float = 0.75,
         reduction: str = "mean",
         backend: str = "auto",
-        fd_step: float = 5e-3,
+        fd_step: float | None = None,
         times: str = "uniform",
         teacher: nn.Module | Callable | None = None,
         diagonal_target: str | None = None,
@@ -129,6 +130,8 @@ class Objective(nn.Module):
         split_batch(2, eta)  # validates eta
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+        if fd_step is not None and not (isinstance(fd_step, (int, float)) and fd_step > 0):
+            raise ValueError(f"fd_step (the finite-difference step) must be a number > 0 or None; got {fd_step!r}")
         if times not in ("uniform", "dyadic"):
             raise ValueError(f"unknown time sampler {times!r}; choose 'uniform' or 'dyadic'")
         self.eta, self.reduction, self.backend, self.fd_step, self.times = eta, reduction, backend, fd_step, times
