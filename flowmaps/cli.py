@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="derivative backend of the JVP objectives",
     )
     tr.add_argument(
+        "--fd-step",
+        type=positive_float,
+        default=None,
+        help="central-difference step in time units for --backend fd (default: the network's own, "
+        "0.1 / its time scale: 1e-4 for the UNet's 1000 t embedding, else 5e-3)",
+    )
+    tr.add_argument(
         "--sigma",
         type=positive_float,
         default=None,
@@ -560,6 +567,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed
 
     _train_defaults(args)
+    if args.fd_step is not None and args.backend != "fd":
+        print(f"error: --fd-step is the step of --backend fd; got --backend {args.backend}", file=sys.stderr)
+        return 2
     try:
         model_cfg = model_config_from_args(args)
     except ValueError as err:
@@ -585,7 +595,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     model = build_model(model_cfg)
-    objective = make_objective(args.method, eta=args.eta, reduction=args.reduction, backend=args.backend)
+    objective = make_objective(
+        args.method, eta=args.eta, reduction=args.reduction, backend=args.backend, fd_step=args.fd_step
+    )
     train_cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -619,7 +631,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         **model_cfg,
         "data": args.data,
         "method": args.method,
-        "objective": {"eta": args.eta, "reduction": args.reduction, "backend": args.backend},
+        "objective": {"eta": args.eta, "reduction": args.reduction, "backend": args.backend}
+        | ({"fd_step": model.resolve_fd_step(args.fd_step)} if args.backend == "fd" else {}),
         "train": train_cfg.to_dict(),
     }
     fp16 = "float16" if args.fp16 else "float32"

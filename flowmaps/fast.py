@@ -240,7 +240,11 @@ def fusable(objective: Objective, model: FlowMap, x1: Tensor) -> bool:
     if type(objective) is Lagrangian:
         return objective.stopgrad == "teacher" and objective.backend in ("auto", "tangent", "jvp")
     if type(objective) is Eulerian:
-        return objective.space == "map" and objective.backend in ("auto", "tangent", "jvp")
+        return (
+            objective.space == "map"
+            and not objective.interval_weight
+            and objective.backend in ("auto", "tangent", "jvp")
+        )
     return False
 
 
@@ -248,7 +252,8 @@ class FastObjective(nn.Module):
     """Wrap an objective: the same loss and gradients, computed in one fused pass where possible.
 
     Fused: flow matching, LSD / LMD (``stopgrad="teacher"``) and the Eulerian family in X-space
-    (``space="map"``: ESD, EMD; both stop-gradient placements) on an :class:`~flowmaps.nets.mlp.MLP`
+    (``space="map"``: ESD, EMD; both stop-gradient placements; no ``interval_weight``) on an
+    :class:`~flowmaps.nets.mlp.MLP`
     without active dropout, with the exact-derivative backends ("auto", "tangent", "jvp"; all
     three compute the same exact derivative). Everything else calls the wrapped objective.
 

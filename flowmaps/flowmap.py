@@ -10,6 +10,7 @@ ordinary flow-matching velocity, usable by any ODE solver.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -20,6 +21,14 @@ from flowmaps.interpolants import Interpolant, _expand, make_interpolant
 TimeLike = float | Tensor
 
 BACKENDS = ("auto", "jvp", "dual", "tangent", "fd")
+
+DEFAULT_FD_STEP = 5e-3
+"""Central-difference step in time units when the network states no time scale."""
+
+FD_PHASE = 0.1
+"""The default step moves the network's fastest time feature by this many radians: the step is
+FD_PHASE / net.time_scale (capped at DEFAULT_FD_STEP), e.g. 1e-4 for the UNet's 1000 s embedding.
+Its truncation error (about FD_PHASE^2 / 6 on a sinusoid) stays near float32's round-off there."""
 
 
 def as_time(t: TimeLike, x: Tensor) -> Tensor:
@@ -44,6 +53,10 @@ class FlowMap(nn.Module):
         sigma: standard deviation of the Gaussian base x0 ~ N(0, sigma^2 I).
         interpolant: "linear" (I_t = (1 - t) x0 + t x1) or "trig".
         loss_weight: optional module w(s, t) -> (B,), the learned log-variance of the loss.
+
+    The net may state ``net.time_scale``: the fastest angular frequency (radians per unit of s
+    or t) of its time conditioning, e.g. the UNet's embedding scale 1000. The finite-difference
+    backend then defaults its step to it (see :meth:`resolve_fd_step`).
     """
 
     def __init__(
@@ -101,6 +114,23 @@ class FlowMap(nn.Module):
             return "tangent" if hasattr(self.net, "jvp") else "jvp"
         return backend
 
+    def resolve_fd_step(self, fd_step: float | None = None) -> float:
+        """The central-difference step (time units) of backend "fd": fd_step when given, else
+        FD_PHASE / net.time_scale capped at DEFAULT_FD_STEP (1e-4 for the UNet, whose sinusoidal
+        embedding of 1000 s turns a step of 5e-3 into 5 radians), else DEFAULT_FD_STEP (5e-3).
+
+        Raises:
+            ValueError: fd_step is not a finite number > 0.
+        """
+        if fd_step is not None:
+            if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not 0 < fd_step < math.inf:
+                raise ValueError(f"fd_step (the finite-difference step) must be a number > 0; got {fd_step!r}")
+            return float(fd_step)
+        scale = getattr(self.net, "time_scale", None)
+        if scale is None or not 0 < float(scale) < math.inf:
+            return DEFAULT_FD_STEP
+        return min(DEFAULT_FD_STEP, FD_PHASE / float(scale))
+
     def jvp_velocity(
         self,
         x: Tensor,
@@ -110,14 +140,15 @@ class FlowMap(nn.Module):
         ds: TimeLike = 0.0,
         dt: TimeLike = 0.0,
         backend: str = "auto",
-        fd_step: float = 5e-3,
+        fd_step: float | None = None,
     ) -> tuple[Tensor, Tensor]:
         """v_{s,t}(x) and its directional derivative along the tangent (ds, dt, dx).
 
         Backends: "jvp" (torch.func forward mode), "dual" (torch.autograd.forward_ad dual
         tensors, the same maths without functorch's wrapping), "tangent" (the net's own tangent pass),
-        "fd" (central difference with step fd_step, bias O(fd_step^2)), "auto" (tangent
-        if the network provides one, else jvp). Gradients flow through both outputs.
+        "fd" (central difference with step fd_step, bias O(fd_step^2); None takes the network's
+        own step, see resolve_fd_step), "auto" (tangent if the network provides one, else jvp).
+        Gradients flow through both outputs.
         """
         s_, t_ = as_time(s, x), as_time(t, x)
         ds_, dt_ = as_time(ds, x), as_time(dt, x)
@@ -139,7 +170,7 @@ class FlowMap(nn.Module):
                 dv = torch.zeros_like(v)
             return v, dv
         if backend == "fd":
-            h = fd_step
+            h = self.resolve_fd_step(fd_step)
             v_plus = self.net(s_ + h * ds_, t_ + h * dt_, x + h * dx_)
             v_minus = self.net(s_ - h * ds_, t_ - h * dt_, x - h * dx_)
             v = self.net(s_, t_, x)
@@ -155,7 +186,7 @@ class FlowMap(nn.Module):
         ds: TimeLike = 0.0,
         dt: TimeLike = 0.0,
         backend: str = "auto",
-        fd_step: float = 5e-3,
+        fd_step: float | None = None,
     ) -> tuple[Tensor, Tensor]:
         """X_{s,t}(x) and its directional derivative along (ds, dt, dx).
 

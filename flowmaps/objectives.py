@@ -26,9 +26,19 @@ samples of the batch (the released code: a 3:1 weight between the branches at et
 
 Known methods as presets of the same classes (see make_objective):
   MeanFlow              = Eulerian, velocity "sample" (dI_s/ds = x1 - x0), residual in v-space
-  consistency training  = Eulerian, velocity "sample", residual in X-space
-  consistency distill.  = Eulerian, velocity "teacher" (a frozen velocity), residual in X-space
-  shortcut models       = Progressive, gamma = 1/2 on a dyadic grid of step sizes
+  consistency training  = Eulerian, velocity "sample", residual in v-space, each term weighted
+                          by t - s (the paper's appendix C.2)
+  consistency distill.  = Eulerian, velocity "teacher" (a frozen velocity), residual in v-space,
+                          weighted by t - s (appendix C.1; also Align Your Flow)
+  Eulerian map distill. = Eulerian, velocity "teacher", residual in X-space (gradient through
+                          d/ds X): a different update from consistency distillation
+  shortcut models       = Progressive, gamma = 1/2 on the dyadic grid of step sizes 1 ... 1/64,
+                          the finest level's half-steps (1/128) taken with the diagonal velocity
+                          (the shortcut paper's 128-step setting, flow matching at its finest step)
+The weight t - s of CT and CD is what makes their gradient the limit of a discrete step: for
+L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b))|^2 (b = x1 - x0, or the teacher's velocity),
+grad L_D / D -> (t - s) grad sum(r^2) with r the v-space residual, as D -> 0
+(tests/test_presets.py checks this against discrete steps).
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from torch import Tensor, nn
 
 from flowmaps.flowmap import FlowMap, map_tangent
 from flowmaps.interpolants import InterpolantSample, _expand
-from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
+from flowmaps.timesampling import DYADIC_MIN_STEP, diagonal_times, off_diagonal_times, split_batch
 
 REDUCTIONS = ("mean", "sum_of_means")
 
@@ -85,7 +95,8 @@ class Objective(nn.Module):
         eta: fraction of the batch on the diagonal (flow matching); the paper uses 0.75.
         reduction: "mean" (average over every sample) or "sum_of_means".
         backend: derivative backend for JVPs: "auto", "jvp", "tangent" or "fd".
-        fd_step: step of the central difference when backend="fd".
+        fd_step: step of the central difference when backend="fd" (time units); None (default)
+            takes the network's own step (FlowMap.resolve_fd_step: 1e-4 for the UNet, 5e-3 else).
         times: off-diagonal time sampler, "uniform" (triangle s < t) or "dyadic".
         teacher: None for self-distillation, else a frozen model (a FlowMap, or for the
             Lagrangian/Eulerian families any callable velocity(x, t)). It is not a submodule:
@@ -111,7 +122,7 @@ class Objective(nn.Module):
         eta: float = 0.75,
         reduction: str = "mean",
         backend: str = "auto",
-        fd_step: float = 5e-3,
+        fd_step: float | None = None,
         times: str = "uniform",
         teacher: nn.Module | Callable | None = None,
         diagonal_target: str | None = None,
@@ -122,6 +133,8 @@ class Objective(nn.Module):
         split_batch(2, eta)  # validates eta
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+        if fd_step is not None and not (isinstance(fd_step, (int, float)) and fd_step > 0):
+            raise ValueError(f"fd_step (the finite-difference step) must be a number > 0 or None; got {fd_step!r}")
         if times not in ("uniform", "dyadic"):
             raise ValueError(f"unknown time sampler {times!r}; choose 'uniform' or 'dyadic'")
         self.eta, self.reduction, self.backend, self.fd_step, self.times = eta, reduction, backend, fd_step, times
@@ -349,12 +362,28 @@ class Eulerian(Objective):
         d/ds X only), a semigradient: on the paper's 2-D recipe it drifts and diverges
         (docs/esd_stability.md has the evidence); it is kept for Eulerian map distillation
         ("emd"). In v-space, "teacher" detaches the target (MeanFlow) and "none" does not.
+    interval_weight: False (default) or True: the per-sample squared residual is multiplied by
+        t - s, i.e. the term becomes (t - s) sum(r^2) (inside exp(-w) when the flow map learns a
+        log-variance w). It is applied as a factor sqrt(t - s) on the residual, so every
+        reduction, the learned weight and the branch's log all see the weighted term. With the
+        v-space residual this is the continuous-time limit of a discrete consistency step
+        (the paper's appendix C): for L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b_s))|^2,
+        grad L_D / D -> (t - s) grad sum(r^2) as D -> 0, with b_s = x1 - x0 for consistency
+        training and b_s a frozen velocity for consistency distillation.
     """
 
     name = "eulerian"
     uses_jvp = True
 
-    def __init__(self, *, velocity: str = "model", space: str = "map", stopgrad: str = "teacher", **kw) -> None:
+    def __init__(
+        self,
+        *,
+        velocity: str = "model",
+        space: str = "map",
+        stopgrad: str = "teacher",
+        interval_weight: bool = False,
+        **kw,
+    ) -> None:
         super().__init__(**kw)
         if velocity not in ("model", "sample", "teacher"):
             raise ValueError(f"velocity must be 'model', 'sample' or 'teacher'; got {velocity!r}")
@@ -364,9 +393,21 @@ class Eulerian(Objective):
             raise ValueError(f"space must be 'map' or 'velocity'; got {space!r}")
         if stopgrad not in ("teacher", "none"):
             raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
+        if not isinstance(interval_weight, bool):
+            raise ValueError(f"interval_weight must be True or False; got {interval_weight!r}")
         self.velocity, self.space, self.stopgrad = velocity, space, stopgrad
+        self.interval_weight = interval_weight
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
+        return self._interval_weighted(self._eulerian_residual(model, x0, x1, s, t), s, t)
+
+    def _interval_weighted(self, r: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """r * sqrt(t - s) with interval_weight (so that sum(r^2) carries the factor t - s), else r."""
+        if not self.interval_weight:
+            return r
+        return _expand(torch.sqrt((t - s).clamp_min(0.0)), r) * r
+
+    def _eulerian_residual(self, model, x0, x1, s, t):
         it = model.interpolant.sample(x0, x1, s)
         x_s, b = it.x_t, self._transport_velocity(model, it, s)
         jkw = {"backend": self.backend, "fd_step": self.fd_step}
@@ -385,9 +426,8 @@ class Eulerian(Objective):
         return v - target
 
     def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
-        # Fused: the X-space residual with its gradient through d/ds X only (the paper's ESD):
-        # the diagonal rows and the d/ds JVP rows in one call, the transport term (no grad)
-        # and the velocity b in their own no-grad calls.
+        # Fused X-space residual: the diagonal rows and the JVP rows that carry gradients in one
+        # call; b (and, for stopgrad="teacher", the transport term) in their own no-grad calls.
         n_off = 0 if s_off is None else s_off.shape[0]
         if self.space != "map" or not self._can_fuse(model, n_diag, n_off, tangent=True):
             return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
@@ -396,12 +436,12 @@ class Eulerian(Objective):
             it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off)
             b = self._transport_velocity(model, it, s_off)
             r_diag, _, _, total = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0, dx=b)
-            return r_diag, total
+            return r_diag, self._interval_weighted(total, s_off, t_off)
         r_diag, it, _, dX_ds = self._fused_tangent(model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0)
         b = self._transport_velocity(model, it, s_off)
         with torch.no_grad():
             _, transport = model.jvp(it.x_t, s_off, t_off, dx=b, backend=self.backend, fd_step=self.fd_step)
-        return r_diag, dX_ds + transport
+        return r_diag, self._interval_weighted(dX_ds + transport, s_off, t_off)
 
     def _transport_velocity(self, model: FlowMap, it: InterpolantSample, s: Tensor) -> Tensor:
         """b_s at x_s = it.x_t: the sample velocity dI_s/ds, or the teacher's / model's own
@@ -419,13 +459,21 @@ class Progressive(Objective):
     residual is dropped on purpose),
         r = v_{s,t}(I_s) - sg((1 - gamma) v_{s,u}(I_s) + gamma v_{u,t}(X_{s,u}(I_s))).
     gamma: "uniform" (PSD-U, gamma ~ U[0, 1]) or a number in [0, 1] (PSD-M: 0.5).
+    min_step: the finest step the off-diagonal branch trains (0, the default: no limit). A
+        half-step shorter than it (u - s or t - u < min_step) is taken with the diagonal
+        velocity instead of the map: v_{s,u} -> v_{s,s}, v_{u,t} -> v_{u,u} (an Euler step of the
+        flow-matching velocity), so the target never rests on a step size that is not trained.
     With a frozen teacher flow map this is progressive distillation; with gamma = 1/2 on the
-    dyadic time grid it is the shortcut model.
+    dyadic time grid (steps 1 ... 1/64) and min_step = 1/64 it is the shortcut model of Frans
+    et al. in its 128-step setting: the finest level, 1/64, bootstraps from two 1/128 steps of
+    the flow-matching velocity, every coarser level from two steps of the level below.
     """
 
     name = "progressive"
 
-    def __init__(self, *, gamma: float | str = "uniform", stopgrad: str = "teacher", **kw) -> None:
+    def __init__(
+        self, *, gamma: float | str = "uniform", stopgrad: str = "teacher", min_step: float = 0.0, **kw
+    ) -> None:
         super().__init__(**kw)
         if gamma != "uniform" and not (isinstance(gamma, (int, float)) and 0.0 <= float(gamma) <= 1.0):
             raise ValueError(f"gamma must be 'uniform' or a number in [0, 1]; got {gamma!r}")
@@ -433,14 +481,17 @@ class Progressive(Objective):
             raise ValueError(f"stopgrad must be 'teacher' or 'none'; got {stopgrad!r}")
         if self.teacher is not None and not isinstance(self.teacher, FlowMap):
             raise ValueError("progressive distillation needs a FlowMap teacher (it takes jumps)")
-        self.gamma, self.stopgrad = gamma, stopgrad
+        if not (isinstance(min_step, (int, float)) and 0.0 <= float(min_step) <= 1.0):
+            raise ValueError(f"min_step must be a number in [0, 1]; got {min_step!r}")
+        self.gamma, self.stopgrad, self.min_step = gamma, stopgrad, float(min_step)
 
     def off_diagonal_residual(self, model, x0, x1, s, t, generator=None):
         x_s = model.interpolant.sample(x0, x1, s).x_t
         return model(s, t, x_s) - self._teacher_target(model, x_s, s, t, generator)
 
     def _teacher_target(self, model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, generator=None) -> Tensor:
-        """(1 - gamma) v_{s,u}(x_s) + gamma v_{u,t}(X_{s,u}(x_s)), u = gamma s + (1 - gamma) t."""
+        """(1 - gamma) v_{s,u}(x_s) + gamma v_{u,t}(X_{s,u}(x_s)), u = gamma s + (1 - gamma) t;
+        a half-step shorter than min_step uses the diagonal: v_{s,s}(x_s), v_{u,u}(x_u)."""
         if self.gamma == "uniform":
             gamma = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
         else:
@@ -448,10 +499,14 @@ class Progressive(Objective):
         u = gamma * s + (1.0 - gamma) * t
         teacher = self.teacher if self.teacher is not None else model
         ctx = torch.no_grad() if self.stopgrad == "teacher" else contextlib.nullcontext()
+        end_su, end_ut = u, t
+        if self.min_step > 0.0:
+            end_su = torch.where(u - s < self.min_step, s, u)
+            end_ut = torch.where(t - u < self.min_step, u, t)
         with ctx:
-            v_su = teacher(s, u, x_s)
+            v_su = teacher(s, end_su, x_s)
             x_u = x_s + _expand(u - s, x_s) * v_su
-            v_ut = teacher(u, t, x_u)
+            v_ut = teacher(u, end_ut, x_u)
             g = _expand(gamma, x_s)
             return (1.0 - g) * v_su + g * v_ut
 
@@ -476,12 +531,12 @@ PRESETS: dict[str, tuple[type[Objective], dict]] = {
     "psd-u": (Progressive, {"gamma": "uniform"}),
     "psd-m": (Progressive, {"gamma": 0.5}),
     "meanflow": (Eulerian, {"velocity": "sample", "space": "velocity"}),
-    "ct": (Eulerian, {"velocity": "sample", "space": "map"}),
-    "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic"}),
+    "ct": (Eulerian, {"velocity": "sample", "space": "velocity", "interval_weight": True}),
+    "shortcut": (Progressive, {"gamma": 0.5, "times": "dyadic", "min_step": DYADIC_MIN_STEP}),
     # teacher distillation: pass teacher=<frozen FlowMap or velocity(x, t)>
     "lmd": (Lagrangian, {}),
     "emd": (Eulerian, {"velocity": "teacher"}),
-    "cd": (Eulerian, {"velocity": "teacher"}),
+    "cd": (Eulerian, {"velocity": "teacher", "space": "velocity", "interval_weight": True}),
     "pd": (Progressive, {"gamma": 0.5}),
 }
 SELF_DISTILLATION = ("fm", "lsd", "esd", "psd-u", "psd-m", "meanflow", "ct", "shortcut")
@@ -494,11 +549,11 @@ DESCRIPTIONS = {
     "psd-u": "progressive self-distillation, gamma ~ U[0, 1]",
     "psd-m": "progressive self-distillation, gamma = 1/2",
     "meanflow": "MeanFlow: Eulerian with the sample velocity x1 - x0, v-space residual",
-    "ct": "consistency training: Eulerian with the sample velocity, X-space residual",
-    "shortcut": "shortcut model: PSD-M on a dyadic grid of step sizes",
+    "ct": "consistency training (continuous time): MeanFlow's v-space residual weighted by t - s",
+    "shortcut": "shortcut model: PSD-M on the dyadic steps 1 ... 1/64, the finest from the diagonal velocity",
     "lmd": "Lagrangian map distillation from a frozen velocity",
-    "emd": "Eulerian map distillation from a frozen velocity",
-    "cd": "consistency distillation / Align Your Flow (= Eulerian map distillation)",
+    "emd": "Eulerian map distillation from a frozen velocity (X-space residual)",
+    "cd": "consistency distillation / Align Your Flow: v-space residual from a frozen velocity, weighted by t - s",
     "pd": "progressive distillation from a frozen flow map",
 }
 

@@ -4,13 +4,22 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 - Diagonal branch (flow matching): t ~ U[0, 1], s = t.
 - Off-diagonal branch: (s, t) uniform on the triangle 0 <= s < t <= 1 (two uniforms, s the
-  smaller), or, for shortcut models, on a dyadic grid of step sizes t - s = 2^-k.
+  smaller), or, for shortcut models, on a dyadic grid of step sizes t - s = 2^-k, k = 0 ... 6
+  (Frans et al., "One Step Diffusion via Shortcut Models", 128-step setting: self-consistency
+  trains the steps 1 ... 1/64, each from two half-steps; the finest half-step, 1/128, is the
+  flow-matching velocity, which this library trains on the diagonal s = t).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+DYADIC_MAX_LEVEL = 6
+"""Finest level of the dyadic (shortcut) grid: step sizes 2^-k, k = 0 ... 6, i.e. 1 ... 1/64."""
+
+DYADIC_MIN_STEP = 2.0**-DYADIC_MAX_LEVEL
+"""The finest dyadic step size, 1/64; its half-steps (1/128) are taken with the diagonal velocity."""
 
 
 def split_batch(batch_size: int, eta: float) -> tuple[int, int]:
@@ -41,19 +50,27 @@ def off_diagonal_times(
     generator: torch.Generator | None = None,
     device=None,
     dtype=None,
-    max_level: int = 7,
+    max_level: int = DYADIC_MAX_LEVEL,
 ) -> tuple[Tensor, Tensor]:
-    """(s, t) with s < t, each of shape (n,).
+    """(s, t) with s < t, each of shape (n,) (t = 0 noise, t = 1 data).
 
     kind="uniform": uniform on the triangle 0 <= s < t <= 1.
     kind="dyadic": step d = 2^-k with k uniform in {0, ..., max_level}, s a uniform multiple of
-    d in [0, 1 - d], t = s + d (the shortcut-model grid).
+    d in [0, 1 - d], t = s + d (the shortcut-model grid). The default max_level 6 gives the steps
+    1 ... 1/64 of the shortcut paper's 128-step setting; the shortcut objective takes the
+    half-steps of the finest level with the diagonal (flow-matching) velocity, so every step it
+    bootstraps from is trained.
+
+    Raises:
+        ValueError: an unknown kind, or max_level < 0.
     """
     if kind == "uniform":
         a = torch.rand(n, generator=generator, device=device, dtype=dtype)
         b = torch.rand(n, generator=generator, device=device, dtype=dtype)
         return torch.minimum(a, b), torch.maximum(a, b)
     if kind == "dyadic":
+        if max_level < 0:
+            raise ValueError(f"max_level (finest dyadic level) must be >= 0; got {max_level}")
         k = torch.randint(0, max_level + 1, (n,), generator=generator, device=device)
         n_cells = (2**k).to(torch.float64)
         j = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * n_cells)

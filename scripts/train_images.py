@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowmaps.cli import unit_interval  # noqa: E402
+from flowmaps.cli import positive_float, unit_interval  # noqa: E402
 from flowmaps.data.images import image_batch_sampler, load_fashion_mnist  # noqa: E402
 from flowmaps.hub import save_pretrained  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS, make_objective  # noqa: E402
@@ -69,7 +69,7 @@ def _backend_name(objective, model) -> str:
         return "no JVP"
     backend = model.resolve_backend(objective.backend)
     return {"tangent": "UNet tangent pass", "jvp": "torch.func.jvp", "dual": "forward-AD dual tensors"}.get(
-        backend, f"central difference, step {objective.fd_step:g}"
+        backend, f"central difference, step {model.resolve_fd_step(objective.fd_step):g}"
     )
 
 
@@ -101,7 +101,12 @@ def main(argv: list[str] | None = None) -> Path | None:
         default="auto",
         help="derivative backend: auto (the UNet's tangent pass), tangent, jvp, dual or fd",
     )
-    p.add_argument("--fd-step", type=float, default=3e-4, help="central-difference step for --backend fd")
+    p.add_argument(
+        "--fd-step",
+        type=positive_float,
+        default=None,
+        help="central-difference step for --backend fd (default: the UNet's own, 0.1 / its embedding scale = 1e-4)",
+    )
     p.add_argument("--init-from", default=None, help="start from the weights of this checkpoint folder")
     p.add_argument(
         "--spike-factor",
@@ -208,6 +213,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         close_distributed()  # no collective follows the training loop
         return None
     config["training"] = {**tc.to_dict(), "eta": args.eta, "backend": args.backend}
+    if args.backend == "fd":
+        config["training"]["fd_step"] = model.resolve_fd_step(args.fd_step)
     card = config["card"] = {
         "title": f"Fashion-MNIST flow map ({args.method.upper()})",
         "method": f"{args.method}: {DESCRIPTIONS.get(args.method, '')}",

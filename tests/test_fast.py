@@ -42,7 +42,7 @@ CASES = [
     ("lsd", {"reduction": "sum_of_means"}),
     ("lsd", {"backend": "jvp"}),
     ("esd", {}),
-    ("ct", {}),
+    ("esd", {"velocity": "sample"}),  # the X-space Eulerian residual with b = x1 - x0
     ("lsd", {"eta": 0.0}),
 ]
 
@@ -101,11 +101,12 @@ def test_distillation_teacher_and_learned_weight() -> None:
 
 
 def test_falls_back_where_not_fused() -> None:
-    """PSD and MeanFlow are not fused: the wrapper returns the plain objective's result."""
+    """PSD, MeanFlow, CT and an interval-weighted X-space Eulerian are not fused: the wrapper
+    returns the plain objective's result."""
     model = _model()
     x1 = torch.rand(16, 2, dtype=torch.float64) * 2 - 1
-    for method in ("psd-m", "meanflow"):
-        plain = make_objective(method)
+    for method, kw in (("psd-m", {}), ("meanflow", {}), ("ct", {}), ("esd", {"interval_weight": True})):
+        plain = make_objective(method, **kw)
         assert not fusable(plain, model, x1)
         ref = plain(model, x1, generator=torch.Generator().manual_seed(0))
         out = FastObjective(plain)(model, x1, generator=torch.Generator().manual_seed(0))

@@ -129,6 +129,15 @@ class MLP(nn.Module):
         """Width of an input row: s, t, x / sigma and 2 * fourier features."""
         return self.dim + 2 + 2 * self.fourier
 
+    @property
+    def time_scale(self) -> float | None:
+        """With time features: their fastest angular frequency along s or t (radians per unit
+        time), from which FlowMap sizes its finite-difference step; None without (s and t enter
+        raw, and the library's default step applies)."""
+        if not self.time_features:
+            return None
+        return float(self.freqs[:2].abs().max())
+
     @classmethod
     def from_config(cls, config: dict) -> MLP:
         kw = {k: v for k, v in config.items() if k != "name"}

@@ -387,6 +387,13 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    @property
+    def time_scale(self) -> float:
+        """Fastest angular frequency of the time conditioning, radians per unit of s or t: the
+        embedding's top frequency is 1 per position and positions are emb_scale * time. FlowMap
+        sizes its finite-difference step from it (FlowMap.resolve_fd_step)."""
+        return self.emb_scale
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UNet:
         """Rebuild a UNet from its ``config`` dict (e.g. read back from config.json)."""
