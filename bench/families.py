@@ -82,6 +82,8 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
         ]  # fmt: skip
         if args.quick:
             cmd.append("--quick")
+        if args.init_from:
+            cmd += ["--init-from", args.init_from]
         env = dict(os.environ)
         if args.gpus:  # one GPU per method, or round robin
             gpus = args.gpus if len(args.gpus) == len(args.methods) else [args.gpus[i % len(args.gpus)]]
@@ -207,8 +209,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         "metrics": table,
         "notes": "KL: the paper's estimator (64,000 samples, 50 x 50 bins on [-1, 1]^2, target density at bin "
         "centres normalised to sum 1; inf = an empty target bin), mean ± sd over the noise seeds listed. "
-        f"Budget: batch {args.batch:,}, {args.steps:,} steps, RAdam lr 1e-3 cosine-annealed to 1% over the last "
-        f"{1 - args.anneal:.0%} of the steps, clip 10, EMA 0.999, eta 0.75. "
+        f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam lr "
+        f"1e-3 cosine-annealed to 1% over the last {1 - args.anneal:.0%} of each stage, clip 10, EMA 0.999, eta 0.75. "
         f"Command: `python bench/families.py --device cuda --steps {args.steps}`.",
     }
     save_pretrained(model, folder, config, card)
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--docs", default=str(HERE.parent / "docs" / "benchmarks.md"))
     p.add_argument("--eval-only", action="store_true", help="score the saved models, do not train")
+    p.add_argument("--init-from", default=None, help="continue every method from checkerboard-<method> in this folder")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, nothing written to docs")
     args = p.parse_args(argv)
     if args.quick:

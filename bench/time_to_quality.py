@@ -103,6 +103,13 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
         "method": method,
     }
     model = build_model(config).to(device)
+    previous: dict[str, Any] = {}
+    if args.init_from:  # a later stage: start from the EMA weights of an earlier run of this method
+        from flowmaps.hub import from_pretrained
+
+        start, start_cfg = from_pretrained(Path(args.init_from) / f"checkerboard-{method}")
+        model.load_state_dict(start.state_dict())
+        previous = start_cfg.get("training", {})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     ema_params = [p for p in ema.parameters()]
@@ -219,9 +226,10 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "ema_decay": args.ema,
             "eta": args.eta,
             "optimizer": "RAdam",
-            "steps": steps_done,
-            "train_seconds": round(train_s, 1),
+            "steps": steps_done + int(previous.get("steps", 0)),
+            "train_seconds": round(train_s + float(previous.get("train_seconds", 0.0)), 1),
             "seed": args.seed,
+            "stages": [*previous.get("stages", [previous.get("steps")] if previous else []), steps_done],
         }
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
@@ -363,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-graph", action="store_true", help="no CUDA graph")
     p.add_argument("--no-fused", action="store_true", help="plain objective instead of FastObjective")
     p.add_argument("--save", default=None, help="parent folder for checkerboard-<method> checkpoints")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="parent folder of checkerboard-<method> checkpoints to continue from (the lr schedule restarts)",
+    )
     return p
 
 

@@ -132,11 +132,12 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
             entry["kid_x1000"] = round(statistics.fmean(kids), 3)
             entry["fid_samples"] = args.n
             entry["noise_seeds"] = seeds
-        label = "gpu" if device.type == "cuda" else "cpu"
-        with torch.no_grad():
-            ms = 1000 * time_per_image(model, device, kind, n, args.timing_batch, grid=grid)
-        entry[f"ms_per_image_{label}"] = round(ms, 4)
-        entry[f"hardware_{label}"] = hw
+        if not args.no_timing:
+            label = "gpu" if device.type == "cuda" else "cpu"
+            with torch.no_grad():
+                ms = 1000 * time_per_image(model, device, kind, n, args.timing_batch, grid=grid)
+            entry[f"ms_per_image_{label}"] = round(ms, 4)
+            entry[f"hardware_{label}"] = hw
         print(folder.name, key, json.dumps(entry), flush=True)
     metrics_path.write_text(json.dumps(metrics, indent=2))
     card = dict(config.get("card", {}))
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--classifier", default="checkpoints/fid-classifier")
     p.add_argument("--timing-only", action="store_true", help="only measure time per image")
+    p.add_argument("--no-timing", action="store_true", help="keep the stored times (e.g. while the GPU is shared)")
     p.add_argument("--table", default="docs/image_results.md")
     p.add_argument(
         "--table-only",
