@@ -180,7 +180,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
     for k in STEPS_N:
         kls = [r["kl"] for r in sc["per_seed"][str(k)]]
         m, sd = _mean_sd(kls)
-        metrics[str(k)] = {"mean": m, "sd": sd, "seeds": args.seeds}
+        finite = m != float("inf")  # JSON has no inf: an empty target bin is written as null
+        metrics[str(k)] = {"mean": m if finite else None, "sd": sd if finite else None, "seeds": args.seeds}
         table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": kls})
     if "dopri5" in sc:
         m, sd = _mean_sd([r["kl"] for r in sc["dopri5"]])
