@@ -35,6 +35,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from flowmaps.inputs import check_state
+
 __all__ = [
     "SampleResult",
     "uniform",
@@ -280,6 +282,17 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
 # --------------------------------------------------------------------------------------------
 
 
+def _entry_state(owner: object, x0: object, name: str = "x0") -> Tensor:
+    """x0 checked once at a sampler's entry: finite, floating, with a batch dimension; checked
+    against the model's state shape and cast to its dtype when ``owner`` can say them (a
+    :class:`flowmaps.flowmap.FlowMap`, or a bound method of one such as ``model.velocity``)."""
+    owner = getattr(owner, "__self__", owner)  # model.velocity -> model
+    check = getattr(owner, "check_state", None)
+    if callable(check):
+        return check(x0, name, finite=True)
+    return check_state(x0, name, finite=True)
+
+
 def _full_time(value: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
 
@@ -300,17 +313,20 @@ def flowmap_sample(
             ``x0``'s dtype and device. Runs under ``torch.no_grad``; the model's train/eval mode
             is left as it is (sample from the EMA copy in eval mode).
         x0: state at ``grid[0]``, shape ``(B, *D)``; for a full grid this is noise
-            ``N(0, sigma^2 I)`` at t = 0.
+            ``N(0, sigma^2 I)`` at t = 0. Cast to the model's dtype (its parameters').
         grid: times ``0 = t_0 < ... < t_N = 1`` (t = 0 noise, t = 1 data) as a tensor, list or
             string; checked by :func:`validate_grid` (``partial=True`` allows a sub-interval).
         return_trajectory: also return the states at every grid time, ``(N + 1, B, *D)``.
 
     Returns:
         :class:`SampleResult` with ``nfe = N`` (one jump per step).
+
+    Raises:
+        ValueError: for a bad grid, or an ``x0`` that is not a finite floating tensor of the
+            model's state shape (a floating ``x0`` of another dtype is cast to the model's).
     """
     g = validate_grid(grid, max_steps=max_steps, partial=partial)
-    if x0.ndim < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must have a batch dimension, shape (B, *D); got {tuple(x0.shape)}")
+    x0 = _entry_state(model, x0)
     x = x0
     states = [x0] if return_trajectory else None
     times = g.tolist()
@@ -537,7 +553,9 @@ def ode_solve(
     Args:
         velocity: ``f(x, t) -> dx/dt`` with ``x`` of shape ``(B, *D)`` and ``t`` a ``(B,)`` tensor
             of ``x``'s dtype and device; e.g. ``model.velocity`` or ``gmm.velocity``.
-        x0: state at ``t0``, shape ``(B, *D)``.
+        x0: state at ``t0``, shape ``(B, *D)``, finite. When ``velocity`` is a bound method of
+            a model that checks states (``model.velocity``), x0 is checked against the model's
+            state shape and cast to its dtype.
         method: ``"euler"`` (order 1), ``"heun"`` (2), ``"rk4"`` (4) or ``"dopri5"`` (adaptive
             Dormand-Prince 5(4)).
         grid: explicit times, strictly increasing (towards data) or decreasing (towards noise).
@@ -555,12 +573,18 @@ def ode_solve(
     Returns:
         :class:`SampleResult`; ``nfe`` is the exact number of velocity calls (for ``"dopri5"``:
         one for the first stage, one for the starting-step estimate, six per attempted step).
+
+    Raises:
+        ValueError: for a bad method, grid or tolerances, an ``x0`` that is not a finite floating
+            tensor (of the model's state shape, where known), or (``"dopri5"``) a non-finite
+            velocity at the start time.
+        RuntimeError: ``"dopri5"`` ran past ``max_steps``, its step size underflowed, or the
+            state became non-finite on the way.
     """
     m = str(method).strip().lower()
     if m not in ODE_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
-    if x0.ndim < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must have a batch dimension, shape (B, *D); got {tuple(x0.shape)}")
+    x0 = _entry_state(velocity, x0)
     f = _Counted(velocity, x0)
     ctx = torch.no_grad() if no_grad else torch.enable_grad()
     if grid is not None:

@@ -409,6 +409,11 @@ class UNet(nn.Module):
         """Rebuild a UNet from its ``config`` dict (e.g. read back from config.json)."""
         return cls(**config)
 
+    @property
+    def state_shape(self) -> tuple[int, None, None]:
+        """The shape of one state x: (in_channels, H, W), any H and W (a batch is (B, C, H, W))."""
+        return (self.config["in_channels"], None, None)
+
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
