@@ -433,20 +433,42 @@ _DP_B4 = (
 _DP_E = tuple(b5 - b4 for b5, b4 in zip(_DP_B5, _DP_B4, strict=True))
 
 
+def _norm_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision states, else the state's own dtype: error norms never in fp16."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _rms(z: Tensor) -> float:
+    """Root mean square of z without overflow: max|z| * rms(z / max|z|) (one device sync)."""
+    m = z.abs().amax()
+    return float(m * torch.sqrt(torch.mean((z / m.clamp_min(torch.finfo(z.dtype).tiny)) ** 2)))
+
+
+def _scale(y: Tensor, y_new: Tensor | None, rtol: float, atol: float) -> Tensor:
+    """atol + rtol max(|y|, |y_new|) in float32 or better, kept above zero (atol = 0 and y = 0)."""
+    dt = _norm_dtype(y)
+    size = y.to(dt).abs() if y_new is None else torch.maximum(y.to(dt).abs(), y_new.to(dt).abs())
+    return (atol + rtol * size).clamp_min(torch.finfo(dt).tiny)
+
+
 def _err_norm(e: Tensor, y: Tensor, y_new: Tensor, rtol: float, atol: float) -> float:
-    scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-    return float(torch.sqrt(torch.mean((e / scale) ** 2)))
+    """rms(e / (atol + rtol max(|y|, |y_new|))), computed in float32 or better."""
+    return _rms(e.to(_norm_dtype(e)) / _scale(y, y_new, rtol, atol))
 
 
 def _initial_step(f: _Counted, t0: float, y0: Tensor, f0: Tensor, direction: float, rtol: float, atol: float) -> float:
-    """Starting step size from the size of the state and of its derivatives (one evaluation)."""
-    scale = atol + rtol * y0.abs()
-    d0 = float(torch.sqrt(torch.mean((y0 / scale) ** 2)))
-    d1 = float(torch.sqrt(torch.mean((f0 / scale) ** 2)))
-    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    """Starting step size from the size of the state and of its derivatives (one evaluation).
+
+    The norms are taken in float32 or better; f0 must be finite (checked by the caller)."""
+    scale = _scale(y0, None, rtol, atol)
+    d0 = _rms(y0.to(scale.dtype) / scale)
+    d1 = _rms(f0.to(scale.dtype) / scale)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else max(0.01 * d0 / d1, 1e-12)
     y1 = y0 + direction * h0 * f0
     f1 = f(y1, t0 + direction * h0)
-    d2 = float(torch.sqrt(torch.mean(((f1 - f0) / scale) ** 2))) / h0
+    d2 = _rms((f1.to(scale.dtype) - f0.to(scale.dtype)) / scale) / h0
+    if not math.isfinite(d2):  # the velocity blows up just after the start: try the small step
+        return h0
     if max(d1, d2) <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
@@ -470,7 +492,8 @@ def _dopri5(
 
     Steps are clipped to land exactly on each time of ``out_times`` (if given); otherwise every
     accepted step is recorded. Error control: ``err = rms(e / (atol + rtol max(|y|, |y_new|)))``
-    with ``e = h sum_i (b5_i - b4_i) k_i``; a step is accepted when ``err <= 1``, and the next
+    with ``e = h sum_i (b5_i - b4_i) k_i``, computed in float32 or better (a float16 state's
+    squared error would overflow); a step is accepted when ``err <= 1``, and the next
     step is ``h * clip(0.9 err^(-1/5), 0.2, 10)`` (at most ``h`` after a rejection).
     """
     direction = 1.0 if t_end > t_start else -1.0
@@ -478,6 +501,12 @@ def _dopri5(
     targets = out_times[1:] if out_times is not None else [t_end]
     t = t_start
     k1 = f(x, t)
+    bad = ~torch.isfinite(k1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"the velocity at the start time t={t:g} has {int(bad.sum())} non-finite entries (inf or NaN) "
+            f"for a finite state; dopri5 cannot choose its first step: start where the velocity is finite"
+        )
     h = min(_initial_step(f, t, x, k1, direction, rtol, atol), span)
     accepted = rejected = 0
     for target in targets:
