@@ -619,7 +619,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         anneal_from=args.anneal_from,
     )
     sampler = make_data_sampler(args.data, device)
-    trainer = Trainer(model, objective, sampler, train_cfg)
+    try:
+        trainer = Trainer(model, objective, sampler, train_cfg)
+    except ValueError as err:  # e.g. a batch too small for the method's branches
+        print(f"error: {err}", file=sys.stderr)
+        close_distributed(wait=False)
+        return 2
     if resume_path is not None:
         try:
             trainer.resume(resume_path)

@@ -371,8 +371,8 @@ def features(
     """Penultimate features of images, computed in batches.
 
     Args:
-        images: (N, 1, 28, 28) in [-1, 1] (values are clipped to [-1, 1] first, as samples would
-            be when shown as pictures).
+        images: (N, 1, 28, 28) floats in [-1, 1] (values are clipped to [-1, 1] first, as samples
+            would be when shown as pictures); integer or non-finite images raise ValueError.
         net: a :class:`FeatureNet`, a folder to load it from, or None for the default folder.
         batch_size: images per forward pass.
         device: where to run (default: the net's device).
@@ -386,8 +386,17 @@ def features(
     dev = torch.device(device) if device is not None else next(net.parameters()).device
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a tensor or numpy array of shape (N, 1, 28, 28); got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"images have dtype {images.dtype}; they must be floats in [-1, 1] (for 8-bit pixels p: p / 127.5 - 1)"
+        )
+    n_bad = int((~torch.isfinite(images)).sum())
+    if n_bad:
+        raise ValueError(f"images have {n_bad} non-finite values (inf or NaN); every pixel must be finite")
     net.to(dev)
     out = []
     for i in range(0, len(images), batch_size):

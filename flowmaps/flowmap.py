@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from flowmaps.inputs import check_state
 from flowmaps.interpolants import Interpolant, _expand, make_interpolant
 
 TimeLike = float | Tensor
@@ -73,18 +74,53 @@ class FlowMap(nn.Module):
         self.interpolant: Interpolant = make_interpolant(interpolant)
         self.loss_weight = loss_weight
 
+    # ------------------------------------------------------------------ inputs
+    @property
+    def state_shape(self) -> tuple[int | None, ...] | None:
+        """D, the shape of one state that the network takes (states are (B, *D)); None entries
+        accept any size (the UNet's height and width); None if the network does not say."""
+        shape = getattr(self.net, "state_shape", None)
+        return None if shape is None else tuple(shape)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype the network computes in (its first floating parameter's), None without one."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
+    def check_state(self, x: Tensor, name: str = "x", finite: bool = False) -> Tensor:
+        """x checked against the network's state shape and cast to its dtype; see
+        :func:`flowmaps.inputs.check_state` (ValueError naming what was given and what is needed).
+        finite=True also refuses inf and NaN (a device sync: the samplers do it once per call)."""
+        return check_state(x, name, dtype=self.dtype, state_shape=self.state_shape, finite=finite)
+
     # ------------------------------------------------------------------ evaluation
     def forward(self, s: TimeLike, t: TimeLike, x: Tensor) -> Tensor:
-        """v_{s,t}(x), shape of x."""
+        """v_{s,t}(x) of the shape of x (B, *D), s and t scalars or (B,) (t = 0 noise, t = 1 data).
+
+        x is cast to the network's dtype; a wrong shape or type raises ValueError.
+        """
+        x = self.check_state(x)
         return self.net(as_time(s, x), as_time(t, x), x)
 
     def jump(self, x: Tensor, s: TimeLike, t: TimeLike) -> Tensor:
-        """X_{s,t}(x) = x + (t - s) v_{s,t}(x): one network call from time s to time t."""
+        """X_{s,t}(x) = x + (t - s) v_{s,t}(x): one network call from time s to time t.
+
+        x: states at time s, (B, *D), cast to the network's dtype (t = 0 noise, t = 1 data);
+        s, t: scalars or (B,). Raises ValueError for a wrong shape or type of x or of the times.
+        """
+        x = self.check_state(x)
         s_, t_ = as_time(s, x), as_time(t, x)
         return x + _expand(t_ - s_, x) * self.net(s_, t_, x)
 
     def velocity(self, x: Tensor, t: TimeLike) -> Tensor:
-        """The flow-matching velocity b_t(x) = v_{t,t}(x) (t = 0 noise, t = 1 data)."""
+        """The flow-matching velocity b_t(x) = v_{t,t}(x) (t = 0 noise, t = 1 data).
+
+        x: (B, *D), cast to the network's dtype; t: a scalar or (B,). ValueError on a wrong shape.
+        """
+        x = self.check_state(x)
         t_ = as_time(t, x)
         return self.net(t_, t_, x)
 
@@ -149,7 +185,13 @@ class FlowMap(nn.Module):
         "fd" (central difference with step fd_step, bias O(fd_step^2); None takes the network's
         own step, see resolve_fd_step), "auto" (tangent if the network provides one, else jvp).
         Gradients flow through both outputs.
+        x and dx: (B, *D), cast to the network's dtype (ValueError on a wrong shape or type).
         """
+        x = self.check_state(x)
+        if dx is not None:
+            dx = self.check_state(dx, "dx")
+            if dx.shape != x.shape:
+                raise ValueError(f"dx has shape {tuple(dx.shape)}; it must have the shape of x, {tuple(x.shape)}")
         s_, t_ = as_time(s, x), as_time(t, x)
         ds_, dt_ = as_time(ds, x), as_time(dt, x)
         dx_ = torch.zeros_like(x) if dx is None else dx
@@ -193,7 +235,11 @@ class FlowMap(nn.Module):
         With X = x + (t - s) v: dX = dx + (dt - ds) v + (t - s) dv.
         For example jvp(x, s, t, dt=1) gives (X, d/dt X) for the Lagrangian loss and
         jvp(x, s, t, ds=1) gives (X, d/ds X) for the Eulerian one.
+        x and dx: (B, *D), cast to the network's dtype (ValueError on a wrong shape or type).
         """
+        x = self.check_state(x)
+        if dx is not None:
+            dx = self.check_state(dx, "dx")
         s_, t_ = as_time(s, x), as_time(t, x)
         ds_, dt_ = as_time(ds, x), as_time(dt, x)
         v, dv = self.jvp_velocity(x, s_, t_, dx, ds_, dt_, backend=backend, fd_step=fd_step)

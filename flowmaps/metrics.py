@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowmaps.inputs import describe_shape
+
 __all__ = [
     "CheckerboardKL",
     "checkerboard_kl",
@@ -330,6 +332,12 @@ def _pair_errors(
     chunk: int,
 ) -> Tensor:
     """Mean squared error ``E|jump(x, s, t) - X_{s,t}(x)|^2`` per (s, t) pair, x ~ p_s."""
+    shape, dim = getattr(model, "state_shape", None), getattr(gmm, "dim", None)
+    if shape is not None and dim is not None and tuple(shape) != (dim,):
+        raise ValueError(
+            f"the model takes states of shape {describe_shape(shape)} but the target mixture has dimension {dim}: "
+            "evaluate the model against a target of its own dimension"
+        )
     xs, ss, ts = [], [], []
     for s, t in pairs:
         xs.append(gmm.sample_marginal(n, s, generator=generator, dtype=torch.float64))

@@ -248,6 +248,33 @@ class Objective(nn.Module):
             return sq
         return torch.exp(-w) * sq + w
 
+    def min_batch_size(self) -> int:
+        """The smallest batch (per rank) that gives every branch with a positive share a sample:
+        2 when 0 < eta < 1 and the objective has an off-diagonal branch, else 1."""
+        eta = self.eta if self.has_off_diagonal else 1.0
+        return 2 if 0.0 < eta < 1.0 else 1
+
+    def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
+        """Refuse a per-rank batch that would leave a branch of this objective empty.
+
+        split_batch rounds eta * B: a batch of one at 0 < eta < 1 has no off-diagonal sample, and
+        the step would train flow matching alone under this method's name.
+
+        Raises:
+            ValueError: naming the batch per rank and the global batch size that is needed.
+        """
+        need = self.min_batch_size()
+        if batch_size >= need:
+            return
+        method = getattr(self, "method", self.name)
+        ranks = f" over {world_size} ranks" if world_size > 1 else ""
+        samples = "sample" if batch_size == 1 else "samples"
+        raise ValueError(
+            f"batch size {batch_size * world_size}{ranks} gives {batch_size} {samples} per rank, but method {method!r} "
+            f"at eta={self.eta:g} needs at least {need} per rank (one on the diagonal, one off it): "
+            f"use a batch size of at least {need * world_size}"
+        )
+
     def forward(
         self,
         model: FlowMap,
@@ -255,7 +282,10 @@ class Objective(nn.Module):
         x0: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
-        """The loss on a batch of data x1 (B, *D); x0 noise of the same shape (drawn if None)."""
+        """The loss on a batch of data x1 (B, *D); x0 noise of the same shape (drawn if None).
+
+        Raises ValueError when the batch would leave a branch empty (see check_batch_size)."""
+        self.check_batch_size(x1.shape[0])
         if x0 is None:
             x0 = model.sigma * torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         if x0.shape != x1.shape:

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from flowmaps.inputs import check_state
+
 __all__ = [
     "SampleResult",
     "uniform",
@@ -280,6 +282,17 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
 # --------------------------------------------------------------------------------------------
 
 
+def _entry_state(owner: object, x0: object, name: str = "x0") -> Tensor:
+    """x0 checked once at a sampler's entry: finite, floating, with a batch dimension; checked
+    against the model's state shape and cast to its dtype when ``owner`` can say them (a
+    :class:`flowmaps.flowmap.FlowMap`, or a bound method of one such as ``model.velocity``)."""
+    owner = getattr(owner, "__self__", owner)  # model.velocity -> model
+    check = getattr(owner, "check_state", None)
+    if callable(check):
+        return check(x0, name, finite=True)
+    return check_state(x0, name, finite=True)
+
+
 def _full_time(value: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
 
@@ -300,17 +313,20 @@ def flowmap_sample(
             ``x0``'s dtype and device. Runs under ``torch.no_grad``; the model's train/eval mode
             is left as it is (sample from the EMA copy in eval mode).
         x0: state at ``grid[0]``, shape ``(B, *D)``; for a full grid this is noise
-            ``N(0, sigma^2 I)`` at t = 0.
+            ``N(0, sigma^2 I)`` at t = 0. Cast to the model's dtype (its parameters').
         grid: times ``0 = t_0 < ... < t_N = 1`` (t = 0 noise, t = 1 data) as a tensor, list or
             string; checked by :func:`validate_grid` (``partial=True`` allows a sub-interval).
         return_trajectory: also return the states at every grid time, ``(N + 1, B, *D)``.
 
     Returns:
         :class:`SampleResult` with ``nfe = N`` (one jump per step).
+
+    Raises:
+        ValueError: for a bad grid, or an ``x0`` that is not a finite floating tensor of the
+            model's state shape (a floating ``x0`` of another dtype is cast to the model's).
     """
     g = validate_grid(grid, max_steps=max_steps, partial=partial)
-    if x0.ndim < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must have a batch dimension, shape (B, *D); got {tuple(x0.shape)}")
+    x0 = _entry_state(model, x0)
     x = x0
     states = [x0] if return_trajectory else None
     times = g.tolist()
@@ -417,20 +433,42 @@ _DP_B4 = (
 _DP_E = tuple(b5 - b4 for b5, b4 in zip(_DP_B5, _DP_B4, strict=True))
 
 
+def _norm_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision states, else the state's own dtype: error norms never in fp16."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _rms(z: Tensor) -> float:
+    """Root mean square of z without overflow: max|z| * rms(z / max|z|) (one device sync)."""
+    m = z.abs().amax()
+    return float(m * torch.sqrt(torch.mean((z / m.clamp_min(torch.finfo(z.dtype).tiny)) ** 2)))
+
+
+def _scale(y: Tensor, y_new: Tensor | None, rtol: float, atol: float) -> Tensor:
+    """atol + rtol max(|y|, |y_new|) in float32 or better, kept above zero (atol = 0 and y = 0)."""
+    dt = _norm_dtype(y)
+    size = y.to(dt).abs() if y_new is None else torch.maximum(y.to(dt).abs(), y_new.to(dt).abs())
+    return (atol + rtol * size).clamp_min(torch.finfo(dt).tiny)
+
+
 def _err_norm(e: Tensor, y: Tensor, y_new: Tensor, rtol: float, atol: float) -> float:
-    scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-    return float(torch.sqrt(torch.mean((e / scale) ** 2)))
+    """rms(e / (atol + rtol max(|y|, |y_new|))), computed in float32 or better."""
+    return _rms(e.to(_norm_dtype(e)) / _scale(y, y_new, rtol, atol))
 
 
 def _initial_step(f: _Counted, t0: float, y0: Tensor, f0: Tensor, direction: float, rtol: float, atol: float) -> float:
-    """Starting step size from the size of the state and of its derivatives (one evaluation)."""
-    scale = atol + rtol * y0.abs()
-    d0 = float(torch.sqrt(torch.mean((y0 / scale) ** 2)))
-    d1 = float(torch.sqrt(torch.mean((f0 / scale) ** 2)))
-    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    """Starting step size from the size of the state and of its derivatives (one evaluation).
+
+    The norms are taken in float32 or better; f0 must be finite (checked by the caller)."""
+    scale = _scale(y0, None, rtol, atol)
+    d0 = _rms(y0.to(scale.dtype) / scale)
+    d1 = _rms(f0.to(scale.dtype) / scale)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else max(0.01 * d0 / d1, 1e-12)
     y1 = y0 + direction * h0 * f0
     f1 = f(y1, t0 + direction * h0)
-    d2 = float(torch.sqrt(torch.mean(((f1 - f0) / scale) ** 2))) / h0
+    d2 = _rms((f1.to(scale.dtype) - f0.to(scale.dtype)) / scale) / h0
+    if not math.isfinite(d2):  # the velocity blows up just after the start: try the small step
+        return h0
     if max(d1, d2) <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
@@ -454,7 +492,8 @@ def _dopri5(
 
     Steps are clipped to land exactly on each time of ``out_times`` (if given); otherwise every
     accepted step is recorded. Error control: ``err = rms(e / (atol + rtol max(|y|, |y_new|)))``
-    with ``e = h sum_i (b5_i - b4_i) k_i``; a step is accepted when ``err <= 1``, and the next
+    with ``e = h sum_i (b5_i - b4_i) k_i``, computed in float32 or better (a float16 state's
+    squared error would overflow); a step is accepted when ``err <= 1``, and the next
     step is ``h * clip(0.9 err^(-1/5), 0.2, 10)`` (at most ``h`` after a rejection).
     """
     direction = 1.0 if t_end > t_start else -1.0
@@ -462,6 +501,12 @@ def _dopri5(
     targets = out_times[1:] if out_times is not None else [t_end]
     t = t_start
     k1 = f(x, t)
+    bad = ~torch.isfinite(k1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"the velocity at the start time t={t:g} has {int(bad.sum())} non-finite entries (inf or NaN) "
+            f"for a finite state; dopri5 cannot choose its first step: start where the velocity is finite"
+        )
     h = min(_initial_step(f, t, x, k1, direction, rtol, atol), span)
     accepted = rejected = 0
     for target in targets:
@@ -537,7 +582,9 @@ def ode_solve(
     Args:
         velocity: ``f(x, t) -> dx/dt`` with ``x`` of shape ``(B, *D)`` and ``t`` a ``(B,)`` tensor
             of ``x``'s dtype and device; e.g. ``model.velocity`` or ``gmm.velocity``.
-        x0: state at ``t0``, shape ``(B, *D)``.
+        x0: state at ``t0``, shape ``(B, *D)``, finite. When ``velocity`` is a bound method of
+            a model that checks states (``model.velocity``), x0 is checked against the model's
+            state shape and cast to its dtype.
         method: ``"euler"`` (order 1), ``"heun"`` (2), ``"rk4"`` (4) or ``"dopri5"`` (adaptive
             Dormand-Prince 5(4)).
         grid: explicit times, strictly increasing (towards data) or decreasing (towards noise).
@@ -555,12 +602,18 @@ def ode_solve(
     Returns:
         :class:`SampleResult`; ``nfe`` is the exact number of velocity calls (for ``"dopri5"``:
         one for the first stage, one for the starting-step estimate, six per attempted step).
+
+    Raises:
+        ValueError: for a bad method, grid or tolerances, an ``x0`` that is not a finite floating
+            tensor (of the model's state shape, where known), or (``"dopri5"``) a non-finite
+            velocity at the start time.
+        RuntimeError: ``"dopri5"`` ran past ``max_steps``, its step size underflowed, or the
+            state became non-finite on the way.
     """
     m = str(method).strip().lower()
     if m not in ODE_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
-    if x0.ndim < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must have a batch dimension, shape (B, *D); got {tuple(x0.shape)}")
+    x0 = _entry_state(velocity, x0)
     f = _Counted(velocity, x0)
     ctx = torch.no_grad() if no_grad else torch.enable_grad()
     if grid is not None:

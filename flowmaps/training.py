@@ -380,6 +380,9 @@ class Trainer:
                 f"batch_size {config.batch_size} (global) must divide evenly among {self.world_size} ranks"
             )
         self.local_batch_size = config.batch_size // self.world_size
+        check_batch = getattr(objective, "check_batch_size", None)
+        if callable(check_batch):  # e.g. a batch of one leaves the off-diagonal branch empty
+            check_batch(self.local_batch_size, world_size=self.world_size)
         self.device = _resolve_device(config.device)
         self.dtype = _DTYPES[config.dtype]
         self.model = model.to(device=self.device, dtype=self.dtype).train()

@@ -125,6 +125,11 @@ class MLP(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     @property
+    def state_shape(self) -> tuple[int]:
+        """The shape of one state x: (dim,) (a batch is (B, dim))."""
+        return (self.dim,)
+
+    @property
     def in_features(self) -> int:
         """Width of an input row: s, t, x / sigma and 2 * fourier features."""
         return self.dim + 2 + 2 * self.fourier

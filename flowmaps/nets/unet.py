@@ -24,7 +24,9 @@ images in [-1, 1]); the zero-initialised output layer makes ``v = 0`` at initial
 
 Every operation is smooth and supports forward-mode AD, so ``torch.func.jvp`` works with
 respect to s, t and x, and backward through the JVP works too. Attention, when enabled, uses an
-explicit matmul-softmax (fused scaled-dot-product kernels have no forward-mode AD).
+explicit matmul-softmax (fused scaled-dot-product kernels have no forward-mode AD); under
+``torch.autograd.forward_ad`` dual tensors the softmax is written out of place, so the backward
+through a dual-number JVP works too (backend "dual").
 
 Tangent pass: ``UNet.jvp(s, t, x, ds, dt, dx)`` returns ``(v, dv)``, the output and its
 directional derivative, by carrying the tangent beside the primal through the same layers
@@ -45,6 +47,7 @@ import math
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -129,6 +132,20 @@ def _group_norm_op(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None) -> Pair:
     xhat = (hg - mean) * rstd
     dxhat = (dg - dg.mean(dim=-1, keepdim=True) - xhat * (xhat * dg).mean(dim=-1, keepdim=True)) * rstd
     return norm(h), dxhat.reshape(dh.shape) * norm.weight.view(1, -1, 1, 1)
+
+
+def _softmax(z: Tensor) -> Tensor:
+    """Softmax over the last dimension; out of place when z carries a forward-mode dual tangent.
+
+    Under torch.autograd.forward_ad (the "dual" derivative backend), torch.softmax's tangent rule
+    writes into its own saved output, and a backward through that tangent fails ("modified by an
+    inplace operation"). exp(z - max) / sum uses only out-of-place ops and gives the same values;
+    the max is a constant shift, which changes neither the result nor its derivatives.
+    """
+    if not torch.compiler.is_compiling() and fwAD.unpack_dual(z).tangent is not None:
+        e = torch.exp(z - z.amax(dim=-1, keepdim=True).detach())
+        return e / e.sum(dim=-1, keepdim=True)
+    return torch.softmax(z, dim=-1)
 
 
 def _dropout_op(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> Pair:
@@ -221,7 +238,7 @@ class SelfAttention(nn.Module):
         qkv, dqkv = _linear_op(self.qkv, *_group_norm_op(self.norm, x, dx))
         q, k, v = qkv.reshape(shape).unbind(1)
         r = 1.0 / math.sqrt(d)
-        attn = torch.softmax(torch.einsum("bndi,bndj->bnij", q, k) * r, dim=-1)
+        attn = _softmax(torch.einsum("bndi,bndj->bnij", q, k) * r)
         out = torch.einsum("bnij,bndj->bndi", attn, v).reshape(b, c, h, w)
         dout = None
         if dqkv is not None:
@@ -398,6 +415,11 @@ class UNet(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> UNet:
         """Rebuild a UNet from its ``config`` dict (e.g. read back from config.json)."""
         return cls(**config)
+
+    @property
+    def state_shape(self) -> tuple[int, None, None]:
+        """The shape of one state x: (in_channels, H, W), any H and W (a batch is (B, C, H, W))."""
+        return (self.config["in_channels"], None, None)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
