@@ -341,6 +341,23 @@ def _uses_jvp(objective: nn.Module) -> bool:
     return getattr(objective, "name", "") in ("lagrangian", "eulerian")
 
 
+def _draw_batch(data_sampler: DataSampler, n: int, generator: torch.Generator) -> Tensor:
+    """``data_sampler(n, generator)`` as a tensor. A sampler factory such as ``PointCloud.sampler``
+    returns a sampler object instead of a batch: its ``sample()`` then draws the batch (with the
+    trainer's generator, which the factory was given)."""
+    out = data_sampler(n, generator)
+    if not isinstance(out, Tensor):
+        draw = getattr(out, "sample", None)
+        if callable(draw):
+            out = draw()
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            f"data_sampler(n, generator) must return a tensor of shape (n, *D) (or an object whose sample() "
+            f"does); got {type(out).__name__}"
+        )
+    return out
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -596,7 +613,8 @@ class Trainer:
         lr = self.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x1 = self.data_sampler(self.local_batch_size, self.generator).to(device=self.device, dtype=self.dtype)
+        x1 = _draw_batch(self.data_sampler, self.local_batch_size, self.generator)
+        x1 = x1.to(device=self.device, dtype=self.dtype)
         loss, logs = self.forward_backward(x1)
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from flowmaps.data.toy import sample_toy
+from flowmaps.data.toy import points_from_array, sample_toy
 from flowmaps.objectives import LossOutput, make_objective
 from flowmaps.registry import build_model
 from flowmaps.training import (
@@ -174,6 +174,24 @@ def test_persistent_nan_gives_up():
     with pytest.raises(FloatingPointError, match="diverged"):
         trainer.train(progress=False)
     assert trainer.recoveries == 4
+
+
+def test_point_cloud_sampler_can_be_handed_to_the_trainer():
+    """``Trainer(..., cloud.sampler)`` (the method) and ``cloud.sampler(b)`` (a sampler) both draw the
+    cloud's points with the trainer's generator: the same losses as an explicit index draw."""
+    cloud = points_from_array(sample_toy("checkerboard", 500, torch.Generator().manual_seed(3)), dtype=torch.float64)
+
+    def explicit(n: int, g: torch.Generator) -> torch.Tensor:
+        return cloud.points[torch.randint(0, len(cloud), (n,), generator=g)]
+
+    ref = _losses(Trainer(_model(), make_objective("fm"), explicit, _config(steps=5)))
+    by_method = _losses(Trainer(_model(), make_objective("fm"), cloud.sampler, _config(steps=5)))
+    by_object = _losses(Trainer(_model(), make_objective("fm"), cloud.sampler(7), _config(steps=5)))
+    assert len(ref) == 5 and len(set(ref)) == 5
+    assert by_method == ref and by_object == ref
+    bad = Trainer(_model(), make_objective("fm"), lambda n, g: [[0.0, 0.0]] * n, _config(steps=1))
+    with pytest.raises(TypeError, match="must return a tensor"):
+        bad.step()
 
 
 # ---------------------------------------------------------------------------------- pieces
