@@ -557,7 +557,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmaps.hub import save_pretrained
     from flowmaps.objectives import DESCRIPTIONS, make_objective
     from flowmaps.registry import build_model
-    from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed
+    from flowmaps.training import DivergenceError, TrainConfig, Trainer, close_distributed, init_distributed
 
     _train_defaults(args)
     try:
@@ -645,7 +645,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if rank == 0:
         logger.info("training %s on %s: %s", args.method, args.data, card_base["network"])
     every = args.checkpoint_every if args.checkpoint_every else max(args.steps, 1) + 1
-    trainer.train(callback=periodic, callback_every=every, progress=not args.no_progress)
+    try:
+        trainer.train(callback=periodic, callback_every=every, progress=not args.no_progress)
+    except DivergenceError as err:
+        print(f"error: {err}. No final model was written; try a lower --lr or --grad-clip", file=sys.stderr)
+        if distributed:
+            close_distributed(wait=False)
+        return 1
     if rank == 0:
         metrics: list[dict[str, Any]] = []
         if args.eval_n > 0:

@@ -138,3 +138,16 @@ def test_python_dash_m_entry_point():
     bad = [sys.executable, "-m", "flowmaps", "train", "--data", "checkerboard", "--out", "x", "--eta", "2"]
     proc = subprocess.run(bad, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "--eta: must be in [0, 1]" in proc.stderr
+
+
+def test_training_that_diverges_exits_1(tmp_path, capsys, monkeypatch):
+    """The guard's DivergenceError reaches the shell as exit status 1 and a message, not a normal
+    exit with a broken model (the data turns to NaN, so every step is rejected)."""
+    import flowmaps.cli as cli
+
+    monkeypatch.setattr(cli, "make_data_sampler", lambda data, device: lambda n, g: torch.full((n, 2), float("nan")))
+    out = tmp_path / "bad"
+    assert _train(out, "--steps", "30", "--eval-n", "0") == 1
+    err = capsys.readouterr().err
+    assert "training diverged at step 0" in err and "non-finite loss" in err and "--lr" in err
+    assert not (out / "model.safetensors").exists()
