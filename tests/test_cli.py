@@ -109,6 +109,7 @@ def test_image_training_wires_the_unet(tmp_path):
         (["train", "--data", "checkerboard", "--out", "x", "--lr", "-0.001"], "--lr: must be > 0"),
         (["train", "--data", "checkerboard", "--out", "x", "--eta", "1.5"], "--eta: must be in [0, 1]"),
         (["train", "--data", "checkerboard", "--out", "x", "--eta", "abc"], "--eta: expected a number"),
+        (["train", "--data", "checkerboard", "--out", "x", "--drift-factor", "0.5"], "--drift-factor: must be 0"),
         (["train", "--data", "checkerboard", "--out", "x", "--method", "nope"], "--method: invalid choice"),
         (["train", "--data", "nope", "--out", "x"], "--data: invalid choice"),
         (["train", "--data", "checkerboard"], "--out"),
@@ -151,3 +152,11 @@ def test_training_that_diverges_exits_1(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "training diverged at step 0" in err and "non-finite loss" in err and "--lr" in err
     assert not (out / "model.safetensors").exists()
+
+
+def test_drift_factor_flag(tmp_path):
+    assert _train(tmp_path / "on", "--steps", "2", "--eval-n", "0") == 0
+    assert _train(tmp_path / "off", "--steps", "2", "--eval-n", "0", "--drift-factor", "0") == 0
+    on = json.loads((tmp_path / "on" / "config.json").read_text())["train"]
+    off = json.loads((tmp_path / "off" / "config.json").read_text())["train"]
+    assert on["drift_factor"] == 10.0 and off["drift_factor"] is None
