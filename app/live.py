@@ -27,7 +27,7 @@ from flowmaps.flowmap import FlowMap
 from flowmaps.objectives import make_objective
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
-from flowmaps.training import TrainConfig, Trainer, anneal_factor
+from flowmaps.training import DivergenceError, TrainConfig, Trainer, anneal_factor
 
 #: Steps shown in the sample panels.
 VIEW_STEPS = (1, 2, 4, 8)
@@ -122,7 +122,7 @@ class Snapshot:
     target: int
     elapsed: float
     rate: float
-    state: str  # "starting", "training", "done", "stopped", "time cap", ...
+    state: str  # "starting", "training", "done", "stopped", "time cap reached", "diverged"
     panels: list[tuple[str, np.ndarray]]
     history: list[dict[str, float]]
     message: str = ""
@@ -289,12 +289,17 @@ class LiveSession:
         state = "training"
         slice_len = first_chunk_seconds
         recovered = ""
+        diverged: DivergenceError | None = None
         while True:
             t_slice = time.perf_counter()
             while tr.global_step < target and not self.stop_event.is_set():
                 tr.config.lr = base_lr * live_lr_factor(run_progress(tr.global_step - start_step, steps))
-                with self.weights_lock:
-                    logs = tr.step()
+                try:
+                    with self.weights_lock:
+                        logs = tr.step()
+                except DivergenceError as err:  # the guard gave up: say so, keep the rolled-back model
+                    diverged = err
+                    break
                 if "recovered" in logs:
                     recovered = f"step {logs['step']}: {logs['recovered']}; rolled back and halved the learning rate"
                 else:
@@ -312,9 +317,15 @@ class LiveSession:
             elapsed = time.perf_counter() - t_begin
             if len(self.history) > MAX_HISTORY:
                 self.history = self.history[::2]
-            done = tr.global_step - start_step
+            done = max(0, tr.global_step - start_step)
             rate = done / elapsed if elapsed > 0 else 0.0
-            if self.stop_event.is_set():
+            if diverged is not None:
+                state = "diverged"
+                recovered = (
+                    f"training diverged at step {diverged.step} ({diverged.reason}); the model is back at step "
+                    f"{tr.global_step}. Lower the learning rate and press Continue, or press Start for a new model"
+                )
+            elif self.stop_event.is_set():
                 state = "stopped"
             elif tr.global_step >= target:
                 state = "done"

@@ -72,6 +72,7 @@ from app.validation import (  # noqa: E402
     points_from_drawing,
     points_from_upload,
 )
+from flowmaps.data.gmm import GMM_PRESETS  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS  # noqa: E402
 
 log = logging.getLogger("flowmaps.app")
@@ -377,8 +378,8 @@ class FlowMapsApp:
             heat = plots.error_heatmap(s_vals, t_vals, err)
         else:
             heat = plots.empty_figure(
-                "the error heat map needs Gaussian-mixture data (eight_gaussians, gaussian, "
-                "two_gaussians), whose exact flow map is known",
+                f"the error heat map needs Gaussian-mixture data ({', '.join(GMM_PRESETS)}), "
+                "whose exact flow map is known",
                 height=200,
             )
         return fig, info, heat

@@ -35,7 +35,7 @@ from flowmaps.objectives import (
 )
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve, parse_grid, validate_grid
-from flowmaps.training import TrainConfig, Trainer
+from flowmaps.training import DivergenceError, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,7 @@ __all__ = [
     "make_objective",
     "Trainer",
     "TrainConfig",
+    "DivergenceError",
     "build_model",
     "save_pretrained",
     "from_pretrained",

@@ -106,6 +106,14 @@ def decay(text: str) -> float:
     return value
 
 
+def drift_factor(text: str) -> float:
+    """0 (off) or a number > 1."""
+    value = _number(float, text, "a number")
+    if value != 0 and not value > 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or > 1, got {value:g}")
+    return value
+
+
 def step_list(text: str) -> list[int]:
     """Comma-separated positive step counts, e.g. "1,2,4"."""
     items = [s for s in text.replace(" ", "").split(",") if s]
@@ -180,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=nonnegative_float,
         default=None,
         help="gradient-norm clip, 0 disables (default 10 for 2-D, 1 for images)",
+    )
+    tr.add_argument(
+        "--drift-factor",
+        type=drift_factor,
+        default=10.0,
+        help="slow-divergence guard: roll back when the running median of the loss or gradient norm passes "
+        "this many times its lowest value in the run; 0 turns it off (default 10)",
     )
     tr.add_argument("--ema-decay", type=decay, default=None, help="EMA decay (default 0.999 2-D, 0.9999 images)")
     tr.add_argument("--eta", type=unit_interval, default=0.75, help="fraction of the batch on the diagonal [0, 1]")
@@ -564,7 +579,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmaps.hub import save_pretrained
     from flowmaps.objectives import DESCRIPTIONS, make_objective
     from flowmaps.registry import build_model
-    from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed
+    from flowmaps.training import DivergenceError, TrainConfig, Trainer, close_distributed, init_distributed
 
     _train_defaults(args)
     if args.fd_step is not None and args.backend != "fd":
@@ -617,6 +632,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         max_seconds=args.max_seconds,
         anneal_from=args.anneal_from,
+        drift_factor=args.drift_factor or None,
     )
     sampler = make_data_sampler(args.data, device)
     try:
@@ -663,7 +679,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if rank == 0:
         logger.info("training %s on %s: %s", args.method, args.data, card_base["network"])
     every = args.checkpoint_every if args.checkpoint_every else max(args.steps, 1) + 1
-    trainer.train(callback=periodic, callback_every=every, progress=not args.no_progress)
+    try:
+        trainer.train(callback=periodic, callback_every=every, progress=not args.no_progress)
+    except DivergenceError as err:
+        print(f"error: {err}. No final model was written; try a lower --lr or --grad-clip", file=sys.stderr)
+        if distributed:
+            close_distributed(wait=False)
+        return 1
     if rank == 0:
         metrics: list[dict[str, Any]] = []
         if args.eval_n > 0:

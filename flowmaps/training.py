@@ -10,7 +10,10 @@ One optimiser step (:meth:`Trainer.step`):
 3. backward; with torch.distributed, average the gradients over ranks (see below);
 4. clip the global gradient norm to ``grad_clip``;
 5. guard: a non-finite loss or gradient norm, or a spike (more than ``spike_factor`` times the
-   running median), restores the last good state, halves the learning rate and goes on;
+   running median), restores the last good state, halves the learning rate and goes on; a slow
+   divergence (the running median itself more than ``drift_factor`` times its lowest value in the
+   run) rolls back to a snapshot from before the drift's estimated onset and halves the learning rate;
+   when the guard gives up it raises :class:`DivergenceError` (see :class:`Trainer`);
 6. RAdam step with lr(k) = lr0 for k < k0 and lr0 / sqrt(k / k0) after (k0 = lr_decay_start);
 7. EMA of the weights, ema <- d_k * ema + (1 - d_k) * params, d_k = min(decay, (1 + k) / (10 + k))
    (the warm-up can be switched off). Sample with ``ema_model``.
@@ -63,6 +66,23 @@ DataSampler = Callable[[int, torch.Generator], Tensor]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _META_KEY = "flowmaps_trainer"
 _RANK_SEED_STRIDE = 1_000_003
+_DRIFT_TIERS = 5  # the drift guard keeps the 3 newest snapshots at multiples of 1, 2, 4, 8, 16 intervals
+_DRIFT_PER_TIER = 3
+_LEVEL_HISTORY = 20_000  # steps of running medians kept to date a drift's onset
+
+
+class DivergenceError(FloatingPointError):
+    """Training diverged and the guard gave up (:meth:`Trainer.step` and :meth:`Trainer.train` raise it).
+
+    Attributes:
+        step: the step at which the guard gave up (before any rollback).
+        reason: what it saw (non-finite values, a spike, or a slow drift of the loss or gradient norm).
+    """
+
+    def __init__(self, step: int, reason: str) -> None:
+        self.step = int(step)
+        self.reason = str(reason)
+        super().__init__(f"training diverged at step {self.step}: {self.reason}")
 
 
 # ---------------------------------------------------------------------------------- config
@@ -111,8 +131,25 @@ class TrainConfig:
         spike_factor: a gradient norm (or positive loss) above this factor times the running
             median counts as a spike; None disables spike detection (non-finite values are
             always caught).
-        spike_window: length of the running window for the median.
-        max_recoveries: give up (FloatingPointError) after this many recoveries in a row.
+        spike_window: length of the running window for the median (also the drift guard's).
+        max_recoveries: give up (:class:`DivergenceError`) after this many recoveries in a row.
+        drift_factor: slow-divergence guard. The level of a run is the running median (over
+            ``spike_window`` steps) of the loss and of the gradient norm; the reference is the
+            lowest level seen so far in the run (the healthiest period). A level above
+            ``drift_factor`` times its reference (the loss only while its reference is positive)
+            counts as drift, whether it came as a spike or crept up. None disables it.
+            On a drift the run goes back to the newest kept snapshot from before the drift's
+            onset, estimated from the level's history: the last time the level crossed
+            ``sqrt(drift_factor)`` times the reference, extrapolated back to the reference at the
+            growth rate seen since (exact for a steady geometric growth, earlier for a slower
+            start), less one window for the median's lag.
+        drift_snapshot_every: the drift guard keeps snapshots taken at multiples of this many
+            steps, thinned with age: the three newest at multiples of ``drift_snapshot_every * 2^i``
+            for i = 0 .. 4, plus the state the run (or its resume) started from: at most 12
+            copies of the state (weights, EMA, optimiser), reaching back 32 to 48 intervals. An
+            onset older than that rolls back to the run's start.
+        max_drift_rollbacks: give up (:class:`DivergenceError`) after this many drift rollbacks in
+            a row (a run that gets one window past the step where it last drifted starts a new row).
     """
 
     steps: int = 10_000
@@ -138,6 +175,9 @@ class TrainConfig:
     spike_factor: float | None = 20.0
     spike_window: int = 200
     max_recoveries: int = 8
+    drift_factor: float | None = 10.0
+    drift_snapshot_every: int = 500
+    max_drift_rollbacks: int = 3
 
     def __post_init__(self) -> None:
         checks = [
@@ -153,6 +193,9 @@ class TrainConfig:
             (self.guard_every >= 1, "guard_every must be >= 1"),
             (self.spike_factor is None or self.spike_factor > 1, "spike_factor must be > 1 or None"),
             (self.spike_window >= 1, "spike_window must be >= 1"),
+            (self.drift_factor is None or self.drift_factor > 1, "drift_factor must be > 1 or None"),
+            (self.drift_snapshot_every >= 1, "drift_snapshot_every must be >= 1"),
+            (self.max_drift_rollbacks >= 0, "max_drift_rollbacks must be >= 0"),
             (self.max_seconds is None or self.max_seconds > 0, "max_seconds must be > 0 or None"),
             (0.0 <= self.anneal_from <= 1.0, "anneal_from must be in [0, 1] (1 turns the anneal off)"),
         ]
@@ -341,6 +384,23 @@ def _uses_jvp(objective: nn.Module) -> bool:
     return getattr(objective, "name", "") in ("lagrangian", "eulerian")
 
 
+def _draw_batch(data_sampler: DataSampler, n: int, generator: torch.Generator) -> Tensor:
+    """``data_sampler(n, generator)`` as a tensor. A sampler factory such as ``PointCloud.sampler``
+    returns a sampler object instead of a batch: its ``sample()`` then draws the batch (with the
+    trainer's generator, which the factory was given)."""
+    out = data_sampler(n, generator)
+    if not isinstance(out, Tensor):
+        draw = getattr(out, "sample", None)
+        if callable(draw):
+            out = draw()
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            f"data_sampler(n, generator) must return a tensor of shape (n, *D) (or an object whose sample() "
+            f"does); got {type(out).__name__}"
+        )
+    return out
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -358,7 +418,19 @@ class Trainer:
 
     Attributes:
         model, ema_model (sample with this one), optimizer, generator, global_step,
-        rank, world_size, local_batch_size.
+        rank, world_size, local_batch_size, recoveries (rollbacks of any kind so far),
+        drift_rollbacks (those for a slow divergence).
+
+    Divergence. The guard (see :class:`TrainConfig`: ``spike_factor``, ``drift_factor``) rolls a
+    run that goes bad back to a saved state and halves the learning rate: a non-finite or spiking
+    step to the last snapshot, a slow drift of the loss or gradient norm to a kept snapshot from
+    before the drift's estimated onset. When it gives up (``max_recoveries`` recoveries or
+    ``max_drift_rollbacks`` drift rollbacks in a row) :meth:`step` and :meth:`train` raise
+    :class:`DivergenceError` (a ``FloatingPointError``, with ``.step`` and ``.reason``); after a
+    drift the trainer then holds that pre-drift state. So :meth:`train` never returns normally with
+    a run whose running median is more than ``drift_factor`` times its best; a rollback shows in the
+    logs (and the callback's logs) as ``"recovered"``, with the restored ``"step"``. The CLI
+    (``flowmaps train``) reports a DivergenceError and exits with status 1.
 
     Example::
 
@@ -425,9 +497,15 @@ class Trainer:
         self._consecutive_recoveries = 0
         self._grad_norms: deque[float] = deque(maxlen=config.spike_window)
         self._losses: deque[float] = deque(maxlen=config.spike_window)
+        self._level: tuple[float, float] | None = None  # running medians (loss, grad norm)
+        self._reference: tuple[float, float] = (math.inf, math.inf)  # their lowest values in the run
+        self._level_history: deque[tuple[int, float, float]] = deque(maxlen=_LEVEL_HISTORY)
+        self.drift_rollbacks = 0
+        self._drift_rollbacks_in_a_row = 0
+        self._last_drift_step = -1
         self._stop = False
         self._good: dict[str, Any] | None = None
-        self._snapshot()
+        self._kept: list[dict[str, Any]] = [self._snapshot()]  # the drift guard's snapshots, oldest first
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -452,24 +530,34 @@ class Trainer:
                 for tensor in module.state_dict().values():
                     dist.broadcast(tensor, src=0)
 
-    def _snapshot(self) -> None:
-        """Keep a copy of the current state in memory (the guard's last good state)."""
+    def _snapshot(self) -> dict[str, Any]:
+        """Keep a copy of the current state in memory (the guard's last good state), with the
+        guard's running windows; returns it."""
         self._good = {
             "step": self.global_step,
             "model": copy.deepcopy(self.model.state_dict()),
             "ema": copy.deepcopy(self.ema_model.state_dict()),
             "objective": copy.deepcopy(self.objective.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "grad_norms": list(self._grad_norms),
+            "losses": list(self._losses),
         }
+        return self._good
 
-    def _restore_snapshot(self) -> None:
-        good = self._good
+    def _restore_snapshot(self, snap: dict[str, Any] | None = None) -> None:
+        """Load a snapshot (the last good one by default), its running windows included."""
+        good = self._good if snap is None else snap
         assert good is not None
         self.model.load_state_dict(good["model"])
         self.ema_model.load_state_dict(good["ema"])
         self.objective.load_state_dict(good["objective"])
         self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
         self.global_step = good["step"]
+        self._grad_norms = deque(good["grad_norms"], maxlen=self.config.spike_window)
+        self._losses = deque(good["losses"], maxlen=self.config.spike_window)
+        while self._level_history and self._level_history[-1][0] > self.global_step:
+            self._level_history.pop()
+        self._update_level()
 
     # ------------------------------------------------------------------ one step
     def forward_backward(self, x1: Tensor) -> tuple[float, dict[str, float]]:
@@ -539,6 +627,20 @@ class Trainer:
         elapsed_max, any_stop = flags.tolist()
         return elapsed_max, any_stop > 0
 
+    def _update_level(self) -> None:
+        """Running medians of the loss and gradient norm over the window (None until it holds
+        min(50, spike_window) steps); the reference (lowest level) moves once the window is full."""
+        c = self.config
+        if len(self._grad_norms) < min(50, c.spike_window) or (c.spike_factor is None and c.drift_factor is None):
+            self._level = None
+            return
+        self._level = (statistics.median(self._losses), statistics.median(self._grad_norms))
+        if len(self._grad_norms) == c.spike_window:
+            ref = self._reference
+            self._reference = (min(ref[0], self._level[0]), min(ref[1], self._level[1]))
+            if not self._level_history or self._level_history[-1][0] < self.global_step:
+                self._level_history.append((self.global_step, *self._level))
+
     def _bad_step(self, loss: float, grad_norm: float) -> str | None:
         """Why this step must be rejected (non-finite or spike), or None."""
         if not math.isfinite(loss):
@@ -546,14 +648,110 @@ class Trainer:
         if not math.isfinite(grad_norm):
             return f"non-finite gradient norm ({grad_norm})"
         factor = self.config.spike_factor
-        if factor is not None and len(self._grad_norms) >= min(50, self.config.spike_window):
-            med = statistics.median(self._grad_norms)
+        if factor is not None and self._level is not None:
+            med_loss, med = self._level
             if med > 0 and grad_norm > factor * med:
                 return f"gradient-norm spike ({grad_norm:.4g} > {factor:g} x median {med:.4g})"
-            med = statistics.median(self._losses)
+            med = med_loss
             if med > 0 and loss > factor * med:
                 return f"loss spike ({loss:.4g} > {factor:g} x median {med:.4g})"
         return None
+
+    def _drift_ratios(self) -> tuple[float, float]:
+        """Level over reference for the loss (0 while its reference is not positive) and the
+        gradient norm; (0, 0) before the window is full."""
+        if self._level is None or not math.isfinite(self._reference[1]):
+            return 0.0, 0.0
+        (lvl_loss, lvl_grad), (ref_loss, ref_grad) = self._level, self._reference
+        r_loss = lvl_loss / ref_loss if ref_loss > 0 else 0.0
+        r_grad = lvl_grad / ref_grad if ref_grad > 0 else 0.0
+        return r_loss, r_grad
+
+    def _drift(self) -> str | None:
+        """Why the run counts as drifting away (slow divergence), or None."""
+        factor = self.config.drift_factor
+        if factor is None:
+            return None
+        r_loss, r_grad = self._drift_ratios()
+        (lvl_loss, lvl_grad), (ref_loss, ref_grad) = self._level or (0.0, 0.0), self._reference
+        if r_loss > factor:
+            return f"slow divergence: loss median {lvl_loss:.4g} > {factor:g} x its lowest median {ref_loss:.4g}"
+        if r_grad > factor:
+            return (
+                f"slow divergence: gradient-norm median {lvl_grad:.4g} > {factor:g} x its lowest median {ref_grad:.4g}"
+            )
+        return None
+
+    def _drift_onset(self) -> int:
+        """Estimated last step before the drift began (see ``TrainConfig.drift_factor``).
+
+        For each drifting quantity (loss, gradient norm): the ratio r = level / reference over the
+        kept history; tau_h = the start of the final stretch with r > sqrt(drift_factor) = h;
+        growth rate b = log(r_now / h) / (now - tau_h); onset = tau_h - log(h) / b (where a steady
+        geometric growth would have left the reference), less one window (the median's lag).
+        The earliest of the quantities' onsets."""
+        c = self.config
+        factor = c.drift_factor or 10.0
+        h = math.sqrt(factor)
+        now = self.global_step
+        onsets = []
+        for q, ref in ((1, self._reference[0]), (2, self._reference[1])):
+            if not ref > 0 or not self._level_history or self._level_history[-1][q] / ref <= factor:
+                continue
+            r_now = self._level_history[-1][q] / ref
+            tau_h = self._level_history[-1][0]
+            for entry in reversed(self._level_history):
+                if entry[q] / ref <= h:
+                    break
+                tau_h = entry[0]
+            rate = math.log(r_now / h) / max(now - tau_h, 1)
+            onsets.append(tau_h - math.log(h) / rate - c.spike_window)
+        return int(math.floor(min(onsets))) if onsets else now - c.spike_window
+
+    def _keep_snapshot(self, snap: dict[str, Any]) -> None:
+        """Add a snapshot to the drift guard's kept set and thin it (see ``drift_snapshot_every``)."""
+        every = self.config.drift_snapshot_every
+        first = self._kept[0]
+        kept = [k for k in self._kept if k["step"] < snap["step"]] + [snap]
+        keep_steps = set()
+        for tier in range(_DRIFT_TIERS):
+            multiples = [k["step"] for k in kept if k["step"] % (every * 2**tier) == 0]
+            keep_steps.update(multiples[-_DRIFT_PER_TIER:])
+        self._kept = [first] + [k for k in kept if k is not first and k["step"] in keep_steps]
+
+    def _roll_back_drift(self, reason: str) -> str:
+        """Restore the newest kept snapshot from before the drift's onset and halve the learning
+        rate; raise DivergenceError after ``max_drift_rollbacks`` in a row. Returns the reason."""
+        self.optimizer.zero_grad(set_to_none=not self.cuda_graph)
+        bad_step = self.global_step
+        onset = self._drift_onset()
+        before = [k for k in self._kept if k["step"] <= onset]
+        target = before[-1] if before else self._kept[0]
+        self.recoveries += 1
+        self.drift_rollbacks += 1
+        self._drift_rollbacks_in_a_row += 1
+        self._last_drift_step = bad_step
+        self._restore_snapshot(target)
+        self._good = target
+        self._kept = [k for k in self._kept if k["step"] <= target["step"]]
+        if self._drift_rollbacks_in_a_row > self.config.max_drift_rollbacks:
+            raise DivergenceError(
+                bad_step,
+                f"{reason}, after {self.config.max_drift_rollbacks} rollbacks in a row "
+                f"(the trainer holds the state of step {self.global_step}, from before the drift)",
+            )
+        self.lr_scale *= 0.5
+        if self.is_main:
+            logger.warning(
+                "step %d: %s; the drift began about step %d: rolled back to the state of step %d and halved the "
+                "learning rate to %.3g",
+                bad_step,
+                reason,
+                max(onset, 0),
+                self.global_step,
+                self.lr,
+            )
+        return reason
 
     def _recover(self, reason: str) -> None:
         # A captured graph writes into the same .grad tensors every replay: zero them, keep them.
@@ -561,9 +759,7 @@ class Trainer:
         self.recoveries += 1
         self._consecutive_recoveries += 1
         if self._consecutive_recoveries > self.config.max_recoveries:
-            raise FloatingPointError(
-                f"training diverged: {reason} after {self.config.max_recoveries} recoveries in a row"
-            )
+            raise DivergenceError(self.global_step, f"{reason} after {self.config.max_recoveries} recoveries in a row")
         bad_step = self.global_step
         self._restore_snapshot()
         self.lr_scale *= 0.5
@@ -599,7 +795,8 @@ class Trainer:
         lr = self.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x1 = self.data_sampler(self.local_batch_size, self.generator).to(device=self.device, dtype=self.dtype)
+        x1 = _draw_batch(self.data_sampler, self.local_batch_size, self.generator)
+        x1 = x1.to(device=self.device, dtype=self.dtype)
         loss, logs = self.forward_backward(x1)
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
@@ -615,12 +812,24 @@ class Trainer:
         self._consecutive_recoveries = 0
         self._grad_norms.append(grad_norm)
         self._losses.append(loss)
+        self._update_level()
         logs.update(step=self.global_step, grad_norm=grad_norm, lr=lr)
+        drift = self._drift()
+        if drift is not None:
+            logs["recovered"] = self._roll_back_drift(drift)
+            logs.update(step=self.global_step, lr=self.lr, step_time=time.perf_counter() - start)
+            return logs
         # The guard's periodic copy of the state is not part of the step's time (on a GPU it cost
         # as much as a whole step, and it falls on every logged step when log_every is a multiple).
         logs["step_time"] = time.perf_counter() - start
-        if self.global_step % self.config.guard_every == 0:
-            self._snapshot()
+        if self._drift_rollbacks_in_a_row and self.global_step >= self._last_drift_step + self.config.spike_window:
+            self._drift_rollbacks_in_a_row = 0  # past the point where it drifted: a new row
+        c = self.config
+        keep = c.drift_factor is not None and self.global_step % c.drift_snapshot_every == 0
+        if keep or self.global_step % c.guard_every == 0:
+            snap = self._snapshot()
+            if keep:
+                self._keep_snapshot(snap)
         return logs
 
     # ------------------------------------------------------------------ the loop
@@ -738,7 +947,11 @@ class Trainer:
             "step": self.global_step,
             "lr_scale": self.lr_scale,
             "recoveries": self.recoveries,
-            "guard": {"grad_norms": list(self._grad_norms), "losses": list(self._losses)},
+            "guard": {
+                "grad_norms": list(self._grad_norms),
+                "losses": list(self._losses),
+                "reference": list(self._reference),
+            },
             "rng": self._gather_rng(),
             "world_size": self.world_size,
             "config": self.config.to_dict(),
@@ -757,13 +970,18 @@ class Trainer:
         guard = state.get("guard", {})
         self._grad_norms = deque(guard.get("grad_norms", []), maxlen=self.config.spike_window)
         self._losses = deque(guard.get("losses", []), maxlen=self.config.spike_window)
+        ref = guard.get("reference", [math.inf, math.inf])
+        self._reference = (float(ref[0]), float(ref[1]))
+        self._update_level()
+        self._drift_rollbacks_in_a_row = 0
+        self._level_history.clear()
         rng = state.get("rng", {})
         if str(self.rank) in rng and int(state.get("world_size", 1)) == self.world_size:
             self._set_rng_state(rng[str(self.rank)])
         else:
             logger.warning("no RNG state for rank %d of %d: reseeding from the step", self.rank, self.world_size)
             self.generator.manual_seed(self.config.seed + _RANK_SEED_STRIDE * self.rank + self.global_step)
-        self._snapshot()
+        self._kept = [self._snapshot()]
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path | None:
         """Write the trainer state to ``path`` (safetensors + JSON metadata), atomically.

@@ -31,7 +31,13 @@ from flowmaps.data.images import image_batch_sampler, load_fashion_mnist  # noqa
 from flowmaps.hub import save_pretrained  # noqa: E402
 from flowmaps.objectives import DESCRIPTIONS, make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
-from flowmaps.training import TrainConfig, Trainer, close_distributed, init_distributed  # noqa: E402
+from flowmaps.training import (  # noqa: E402
+    DivergenceError,
+    TrainConfig,
+    Trainer,
+    close_distributed,
+    init_distributed,
+)
 
 
 def hardware(device: torch.device) -> str:
@@ -115,6 +121,13 @@ def main(argv: list[str] | None = None) -> Path | None:
         help="reject steps whose gradient norm exceeds this factor x the running median (default: off; "
         "with clipping at 1 a large gradient cannot make a large update, and early in training the "
         "norm rises for good reasons)",
+    )
+    p.add_argument(
+        "--drift-factor",
+        type=float,
+        default=10.0,
+        help="slow-divergence guard: roll back when the running median of the loss or gradient norm passes "
+        "this many times its lowest value in the run (default 10; 0 turns it off)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -201,13 +214,19 @@ def main(argv: list[str] | None = None) -> Path | None:
         max_seconds=args.max_seconds,
         anneal_from=args.anneal_from,
         spike_factor=args.spike_factor,
+        drift_factor=args.drift_factor or None,
     )
     trainer = Trainer(model, objective, sampler, tc)
     if args.resume and (out / "state.safetensors").exists():
         trainer.resume(out / "state.safetensors")
     n_params = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
-    history = trainer.train(progress=not args.no_progress)
+    try:
+        history = trainer.train(progress=not args.no_progress)
+    except DivergenceError as err:  # the guard gave up: no model is written
+        print(f"error: {err}; try a lower --lr, or --drift-factor 0 to turn the drift guard off", file=sys.stderr)
+        close_distributed(wait=False)
+        sys.exit(1)
     seconds = time.perf_counter() - start
     if not rank0:
         close_distributed()  # no collective follows the training loop

@@ -384,6 +384,25 @@ def test_live_run_decays_the_learning_rate_over_the_run():
     assert sess.history[30]["lr"] == pytest.approx(4e-3)
 
 
+def test_live_run_that_diverges_says_so(fm_app):
+    """When the trainer's guard gives up (DivergenceError), the run ends as "diverged" with a message
+    on the page, the model rolled back and finite; the app does not crash."""
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), parse_train_settings(LSD, 20, 32, 1e-3, 0.75, 16, 1, 0))
+    list(sess.run(20, max_seconds=30))
+    sess.trainer.data_sampler = lambda n, g: torch.full((n, 2), math.nan)  # the data turns bad
+    snaps = list(sess.run(100, max_seconds=30, chunk_seconds=0.05, first_chunk_seconds=0.05))
+    last = snaps[-1]
+    assert last.state == "diverged" and "training diverged" in last.message and "non-finite" in last.message
+    assert "Lower the learning rate" in last.message and last.step == 0  # the last snapshot (every 50 steps)
+    assert all(torch.isfinite(p).all() for p in sess.model.parameters())
+    status = fm_app._figures(sess, last)[3]
+    assert "**diverged**" in status and last.message in status
+
+
 def test_flow_matching_panels_use_the_ode():
     from app.datasets import toy_source
     from app.live import LiveSession

@@ -101,3 +101,11 @@ def test_sampling_skips_without_checkpoints(tmp_path: Path, capsys: pytest.Captu
     payload = mod.main(["--checkpoints", str(tmp_path / "none"), *_out(tmp_path)])
     assert payload["rows"] == [] and "no UNet checkpoints" in capsys.readouterr().out
     assert not (tmp_path / "results").exists()
+
+
+def test_guard_esd_quick(tmp_path: Path) -> None:
+    mod = _load("guard_esd")
+    summary = mod.main(["--quick", "--json", str(tmp_path / "guard.json")])
+    assert summary["outcome"] == "finished" and summary["steps"] == 60 and len(summary["rows"]) == 3
+    assert 0.0 <= summary["final_in_square"] <= 1.0
+    assert json.loads((tmp_path / "guard.json").read_text())["drift_rollbacks"] == 0

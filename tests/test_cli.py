@@ -109,6 +109,7 @@ def test_image_training_wires_the_unet(tmp_path):
         (["train", "--data", "checkerboard", "--out", "x", "--lr", "-0.001"], "--lr: must be > 0"),
         (["train", "--data", "checkerboard", "--out", "x", "--eta", "1.5"], "--eta: must be in [0, 1]"),
         (["train", "--data", "checkerboard", "--out", "x", "--eta", "abc"], "--eta: expected a number"),
+        (["train", "--data", "checkerboard", "--out", "x", "--drift-factor", "0.5"], "--drift-factor: must be 0"),
         (["train", "--data", "checkerboard", "--out", "x", "--method", "nope"], "--method: invalid choice"),
         (["train", "--data", "nope", "--out", "x"], "--data: invalid choice"),
         (["train", "--data", "checkerboard"], "--out"),
@@ -138,3 +139,24 @@ def test_python_dash_m_entry_point():
     bad = [sys.executable, "-m", "flowmaps", "train", "--data", "checkerboard", "--out", "x", "--eta", "2"]
     proc = subprocess.run(bad, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "--eta: must be in [0, 1]" in proc.stderr
+
+
+def test_training_that_diverges_exits_1(tmp_path, capsys, monkeypatch):
+    """The guard's DivergenceError reaches the shell as exit status 1 and a message, not a normal
+    exit with a broken model (the data turns to NaN, so every step is rejected)."""
+    import flowmaps.cli as cli
+
+    monkeypatch.setattr(cli, "make_data_sampler", lambda data, device: lambda n, g: torch.full((n, 2), float("nan")))
+    out = tmp_path / "bad"
+    assert _train(out, "--steps", "30", "--eval-n", "0") == 1
+    err = capsys.readouterr().err
+    assert "training diverged at step 0" in err and "non-finite loss" in err and "--lr" in err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_drift_factor_flag(tmp_path):
+    assert _train(tmp_path / "on", "--steps", "2", "--eval-n", "0") == 0
+    assert _train(tmp_path / "off", "--steps", "2", "--eval-n", "0", "--drift-factor", "0") == 0
+    on = json.loads((tmp_path / "on" / "config.json").read_text())["train"]
+    off = json.loads((tmp_path / "off" / "config.json").read_text())["train"]
+    assert on["drift_factor"] == 10.0 and off["drift_factor"] is None

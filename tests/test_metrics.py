@@ -261,3 +261,77 @@ def test_flowmap_error_grid() -> None:
     # the mixture case runs through the same batched solve
     mix = gmm_preset("two_gaussians")
     assert flowmap_error_grid(Identity(), mix, [0.0], [1.0], n=64)[0, 0] > 0.1
+
+
+def test_flowmap_error_callable_exact_map() -> None:
+    """A callable exact map scores as the mixture does: the closed-form map of one Gaussian, given
+    as a plain function, against the mixture's own ODE solve, on the same points."""
+    gmm = gmm_preset("gaussian")
+    closed = ExactGaussianJump(gmm).jump
+    pts = gmm.sample_marginal(3000, 0.25, generator=_gen(24), dtype=F64)
+    by_fn = flowmap_error(Identity(), closed, s=0.25, t=0.75, points=pts)
+    by_gmm = flowmap_error(Identity(), gmm, s=0.25, t=0.75, points=pts)
+    assert abs(by_fn - by_gmm) < 1e-7 * by_gmm  # the solve's tolerance
+    direct = (pts - closed(pts, torch.full((3000,), 0.25, dtype=F64), torch.full((3000,), 0.75, dtype=F64))) ** 2
+    assert abs(by_fn - direct.sum(1).mean().item()) < 1e-12
+    # a model equal to the callable scores 0; the grid takes callables too
+    assert flowmap_error(ExactGaussianJump(gmm), closed, s=0.0, t=1.0, points=pts) < 1e-20
+    grid = flowmap_error_grid(Identity(), closed, [0.0, 0.5], [0.5, 1.0], points=pts)
+    assert grid.shape == (2, 2) and math.isnan(grid[1, 0].item()) and grid[0, 1].item() > 0.1
+    with pytest.raises(ValueError, match="marginal"):
+        flowmap_error(Identity(), closed)  # a function cannot sample p_s
+    with pytest.raises(ValueError, match="sigma"):
+        flowmap_error(Identity(), closed, points="base")
+    with pytest.raises(ValueError, match="callable"):
+        flowmap_error(Identity(), 3.0, points=pts)
+    with pytest.raises(ValueError, match="shape"):
+        flowmap_error(Identity(), lambda x, s, t: x[:, :1], points=pts)
+    with pytest.raises(ValueError, match="'marginal', 'base'"):
+        flowmap_error(Identity(), gmm, points="data")
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        flowmap_error(Identity(), closed, points=torch.zeros(5, 3), dim=2)
+
+
+def test_flowmap_error_on_base_points_closed_form() -> None:
+    """On base points x ~ N(0, sigma^2 I) (the law at s = 0) the identity's error against the map of
+    one Gaussian from any s is, per coordinate, (1 - r)^2 sigma^2 + (t - r s)^2 m^2, r = a_t / a_s."""
+    gmm = gmm_preset("gaussian")
+    m, sd, sig = gmm.means[0], gmm.stds[0], gmm.sigma
+
+    def a(u: float) -> torch.Tensor:
+        return torch.sqrt((1 - u) ** 2 * sig**2 + u**2 * sd**2)
+
+    for s, t in ((0.0, 1.0), (0.5, 0.9)):
+        r = a(t) / a(s)
+        want = float(((1 - r) ** 2 * sig**2 + (t - r * s) ** 2 * m**2).sum())
+        got = flowmap_error(Identity(), gmm, s=s, t=t, n=20_000, generator=_gen(25), points="base")
+        assert abs(got - want) < 0.05 * want, (s, t, got, want)
+        fn = flowmap_error(
+            Identity(),
+            ExactGaussianJump(gmm).jump,
+            s=s,
+            t=t,
+            n=20_000,
+            generator=_gen(25),
+            points="base",
+            sigma=sig,
+            dim=2,
+        )
+        assert abs(fn - got) < 1e-6 * got  # the same points (same generator), the same map
+    # at s = 0 the base points and the time-0 marginal have the same law
+    base = flowmap_error(Identity(), gmm, n=20_000, generator=_gen(26), points="base")
+    marg = flowmap_error(Identity(), gmm, n=20_000, generator=_gen(27))
+    assert abs(base - marg) < 0.05 * marg
+
+
+def test_flowmap_error_full_covariance_mixture() -> None:
+    g = gmm_preset("tilted_mixture")
+
+    class ExactOfMixture:
+        def jump(self, x, s, t):
+            return g.exact_flow_map(x, s, t)
+
+    assert flowmap_error(ExactOfMixture(), g, s=0.2, t=0.9, n=256, generator=_gen(28)) < 1e-20
+    assert flowmap_error(Identity(), g, n=256, generator=_gen(29)) > 0.05
+    grid = flowmap_error_grid(Identity(), g, [0.0, 0.5], [0.5, 1.0], n=128, points="base")
+    assert torch.isfinite(grid[0]).all() and (grid[0] > 0.01).all() and grid[1, 1] > 0.01

@@ -15,10 +15,11 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from flowmaps.data.toy import sample_toy
+from flowmaps.data.toy import points_from_array, sample_toy
 from flowmaps.objectives import LossOutput, make_objective
 from flowmaps.registry import build_model
 from flowmaps.training import (
+    DivergenceError,
     TrainConfig,
     Trainer,
     anneal_factor,
@@ -174,6 +175,108 @@ def test_persistent_nan_gives_up():
     with pytest.raises(FloatingPointError, match="diverged"):
         trainer.train(progress=False)
     assert trainer.recoveries == 4
+
+
+def test_point_cloud_sampler_can_be_handed_to_the_trainer():
+    """``Trainer(..., cloud.sampler)`` (the method) and ``cloud.sampler(b)`` (a sampler) both draw the
+    cloud's points with the trainer's generator: the same losses as an explicit index draw."""
+    cloud = points_from_array(sample_toy("checkerboard", 500, torch.Generator().manual_seed(3)), dtype=torch.float64)
+
+    def explicit(n: int, g: torch.Generator) -> torch.Tensor:
+        return cloud.points[torch.randint(0, len(cloud), (n,), generator=g)]
+
+    ref = _losses(Trainer(_model(), make_objective("fm"), explicit, _config(steps=5)))
+    by_method = _losses(Trainer(_model(), make_objective("fm"), cloud.sampler, _config(steps=5)))
+    by_object = _losses(Trainer(_model(), make_objective("fm"), cloud.sampler(7), _config(steps=5)))
+    assert len(ref) == 5 and len(set(ref)) == 5
+    assert by_method == ref and by_object == ref
+    bad = Trainer(_model(), make_objective("fm"), lambda n, g: [[0.0, 0.0]] * n, _config(steps=1))
+    with pytest.raises(TypeError, match="must return a tensor"):
+        bad.step()
+
+
+class _Point(torch.nn.Module):
+    """A two-parameter 'model' for the guard's tests (the trainer needs only parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+
+
+class _Drifting(torch.nn.Module):
+    """loss = rate^max(0, k - start) * (1 + 0.2 u) * (1 + |w - mean(x1)|^2) at its k-th call (u uniform):
+    a flat noisy loss that, from call ``start`` on, grows by ``rate`` per step (loss and gradient norm)
+    and never spikes. The call count is a buffer, part of the objective's state, so a rollback to a
+    snapshot of step k <= start ends the drift until the run reaches ``start`` again."""
+
+    def __init__(self, start: int, rate: float = 1.002, once: bool = False) -> None:
+        super().__init__()
+        self.start, self.rate, self.once, self.peak = start, rate, once, 0
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, model, x1, generator=None):
+        self.calls += 1
+        if self.once and int(self.calls) < self.peak:  # rolled back: with once=True the drift is over
+            self.start = 10**12
+        self.peak = max(self.peak, int(self.calls))
+        growth = self.rate ** max(0, int(self.calls) - self.start)
+        u = torch.rand((), generator=generator, dtype=x1.dtype)
+        loss = growth * (1 + 0.2 * u) * (1 + ((model.w - x1.mean(0)) ** 2).sum())
+        return LossOutput(loss, {})
+
+
+def _drift_config(**kw) -> TrainConfig:
+    base = dict(steps=10**6, batch_size=16, dtype="float64", log_every=10**9, lr=1e-3, lr_decay_start=0, grad_clip=0.0)
+    base.update(spike_window=100, guard_every=20, drift_snapshot_every=100)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_slow_divergence_rolls_back_before_the_drift_then_raises():
+    """A loss creeping up x1.002 per step from step 1000 (never a spike) is caught, rolled back to a
+    snapshot from before step 1000, and when it keeps drifting train() raises DivergenceError."""
+    start = 1000
+    trainer = Trainer(_Point(), _Drifting(start), _sampler, _drift_config(max_drift_rollbacks=2))
+    seen: list[dict] = []
+    with pytest.raises(DivergenceError, match="slow divergence") as info:
+        trainer.train(callback=lambda tr, logs: seen.append(logs) if "recovered" in logs else None, progress=False)
+    events = [e["recovered"] for e in seen]
+    assert len(events) == 2 and all("slow divergence" in e and "spike" not in e for e in events), events
+    for e in seen:
+        assert e["step"] <= start  # restored a state from before the drift began
+        assert e["step"] >= start - 200  # and not a needlessly old one: the kept snapshot at 800
+    # the last detection: after the drift began (again), within the time a x1.002 growth takes to pass
+    # 10x (1150 steps) plus half the window (the median's lag)
+    err = info.value
+    assert isinstance(err, FloatingPointError) and start < err.step <= start + 1300, err.step
+    assert trainer.drift_rollbacks == 3 and trainer.global_step <= start  # it holds the healthy state
+    assert abs(trainer.model.w).max() < 1.0 and int(trainer.objective.calls) <= start
+
+
+def test_a_rollback_that_ends_the_drift_lets_the_run_finish():
+    trainer = Trainer(_Point(), _Drifting(400, rate=1.01, once=True), _sampler, _drift_config(steps=1500))
+    losses = _losses(trainer)
+    assert trainer.drift_rollbacks == 1 and trainer.recoveries == 1 and trainer.global_step == 1500
+    assert trainer.lr_scale == 0.5 and max(losses[-100:]) < 2.0  # healthy again at the end
+
+
+def test_old_spike_guard_alone_lets_the_slow_drift_through():
+    """Without the drift guard the same run returns normally with a loss grown some 50-fold: the spike
+    test compares with a running median that rises along with the loss."""
+    trainer = Trainer(_Point(), _Drifting(200), _sampler, _drift_config(steps=2200, drift_factor=None))
+    losses = _losses(trainer)
+    assert trainer.recoveries == 0 and min(losses[-50:]) > 20 * max(losses[100:200])
+
+
+def test_healthy_runs_are_not_flagged():
+    cfg = _config(steps=150, spike_window=40, guard_every=20, drift_snapshot_every=50, log_every=10**9, grad_clip=10.0)
+    trainer = Trainer(_model(), make_objective("esd"), _sampler, cfg)  # the family that drifted at scale
+    trainer.train(progress=False)
+    assert trainer.global_step == 150 and trainer.recoveries == 0 and trainer.drift_rollbacks == 0
+    assert math.isfinite(trainer._reference[0])  # the guard was armed
+    flat = Trainer(_Point(), _Drifting(10**9), _sampler, _drift_config(steps=800))
+    flat.train(progress=False)
+    assert flat.recoveries == 0 and flat.global_step == 800
+    assert len(flat._kept) <= 12 and flat._kept[0]["step"] == 0  # thinned, the start kept
 
 
 # ---------------------------------------------------------------------------------- pieces

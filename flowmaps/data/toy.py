@@ -408,7 +408,13 @@ class MinibatchSampler:
     """Draws minibatches with replacement from a point cloud (the data end, t = 1).
 
     ``sampler.sample()`` (or ``next(sampler)``) returns ``(batch_size, 2)``; the iterator never
-    ends. Pass a ``torch.Generator`` for reproducible batches.
+    ends. Pass a ``torch.Generator`` for reproducible batches. The indices are drawn on the
+    generator's device (a CUDA generator works) and the points come back on the cloud's device.
+
+    A sampler is also a data sampler for :class:`flowmaps.training.Trainer`:
+    ``sampler(n, generator)`` draws ``n`` points with the given generator (the trainer's, so that
+    a run is reproducible and resumable). ``Trainer(..., cloud.sampler)`` works as well: the
+    trainer calls ``cloud.sampler(n, generator)`` and draws from the sampler it returns.
     """
 
     def __init__(
@@ -425,10 +431,18 @@ class MinibatchSampler:
         self.batch_size = batch_size
         self.generator = generator
 
-    def sample(self, n: int | None = None) -> Tensor:
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` points (default ``batch_size``) drawn with replacement, ``(n, d)``; ``generator``
+        overrides the sampler's own."""
         m = self.batch_size if n is None else _check_n(n)
-        idx = torch.randint(0, self.points.shape[0], (m,), generator=self.generator)
-        return self.points[idx]
+        g = generator if generator is not None else self.generator
+        device = g.device if g is not None else self.points.device
+        idx = torch.randint(0, self.points.shape[0], (m,), generator=g, device=device)
+        return self.points[idx.to(self.points.device)]
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """The data-sampler form, ``sampler(n, generator) -> (n, d)``, for :class:`~flowmaps.training.Trainer`."""
+        return self.sample(n, generator)
 
     def __iter__(self) -> Iterator[Tensor]:
         return self
