@@ -146,7 +146,7 @@ def test_a_net_without_a_state_shape_gets_the_dtype_cast_only():
 
 def test_flowmap_error_refuses_a_target_of_another_dimension():
     gmm3 = GaussianMixture(torch.ones(1), torch.zeros(1, 3), 0.1, sigma=1.0)
-    with pytest.raises(ValueError, match=r"states of shape \(B, 2\) but the target mixture has dimension 3"):
+    with pytest.raises(ValueError, match=r"states of shape \(B, 2\) but the target has dimension 3"):
         flowmap_error(mlp_model(), gmm3, n=8)
 
 
