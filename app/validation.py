@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -313,10 +314,12 @@ def check_image_size(source: Any, field: str, max_width: int, max_height: int, n
     try:
         with Image.open(fp, formats=IMAGE_FORMATS) as im:  # reads the header only
             width, height = im.size
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL names the size it refused
+        size = f" ({int(found.group(1)):,} pixels)" if found else ""
         raise InputError(
-            f"{field}: the image has more pixels than the server decodes (at most "
-            f"{2 * Image.MAX_IMAGE_PIXELS}); send an image of at most {max_width} x {max_height} pixels"
+            f"{field}: the image{size} has more pixels than the server decodes ({2 * Image.MAX_IMAGE_PIXELS:,}); "
+            f"at most {max_width} x {max_height} is accepted. Draw on the pad, or send a smaller image"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InputError(f"{field}: not a readable PNG, JPEG or WebP image") from None
