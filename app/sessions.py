@@ -4,7 +4,9 @@ A :class:`~app.live.LiveSession` (a visitor's model, trainer and data) lives in 
 ``gr.State``. Gradio frees it in two ways, and both end here:
 
 - the visitor's tab closes (or reloads): gradio's heartbeat connection drops and the page's
-  ``unload`` event calls :meth:`Sessions.leave` with the visitor's browser-session hash;
+  ``unload`` event calls :meth:`Sessions.leave` with the visitor's browser-session hash. The
+  session is closed after a grace period (two heartbeats) unless the visitor sends a request
+  in between: a dropped connection that the browser re-opens also fires the unload event;
 - the visitor stays idle: the state's ``time_to_live`` (``Limits.idle_seconds``) runs out and
   gradio calls the state's ``delete_callback``, :meth:`Sessions.expire`.
 
@@ -106,6 +108,8 @@ class Sessions:
         on_close: called with each session as it is closed (after its model is dropped), e.g.
             to forget its cached results.
         trimmer: hands the freed memory back; None to skip.
+        leave_grace: seconds between a visitor's unload event and the close of its session (0:
+            at once); a request in between keeps the session.
     """
 
     def __init__(
@@ -114,8 +118,10 @@ class Sessions:
         idle_seconds: float,
         on_close: Callable[[LiveSession], None] | None = None,
         trimmer: MemoryTrimmer | None = None,
+        leave_grace: float = 0.0,
     ) -> None:
         self.max_live = int(max_live)
+        self.leave_grace = float(leave_grace)
         self.idle_seconds = float(idle_seconds)
         self.on_close = on_close
         self.trimmer = trimmer
@@ -176,6 +182,7 @@ class Sessions:
                 self._visitors[visitor] = weakref.ref(session)
         with session.busy_lock:
             session.busy += 1
+            session.last_seen = time.monotonic()
         try:
             yield session
         finally:
@@ -183,15 +190,31 @@ class Sessions:
                 session.busy -= 1
 
     def leave(self, visitor: str | None) -> bool:
-        """The visitor's tab closed (gradio's unload event): close its session. True if one was closed."""
+        """The visitor's tab closed (gradio's unload event): close its session, after
+        ``leave_grace`` seconds unless a request of the visitor arrives first. True if a session
+        was found (and closed, or its close scheduled)."""
         if not visitor:
             return False
         with self._lock:
             ref = self._visitors.pop(visitor, None)
         session = ref() if ref is not None else None
-        if session is None:
+        if session is None or session.closed:
             return False
-        return self.close(session, "tab closed")
+        if self.leave_grace <= 0:
+            return self.close(session, "tab closed")
+        self._after_leave(weakref.ref(session), time.monotonic(), wait=True)
+        return True
+
+    def _after_leave(self, ref: weakref.ref[LiveSession], left_at: float, wait: bool = False) -> None:
+        session = ref()
+        if session is None or session.closed or session.last_seen > left_at:
+            return  # freed already, or the visitor came back
+        if wait or session.busy:  # an event still streams to the page: look again later
+            timer = threading.Timer(self.leave_grace, self._after_leave, (ref, left_at))
+            timer.daemon = True
+            timer.start()
+            return
+        self.close(session, "tab closed")
 
     def expire(self, session: LiveSession) -> bool:
         """The session's state outlived its time to live (gradio's delete callback): close it,

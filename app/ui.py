@@ -318,8 +318,16 @@ class FlowMapsApp:
         self.limits = self.config.limits
         self.store = CheckpointStore(self.config.checkpoints_dir, self.config.hub_repos, list(DATA_CHOICES))
         self.quality_cache = ql.QualityCache(self.config.cache_dir / "quality")
+        # A closed tab frees its session after two heartbeats (30 s by default; gradio's
+        # GRADIO_HEARTBEAT_INTERVAL sets it): a browser re-opening a dropped connection keeps it.
+        from gradio.utils import get_heartbeat_rate
+
         self.sessions = Sessions(
-            self.limits.max_sessions, self.limits.idle_seconds, on_close=self.forget_session, trimmer=MemoryTrimmer()
+            self.limits.max_sessions,
+            self.limits.idle_seconds,
+            on_close=self.forget_session,
+            trimmer=MemoryTrimmer(),
+            leave_grace=2.0 * get_heartbeat_rate(),
         )
 
     def forget_session(self, session: LiveSession) -> None:

@@ -8,7 +8,7 @@ a short idle time (FLOWMAPS_IDLE_SECONDS) and heartbeat (GRADIO_HEARTBEAT_INTERV
 
 - trains a fresh model of its own (``/train_start``: its own data set and seed, a few steps);
 - evaluates it: ``/quality`` (the steps-against-quality curves of its session's model, cached
-  under the session's token) for visitors 0, 4, 8 ... of each wave, ``/trajectories``
+  under the session's token) for visitors 0, 5, 10 ... of each wave, ``/trajectories``
   (flow-map jumps and ODE paths) for the others;
 - leaves: even visitors close their client (as a closed tab: the heartbeat stops and the page's
   unload event frees the session), odd ones just stop sending requests (the session's state
@@ -150,7 +150,7 @@ def run_soak(server, waves: int = 4, per_wave: int = 10, settings: Settings | No
                 data=DATA[(w * per_wave + i) % len(DATA)],
                 seed=1000 + w * per_wave + i,
                 closes_tab=i % 2 == 0,
-                quality=i % 4 == 0,
+                quality=i % 5 == 0,
             )
             for i in range(per_wave)
         ]

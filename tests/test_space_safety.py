@@ -289,20 +289,20 @@ def test_the_cache_key_of_a_session_is_never_reused():
 
     def a_session_with_a_freed_id():
         freed = {}  # (id(), version) of a freed session -> its token
-        for _ in range(200):
+        for _ in range(1000):
             s = LiveSession()
-            s.start_fresh(toy_source("rings"), TINY)
             if (id(s), s.version) in freed:
                 return s, freed[(id(s), s.version)], set(freed.values())
             freed[(id(s), s.version)] = s.token
             s.close()
-            del s
-            gc.collect()
-        pytest.fail("no id() was reused in 200 sessions: the scenario did not occur")
+            s = None  # the last reference: freed at once
+        pytest.fail("no id() was reused in 1000 sessions: the scenario did not occur")
 
     s, first, tokens = a_session_with_a_freed_id()
     assert s.token != first and s.token not in tokens
     assert session_key(s.token, s.version) != session_key(first, s.version)
+    s.start_fresh(toy_source("rings"), TINY)  # a model changes the version, never the token
+    assert s.token not in tokens and session_key(s.token, s.version) != session_key(first, s.version)
 
 
 def test_a_session_reusing_a_freed_id_sees_its_own_quality_curves(tmp_path):
@@ -369,7 +369,7 @@ def test_closing_a_session_frees_its_model_trainer_and_cached_results():
     with reg.using(s, "visitor-1"):
         assert not reg.expire(s), "an idle expiry must leave a session in use alone"
     assert s.has_model
-    assert reg.leave("visitor-1")  # the tab closed
+    assert reg.leave("visitor-1")  # the tab closed (no grace period here)
     assert not s.has_model and s.trainer is None and s.data is None and forgotten == [s.token]
     gc.collect()
     assert ref() is None, "the model is still referenced after the session was freed"
@@ -379,6 +379,30 @@ def test_closing_a_session_frees_its_model_trainer_and_cached_results():
             pass
     with pytest.raises(InputError, match="ended"):
         s.start_fresh(toy_source("rings"), TINY)
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_closed_tab_is_freed_after_a_grace_period_unless_the_visitor_comes_back():
+    reg = Sessions(max_live=4, idle_seconds=60, leave_grace=0.2)
+    gone, back = LiveSession(), LiveSession()
+    for i, s in enumerate((gone, back)):
+        reg.admit(s)
+        s.start_fresh(toy_source("rings"), TINY)
+        with reg.using(s, f"visitor-{i}"):
+            pass
+    assert reg.leave("visitor-0") and reg.leave("visitor-1")
+    with reg.using(back, "visitor-1"):  # a request within the grace period: the connection was re-opened
+        pass
+    assert _wait_for(lambda: gone.closed), "the session of a closed tab was not freed"
+    assert _wait_for(lambda: reg.closed_count == 1) and not back.closed and back.has_model
+    time.sleep(0.5)  # well past the grace period: still kept
+    assert not back.closed and reg.live_count() == 1
 
 
 def test_closing_stops_a_running_session():
