@@ -42,6 +42,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,7 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
     """
     preprocess, accept_blobs = pad.preprocess, pad.accept_blobs
     refused: dict[str, str] = {}  # blob id -> why its blob was not kept
+    lock = threading.Lock()
     need = f"the canvas is {pad.canvas_size[0]} x {pad.canvas_size[1]}"
 
     def check(payload: Any) -> Any:
@@ -292,15 +294,17 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
                 refused.pop(next(iter(refused)))
             log.info("drawing blob refused: %s", refused[pid])
             return None
-        out = accept_blobs(data)
-        store = pad.blob_storage
-        sizes = {k: sum(len(b or b"") for b in (v.background, v.composite, *v.layers)) for k, v in store.items()}
-        total = sum(sizes.values())
-        for k in list(store):  # oldest first
-            if total <= budget or k == pid:
-                break
-            total -= sizes[k]
-            store.pop(k, None)
+        with lock:  # the component server runs on several threads
+            out = accept_blobs(data)
+            store = pad.blob_storage
+            entries = list(store.items())  # oldest first
+            sizes = [sum(len(b or b"") for b in (v.background, v.composite, *v.layers)) for _, v in entries]
+            total = sum(sizes)
+            for (k, _), size in zip(entries, sizes):
+                if total <= budget or k == pid:
+                    break
+                total -= size
+                store.pop(k, None)
         return out
 
     guarded_accept._is_server_fn = True  # what gradio's component server looks for
@@ -496,6 +500,7 @@ class FlowMapsApp:
             shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix="flowmaps-download-"))
         session.scratch[:] = [str(tmp)]
+        weakref.finalize(session, shutil.rmtree, str(tmp), True)  # also if gradio drops the session unclosed
         folder = tmp / name
         steps = session.trainer.global_step if session.trainer else 0
         card = {
