@@ -143,6 +143,7 @@ class LiveSession:
         self.closed = False  # freed (tab closed or idle): later events are refused
         self.busy = 0  # events using this session right now (app/sessions.py)
         self.last_seen = 0.0  # time.monotonic() when an event last started on this session
+        self.visitor = ""  # the browser-session hash of the visitor (app/sessions.py)
         self.busy_lock = threading.Lock()
         self.run_lock = threading.Lock()  # one run at a time per session
         self.weights_lock = threading.Lock()  # guards the weights against readers mid-step

@@ -180,6 +180,7 @@ class Sessions:
         if visitor:
             with self._lock:
                 self._visitors[visitor] = weakref.ref(session)
+            session.visitor = visitor
         with session.busy_lock:
             session.busy += 1
             session.last_seen = time.monotonic()
@@ -232,6 +233,9 @@ class Sessions:
             return False
         with self._lock:
             self._live.pop(session.token, None)
+            ref = self._visitors.get(session.visitor)
+            if ref is not None and ref() in (session, None):  # no entry outlives its session
+                del self._visitors[session.visitor]
             self.closed_count += 1
             live = sum(1 for ref in self._live.values() if ref() is not None)
         if self.on_close is not None:

@@ -374,6 +374,10 @@ def test_closing_a_session_frees_its_model_trainer_and_cached_results():
     gc.collect()
     assert ref() is None, "the model is still referenced after the session was freed"
     assert not reg.close(s, "again") and not reg.leave("visitor-1")  # once only
+    idle = LiveSession()
+    with reg.using(idle, "visitor-2"):
+        pass
+    assert reg.expire(idle) and "visitor-2" not in reg._visitors  # nothing kept for a freed session
     with pytest.raises(SessionClosed, match="reload the page"):
         with reg.using(s):
             pass
