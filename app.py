@@ -6,12 +6,18 @@ environment variables (see app/config.py); FLOWMAPS_CHECKPOINTS_REPO names Hub c
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main() -> None:
+    # One line per refused input or freed session (the app's logger at INFO; others at WARNING).
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    level = os.environ.get("FLOWMAPS_LOG_LEVEL", "INFO").strip().upper()
+    logging.getLogger("flowmaps.app").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")
+
     import torch
 
     from app.config import Limits

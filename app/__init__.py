@@ -2,8 +2,8 @@
 
 Time convention: t = 0 is noise, t = 1 is data. The app imports the flowmaps library; the
 library never imports the app. Submodules: config (limits, env vars), validation (input
-checks), datasets, checkpoints, live (per-session training), plots, compare, quality, images,
-ui (the gr.Blocks).
+checks), datasets, checkpoints, live (per-session training), sessions (freeing departed
+visitors' sessions, the session cap), plots, compare, quality, images, ui (the gr.Blocks).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Every limit protects the shared CPU of a public deployment; each has an environment variable so
 a teacher running the app on a laptop can raise it.
 
+A visitor's session (its model, trainer and data) is freed when the visitor's tab closes (the
+page's unload event) or after ``FLOWMAPS_IDLE_SECONDS`` without a request (the session state's
+time to live); tests shorten the idle time.
+
 | variable | default | meaning |
 | --- | --- | --- |
 | FLOWMAPS_CHECKPOINTS | ``checkpoints`` beside app.py | folder of shipped checkpoints |
@@ -17,6 +21,9 @@ a teacher running the app on a laptop can raise it.
 | FLOWMAPS_QUEUE_SIZE | 64 | most queued requests before new ones are refused |
 | FLOWMAPS_MAX_UPLOAD | 2mb | largest upload (CSV, drawing) |
 | FLOWMAPS_MAX_CSV_ROWS | 100000 | most rows of an uploaded CSV |
+| FLOWMAPS_IDLE_SECONDS | 900 | a session idle this long is freed (its model, trainer and data) |
+| FLOWMAPS_MAX_SESSIONS | 48 | sessions holding a model at once; one more is told the Space is full |
+| FLOWMAPS_MAX_IMAGE_PIXELS | 16777216 | most pixels of any image the server decodes (4096 x 4096) |
 | FLOWMAPS_APP_CACHE | ``~/.cache/flowmaps-app`` | where step/quality results are cached |
 """
 
@@ -74,6 +81,9 @@ class Limits:
     max_images: int = 16
     max_image_steps: int = 64
     max_trajectory_points: int = 64
+    idle_seconds: float = 900.0
+    max_sessions: int = 48
+    max_image_pixels: int = 4096 * 4096
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -88,6 +98,9 @@ class Limits:
             queue_size=_int_env("FLOWMAPS_QUEUE_SIZE", 64),
             max_upload=os.environ.get("FLOWMAPS_MAX_UPLOAD", "2mb").strip() or "2mb",
             max_csv_rows=_int_env("FLOWMAPS_MAX_CSV_ROWS", 100_000, low=2),
+            idle_seconds=_float_env("FLOWMAPS_IDLE_SECONDS", 900.0, low=1.0),
+            max_sessions=_int_env("FLOWMAPS_MAX_SESSIONS", 48),
+            max_image_pixels=_int_env("FLOWMAPS_MAX_IMAGE_PIXELS", 4096 * 4096, low=320 * 320),
         )
 
 

@@ -2,8 +2,11 @@
 
 One :class:`LiveSession` lives in each browser session's ``gr.State``: its own model, trainer
 (:class:`flowmaps.training.Trainer`), data, loss history and stop flag, so a Stop in one
-session never touches another. :meth:`LiveSession.run` trains for a number of steps in slices
-of about ``chunk_seconds`` and yields a :class:`Snapshot` after each slice.
+session never touches another. Each session has a :attr:`LiveSession.token` unique for the life
+of the process (``id()`` is reused once an object is freed), which keys anything cached for it;
+:meth:`LiveSession.close` frees it when its visitor leaves (app/sessions.py).
+:meth:`LiveSession.run` trains for a number of steps in slices of about ``chunk_seconds`` and
+yields a :class:`Snapshot` after each slice.
 
 Time convention: t = 0 is noise, t = 1 is data.
 """
@@ -11,6 +14,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import threading
 import time
@@ -41,6 +45,9 @@ MAX_HISTORY = 20_000
 #: Serialises seeded model construction: torch's global generator is shared by every thread, so
 #: two sessions pressing Start at once would otherwise draw each other's initial weights.
 _INIT_LOCK = threading.Lock()
+
+#: Session tokens: never reused while the process lives (next() on a count is atomic under the GIL).
+_TOKENS = itertools.count(1)
 
 
 def live_lr_factor(progress: float) -> float:
@@ -132,6 +139,12 @@ class LiveSession:
     """One browser session's model and training state (see the module docstring)."""
 
     def __init__(self) -> None:
+        self.token = next(_TOKENS)  # unique for the life of the process: keys this session's caches
+        self.closed = False  # freed (tab closed or idle): later events are refused
+        self.busy = 0  # events using this session right now (app/sessions.py)
+        self.last_seen = 0.0  # time.monotonic() when an event last started on this session
+        self.visitor = ""  # the browser-session hash of the visitor (app/sessions.py)
+        self.busy_lock = threading.Lock()
         self.run_lock = threading.Lock()  # one run at a time per session
         self.weights_lock = threading.Lock()  # guards the weights against readers mid-step
         self.stop_event = threading.Event()
@@ -146,10 +159,37 @@ class LiveSession:
         self.version = 0
         self.view_noise: torch.Tensor | None = None
         self.data_view: np.ndarray | None = None
+        self.scratch: list[str] = []  # temporary folders of this session (downloads), removed when freed
 
     # ------------------------------------------------------------------ state
     def __deepcopy__(self, memo):  # gr.State may deep-copy its value: share no locks
         return LiveSession()
+
+    def close(self) -> bool:
+        """Stop a run and drop the model, trainer, data and views; later events are refused.
+
+        A run in progress ends at its next step (it sees the stop flag). Returns False if the
+        session was closed already."""
+        self.stop_event.set()
+        with self.weights_lock:
+            if self.closed:
+                return False
+            self.closed = True
+            self.trainer = None
+            self.model = None
+            self.config = None
+            self.data = None
+            self.settings = None
+            self.history = []
+            self.view_noise = None
+            self.data_view = None
+            self.origin = ""
+            self.version += 1
+        return True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InputError("this session has ended and its model was freed: reload the page to start again")
 
     @property
     def has_model(self) -> bool:
@@ -193,6 +233,7 @@ class LiveSession:
             torch.manual_seed(s.seed)
             model = build_model(config)
         with self.weights_lock:
+            self._check_open()
             self.trainer = self._make_trainer(model, data, s)
             self.model = self.trainer.ema_model
             self.config = config
@@ -214,6 +255,7 @@ class LiveSession:
             method = s.method
         s = TrainSettings(**{**s.as_dict(), "method": method})
         with self.weights_lock:
+            self._check_open()
             self.trainer = self._make_trainer(fresh, data, s)
             self.model = self.trainer.ema_model
             self.config = {**config, "data": data.name, "method": method}

@@ -176,6 +176,17 @@ def evaluate(
     yield res
 
 
+def session_prefix(token: int) -> str:
+    """The start of every cache key of a live session (see :func:`session_key`)."""
+    return f"session-{int(token)}-v"
+
+
+def session_key(token: int, version: int) -> str:
+    """The cache key of a live session's model: its process-unique token (never ``id()``, which is
+    reused once a session is freed) and the model's version within the session."""
+    return f"{session_prefix(token)}{int(version)}-"
+
+
 class QualityCache:
     """Results per (model key, n, seed), in memory and optionally on disk."""
 
@@ -204,6 +215,15 @@ class QualityCache:
                 self._mem[key] = res
             return res
         return None
+
+    def forget(self, prefix: str) -> int:
+        """Drop the in-memory results whose key starts with ``prefix`` (a departed session's);
+        returns how many. Files on disk (shipped checkpoints only) stay."""
+        with self._lock:
+            keys = [k for k in self._mem if k.startswith(prefix)]
+            for k in keys:
+                del self._mem[k]
+        return len(keys)
 
     def put(self, key: str, res: QualityResult, persist: bool) -> None:
         with self._lock:

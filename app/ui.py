@@ -42,6 +42,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,14 @@ from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore  # noqa: E402
 from app.config import AppConfig  # noqa: E402
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source  # noqa: E402
 from app.live import VIEW_STEPS, LiveSession, Snapshot  # noqa: E402
+from app.sessions import MemoryTrimmer, Sessions, SpaceFull  # noqa: E402
 from app.validation import (  # noqa: E402
     GRID_CHOICES,
     METHODS,
     InputError,
     TrainSettings,
+    cap_decoded_pixels,
+    check_image_size,
     format_grid,
     parse_int,
     parse_seed,
@@ -99,20 +103,25 @@ CSS = """
 """
 
 
+# ------------------------------------------------------------------------------ errors
+def input_error(message: str, title: str = "Check this input", action: str = "input") -> gr.Error:
+    """The page's message for a user's mistake: shown to the user, one line in the server log
+    (at INFO), and no traceback (gradio prints one for a gr.Error unless told not to)."""
+    log.info("%s refused: %s", action, message.splitlines()[0][:200])
+    return gr.Error(message, title=title, print_exception=False)
+
+
 # ------------------------------------------------------------------------------ components
 def _named_preprocess(slider: gr.Slider, payload: Any) -> float:
     name = slider.label or "value"
     if payload is None or isinstance(payload, bool):
-        raise gr.Error(f"{name}: expected a number, got {payload!r}", title="Check this input")
+        raise input_error(f"{name}: expected a number, got {payload!r}")
     try:
         value = float(payload)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name}: {payload!r} is not a number", title="Check this input") from None
+        raise input_error(f"{name}: {payload!r} is not a number") from None
     if not np.isfinite(value) or value < slider.minimum or value > slider.maximum:
-        raise gr.Error(
-            f"{name}: {payload} is outside the allowed range [{slider.minimum:g}, {slider.maximum:g}]",
-            title="Check this input",
-        )
+        raise input_error(f"{name}: {payload} is outside the allowed range [{slider.minimum:g}, {slider.maximum:g}]")
     return value
 
 
@@ -137,7 +146,7 @@ def named(component: Any) -> Any:
             return original(payload)
         except Exception as err:
             message = getattr(err, "message", None) or str(err)
-            raise gr.Error(f"{component.label or 'input'}: {message}", title="Check this input") from None
+            raise input_error(f"{component.label or 'input'}: {message}") from None
 
     component.preprocess = preprocess
     return component
@@ -147,12 +156,15 @@ def named(component: Any) -> Any:
 def _friendly(err: Exception, action: str) -> gr.Error:
     if isinstance(err, gr.Error):
         return err
+    if isinstance(err, SpaceFull):
+        return input_error(str(err), title="The Space is full", action=action)
     if isinstance(err, InputError):
-        return gr.Error(str(err), title="Check this input")
-    log.exception("%s failed", action)
+        return input_error(str(err), action=action)
+    log.exception("%s failed", action)  # a fault of the app, not of the input: its traceback, once
     return gr.Error(
         f"{action} failed ({type(err).__name__}: {str(err)[:300]}). The app is still running: try other settings.",
         title="Something went wrong",
+        print_exception=False,
     )
 
 
@@ -183,6 +195,125 @@ def guarded(action: str):
     return wrap
 
 
+# ------------------------------------------------------------------------------ visitors
+def _with_state(out: Any, session: LiveSession) -> tuple:
+    return (*out, session) if isinstance(out, tuple) else (out, session)
+
+
+def visiting(sessions: Sessions, fn, action: str):
+    """The event of ``fn(session, *inputs)``: the same outputs plus the session (for the page's
+    gr.State, whose time to live restarts whenever an event writes it), run while the session
+    is marked busy (an idle expiry then leaves it alone) and recorded under the visitor's
+    browser-session hash (the unload event frees it by that hash). Errors as :func:`guarded`.
+    A session freed already is refused with a message."""
+
+    def using(session: LiveSession, request: Any):
+        return sessions.using(session, getattr(request, "session_hash", None))
+
+    if inspect.isgeneratorfunction(fn):
+
+        def event(request: gr.Request, session, *args):
+            with using(session, request):
+                for out in fn(session, *args):
+                    yield _with_state(out, session)
+
+    else:
+
+        def event(request: gr.Request, session, *args):
+            with using(session, request):
+                return _with_state(fn(session, *args), session)
+
+    event.__name__, event.__doc__ = fn.__name__, fn.__doc__
+    return guarded(action)(event)
+
+
+#: The drawing pad's canvas, in pixels (square).
+CANVAS = 320
+#: Largest side of an image the pad's value may hold: the canvas at up to 4 device pixels per
+#: CSS pixel. Anything larger is refused from its header, before gradio decodes it.
+DRAW_MAX_SIDE = 4 * CANVAS
+#: Most images in one pad value (background, composite and layers together).
+DRAW_MAX_IMAGES = 10
+#: Bytes of drawing blobs (the browser's way of sending the pad) held at once between their
+#: upload and the event that reads them; the oldest are dropped beyond it.
+BLOB_BUDGET = 64 << 20
+
+
+def _pad_images(pad: gr.ImageEditor, payload: Any) -> list[Any]:
+    """The files (paths) or blobs (bytes) of a sketch-pad value, without opening any."""
+    pid = getattr(payload, "id", None)
+    if pid is not None:
+        cached = pad.blob_storage.get(pid)
+        items = [cached.background, *cached.layers, cached.composite] if cached is not None else []
+    else:
+        items = [getattr(payload, "background", None), *(getattr(payload, "layers", None) or [])]
+        items.append(getattr(payload, "composite", None))
+    return [getattr(it, "path", it) for it in items if it is not None]
+
+
+def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: int = BLOB_BUDGET) -> gr.ImageEditor:
+    """Refuse sketch-pad values whose images exceed what the canvas needs, before they are decoded.
+
+    The pad's own preprocess decodes every image it is sent (background, layers, composite),
+    whatever its size: a flat 8000 x 8000 PNG of a few hundred kB costs gigabytes. This reads each
+    image's size from its header first and refuses more than ``max_images`` images or any side
+    above ``max_side`` with a message. Blobs (the browser's upload path) are checked on arrival,
+    and at most ``budget`` bytes of them are held. The checks are instance attributes, so nothing
+    may update the pad (gradio would give the session an unchecked copy).
+    """
+    preprocess, accept_blobs = pad.preprocess, pad.accept_blobs
+    refused: dict[str, str] = {}  # blob id -> why its blob was not kept
+    lock = threading.Lock()
+    need = f"the canvas is {pad.canvas_size[0]} x {pad.canvas_size[1]}"
+
+    def check(payload: Any) -> Any:
+        if payload is None:
+            return preprocess(payload)
+        pid = getattr(payload, "id", None)
+        try:
+            if pid is not None and pid in refused:
+                raise InputError(refused.pop(pid))
+            images = _pad_images(pad, payload)
+            if len(images) > max_images:
+                raise InputError(f"drawing: {len(images)} images in one value; at most {max_images} are accepted")
+            for image in images:
+                check_image_size(image, "drawing", max_side, max_side, need)
+        except InputError as err:
+            if pid is not None:
+                pad.blob_storage.pop(pid, None)
+            raise input_error(str(err), action="Drawing") from None
+        return preprocess(payload)
+
+    def guarded_accept(data: Any) -> Any:
+        pid = str(data.data.get("id"))
+        try:
+            check_image_size(data.files[0][1], "drawing", max_side, max_side, need)
+        except (InputError, IndexError, TypeError) as err:
+            pad.blob_storage.pop(pid, None)
+            refused[pid] = str(err) if isinstance(err, InputError) else "drawing: the upload held no image"
+            while len(refused) > 256:
+                refused.pop(next(iter(refused)))
+            log.info("drawing blob refused: %s", refused[pid])
+            return None
+        with lock:  # the component server runs on several threads
+            out = accept_blobs(data)
+            store = pad.blob_storage
+            entries = list(store.items())  # oldest first
+            sizes = [sum(len(b or b"") for b in (v.background, v.composite, *v.layers)) for _, v in entries]
+            total = sum(sizes)
+            for (k, _), size in zip(entries, sizes):
+                if total <= budget or k == pid:
+                    break
+                total -= size
+                store.pop(k, None)
+        return out
+
+    guarded_accept._is_server_fn = True  # what gradio's component server looks for
+    pad.preprocess = check
+    pad.accept_blobs = guarded_accept
+    return pad
+
+
 # ------------------------------------------------------------------------------ the app
 class FlowMapsApp:
     """The callbacks of the page, bound to a checkpoint store and limits (testable without a server)."""
@@ -192,6 +323,24 @@ class FlowMapsApp:
         self.limits = self.config.limits
         self.store = CheckpointStore(self.config.checkpoints_dir, self.config.hub_repos, list(DATA_CHOICES))
         self.quality_cache = ql.QualityCache(self.config.cache_dir / "quality")
+        # A closed tab frees its session after two heartbeats (30 s by default; gradio's
+        # GRADIO_HEARTBEAT_INTERVAL sets it): a browser re-opening a dropped connection keeps it.
+        from gradio.utils import get_heartbeat_rate
+
+        self.sessions = Sessions(
+            self.limits.max_sessions,
+            self.limits.idle_seconds,
+            on_close=self.forget_session,
+            trimmer=MemoryTrimmer(),
+            leave_grace=2.0 * get_heartbeat_rate(),
+        )
+
+    def forget_session(self, session: LiveSession) -> None:
+        """What the app keeps for a session outside it: cached results and download folders."""
+        self.quality_cache.forget(ql.session_prefix(session.token))
+        for folder in session.scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        session.scratch.clear()
 
     # ---------------------------------------------------------------- choices
     def checkpoint_choices(self, kind: str) -> list[tuple[str, str]]:
@@ -290,6 +439,7 @@ class FlowMapsApp:
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         data = self.resolve_data(data_choice, drawing, csv_file)
         self._run_cap(session)
+        self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
     def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
@@ -326,6 +476,7 @@ class FlowMapsApp:
         if session.running:
             raise InputError("this session is training: press Stop first")
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        self.sessions.admit(session)
         model, config = self.store.load(name)
         session.load_pretrained(name, model, config, data, s)
         snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
@@ -344,7 +495,13 @@ class FlowMapsApp:
         model = session.snapshot_model()
         config = dict(session.config or {})
         name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"
+        # gradio copies the returned zip into its own cache, so the folder of the previous
+        # download is no longer needed; the last one goes when the session is freed.
+        for old in session.scratch:
+            shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix="flowmaps-download-"))
+        session.scratch[:] = [str(tmp)]
+        weakref.finalize(session, shutil.rmtree, str(tmp), True)  # also if gradio drops the session unclosed
         folder = tmp / name
         steps = session.trainer.global_step if session.trainer else 0
         card = {
@@ -410,18 +567,24 @@ class FlowMapsApp:
         yield plots.quality_figure(res.curves, res.metric_name, res.floor), ql.table_markdown(res)
 
     def quality(self, session, source, n_samples):
-        """Metric and wall time against network evaluations, for one model (streams as it computes)."""
+        """Metric and wall time against network evaluations, for one model (streams as it computes).
+
+        A session's results are cached under its process-unique token and model version
+        (:func:`app.quality.session_key`), read before the model is copied, and not at all while
+        the session is training (its model changes under the same version)."""
         n = parse_int(n_samples, "samples", 500, 20_000)
+        version, training = session.version, session.running
         model, data, label, key = self.resolve_model(session, source)
         if data is None:
             raise InputError(f"model {label}: its data set is unknown, so there is nothing to compare samples with")
         fm_only = (session.method if source in (None, "", SESSION) else self.store.info(source).method) == "fm"
         if key is None:
-            key = f"session-{id(session)}-{session.version}"
+            key = None if training else ql.session_key(session.token, version) + f"n{n}"
             persist = False
         else:
+            key += f"-n{n}"
             persist = True
-        yield from self._quality_stream([(model, data, label, not fm_only, True)], n, f"{key}-n{n}", persist)
+        yield from self._quality_stream([(model, data, label, not fm_only, True)], n, key, persist)
 
     def quality_shipped(self, n_samples):
         """The shipped checkerboard models side by side: flow maps and the ODE on the FM model."""
@@ -512,8 +675,17 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
     fm = FlowMapsApp(config)
     lim = fm.limits
     heavy = {"concurrency_limit": lim.concurrency}
-    with gr.Blocks(title="flowmaps: flow maps by self-distillation", analytics_enabled=False) as demo:
-        session = gr.State(LiveSession, time_to_live=3600, delete_callback=lambda s: s.stop_event.set())
+    cap_decoded_pixels(lim.max_image_pixels)
+    # gradio's cache of uploads and returned files: swept every few minutes of files older than
+    # the idle time (at least ten minutes), so that uploads cannot fill the disk over a day.
+    sweep = (max(60.0, min(lim.idle_seconds, 600.0)), max(600.0, lim.idle_seconds))
+    with gr.Blocks(
+        title="flowmaps: flow maps by self-distillation", analytics_enabled=False, delete_cache=sweep
+    ) as demo:
+        # Each visitor's model lives here. Every event returns it as an output, which (re)starts its
+        # time to live: an idle session is freed after lim.idle_seconds (fm.sessions.expire); a
+        # closed tab frees it at once through the unload event below.
+        session = gr.State(LiveSession, time_to_live=lim.idle_seconds, delete_callback=fm.sessions.expire)
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):
             # ------------------------------------------------------------ tab 1
@@ -524,14 +696,17 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             list(DATA_CHOICES), value="checkerboard", label="Data set", elem_id="data-set"
                         )
                         data_md = gr.Markdown(_data_help("checkerboard"), elem_id="data-help")
-                        draw = gr.Sketchpad(
-                            label="Draw your data: pick the brush, draw, press Start",
-                            type="numpy",
-                            canvas_size=(320, 320),
-                            visible=False,
-                            elem_id="draw-pad",
-                            brush=gr.Brush(default_size=10, colors=["#000000"], color_mode="fixed"),
-                        )
+                        # The pad is shown and hidden through its column: an update of the pad
+                        # itself would give each session a fresh copy without guard_drawing's checks.
+                        with gr.Column(visible=False, min_width=0) as draw_box:
+                            draw = gr.Sketchpad(
+                                label="Draw your data: pick the brush, draw, press Start",
+                                type="numpy",
+                                canvas_size=(CANVAS, CANVAS),
+                                elem_id="draw-pad",
+                                brush=gr.Brush(default_size=10, colors=["#000000"], color_mode="fixed"),
+                            )
+                            guard_drawing(draw, DRAW_MAX_SIDE, DRAW_MAX_IMAGES)
                         csv = gr.File(
                             label=f"CSV of x, y rows (at most {lim.max_csv_rows} rows, {lim.max_upload})",
                             file_types=[".csv", ".txt"],
@@ -744,23 +919,24 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
         def on_data(choice):
             return (gr.update(visible=choice == DRAW), gr.update(visible=choice == CSV), _data_help(choice))
 
-        data_dd.change(on_data, data_dd, [draw, csv, data_md], api_visibility="undocumented", queue=False)
+        data_dd.change(on_data, data_dd, [draw_box, csv, data_md], api_visibility="undocumented", queue=False)
         method.change(_method_help, method, method_md, api_visibility="undocumented", queue=False)
 
-        start_ev = start.click(
-            guarded("Training")(fm.train_start),
+        visit = functools.partial(visiting, fm.sessions)
+        start.click(
+            visit(fm.train_start, "Training"),
             [session, data_dd, draw, csv, *settings],
-            live_out,
+            [*live_out, session],
             api_name="train_start",
             concurrency_limit=lim.train_concurrency,
             concurrency_id="train",
             show_progress="minimal",
             show_progress_on=progress,  # a queued user sees their place on the progress bar
         )
-        cont_ev = cont.click(
-            guarded("Training")(fm.train_continue),
+        cont.click(
+            visit(fm.train_continue, "Training"),
             [session, *settings],
-            live_out,
+            [*live_out, session],
             api_name="train_continue",
             concurrency_limit=lim.train_concurrency,
             concurrency_id="train",
@@ -768,35 +944,34 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             show_progress_on=progress,  # a queued user sees their place on the progress bar
         )
         stop.click(
-            guarded("Stop")(fm.train_stop),
+            visit(fm.train_stop, "Stop"),
             session,
-            status,
+            [status, session],
             api_name="train_stop",
             concurrency_limit=None,
             show_progress="hidden",
         )
-        del start_ev, cont_ev
         load.click(
-            guarded("Loading the model")(fm.load_pretrained),
+            visit(fm.load_pretrained, "Loading the model"),
             [session, pretrained, *settings],
-            live_out,
+            [*live_out, session],
             api_name="load_pretrained",
             **heavy,
         )
         download.click(
-            guarded("Download")(fm.download_model), session, download_file, api_name="download_model", **heavy
+            visit(fm.download_model, "Download"), session, [download_file, session], api_name="download_model", **heavy
         )
         cmp_btn.click(
-            guarded("Trajectories")(fm.trajectories),
+            visit(fm.trajectories, "Trajectories"),
             [session, cmp_model, cmp_grid, cmp_steps, cmp_times, cmp_points, cmp_seed],
-            [traj_plot, cmp_info, err_plot],
+            [traj_plot, cmp_info, err_plot, session],
             api_name="trajectories",
             **heavy,
         )
         q_btn.click(
-            guarded("Evaluation")(fm.quality),
+            visit(fm.quality, "Evaluation"),
             [session, q_model, q_samples],
-            [q_plot, q_table],
+            [q_plot, q_table, session],
             api_name="quality",
             concurrency_limit=1,
             concurrency_id="quality",
@@ -836,6 +1011,12 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             api_visibility="undocumented",
             queue=False,
         )
+
+        def leave(request: gr.Request):
+            """The visitor's tab closed or reloaded: free its session now."""
+            fm.sessions.leave(getattr(request, "session_hash", None))
+
+        demo.unload(leave)
     for warning in fm.store.warnings:
         log.warning("%s", warning)
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
@@ -846,6 +1027,13 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
 
 
 def launch_kwargs(config: AppConfig | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``demo.launch`` that belong to the app (upload cap, style)."""
+    """Keyword arguments of ``demo.launch`` that belong to the app (upload cap, style, sessions kept)."""
     cfg = config or AppConfig.from_env()
-    return {"max_file_size": cfg.limits.max_upload, "css": CSS, "show_error": False}
+    return {
+        "max_file_size": cfg.limits.max_upload,
+        "css": CSS,
+        "show_error": False,
+        # gradio keeps each browser session's last outputs (plots) until it has this many sessions;
+        # its default of 10,000 would let a day of visitors pile up.
+        "state_session_capacity": max(200, 8 * cfg.limits.max_sessions),
+    }

@@ -9,8 +9,11 @@ Time convention (as everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -273,6 +276,60 @@ def points_from_drawing(
     if spread.max() < 0.02:
         raise InputError("drawing: the strokes cover almost a single point; draw a shape with some extent")
     return pts
+
+
+#: Image formats the server opens: the drawing pad sends PNG; an API client may send JPEG or WebP.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def cap_decoded_pixels(max_pixels: int) -> None:
+    """Make PIL refuse, for the whole process, any image of more than ``max_pixels`` pixels.
+
+    PIL reads the size from the file's header when it opens it and raises
+    ``DecompressionBombError`` above twice ``Image.MAX_IMAGE_PIXELS`` before decoding anything,
+    so the threshold is set to half the cap; its warning between the two is silenced (the
+    app's own per-input checks, :func:`check_image_size`, are the tighter rule)."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max(1, int(max_pixels) // 2)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def check_image_size(source: Any, field: str, max_width: int, max_height: int, need: str = "") -> tuple[int, int]:
+    """The ``(width, height)`` of an image file or bytes, read from its header without decoding it.
+
+    Args:
+        source: a path, or the file's bytes.
+        field: the input's name, for messages.
+        max_width, max_height: the largest size accepted, in pixels.
+        need: why that is enough (ends the message), e.g. "the canvas is 320 x 320".
+
+    Raises:
+        InputError: for a file that is not a PNG, JPEG or WebP image, that PIL's global pixel
+            cap refuses (:func:`cap_decoded_pixels`), or that is larger than the limits.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        with Image.open(fp, formats=IMAGE_FORMATS) as im:  # reads the header only
+            width, height = im.size
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL names the size it refused
+        size = f" ({int(found.group(1)):,} pixels)" if found else ""
+        raise InputError(
+            f"{field}: the image{size} has more pixels than the server decodes ({2 * Image.MAX_IMAGE_PIXELS:,}); "
+            f"at most {max_width} x {max_height} is accepted. Draw on the pad, or send a smaller image"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(f"{field}: not a readable PNG, JPEG or WebP image") from None
+    if width > max_width or height > max_height:
+        why = f" ({need})" if need else ""
+        raise InputError(
+            f"{field}: the image is {width} x {height} pixels; at most {max_width} x {max_height} is "
+            f"accepted{why}. Draw on the pad, or send a smaller image"
+        )
+    return width, height
 
 
 def _parse_size(text: str) -> int:

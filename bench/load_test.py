@@ -78,6 +78,13 @@ class Server:
                 vals[key] = float(rest.split()[0]) / 1024
         return vals.get("VmRSS", 0.0), vals.get("VmHWM", 0.0)
 
+    def log_text(self) -> str:
+        """What the server printed so far (stdout and stderr)."""
+        try:
+            return (Path(self.tmp.name) / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
     def close(self) -> None:
         self.proc.terminate()
         try:
@@ -88,8 +95,12 @@ class Server:
         self.tmp.cleanup()
 
 
-def launch(train_concurrency: int = 2, live_seconds: float = 60.0, timeout: float = 180.0) -> Server:
-    """Start ``python app.py`` on a free port with an empty checkpoint folder; wait for HTTP 200."""
+def launch(
+    train_concurrency: int = 2, live_seconds: float = 60.0, timeout: float = 180.0, env: dict[str, str] | None = None
+) -> Server:
+    """Start ``python app.py`` on a free port with an empty checkpoint folder; wait for HTTP 200.
+
+    ``env`` adds or overrides environment variables of the server (e.g. FLOWMAPS_IDLE_SECONDS)."""
     tmp = tempfile.TemporaryDirectory(prefix="flowmaps-load-")
     port = free_port()
     env = {
@@ -102,6 +113,7 @@ def launch(train_concurrency: int = 2, live_seconds: float = 60.0, timeout: floa
         "FLOWMAPS_TRAIN_CONCURRENCY": str(train_concurrency),
         "FLOWMAPS_LIVE_SECONDS": str(live_seconds),
         "PYTHONPATH": str(ROOT),
+        **(env or {}),
     }
     log = open(Path(tmp.name) / "server.log", "w")
     proc = subprocess.Popen(
