@@ -112,6 +112,14 @@ VARIANTS = {
     "long4": {"steps_mult": 4.0},
     "lr3e4": {"lr": 3e-4},
     "delta_long": {"cond": "delta", "steps_mult": 2.0},
+    "four1": {"fourier": 64, "fscale": 1.0},
+    "four3": {"fourier": 64, "fscale": 3.0},
+    "four3_long": {"fourier": 64, "fscale": 3.0, "steps_mult": 2.0},
+    "wide": {"width": 512, "depth": 4},
+    "wide_long": {"width": 512, "depth": 4, "steps_mult": 2.0},
+    "nowarm": {"ema_warmup": False},
+    "ema9995nw": {"ema": 0.9995, "ema_warmup": False},
+    "long_anneal": {"steps_mult": 2.0, "anneal": 0.5},
 }
 
 
@@ -121,7 +129,15 @@ def build(variant: dict, gmm: GaussianMixture, steps: int, seed: int, device: st
     objectives.off_diagonal_times = make_time_sampler(variant.get("times", "uniform"))
     torch.manual_seed(seed)
     net_cls = MLPDelta if variant.get("cond") == "delta" else MLP
-    model = FlowMap(net_cls(dim=2, width=width, depth=depth, sigma=gmm.sigma), sigma=gmm.sigma)
+    net = net_cls(
+        dim=2,
+        width=variant.get("width", width),
+        depth=variant.get("depth", depth),
+        sigma=gmm.sigma,
+        fourier=variant.get("fourier", 0),
+        fourier_scale=variant.get("fscale", 1.0),
+    )
+    model = FlowMap(net, sigma=gmm.sigma)
     kw = {"eta": variant.get("eta", 0.75), "reduction": variant.get("reduction", "mean")}
     if "stopgrad" in variant:
         kw["stopgrad"] = variant["stopgrad"]
@@ -131,12 +147,15 @@ def build(variant: dict, gmm: GaussianMixture, steps: int, seed: int, device: st
         batch_size=1024,
         lr=variant.get("lr", 1e-3),
         ema_decay=variant.get("ema", 0.999),
+        ema_warmup=variant.get("ema_warmup", True),
         seed=seed,
         device=device,
         anneal_from=variant.get("anneal", 1.0),
         log_every=10**9,
     )
-    return Trainer(model, objective, lambda n, g: gmm.sample(n, generator=g), cfg)
+    return Trainer(
+        model, objective, lambda n, g, _c=torch.Generator().manual_seed(seed): gmm.sample(n, generator=_c), cfg
+    )
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -161,7 +180,9 @@ def evaluate(model, gmm, x0, states) -> dict:
         for n in NS:
             grid = torch.linspace(0, 1, n + 1, dtype=torch.float64)
             x = flowmap_sample(model, xin, grid).x
-            out[f"N{n}"] = float((x - target).pow(2).sum(1).mean())
+            err = (x - target).pow(2).sum(1)
+            out[f"N{n}"] = float(err.mean())
+            out[f"N{n}_far"] = int((err > 0.25).sum())  # samples that landed far off (a basin swap)
         x = ode_solve(model.velocity, xin, method="rk4", n_steps=64).x
         out["ode"] = float((x - target).pow(2).sum(1).mean())
         for n in (2, 4):
@@ -188,6 +209,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-eval", type=int, default=4096)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="runs/composition.jsonl")
+    ap.add_argument("--save-dir", default=None, help="also save each run's raw and EMA weights here")
     args = ap.parse_args(argv)
     gmm = mixture()
     x0, states = exact_states(gmm, args.n_eval)
@@ -198,6 +220,12 @@ def main(argv=None) -> None:
             trainer = build(VARIANTS[name], gmm, args.steps, seed, args.device, args.width, args.depth)
             trainer.train(progress=False)
             row = {"variant": name, "seed": seed, "steps": trainer.global_step, "train_s": time.perf_counter() - start}
+            if args.save_dir:
+                Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+                torch.save(
+                    {"ema": trainer.ema_model.state_dict(), "raw": trainer.model.state_dict()},
+                    Path(args.save_dir) / f"{name}_{seed}.pt",
+                )
             row["ema"] = evaluate(trainer.ema_model, gmm, x0, states)
             row["raw"] = evaluate(trainer.model.eval(), gmm, x0, states)
             with open(args.out, "a") as f:
