@@ -12,5 +12,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
 fi
-python -m pip install -q -r requirements-dev.txt
+# requirements.txt names the PyTorch CPU wheel index (for a Space); where that host cannot be
+# reached, pip would retry it for every package (about 9 minutes): try each index once.
+PIP_RETRIES="${PIP_RETRIES:-0}" PIP_TIMEOUT="${PIP_TIMEOUT:-15}" python -m pip install -q -r requirements-dev.txt
 python -m pytest "$@"
