@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -241,9 +241,37 @@ class QualityCache:
                 log.info("could not write the quality cache %s: %s", path, err)
 
 
+def comparison_sentence(res: QualityResult, steps: Sequence[int] = (1, 2, 4, 8)) -> str:
+    """Who wins at which N, read from the result's own numbers (so it always matches the plot).
+
+    For each N in ``steps``, the model whose flow-map curve has the lowest metric at N network
+    evaluations; then the best ODE figure and its NFE. Empty when fewer than two models have a
+    flow-map curve (there is nothing to compare)."""
+    maps = [c for c in res.curves if c.sampler == "flow map"]
+    if len({c.model for c in maps}) < 2:
+        return ""
+    parts = []
+    for n in steps:
+        at_n = [(m, c.model) for c in maps for nfe, m in zip(c.nfe, c.metric) if nfe == n]
+        if at_n:
+            best, who = min(at_n)
+            parts.append(f"N = {n}: **{who}** ({best:.3f})")
+    text = "**Who wins at which N** (lowest " + res.metric_name + "): " + "; ".join(parts) + "."
+    odes = [
+        (m, nfe, c.model, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)
+    ]
+    if odes:
+        best, nfe, who, sampler = min(odes)
+        text += f" The best ODE solve here, {sampler} on {who}'s velocity, reaches {best:.3f} with {nfe} evaluations."
+    return text
+
+
 def table_markdown(res: QualityResult) -> str:
-    """The numbers of a result as a Markdown table (one row per curve and budget)."""
-    lines = ["| model | sampler | NFE | metric | ms / 1000 samples |", "| --- | --- | --- | --- | --- |"]
+    """The numbers of a result as a Markdown table (one row per curve and budget), after the
+    sentence of :func:`comparison_sentence` when several models are compared."""
+    sentence = comparison_sentence(res)
+    lines = [sentence, ""] if sentence else []
+    lines += ["| model | sampler | NFE | metric | ms / 1000 samples |", "| --- | --- | --- | --- | --- |"]
     for c in res.curves:
         for nfe, m, ms in zip(c.nfe, c.metric, c.ms):
             ms_text = f"{ms:.1f}"

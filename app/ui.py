@@ -847,7 +847,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                 with gr.Row():
                     q_btn = gr.Button("Evaluate this model", variant="primary", elem_id="btn-quality")
                     q_ship = gr.Button(
-                        "Compare the shipped checkerboard models (LSD, ESD, PSD, flow matching)",
+                        "Compare the shipped checkerboard models (LSD, ESD, PSD-M, PSD-U, FM; one training budget)",
                         elem_id="btn-quality-shipped",
                     )
                 q_plot = gr.Plot(

@@ -588,3 +588,26 @@ def test_fid_table_moves_constant_columns_under_it_and_keeps_the_rest():
     # A config's own metrics dict goes through the same tidying.
     rows = {"map-1": {"fid": 9.0, "n": 2000}, "map-2": {"fid": 5.0, "n": 2000}}
     assert "Every row: n 2000." in card_metrics({"metrics": rows}, "")
+
+
+def test_comparison_sentence_names_the_winner_the_numbers_show():
+    """The sentence under the shipped comparison is read from the curves: the lowest metric at
+    each N, and the best ODE figure with its NFE; it changes when the numbers change."""
+    from app import quality as ql
+    from app.plots import Curve
+
+    res = ql.QualityResult("KL", 0.05, n=1000)
+    res.curves = [
+        Curve("LSD", "flow map", [1, 2, 4, 8], [0.30, 0.20, 0.15, 0.12], [1, 2, 3, 4]),
+        Curve("ESD", "flow map", [1, 2, 4, 8], [0.40, 0.18, 0.16, 0.11], [1, 2, 3, 4]),
+        Curve("FM", "heun", [2, 8, 32], [0.9, 0.25, 0.09], [1, 2, 3]),
+    ]
+    text = ql.comparison_sentence(res)
+    assert "N = 1: **LSD** (0.300)" in text and "N = 2: **ESD** (0.180)" in text
+    assert "N = 4: **LSD** (0.150)" in text and "N = 8: **ESD** (0.110)" in text
+    assert "heun on FM's velocity, reaches 0.090 with 32 evaluations" in text
+    assert text in ql.table_markdown(res)
+    res.curves[0].metric[1] = 0.10  # LSD now wins at N = 2
+    assert "N = 2: **LSD** (0.100)" in ql.comparison_sentence(res)
+    res.curves = res.curves[:1]  # one model: nothing to compare
+    assert ql.comparison_sentence(res) == ""
