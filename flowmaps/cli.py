@@ -495,16 +495,16 @@ def evaluate_model(
             kl = checkerboard_kl(x)
             row["KL"] = kl.kl
             row["KL_floor"] = checkerboard_kl_floor(n)
-            if kl.empty_bins:  # inf: say how many bins are empty and what a half-sample count gives
-                row["empty_bins"] = kl.empty_bins
-                row["KL_half"] = checkerboard_kl(x, eps=0.5).kl
-                row["floor_half"] = checkerboard_kl_floor(n, eps=0.5)
         if reference is not None:
             g = torch.Generator().manual_seed(seed + 2)
             xs, ref = x[:SW_MAX_POINTS], reference[:SW_MAX_POINTS]
             row["SW"] = sliced_wasserstein(xs, ref, n_projections=SW_PROJECTIONS, generator=g)
             if data != "checkerboard":
                 row["energy"] = energy_distance(xs, ref, generator=g)
+        if data == "checkerboard" and kl.empty_bins:  # inf: how many bins are empty, the half-sample KL
+            row["empty_bins"] = kl.empty_bins
+            row["KL_half"] = checkerboard_kl(x, eps=0.5).kl
+            row["floor_half"] = checkerboard_kl_floor(n, eps=0.5)
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -818,10 +818,9 @@ def _fmt_duration(seconds: float) -> str:
 
 def _plan_line(args: argparse.Namespace, start_step: int, device: torch.device) -> str:
     """What ``train`` is about to do, and the quick recipe on a CPU."""
-    line = (
-        f"training {args.steps - start_step} steps (preset {args.preset}); a duration estimate follows "
-        f"after {2 + TIMING_STEPS} steps; Ctrl-C stops and keeps the model trained so far"
-    )
+    left = args.steps - start_step
+    estimate = f"a duration estimate follows after {2 + TIMING_STEPS} steps; " if left > 2 + TIMING_STEPS else ""
+    line = f"training {left} steps (preset {args.preset}); {estimate}Ctrl-C stops and keeps the model trained so far"
     if device.type == "cpu" and args.preset == "default" and not is_image_set(args.data):
         line += (
             "\nhint: the defaults take 10-15 min on 2 idle CPU cores; for a quick CPU run add --preset quick "
@@ -930,7 +929,7 @@ def _font(size: int) -> Any:
 
 
 def _scatter_panel(x: np.ndarray, lim: float, ticks: Sequence[float], title: str) -> Any:
-    """A scatter plot of points (n, 2) as an RGB PIL image: discs of radius 2 px drawn with alpha
+    """A scatter plot of points (n, 2) as an RGB PIL image: discs of 21 pixels (radius sqrt(5)) drawn with alpha
     (overlaps darken, so dense regions read as dense), an axis box with tick labels, and a title."""
     from PIL import Image, ImageDraw
 
@@ -945,9 +944,9 @@ def _scatter_panel(x: np.ndarray, lim: float, ticks: Sequence[float], title: str
     cover = np.zeros((size, size))
     for dy in range(-2, 3):
         for dx in range(-2, 3):
-            if dx * dx + dy * dy <= 5:  # a disc of radius about 2 px (13 pixels)
+            if dx * dx + dy * dy <= 5:  # a disc of radius sqrt(5) px (21 pixels)
                 cover += counts[2 + dy : 2 + dy + size, 2 + dx : 2 + dx + size]
-    alpha = float(np.clip(400.0 / max(len(x), 1), 0.04, 0.6))
+    alpha = float(np.clip(600.0 / max(len(x), 1), 0.012, 0.6))
     ink = 1.0 - (1.0 - alpha) ** cover  # alpha compositing of equal-coloured discs, order-free
     colour = np.asarray(POINT_COLOUR, dtype=np.float64)
     rgb = 255.0 * (1.0 - ink[..., None]) + colour * ink[..., None]
@@ -1116,7 +1115,8 @@ def _inf_notes(rows: Sequence[dict[str, Any]], n: int) -> list[str]:
         sd = f" ± {row['KL_half_sd']:.2g}" if "KL_half_sd" in row else ""
         lines.append(
             f"N = {row['N']}: inf: at least one target bin got no sample (an empty bin; "
-            f"{row['empty_bins']:.3g} of them); the KL with empty bins counted as half a sample is "
+            f"{row['empty_bins']:.3g} of them{' on average' if sd else ''}); "
+            "the KL with empty bins counted as half a sample is "
             f"{row['KL_half']:.4g}{sd}; the floor of exact samples is {row['floor_half']:.4g} on the same count"
         )
     if lines:
