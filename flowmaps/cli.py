@@ -6,15 +6,18 @@ Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data. A sampl
 Examples::
 
     python -m flowmaps train --data checkerboard --method lsd --steps 20000 --out checkpoints/cb-lsd
+    python -m flowmaps train --data checkerboard --preset quick --out checkpoints/cb-quick  # about a minute on a CPU
     python -m flowmaps train --data checkerboard --method lsd --steps 40000 --out checkpoints/cb-lsd --resume
     python -m flowmaps sample --checkpoint checkpoints/cb-lsd --steps 1,2,4 --n 4000 --out samples.png
     python -m flowmaps sample --checkpoint checkpoints/cb-lsd --grid 0,0.3,0.7,1 --out samples.npy
-    python -m flowmaps evaluate --checkpoint checkpoints/cb-lsd --n 64000
+    python -m flowmaps evaluate --checkpoint checkpoints/cb-lsd --n 64000 --seeds 0,1,2
     torchrun --nproc-per-node 2 -m flowmaps train --data fashion-mnist --method lsd --out checkpoints/fm
 
 ``train`` writes a checkpoint folder (model.safetensors, config.json, README.md with the
 evaluation table) plus ``trainer.safetensors`` (optimiser state, for ``--resume``) and
-``log.jsonl``. Every option is typed and range-checked; a bad value exits with status 2 and a
+``log.jsonl``. It prints a duration estimate after its first steps; Ctrl-C or SIGTERM stops it
+after the current step and saves the model trained so far, marked as interrupted (exit status
+128 + the signal's number). Every option is typed and range-checked; a bad value exits with status 2 and a
 message that names the option.
 """
 
@@ -48,7 +51,7 @@ SW_MAX_POINTS = 16_384
 TRAINER_STATE = "trainer.safetensors"
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"steps": 10_000, "width": 512, "depth": 4, "anneal_from": 1.0},
-    "quick": {"steps": 6_000, "width": 128, "depth": 3, "batch_size": 512, "lr": 3e-3, "anneal_from": 0.7},
+    "quick": {"steps": 6_000, "width": 128, "depth": 4, "lr": 3e-3, "anneal_from": 0.7},
 }
 """Values of ``train --preset``; an option given on the command line overrides its preset value.
 The quick preset is for 2-D sets on a CPU (measured durations and KL: README, "The library")."""
@@ -194,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=tuple(PRESETS),
         default="default",
-        help="quick: an MLP 3x128, batch 512, lr 3e-3 and 6000 steps, about a minute on 2 CPU cores; "
+        help="quick: an MLP 4x128, lr 3e-3 annealed from 70%% of the run, 6000 steps: about a minute on 2 CPU cores; "
         "default: the paper's 2-D recipe (MLP 4x512, batch 1024, 10000 steps). Options given explicitly win",
     )
     tr.add_argument("--steps", type=positive_int, default=None, help="total optimiser steps (default 10000)")
@@ -824,7 +827,7 @@ def _plan_line(args: argparse.Namespace, start_step: int, device: torch.device) 
     if device.type == "cpu" and args.preset == "default" and not is_image_set(args.data):
         line += (
             "\nhint: the defaults take 10-15 min on 2 idle CPU cores; for a quick CPU run add --preset quick "
-            "(MLP 3x128, batch 512, 6000 steps: about a minute)"
+            "(MLP 4x128, 6000 steps: about a minute)"
         )
     return line
 
@@ -1112,17 +1115,24 @@ def _inf_notes(rows: Sequence[dict[str, Any]], n: int) -> list[str]:
     for row in rows:
         if "KL" not in row or math.isfinite(row["KL"]) or "KL_half" not in row:
             continue
-        sd = f" ± {row['KL_half_sd']:.2g}" if "KL_half_sd" in row else ""
+        several = "KL_half_sd" in row
+        sd = f" ± {row['KL_half_sd']:.2g}" if several else ""
+        where = f" (in {row['KL_inf']} of {row['seeds']} seeds)" if several else ""
         lines.append(
-            f"N = {row['N']}: inf: at least one target bin got no sample (an empty bin; "
-            f"{row['empty_bins']:.3g} of them{' on average' if sd else ''}); "
+            f"N = {row['N']}: inf{where}: at least one target bin got no sample (an empty bin; "
+            f"{row['empty_bins']:.3g} of them{' on average' if several else ''}); "
             "the KL with empty bins counted as half a sample is "
             f"{row['KL_half']:.4g}{sd}; the floor of exact samples is {row['floor_half']:.4g} on the same count"
         )
-    if lines:
+    if lines and n < 20_000:
         lines.append(
-            f"(empty bins are common below about 20,000 samples: n = {n} gives about {n / 1250:.0f} samples "
-            "per target bin; the paper uses --n 64000)"
+            f"(n = {n} gives about {n / 1250:.0f} samples per target bin, so even exact samples leave bins empty "
+            "below about 20,000; the paper uses --n 64000)"
+        )
+    elif lines:
+        lines.append(
+            f"(n = {n} gives about {n / 1250:.0f} samples per target bin: an empty bin means a part of the board "
+            "the model (almost) never reaches)"
         )
     return lines
 

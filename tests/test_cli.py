@@ -117,6 +117,9 @@ def test_image_training_wires_the_unet(tmp_path):
         (["sample", "--checkpoint", "c", "--out", "s.npy", "--grid", "0,0.7,0.5"], "strictly increasing"),
         (["sample", "--checkpoint", "c", "--out", "s.npy", "--steps", "1,0"], "--steps: must be a positive"),
         (["evaluate", "--checkpoint", "c", "--n", "0"], "--n: must be a positive"),
+        (["evaluate", "--checkpoint", "c", "--seeds", "0,0"], "--seeds: seeds must be distinct"),
+        (["evaluate", "--checkpoint", "c", "--seeds", ","], "--seeds: expected seeds such as 0,1,2"),
+        (["train", "--data", "checkerboard", "--out", "x", "--preset", "fast"], "--preset: invalid choice"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, needle, capsys):
@@ -210,8 +213,8 @@ def test_quick_preset_and_overrides(tmp_path, capsys):
             "--no-progress", "--out", str(tmp_path / "q2")]  # fmt: skip
     assert main(args) == 0
     config = json.loads((tmp_path / "q2" / "config.json").read_text())
-    assert (config["net"]["width"], config["net"]["depth"]) == (128, 3)
-    assert config["train"]["batch_size"] == 512 and config["train"]["anneal_from"] == 0.7
+    assert (config["net"]["width"], config["net"]["depth"]) == (128, 4)
+    assert config["train"]["batch_size"] == 1024 and config["train"]["anneal_from"] == 0.7
     capsys.readouterr()
     assert main(["train", "--data", "fashion-mnist", "--preset", "quick", "--out", str(tmp_path / "i")]) == 2
     assert "--preset quick is a recipe for the 2-D sets" in capsys.readouterr().err
@@ -234,7 +237,7 @@ def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
     assert main([*argv, str(report)]) == 0
     text = capsys.readouterr().out
     assert "mean ± sd over noise seeds 0,1,2" in text and "inf (3 of 3 seeds)" in text
-    assert "N = 1: inf: at least one target bin got no sample (an empty bin" in text
+    assert "N = 1: inf (in 3 of 3 seeds): at least one target bin got no sample (an empty bin" in text
     assert "the KL with empty bins counted as half a sample is" in text and "the floor of exact samples is" in text
     assert "bin centres normalised to sum 1" in text
     rows = json.loads(report.read_text())
