@@ -6,27 +6,33 @@ Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data. A sampl
 Examples::
 
     python -m flowmaps train --data checkerboard --method lsd --steps 20000 --out checkpoints/cb-lsd
+    python -m flowmaps train --data checkerboard --preset quick --out checkpoints/cb-quick  # about a minute on a CPU
     python -m flowmaps train --data checkerboard --method lsd --steps 40000 --out checkpoints/cb-lsd --resume
     python -m flowmaps sample --checkpoint checkpoints/cb-lsd --steps 1,2,4 --n 4000 --out samples.png
     python -m flowmaps sample --checkpoint checkpoints/cb-lsd --grid 0,0.3,0.7,1 --out samples.npy
-    python -m flowmaps evaluate --checkpoint checkpoints/cb-lsd --n 64000
+    python -m flowmaps evaluate --checkpoint checkpoints/cb-lsd --n 64000 --seeds 0,1,2
     torchrun --nproc-per-node 2 -m flowmaps train --data fashion-mnist --method lsd --out checkpoints/fm
 
 ``train`` writes a checkpoint folder (model.safetensors, config.json, README.md with the
 evaluation table) plus ``trainer.safetensors`` (optimiser state, for ``--resume``) and
-``log.jsonl``. Every option is typed and range-checked; a bad value exits with status 2 and a
+``log.jsonl``. It prints a duration estimate after its first steps; Ctrl-C or SIGTERM stops it
+after the current step and saves the model trained so far, marked as interrupted (exit status
+128 + the signal's number). Every option is typed and range-checked; a bad value exits with status 2 and a
 message that names the option.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +49,14 @@ SW_MAX_POINTS = 16_384
 """Sliced Wasserstein in the evaluation table: 128 directions on at most 16,384 points per set
 (sorting 64k x 512 projections takes minutes on a small CPU)."""
 TRAINER_STATE = "trainer.safetensors"
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"steps": 10_000, "width": 512, "depth": 4, "anneal_from": 1.0},
+    "quick": {"steps": 6_000, "width": 128, "depth": 4, "lr": 3e-3, "anneal_from": 0.7},
+}
+"""Values of ``train --preset``; an option given on the command line overrides its preset value.
+The quick preset is for 2-D sets on a CPU (measured durations and KL: README, "The library")."""
+TIMING_STEPS = 20
+"""Steps timed (after two warm-up steps) for the duration estimate that ``train`` prints."""
 
 logger = logging.getLogger("flowmaps.cli")
 
@@ -132,6 +146,16 @@ def int_list(text: str) -> list[int]:
     return [nonnegative_int(s) for s in text.replace(" ", "").split(",") if s]
 
 
+def seed_list(text: str) -> list[int]:
+    """Comma-separated distinct non-negative seeds, e.g. "0,1,2" (at least one)."""
+    values = int_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError("expected seeds such as 0,1,2")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
+    return values
+
+
 def grid_spec(text: str) -> str | Tensor:
     """ "uniform", "edm", "cosine", or explicit times "0,0.5,1" (t = 0 noise, t = 1 data)."""
     from flowmaps.sampling import GRID_KINDS, parse_grid
@@ -169,7 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a flow map and write a checkpoint folder")
     tr.add_argument("--data", required=True, choices=_data_sets(), help="2-D toy set or image set")
     tr.add_argument("--method", default="lsd", choices=_methods(), help="objective (default: lsd)")
-    tr.add_argument("--steps", type=positive_int, default=10_000, help="total optimiser steps (default 10000)")
+    tr.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="default",
+        help="quick: an MLP 4x128, lr 3e-3 annealed from 70%% of the run, 6000 steps: about a minute on 2 CPU cores; "
+        "default: the paper's 2-D recipe (MLP 4x512, batch 1024, 10000 steps). Options given explicitly win",
+    )
+    tr.add_argument("--steps", type=positive_int, default=None, help="total optimiser steps (default 10000)")
     tr.add_argument(
         "--batch-size",
         type=positive_int,
@@ -230,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="learned log-variance loss weight w(s, t) (default: on for images, off for 2-D)",
     )
     tr.add_argument("--net", choices=("mlp", "unet"), default=None, help="network (default mlp 2-D, unet images)")
-    tr.add_argument("--width", type=positive_int, default=512, help="MLP width (default 512)")
-    tr.add_argument("--depth", type=positive_int, default=4, help="MLP hidden layers (default 4)")
+    tr.add_argument("--width", type=positive_int, default=None, help="MLP width (default 512)")
+    tr.add_argument("--depth", type=positive_int, default=None, help="MLP hidden layers (default 4)")
     tr.add_argument("--activation", choices=("gelu", "silu", "tanh"), default="gelu", help="MLP activation")
     tr.add_argument("--channels", type=positive_int, default=64, help="UNet base channels (default 64)")
     tr.add_argument("--channel-mults", type=int_list, default=[1, 2, 2], help="UNet width multipliers, e.g. 1,2,2")
@@ -278,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--anneal-from",
         type=unit_interval,
-        default=1.0,
+        default=None,
         help="from this fraction of the run (its steps or --max-seconds, whichever ends it) the lr falls "
         "linearly to 0 at the end; 1 turns it off (default)",
     )
@@ -316,9 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=positive_int, default=None, help="samples (default 64000 2-D, 10000 images)")
     ev.add_argument("--steps", type=step_list, default=list(DEFAULT_EVAL_STEPS), help="e.g. 1,2,4,8,16")
     ev.add_argument("--grid", type=grid_spec, default="uniform", help="uniform, edm or cosine (or explicit times)")
-    ev.add_argument("--seed", type=nonnegative_int, default=0)
+    ev.add_argument("--seed", type=nonnegative_int, default=0, help="noise seed (one run)")
+    ev.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=None,
+        help="several noise seeds, e.g. 0,1,2: the table shows mean ± sd over them (replaces --seed)",
+    )
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -415,10 +453,13 @@ def evaluate_model(
     grids: Sequence[Tensor],
     seed: int = 0,
     device: torch.device | str = "cpu",
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Metrics per grid, as rows of a table.
+    """Metrics per grid, as rows of a table; ``on_row(row)`` is called as each row is done (progress).
 
-    Checkerboard: histogram KL with its floor (exact samples, same n) and sliced Wasserstein;
+    Checkerboard: histogram KL with its floor (exact samples, same n) and sliced Wasserstein; when
+    a target bin is empty the KL is inf, and the row adds ``empty_bins``, ``KL_half`` (empty bins
+    counted as half a sample, ``checkerboard_kl(eps=0.5)``) and ``floor_half`` (the same on exact samples);
     other 2-D sets: sliced Wasserstein and energy distance against n fresh data samples
     (both on at most SW_MAX_POINTS points, SW with SW_PROJECTIONS directions);
     images: FID (against the Fashion-MNIST test split) when the FID feature network exists.
@@ -441,6 +482,8 @@ def evaluate_model(
             if net is not None:
                 row["FID"] = fid(x, net=net)
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
         return rows
 
     from flowmaps.data.toy import sample_toy
@@ -452,7 +495,8 @@ def evaluate_model(
         x = generate(model, n, shape, grid, seed, device).to(torch.float64)
         row: dict[str, Any] = {"N": grid.numel() - 1, "grid": _grid_text(grid), "time_s": time.perf_counter() - start}
         if data == "checkerboard":
-            row["KL"] = checkerboard_kl(x).kl
+            kl = checkerboard_kl(x)
+            row["KL"] = kl.kl
             row["KL_floor"] = checkerboard_kl_floor(n)
         if reference is not None:
             g = torch.Generator().manual_seed(seed + 2)
@@ -460,7 +504,13 @@ def evaluate_model(
             row["SW"] = sliced_wasserstein(xs, ref, n_projections=SW_PROJECTIONS, generator=g)
             if data != "checkerboard":
                 row["energy"] = energy_distance(xs, ref, generator=g)
+        if data == "checkerboard" and kl.empty_bins:  # inf: how many bins are empty, the half-sample KL
+            row["empty_bins"] = kl.empty_bins
+            row["KL_half"] = checkerboard_kl(x, eps=0.5).kl
+            row["floor_half"] = checkerboard_kl_floor(n, eps=0.5)
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
@@ -495,8 +545,17 @@ def _hardware(device: torch.device, world: int) -> str:
 
 # ---------------------------------------------------------------------------------- train
 def _train_defaults(args: argparse.Namespace) -> None:
-    """Fill the data-dependent defaults (the paper's recipe for 2-D sets and for images)."""
+    """Fill the preset's values and the data-dependent defaults (the paper's recipe for 2-D sets and images).
+
+    Raises:
+        ValueError: ``--preset quick`` with an image set (the preset is a 2-D CPU recipe).
+    """
     images = is_image_set(args.data)
+    if images and args.preset != "default":
+        raise ValueError(f"--preset {args.preset} is a recipe for the 2-D sets; for {args.data} leave it out")
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     if args.batch_size is None:
         args.batch_size = 128 if images else 1024
     if args.lr is None:
@@ -581,7 +640,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmaps.registry import build_model
     from flowmaps.training import DivergenceError, TrainConfig, Trainer, close_distributed, init_distributed
 
-    _train_defaults(args)
+    try:
+        _train_defaults(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.fd_step is not None and args.backend != "fd":
         print(f"error: --fd-step is the step of --backend fd; got --backend {args.backend}", file=sys.stderr)
         return 2
@@ -666,41 +729,165 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     wall_start = time.perf_counter()
 
-    def write_model(metrics: Any = None) -> None:
-        card = {**card_base, "steps": trainer.global_step, "wall_time": time.perf_counter() - wall_start}
+    def write_model(metrics: Any = None, interrupted: bool = False) -> None:
+        step = trainer.global_step
+        card = {**card_base, "steps": step, "wall_time": time.perf_counter() - wall_start}
+        extra: dict[str, Any] = {}
+        if interrupted:
+            card["status"] = f"interrupted at step {step} of {args.steps} (continue with --resume)"
+            extra["interrupted_at"] = step
         if metrics:
             card["metrics"] = metrics
-        save_pretrained(trainer, out, {**config, "steps": trainer.global_step, "eval": metrics or []}, card, dtype=fp16)
+        save_pretrained(trainer, out, {**config, "steps": step, "eval": metrics or [], **extra}, card, dtype=fp16)
 
-    def periodic(tr: Trainer, logs: dict[str, Any]) -> None:
-        if tr.is_main and "recovered" not in logs:
+    signals: list[int] = []
+    clock = _StepClock(start_step, args.steps, args.max_seconds)
+
+    def each_step(tr: Trainer, logs: dict[str, Any]) -> None:
+        if signals:  # a signal that came before train() started
+            tr.request_stop()
+        line = clock.tick(tr.global_step)
+        if line and tr.is_main:
+            _say(line)
+        if tr.is_main and "recovered" not in logs and tr.global_step % every == 0:
             write_model()
 
     if rank == 0:
         logger.info("training %s on %s: %s", args.method, args.data, card_base["network"])
+        if start_step < args.steps:
+            _say(_plan_line(args, start_step, device))
     every = args.checkpoint_every if args.checkpoint_every else max(args.steps, 1) + 1
     try:
-        trainer.train(callback=periodic, callback_every=every, progress=not args.no_progress)
+        with _stop_on_signals(trainer, signals):
+            trainer.train(callback=each_step, callback_every=1, progress=not args.no_progress)
     except DivergenceError as err:
         print(f"error: {err}. No final model was written; try a lower --lr or --grad-clip", file=sys.stderr)
         if distributed:
             close_distributed(wait=False)
         return 1
+    if signals:
+        name = signal.Signals(signals[0]).name
+        if rank == 0:
+            write_model(interrupted=True)
+            print(
+                f"{name}: stopped at step {trainer.global_step} of {args.steps}; saved the model trained so far "
+                f"to {out} (marked as interrupted), with {TRAINER_STATE} to continue: same command with --resume",
+                file=sys.stderr,
+            )
+        if distributed:
+            close_distributed(wait=False)
+        return 128 + signals[0]
     if rank == 0:
+        write_model()  # a Ctrl-C during the evaluation still leaves the trained model
         metrics: list[dict[str, Any]] = []
         if args.eval_n > 0:
             grids = grids_for("uniform", args.eval_steps)
-            metrics = evaluate_model(trainer.ema_model, config, args.eval_n, grids, seed=args.seed, device=device)
+            try:
+                metrics = evaluate_model(trainer.ema_model, config, args.eval_n, grids, seed=args.seed, device=device)
+            except KeyboardInterrupt:
+                print(
+                    f"evaluation interrupted: {out} holds the trained model without its evaluation table; "
+                    f"run python -m flowmaps evaluate --checkpoint {out}",
+                    file=sys.stderr,
+                )
+                return 130
             for row in metrics:
                 row.pop("grid", None)
                 row.pop("time_s", None)
             print(format_table(metrics))
-        write_model(metrics)
+            write_model(metrics)
         steps_done = trainer.global_step - start_step
         print(f"wrote {out} ({trainer.global_step} steps, {steps_done} this run)")
     if distributed:
         close_distributed()
     return 0
+
+
+def _say(line: str) -> None:
+    """Print a line to stdout without breaking a tqdm bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+    sys.stdout.flush()
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _plan_line(args: argparse.Namespace, start_step: int, device: torch.device) -> str:
+    """What ``train`` is about to do, and the quick recipe on a CPU."""
+    left = args.steps - start_step
+    estimate = f"a duration estimate follows after {2 + TIMING_STEPS} steps; " if left > 2 + TIMING_STEPS else ""
+    line = f"training {left} steps (preset {args.preset}); {estimate}Ctrl-C stops and keeps the model trained so far"
+    if device.type == "cpu" and args.preset == "default" and not is_image_set(args.data):
+        line += (
+            "\nhint: the defaults take 10-15 min on 2 idle CPU cores; for a quick CPU run add --preset quick "
+            "(MLP 4x128, 6000 steps: about a minute)"
+        )
+    return line
+
+
+class _StepClock:
+    """Times steps ``start + 3 .. start + 2 + TIMING_STEPS`` (two warm-up steps first) and turns the
+    per-step cost into the run's remaining duration (bounded by ``max_seconds``)."""
+
+    def __init__(self, start_step: int, steps: int, max_seconds: float | None) -> None:
+        self.warm = start_step + 2
+        self.done = self.warm + TIMING_STEPS
+        self.steps = steps
+        self.max_seconds = max_seconds
+        self.run_start = time.perf_counter()
+        self.t0: float | None = None
+
+    def tick(self, step: int) -> str | None:
+        """Call after each step; returns the estimate line once, at the end of the timing."""
+        now = time.perf_counter()
+        if step == self.warm:
+            self.t0 = now
+        if step != self.done or self.t0 is None or step >= self.steps:
+            return None
+        per_step = (now - self.t0) / TIMING_STEPS
+        left = per_step * (self.steps - step)
+        capped = ""
+        if self.max_seconds is not None and now - self.run_start + left > self.max_seconds:
+            left = max(0.0, self.max_seconds - (now - self.run_start))
+            capped = f", cut by --max-seconds at about step {step + int(left / per_step)}"
+        finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+        return (
+            f"duration estimate: {1000 * per_step:.1f} ms per step (timed over steps {self.warm + 1}-{step}), "
+            f"so about {_fmt_duration(left)} for the {self.steps - step} steps left{capped} (done near {finish}; "
+            "plus the evaluation)"
+        )
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Any, caught: list[int]) -> Any:
+    """While inside, SIGINT (Ctrl-C) and SIGTERM ask the trainer to stop after its current step and
+    record the signal in ``caught``; a second signal acts as it would without this. Only in the main
+    thread (signal handlers cannot be set elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        trainer.request_stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------------------------- sample
@@ -714,35 +901,112 @@ def _load(checkpoint: str, device: torch.device) -> tuple[nn.Module, dict[str, A
         return None
 
 
-def _points_panel(x: np.ndarray, size: int = 256, lim: float = 1.5) -> np.ndarray:
-    """A log-scaled 2-D histogram of points (n, 2) as a uint8 image (white background)."""
-    h, _, _ = np.histogram2d(x[:, 1], x[:, 0], bins=size, range=[[-lim, lim], [-lim, lim]])
-    h = np.log1p(h[::-1])  # y up
-    h = h / h.max() if h.max() > 0 else h
-    return (255 * (1.0 - h)).astype(np.uint8)
+PANEL_PLOT = 320
+"""Side of a scatter panel's plotting square in the ``sample`` PNG, in pixels."""
+POINT_COLOUR = (31, 90, 170)
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= raw (raw > 0)."""
+    base = 10.0 ** math.floor(math.log10(raw))
+    return next(m * base for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * base >= raw * (1 - 1e-9))
+
+
+def _axis_range(samples: Sequence[np.ndarray]) -> tuple[float, list[float]]:
+    """Half-width of a square view centred on 0 holding 99.8% of every panel's points, and its ticks."""
+    extent = max(float(np.quantile(np.abs(x[np.isfinite(x).all(axis=1)]), 0.998)) if len(x) else 0.0 for x in samples)
+    extent = extent if extent > 0 else 1.0
+    step = _nice_step(extent / 3)
+    top = math.ceil(extent / step - 1e-9) * step
+    ticks = [k * step for k in range(-round(top / step), round(top / step) + 1)]
+    return top * 1.04, ticks
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _scatter_panel(x: np.ndarray, lim: float, ticks: Sequence[float], title: str) -> Any:
+    """A scatter plot of points (n, 2) as an RGB PIL image: discs of 21 pixels (radius sqrt(5)) drawn with alpha
+    (overlaps darken, so dense regions read as dense), an axis box with tick labels, and a title."""
+    from PIL import Image, ImageDraw
+
+    size = PANEL_PLOT
+    left, top, right, bottom = 46, 30, 12, 30
+    x = x[np.isfinite(x).all(axis=1)]
+    px = np.floor((x[:, 0] + lim) / (2 * lim) * size).astype(np.int64)
+    py = np.floor((lim - x[:, 1]) / (2 * lim) * size).astype(np.int64)
+    keep = (px >= 0) & (px < size) & (py >= 0) & (py < size)
+    counts = np.zeros((size + 4, size + 4))
+    np.add.at(counts, (py[keep] + 2, px[keep] + 2), 1.0)
+    cover = np.zeros((size, size))
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            if dx * dx + dy * dy <= 5:  # a disc of radius sqrt(5) px (21 pixels)
+                cover += counts[2 + dy : 2 + dy + size, 2 + dx : 2 + dx + size]
+    alpha = float(np.clip(600.0 / max(len(x), 1), 0.012, 0.6))
+    ink = 1.0 - (1.0 - alpha) ** cover  # alpha compositing of equal-coloured discs, order-free
+    colour = np.asarray(POINT_COLOUR, dtype=np.float64)
+    rgb = 255.0 * (1.0 - ink[..., None]) + colour * ink[..., None]
+    plot = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
+
+    panel = Image.new("RGB", (left + size + right, top + size + bottom), "white")
+    panel.paste(plot, (left, top))
+    draw = ImageDraw.Draw(panel)
+    font, title_font = _font(11), _font(14)
+    draw.rectangle((left - 1, top - 1, left + size, top + size), outline="black")
+    for t in ticks:
+        at = (t + lim) / (2 * lim) * size
+        label = f"{t:g}"
+        xx, yy = left + at, top + size - at
+        draw.line((xx, top + size, xx, top + size + 4), fill="black")
+        draw.text((xx, top + size + 6), label, fill="black", font=font, anchor="mt")
+        draw.line((left - 5, yy, left - 1, yy), fill="black")
+        draw.text((left - 7, yy), label, fill="black", font=font, anchor="rm")
+    draw.text((left + size / 2, top / 2), title, fill="black", font=title_font, anchor="mm")
+    return panel
+
+
+def _panel_title(grid: Tensor) -> str:
+    """ "N = k steps", with the times when the grid is not uniform (t = 0 noise, t = 1 data)."""
+    k = grid.numel() - 1
+    title = f"N = {k} step" + ("" if k == 1 else "s")
+    if not torch.allclose(grid.double().cpu(), torch.linspace(0, 1, k + 1, dtype=torch.float64), atol=1e-6):
+        title += " (t = " + ", ".join(f"{t:.2g}" for t in grid.tolist()) + ")" if k <= 4 else " (non-uniform)"
+    return title
 
 
 def _write_png(path: Path, samples: list[Tensor], grids: list[Tensor]) -> None:
+    """One panel per grid side by side: a scatter plot for points, a tile of 64 images for images."""
     from PIL import Image, ImageDraw
 
     from flowmaps.data.images import make_grid
 
     panels = []
-    for x in samples:
+    points = [x.float().numpy() for x in samples if x.ndim == 2]
+    lim, ticks = _axis_range(points) if points else (1.0, [])
+    for x, grid in zip(samples, grids):
+        title = _panel_title(grid)
         if x.ndim == 2:
-            panels.append(_points_panel(x.numpy()))
+            panels.append(_scatter_panel(x.float().numpy(), lim, ticks, title))
         else:
-            panels.append(make_grid(x[:64], nrow=8, pad_value=255))
-    height = max(p.shape[0] for p in panels) + 16
+            tile = Image.fromarray(make_grid(x[:64], nrow=8, pad_value=255)).convert("RGB")
+            panel = Image.new("RGB", (max(tile.width, 160), tile.height + 26), "white")
+            panel.paste(tile, (0, 26))
+            ImageDraw.Draw(panel).text((panel.width / 2, 13), title, fill="black", font=_font(14), anchor="mm")
+            panels.append(panel)
     gap = 8
-    width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
-    canvas = Image.new("L", (width, height), 255)
-    draw = ImageDraw.Draw(canvas)
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in panels)), "white")
     x_off = 0
-    for panel, grid in zip(panels, grids):
-        canvas.paste(Image.fromarray(panel), (x_off, 16))
-        draw.text((x_off + 2, 2), _grid_label(grid), fill=0)
-        x_off += panel.shape[1] + gap
+    for panel in panels:
+        canvas.paste(panel, (x_off, 0))
+        x_off += panel.width + gap
     tmp = path.with_name(f".{path.name}.tmp")
     canvas.save(tmp, format="PNG")
     os.replace(tmp, path)
@@ -781,7 +1045,101 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- evaluate
+KL_CONVENTION = (
+    "KL = KL(target || histogram) on a 50 x 50 histogram of [-1, 1]^2 (the paper's estimator); the target is "
+    "the checkerboard density at the bin centres normalised to sum 1, the histogram counts every sample "
+    "(points off the square raise the KL); KL_floor = the same estimator on n exact samples (the best score "
+    "possible at this n)."
+)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); inf if any value is inf."""
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        return math.inf, math.nan
+    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), sd
+
+
+def aggregate_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of mean and sd over seeds: ``runs[k]`` is the table of seed k (same grids, same order).
+
+    Each numeric column c becomes c (the mean) and c_sd (the sample sd over seeds); a column that
+    only some seeds' rows have (KL_half, empty_bins, floor_half appear only with empty bins) is filled
+    for the others from the row itself (no empty bin: KL_half = KL, empty_bins = 0).
+    """
+    out = []
+    for rows in zip(*runs):
+        rows = [dict(r) for r in rows]
+        if any("KL_half" in r for r in rows):
+            half_floor = next(r["floor_half"] for r in rows if "floor_half" in r)
+            for r in rows:
+                r.setdefault("empty_bins", 0)
+                r.setdefault("KL_half", r["KL"])
+                r.setdefault("floor_half", half_floor)
+        agg: dict[str, Any] = {"N": rows[0]["N"], "grid": rows[0]["grid"], "seeds": len(rows)}
+        for key, value in rows[0].items():
+            if key in ("N", "grid") or not isinstance(value, (int, float)):
+                continue
+            mean, sd = _mean_sd([r[key] for r in rows])
+            agg[key], agg[f"{key}_sd"] = mean, sd
+            if not math.isfinite(mean):
+                agg[f"{key}_inf"] = sum(not math.isfinite(r[key]) for r in rows)
+        agg["per_seed"] = rows
+        out.append(agg)
+    return out
+
+
+def _pm_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The table of :func:`aggregate_seeds` rows, cells as "mean ± sd"."""
+    shown = []
+    for row in rows:
+        cells: dict[str, Any] = {"N": row["N"]}
+        for key, value in row.items():
+            if key in ("N", "grid", "seeds", "per_seed") or key.endswith(("_sd", "_inf")):
+                continue
+            if not math.isfinite(value):
+                cells[key] = f"inf ({row.get(key + '_inf', '?')} of {row['seeds']} seeds)"
+            elif key == "empty_bins":
+                cells[key] = f"{value:.1f}"
+            else:
+                cells[key] = f"{value:.4g} ± {row[key + '_sd']:.2g}"
+        shown.append(cells)
+    return format_table(shown)
+
+
+def _inf_notes(rows: Sequence[dict[str, Any]], n: int) -> list[str]:
+    """One line per row whose KL is inf, saying why and what the half-sample count gives."""
+    lines = []
+    for row in rows:
+        if "KL" not in row or math.isfinite(row["KL"]) or "KL_half" not in row:
+            continue
+        several = "KL_half_sd" in row
+        sd = f" ± {row['KL_half_sd']:.2g}" if several else ""
+        where = f" (in {row['KL_inf']} of {row['seeds']} seeds)" if several else ""
+        lines.append(
+            f"N = {row['N']}: inf{where}: at least one target bin got no sample (an empty bin; "
+            f"{row['empty_bins']:.3g} of them{' on average' if several else ''}); "
+            "the KL with empty bins counted as half a sample is "
+            f"{row['KL_half']:.4g}{sd}; the floor of exact samples is {row['floor_half']:.4g} on the same count"
+        )
+    if lines and n < 20_000:
+        lines.append(
+            f"(n = {n} gives about {n / 1250:.0f} samples per target bin, so even exact samples leave bins empty "
+            "below about 20,000; the paper uses --n 64000)"
+        )
+    elif lines:
+        lines.append(
+            f"(n = {n} gives about {n / 1250:.0f} samples per target bin: an empty bin means a part of the board "
+            "the model (almost) never reaches)"
+        )
+    return lines
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     device = _device(args.device)
     loaded = _load(args.checkpoint, device)
     if loaded is None:
@@ -789,9 +1147,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, config = loaded
     images = len(sample_shape(config)) > 1
     n = args.n if args.n is not None else (10_000 if images else 64_000)
-    rows = evaluate_model(model, config, n, grids_for(args.grid, args.steps), seed=args.seed, device=device)
-    print(f"{args.checkpoint}: data {config.get('data', '?')}, method {config.get('method', '?')}, n = {n}")
-    print(format_table(rows))
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    grids = grids_for(args.grid, args.steps)
+    bar = tqdm(total=len(seeds) * len(grids), desc="evaluate", disable=args.no_progress, dynamic_ncols=True)
+    runs = []
+    try:
+        for seed in seeds:
+
+            def done(row: dict[str, Any], seed: int = seed) -> None:
+                bar.set_postfix_str(f"seed {seed}, N = {row['N']} done", refresh=False)
+                bar.update(1)
+
+            runs.append(evaluate_model(model, config, n, grids, seed=seed, device=device, on_row=done))
+    finally:
+        bar.close()
+    head = f"{args.checkpoint}: data {config.get('data', '?')}, method {config.get('method', '?')}, n = {n}"
+    if len(seeds) > 1:
+        rows = aggregate_seeds(runs)
+        print(f"{head}, mean ± sd over noise seeds {','.join(map(str, seeds))}")
+        print(_pm_table(rows))
+    else:
+        rows = runs[0]
+        print(f"{head}, noise seed {seeds[0]}")
+        print(format_table(rows))
+    if config.get("data") == "checkerboard":
+        print(KL_CONVENTION)
+        for line in _inf_notes(rows, n):
+            print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

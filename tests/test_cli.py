@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,9 @@ def test_image_training_wires_the_unet(tmp_path):
         (["sample", "--checkpoint", "c", "--out", "s.npy", "--grid", "0,0.7,0.5"], "strictly increasing"),
         (["sample", "--checkpoint", "c", "--out", "s.npy", "--steps", "1,0"], "--steps: must be a positive"),
         (["evaluate", "--checkpoint", "c", "--n", "0"], "--n: must be a positive"),
+        (["evaluate", "--checkpoint", "c", "--seeds", "0,0"], "--seeds: seeds must be distinct"),
+        (["evaluate", "--checkpoint", "c", "--seeds", ","], "--seeds: expected seeds such as 0,1,2"),
+        (["train", "--data", "checkerboard", "--out", "x", "--preset", "fast"], "--preset: invalid choice"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, needle, capsys):
@@ -160,3 +164,120 @@ def test_drift_factor_flag(tmp_path):
     on = json.loads((tmp_path / "on" / "config.json").read_text())["train"]
     off = json.loads((tmp_path / "off" / "config.json").read_text())["train"]
     assert on["drift_factor"] == 10.0 and off["drift_factor"] is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_leaves_a_loadable_model(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) during `python -m flowmaps train`: the model trained so far is saved, marked
+    as interrupted at its step, with the trainer state to resume from; the duration estimate came first."""
+    from flowmaps.hub import from_pretrained
+
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "flowmaps", "train", "--data", "checkerboard", "--out", str(out), *TINY,
+           "--steps", "100000", "--checkpoint-every", "0", "--eval-n", "0", "--max-seconds", "60"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("duration estimate:"):
+                break
+        assert seen and seen[-1].startswith("duration estimate:"), seen
+        assert "ms per step" in seen[-1] and "for the" in seen[-1] and "steps left" in seen[-1]
+        assert any("--preset quick" in line for line in seen)  # the hint on a CPU
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    config = json.loads((out / "config.json").read_text())
+    step = config["interrupted_at"]
+    assert 22 <= step < 100000 and config["steps"] == step
+    assert f"stopped at step {step} of 100000" in err and "--resume" in err
+    assert f"interrupted at step {step} of 100000" in (out / "README.md").read_text()
+    model, _ = from_pretrained(str(out))
+    x = model.jump(torch.zeros(5, 2), torch.zeros(5), torch.ones(5))
+    assert x.shape == (5, 2) and torch.isfinite(x).all()
+    log = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1] == step
+    assert _train(out, "--steps", str(step + 2), "--eval-n", "0", "--resume") == 0  # the state resumes
+
+
+def test_quick_preset_and_overrides(tmp_path, capsys):
+    assert _train(tmp_path / "q", "--preset", "quick", "--steps", "2", "--eval-n", "0") == 0
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["net"]["width"] == 16 and config["net"]["depth"] == 2  # TINY's explicit values win
+    assert config["train"]["batch_size"] == 64 and config["train"]["lr"] == 3e-3
+    args = ["train", "--data", "checkerboard", "--preset", "quick", "--steps", "1", "--eval-n", "0",
+            "--no-progress", "--out", str(tmp_path / "q2")]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads((tmp_path / "q2" / "config.json").read_text())
+    assert (config["net"]["width"], config["net"]["depth"]) == (128, 4)
+    assert config["train"]["batch_size"] == 1024 and config["train"]["anneal_from"] == 0.7
+    capsys.readouterr()
+    assert main(["train", "--data", "fashion-mnist", "--preset", "quick", "--out", str(tmp_path / "i")]) == 2
+    assert "--preset quick is a recipe for the 2-D sets" in capsys.readouterr().err
+
+
+def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
+    """A 12-step model at n = 2000 leaves target bins empty: the KL is inf, and the output says why and
+    gives the half-sample KL; with --seeds the table is mean ± sd of the per-seed values."""
+    import statistics
+
+    from flowmaps.cli import generate, grids_for
+    from flowmaps.hub import from_pretrained
+    from flowmaps.metrics import checkerboard_kl
+
+    out = tmp_path / "ck"
+    assert _train(out, "--steps", "12", "--eval-n", "0") == 0
+    capsys.readouterr()
+    report = tmp_path / "e.json"
+    argv = ["evaluate", "--checkpoint", str(out), "--n", "2000", "--steps", "1,2", "--seeds", "0,1,2", "--json"]
+    assert main([*argv, str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "mean ± sd over noise seeds 0,1,2" in text and "inf (3 of 3 seeds)" in text
+    assert "N = 1: inf (in 3 of 3 seeds): at least one target bin got no sample (an empty bin" in text
+    assert "the KL with empty bins counted as half a sample is" in text and "the floor of exact samples is" in text
+    assert "bin centres normalised to sum 1" in text
+    rows = json.loads(report.read_text())
+    model, _ = from_pretrained(str(out))
+    for row, grid in zip(rows, grids_for("uniform", [1, 2])):
+        halves = [checkerboard_kl(generate(model, 2000, (2,), grid, s).double(), eps=0.5).kl for s in (0, 1, 2)]
+        assert [r["KL_half"] for r in row["per_seed"]] == pytest.approx(halves, rel=1e-9)
+        assert row["KL_half"] == pytest.approx(statistics.mean(halves), rel=1e-9)
+        assert row["KL_half_sd"] == pytest.approx(statistics.stdev(halves), rel=1e-9)
+        assert f"{row['KL_half']:.4g} ± {row['KL_half_sd']:.2g}" in text
+    assert main(["evaluate", "--checkpoint", str(out), "--n", "2000", "--steps", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "noise seed 0" in text and "half a sample" in text
+
+
+def test_scatter_panel_puts_points_where_they_are(tmp_path):
+    """One point at (0.5, -0.5) on a [-1, 1] view lands 3/4 across and 3/4 down the plotting square."""
+    from flowmaps.cli import PANEL_PLOT, _scatter_panel
+
+    panel = np.asarray(_scatter_panel(np.array([[0.5, -0.5]]), 1.0, [-1, 0, 1], "N = 1 step"))
+    left, top = 46, 30  # the panel's margins
+    plot = panel[top : top + PANEL_PLOT, left : left + PANEL_PLOT].astype(int)
+    ink = np.argwhere((plot.sum(axis=2) < 3 * 250) & (plot[..., 2] > plot[..., 0] + 20))  # blue-ish pixels
+    assert len(ink) == 21  # one disc: the pixels with dx^2 + dy^2 <= 5
+    assert ink.mean(axis=0) == pytest.approx([0.75 * PANEL_PLOT, 0.75 * PANEL_PLOT], abs=1.5)
+    assert (panel[top - 1, left : left + PANEL_PLOT] == 0).all()  # the axis box
+
+
+def test_sample_png_has_panels_axes_and_points(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "ck"
+    assert _train(out, "--steps", "4", "--eval-n", "0") == 0
+    png = tmp_path / "s.png"
+    assert main(["sample", "--checkpoint", str(out), "--steps", "1,2,4", "--n", "3000", "--out", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.mode == "RGB" and im.size == (3 * (46 + 320 + 12) + 2 * 8, 30 + 320 + 30)
+        pixels = np.asarray(im).astype(int)
+    for k in range(3):
+        plot = pixels[30:350, k * 386 + 46 : k * 386 + 366]
+        inked = (plot.sum(axis=2) < 3 * 245).mean()
+        assert 0.02 < inked < 0.9, (k, inked)  # points drawn, not a blank or a flooded square
+    assert (pixels.sum(axis=2) == 0).mean() > 0.002  # black axes, ticks and labels
