@@ -311,6 +311,9 @@ def check_image_size(source: Any, field: str, max_width: int, max_height: int, n
     from PIL import Image, UnidentifiedImageError
 
     fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    png = _png_size(fp)  # a PNG's size from its IHDR chunk, before PIL's own pixel cap can refuse it
+    if png is not None:
+        _refuse_larger(png, field, max_width, max_height, need)
     try:
         with Image.open(fp, formats=IMAGE_FORMATS) as im:  # reads the header only
             width, height = im.size
@@ -323,13 +326,35 @@ def check_image_size(source: Any, field: str, max_width: int, max_height: int, n
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InputError(f"{field}: not a readable PNG, JPEG or WebP image") from None
+    _refuse_larger((width, height), field, max_width, max_height, need)
+    return width, height
+
+
+def _png_size(fp: Any) -> tuple[int, int] | None:
+    """(width, height) from a PNG's signature and IHDR chunk (the first 24 bytes), else None."""
+    try:
+        if hasattr(fp, "read"):
+            pos = fp.tell()
+            head = fp.read(24)
+            fp.seek(pos)
+        else:
+            with open(fp, "rb") as f:
+                head = f.read(24)
+    except (OSError, TypeError, ValueError):
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _refuse_larger(size: tuple[int, int], field: str, max_width: int, max_height: int, need: str) -> None:
+    width, height = size
     if width > max_width or height > max_height:
         why = f" ({need})" if need else ""
         raise InputError(
             f"{field}: the image is {width} x {height} pixels; at most {max_width} x {max_height} is "
             f"accepted{why}. Draw on the pad, or send a smaller image"
         )
-    return width, height
 
 
 def _parse_size(text: str) -> int:

@@ -176,14 +176,14 @@ def test_a_huge_flat_png_on_the_drawing_pad_is_refused_before_decoding(server, t
     pad = {"background": None, "layers": [], "composite": _upload(tmp_path, "bomb.png", png)}
     with pytest.raises(AppError) as err:
         c.predict("draw", pad, None, *SMALL, api_name="/train_start")
-    text = str(err.value)  # refused by the global cap (16.8 million pixels) from the header
-    assert "drawing: the image (64,000,000 pixels)" in text and "at most 1280 x 1280" in text, text
+    text = str(err.value)  # refused from the PNG header before anything is decoded
+    assert "drawing: the image is 8000 x 8000 pixels" in text and "at most 1280 x 1280" in text, text
     # the browser's way: the canvas as a blob, then the event names the blob
     assert _post_blob(server, _pad_id(server), "bomb-blob", png, c.session_hash) == 200
     blob = {"background": None, "layers": [], "composite": None, "id": "bomb-blob"}
     with pytest.raises(AppError) as err:
         c.predict("draw", blob, None, *SMALL, api_name="/train_start")
-    assert "64,000,000 pixels" in str(err.value), str(err.value)
+    assert "8000 x 8000 pixels" in str(err.value), str(err.value)
     # under the global cap but above what the canvas needs: refused by the pad's own rule
     pad = {"background": None, "layers": [_upload(tmp_path, "wide.png", flat_png(4000, 300))], "composite": None}
     with pytest.raises(AppError, match=r"drawing: the image is 4000 x 300 pixels; at most 1280 x 1280"):
