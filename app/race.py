@@ -448,19 +448,30 @@ def build_race_tab(fm, session, lim) -> None:
             "learns only the velocity, so its N steps are N Euler steps of the ODE."
         )
         with gr.Row():
-            r_data = named(gr.Dropdown(list(RACE_DATA), value="checkerboard", label="data set"))
+            r_data = named(gr.Dropdown(list(RACE_DATA), value="checkerboard", label="data set", elem_id="race-data"))
             r_methods = named(
-                gr.CheckboxGroup(list(RACE_LABELS.values()), value=list(RACE_LABELS.values()), label="families")
+                gr.CheckboxGroup(
+                    list(RACE_LABELS.values()),
+                    value=list(RACE_LABELS.values()),
+                    label="families",
+                    elem_id="race-families",
+                )
             )
-            r_steps = NamedSlider(100, min(lim.max_steps, 8000), value=1500, step=100, label="steps per family")
-            r_seed = named(gr.Number(value=0, precision=0, label="seed"))
+            r_steps = NamedSlider(
+                100, min(lim.max_steps, 8000), value=1500, step=100, label="steps per family", elem_id="race-steps"
+            )
+            r_seed = named(gr.Number(value=0, precision=0, label="seed", elem_id="race-seed"))
         with gr.Row():
             r_go = gr.Button("Race", variant="primary", elem_id="race-start")
             r_stop = gr.Button("Stop", elem_id="race-stop")
         r_bar = gr.HTML(elem_id="race-progress")
         r_sentence = gr.Markdown(elem_id="race-status")
         r_table = gr.Markdown(elem_id="race-table")
-        r_fig = gr.Plot(label="samples at N = 1, 2, 4, 8", elem_id="race-samples")
+        r_fig = gr.Plot(
+            plots.empty_figure("press Race: each family's samples at N = 1, 2, 4, 8 appear here"),
+            label="samples at N = 1, 2, 4, 8",
+            elem_id="race-samples",
+        )
         gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")
         r_go.click(
             visiting(fm.sessions, handlers.start, "race"),
