@@ -314,35 +314,59 @@ def table_markdown(snap: RaceSnapshot, metric: str) -> str:
 
 
 def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
-    """A light grid of samples: one row per method, one column per N (scattergl, few points)."""
+    """A light grid of samples: data in the top-left panel, then one row per method and one column
+    per N (scattergl, a few hundred points per panel; square panels on the data's range)."""
     methods = list(snap.samples)
     if not methods:
         return plots.empty_figure("press Race to start")
-    rng = plots.axis_range(data)
-    cols = len(RACE_STEPS)
-    titles = [f"{RACE_LABELS.get(m, m)}, N = {n}" for m in methods for n in RACE_STEPS]
+    data = np.asarray(data, dtype=np.float64)
+    rng = list(plots.axis_range(data))
+    cols = 1 + len(RACE_STEPS)
+    titles = []
+    for r, m in enumerate(methods):
+        titles.append("data" if r == 0 else "")
+        titles += [f"{RACE_LABELS.get(m, m)}, N = {n}" for n in RACE_STEPS]
     fig = make_subplots(
-        rows=len(methods), cols=cols, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06
+        rows=len(methods), cols=cols, subplot_titles=titles, horizontal_spacing=0.015, vertical_spacing=0.05
     )
+
+    def points(p: np.ndarray, color: str, row: int, col: int) -> None:
+        p = np.nan_to_num(p, nan=1e3, posinf=1e3, neginf=-1e3)
+        marker = {"size": 2.5, "color": color}
+        trace = go.Scattergl(x=p[:, 0], y=p[:, 1], mode="markers", showlegend=False, hoverinfo="skip", marker=marker)
+        fig.add_trace(trace, row=row, col=col)
+
+    points(data, "#555", 1, 1)
     for r, m in enumerate(methods, start=1):
-        for c, n in enumerate(RACE_STEPS, start=1):
-            p = np.nan_to_num(snap.samples[m][n], nan=1e3, posinf=1e3, neginf=-1e3)
-            fig.add_trace(
-                go.Scattergl(
-                    x=p[:, 0],
-                    y=p[:, 1],
-                    mode="markers",
-                    showlegend=False,
-                    hoverinfo="skip",
-                    marker={"size": 2.5, "color": plots.PALETTE[(r - 1) % len(plots.PALETTE)]},
-                ),
+        for c, n in enumerate(RACE_STEPS, start=2):
+            points(snap.samples[m][n], plots.PALETTE[(r - 1) % len(plots.PALETTE)], r, c)
+    for r in range(1, len(methods) + 1):
+        for c in range(1, cols + 1):
+            k = (r - 1) * cols + c
+            shown = r == 1 or c > 1
+            fig.update_xaxes(
+                range=rng,
+                visible=shown,
+                showticklabels=False,
+                zeroline=False,
+                showgrid=False,
+                constrain="domain",
                 row=r,
                 col=c,
             )
-    fig.update_xaxes(range=list(rng), showticklabels=False, zeroline=False, showgrid=False)
-    fig.update_yaxes(range=list(rng), showticklabels=False, zeroline=False, showgrid=False)
+            fig.update_yaxes(
+                range=rng,
+                visible=shown,
+                showticklabels=False,
+                zeroline=False,
+                showgrid=False,
+                scaleanchor=f"x{'' if k == 1 else k}",
+                scaleratio=1,
+                row=r,
+                col=c,
+            )
     fig.update_layout(
-        height=190 * len(methods) + 40,
+        height=180 * len(methods) + 30,
         template="plotly_white",
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         font=plots.FONT,
@@ -470,6 +494,7 @@ def build_race_tab(fm, session, lim) -> None:
         r_fig = gr.Plot(
             plots.empty_figure("press Race: each family's samples at N = 1, 2, 4, 8 appear here"),
             label="samples at N = 1, 2, 4, 8",
+            show_label=False,
             elem_id="race-samples",
         )
         gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")

@@ -138,7 +138,7 @@ def test_short_race_through_the_handler(one_thread):
         names = [RACE_LABELS[m].split(" ")[0] for m, v in vals.items() if v == best]
         clause = re.search(rf"N = {n}: ([^(;]+) \(KL", sentence).group(1)
         assert sorted(clause.split(" and ")) == sorted(names)
-    assert len(fig.data) == len(RACE_METHODS) * len(RACE_STEPS)  # one panel per family and N
+    assert len(fig.data) == 1 + len(RACE_METHODS) * len(RACE_STEPS)  # the data, one panel per family and N
     assert not session.running and session.used_seconds > 0
 
 
