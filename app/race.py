@@ -34,6 +34,7 @@ from app.validation import InputError, TrainSettings, parse_int
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
+from flowmaps.training import DivergenceError
 
 #: The families a race can hold (objective names of flowmaps.objectives.make_objective), in order.
 RACE_METHODS = ("lsd", "esd", "psd-m", "fm")
@@ -106,6 +107,7 @@ class RaceSnapshot:
         table: ``table[method][N]``: the quality number of N-step samples (lower is better).
         floor: the KL of exact samples on the same estimator (checkerboard), else None.
         samples: ``samples[method][N]``: ``(VIEW_POINTS, 2)`` points shown in the figure.
+        diverged: methods whose training diverged (they stop training), with when.
     """
 
     state: str
@@ -115,6 +117,7 @@ class RaceSnapshot:
     table: dict[str, dict[int, float]]
     floor: float | None
     samples: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    diverged: dict[str, str] = field(default_factory=dict)
 
 
 class Race:
@@ -135,6 +138,8 @@ class Race:
         self.data, self.methods, self.settings = data, tuple(methods), settings
         self.trainers = {}
         self.models = {}
+        self.diverged: dict[str, str] = {}  # method -> what its trainer's guard saw when it gave up
+        self.targets: dict[str, int] = {}  # method -> completed steps it should have by now
         for m in self.methods:
             s = TrainSettings(**{**settings.as_dict(), "method": m})
             config = live_model_config(s, data.sigma, data.name)
@@ -155,17 +160,28 @@ class Race:
         return {m: self.trainers[m].global_step for m in self.methods}
 
     def train(self, method: str, k: int, stop: threading.Event | None = None) -> int:
-        """``k`` steps of ``method`` (fewer if ``stop`` is set); the learning rate follows the live
-        schedule over the race's steps. Returns the steps done."""
+        """Train ``method`` until it has ``k`` more completed steps than its last call asked for.
+
+        Steps the trainer's guard rolled back are trained again (at most ``4 k + 100`` tries per call;
+        a shortfall is made up at the next call), so every family completes the same steps. The
+        learning rate follows the live schedule over the race's steps. Ends early if ``stop`` is
+        set. A family whose trainer gives up (:class:`~flowmaps.training.DivergenceError`) is
+        recorded in :attr:`diverged` and trains no more; its last weights stay in the table.
+        Returns the steps tried.
+        """
         tr = self.trainers[method]
-        done = 0
-        for _ in range(k):
+        self.targets[method] = self.targets.get(method, 0) + k
+        tried = 0
+        while tr.global_step < self.targets[method] and tried < 4 * k + 100 and method not in self.diverged:
             if stop is not None and stop.is_set():
                 break
             tr.config.lr = self.settings.lr * live_lr_factor(run_progress(tr.global_step, self.settings.steps))
-            tr.step()
-            done += 1
-        return done
+            try:
+                tr.step()
+            except DivergenceError as err:  # this family drops out; the others race on
+                self.diverged[method] = f"diverged at step {err.step}"
+            tried += 1
+        return tried
 
     def sample(self, method: str, n: int) -> np.ndarray:
         """``(eval_points, 2)`` samples of ``method`` at ``n`` steps from the race's fixed noise (t = 0
@@ -221,7 +237,10 @@ class Race:
             t = time.perf_counter()
             table, shown = self.evaluate()
             cost[0] = time.perf_counter() - t
-            return RaceSnapshot(state, self.steps_done(), target, time.perf_counter() - t0, table, self.floor, shown)
+            elapsed = time.perf_counter() - t0
+            return RaceSnapshot(
+                state, self.steps_done(), target, elapsed, table, self.floor, shown, dict(self.diverged)
+            )
 
         yield snap("starting")
         last = time.perf_counter()
@@ -240,6 +259,9 @@ class Race:
             if last_of_round and time.perf_counter() - last >= due and not stop.is_set():
                 yield snap("racing")
                 last = time.perf_counter()
+        if state == "done":  # make up steps the guard rolled back in the last rounds
+            for m in self.methods:
+                self.train(m, 0, stop)
         if state == "done" and stop.is_set():
             state = "stopped"
         yield snap(state)
@@ -265,9 +287,14 @@ def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
 
 
 def winner_sentence(
-    table: dict[str, dict[int, float]], metric: str, steps: dict[str, int], floor: float | None = None
+    table: dict[str, dict[int, float]],
+    metric: str,
+    steps: dict[str, int],
+    floor: float | None = None,
+    diverged: dict[str, str] | None = None,
 ) -> str:
-    """One sentence saying who won at which N, read from ``table`` (lower is better)."""
+    """One sentence saying who won at which N, read from ``table`` (lower is better), with the steps
+    each family trained, the floor (``floor``: exact samples' score) and which ones diverged."""
     if not table:
         return "No family raced."
     parts = []
@@ -281,12 +308,10 @@ def winner_sentence(
     if len(counts) == 1:
         budget = f"after {counts[0]:,} steps each"
     else:
-        budget = (
-            "after unequal steps (stopped mid-round: "
-            + ", ".join(f"{SHORT_LABELS.get(m, m)} {s:,}" for m, s in steps.items())
-            + ")"
-        )
+        budget = "after unequal steps (" + ", ".join(f"{SHORT_LABELS.get(m, m)} {s:,}" for m, s in steps.items()) + ")"
     floor_txt = f"; exact samples score {_fmt(floor)}" if floor is not None else ""
+    for m, why in (diverged or {}).items():
+        floor_txt += f"; {SHORT_LABELS.get(m, m)} {why}"
     what = "checkerboard KL" if metric == "KL" else "sliced Wasserstein distance to data"
     return f"Lowest {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
 
@@ -302,7 +327,8 @@ def table_markdown(snap: RaceSnapshot, metric: str) -> str:
         for n in RACE_STEPS:
             v = _fmt(row[n])
             cells.append(f"**{v}**" if m in best.get(n, []) else v)
-        rows.append(f"| {RACE_LABELS.get(m, m)} | {snap.steps.get(m, 0):,} | " + " | ".join(cells) + " |")
+        done = f"{snap.steps.get(m, 0):,}" + (" (diverged)" if m in snap.diverged else "")
+        rows.append(f"| {RACE_LABELS.get(m, m)} | {done} | " + " | ".join(cells) + " |")
     if snap.floor is not None:
         rows.append("| exact samples (floor) | – | " + " | ".join(_fmt(snap.floor) for _ in RACE_STEPS) + " |")
     note = (
@@ -432,7 +458,9 @@ class RaceHandlers:
         table = table_markdown(snap, metric)
         final = snap.state not in ("starting", "racing")
         if final:
-            sentence = f"**{snap.state}** · " + winner_sentence(snap.table, metric, snap.steps, snap.floor)
+            sentence = f"**{snap.state}** · " + winner_sentence(
+                snap.table, metric, snap.steps, snap.floor, snap.diverged
+            )
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"
         total = snap.target * len(race.methods)

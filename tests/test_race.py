@@ -111,6 +111,17 @@ def test_winner_sentence_says_when_steps_differ_and_when_nothing_is_finite():
     assert "unequal steps" in text and "LSD 40" in text and "FM 20" in text
 
 
+def test_a_diverging_family_drops_out_and_the_race_ends(one_thread):
+    wild = TrainSettings(**{**TINY.as_dict(), "lr": 1e12, "steps": 200})
+    race = Race(toy_source("two_moons"), ("lsd", "fm"), wild, eval_points=300)
+    *_, last = race.run(threading.Event(), max_seconds=300.0, chunk=10)
+    assert "lsd" in race.diverged and last.diverged == race.diverged
+    assert last.state == "done" and last.steps["lsd"] < 200  # the diverged family stopped early
+    assert set(last.table) == {"lsd", "fm"}
+    text = winner_sentence(last.table, "SW", last.steps, None, last.diverged)
+    assert "LSD diverged at step" in text
+
+
 def test_parse_methods_names_the_field():
     assert parse_methods(["FM (Euler)", "LSD"]) == ("lsd", "fm")
     with pytest.raises(InputError, match="families"):
