@@ -105,7 +105,8 @@ class RaceSnapshot:
         target: steps each method trains in the full race.
         elapsed: seconds since the race began.
         table: ``table[method][N]``: the quality number of N-step samples (lower is better).
-        floor: the KL of exact samples on the same estimator (checkerboard), else None.
+        floor: the score of exact samples on the same estimator: the checkerboard KL of as many
+            exact samples, or the sliced Wasserstein distance between two sets of data samples.
         samples: ``samples[method][N]``: ``(VIEW_POINTS, 2)`` points shown in the figure.
         diverged: methods whose training diverged (they stop training), with when.
     """
@@ -154,7 +155,10 @@ class Race:
         self.noise = torch.randn(eval_points, 2, generator=g) * data.sigma
         self.reference = data.sample(eval_points, generator=g).double()
         self.view_data = self.reference[:VIEW_POINTS].numpy()
-        self.floor = checkerboard_kl_floor(n=eval_points, eps=KL_EPS) if data.is_checkerboard else None
+        if data.is_checkerboard:
+            self.floor = checkerboard_kl_floor(n=eval_points, eps=KL_EPS)
+        else:  # two independent sets of data samples differ by this much: no model can do better
+            self.floor = self.score(data.sample(eval_points, generator=g).double().numpy())
 
     def steps_done(self) -> dict[str, int]:
         return {m: self.trainers[m].global_step for m in self.methods}
@@ -269,7 +273,9 @@ class Race:
 
 # ------------------------------------------------------------------------------ reading the table
 def _fmt(v: float) -> str:
-    return "inf" if not np.isfinite(v) else f"{v:.3f}"
+    if not np.isfinite(v):
+        return "inf"
+    return f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
 
 
 def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
