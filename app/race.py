@@ -469,10 +469,12 @@ class RaceHandlers:
             )
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"
-        total = snap.target * len(race.methods)
-        done = sum(snap.steps.values())
+        # the bar counts steps per family: the slowest family still racing (all have the same between rounds)
+        racing = [s for m, s in snap.steps.items() if m not in snap.diverged] or list(snap.steps.values())
+        done = min(racing)
         rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
-        bar = plots.progress_html(done, total, snap.elapsed, cap, rate, snap.state)
+        bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
+        bar = bar.replace("steps/s", f"steps/s per family, {len(race.methods)} families")
         return fig, table, sentence, bar
 
     def stop(self, session) -> tuple:

@@ -141,7 +141,7 @@ def test_short_race_through_the_handler(one_thread):
     assert all(set(row) == set(RACE_STEPS) for row in table.values())
     assert "exact samples (floor)" in table_md and "Euler" in table_md
     assert sentence.startswith("**done**")
-    assert "20 steps each" in sentence and "step 80 of 80" in bar
+    assert "20 steps each" in sentence and "step 20 of 20" in bar
     # the sentence names, at each N, the family with the lowest number of the table shown
     for n in RACE_STEPS:
         vals = {m: row[n] for m, row in table.items()}
