@@ -60,6 +60,7 @@ from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore  # noqa: E402
 from app.config import AppConfig  # noqa: E402
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source  # noqa: E402
 from app.live import VIEW_STEPS, LiveSession, Snapshot  # noqa: E402
+from app.race import build_race_tab  # noqa: E402
 from app.sessions import MemoryTrimmer, Sessions, SpaceFull  # noqa: E402
 from app.validation import (  # noqa: E402
     GRID_CHOICES,
@@ -895,6 +896,9 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         img_info = gr.Markdown(elem_id="img-info")
                         img_fid = gr.Markdown(elem_id="img-fid")
+
+            # ------------------------------------------------------------ tab 5 (app/race.py)
+            build_race_tab(fm, session, lim)
 
         # ---------------------------------------------------------------- events
         settings = [method, steps, batch, lr, eta, width, depth, seed]

@@ -308,3 +308,30 @@ def test_browser_walkthrough(browser_page):
 
     assert not js_errors, js_errors
     print(f"browser: the walk-through took {time.monotonic() - t_start:.1f} s")
+
+
+def test_browser_race(browser_page):
+    """The race tab: Race, the table refreshes while the families train, Stop ends it with a
+    winner sentence, and the table holds every family at every N."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-start")
+    page.wait_for_function(
+        "() => /racing/.test(document.querySelector('#race-status').innerText)"
+        " && /PSD-M/.test(document.querySelector('#race-table').innerText)",
+        timeout=60_000,
+    )
+    page.wait_for_selector("#race-samples .js-plotly-plot", timeout=20_000)
+    page.click("#race-stop")
+    page.wait_for_function(
+        "() => /stopped/.test(document.querySelector('#race-status').innerText)"
+        " && /Lowest checkerboard KL/.test(document.querySelector('#race-status').innerText)",
+        timeout=30_000,
+    )
+    table = page.inner_text("#race-table")
+    for name in ("LSD", "ESD", "PSD-M", "FM (Euler)", "exact samples (floor)"):
+        assert name in table, table
+    for n in (1, 2, 4, 8):
+        assert f"N = {n}" in table and f"N = {n}:" in page.inner_text("#race-status")
+    _no_traceback(page)
+    assert not js_errors, js_errors

@@ -1,0 +1,544 @@
+"""Race the families: LSD, ESD, PSD-M and flow matching trained on one budget, side by side.
+
+The paper's Table 1 in miniature, live: the chosen families train on the same data, from the same
+seed (same initial weights, same data batches), with the same network, batch, learning-rate
+schedule and number of steps, interleaved round robin on one thread (a chunk of steps of each in
+turn), so none of them gets more CPU than another. Every refresh samples each one from the same
+noise at N = 1, 2, 4, 8 and scores the samples: the checkerboard KL (with the floor of exact
+samples on the same estimator) for the checkerboard, the sliced Wasserstein distance to data
+samples otherwise. Flow matching learns only the velocity: its "N steps" are N Euler steps of the
+probability-flow ODE, where a flow map takes N jumps along the uniform time grid.
+
+Time convention: t = 0 is noise, t = 1 is data.
+
+Nothing above :func:`build_race_tab` imports gradio (tests/test_race.py drives the race directly).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from app import plots
+from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, toy_source
+from app.live import _INIT_LOCK, live_lr_factor, live_model_config, make_live_trainer, run_progress
+from app.validation import InputError, TrainSettings, parse_int
+from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
+from flowmaps.registry import build_model
+from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
+from flowmaps.training import DivergenceError
+
+#: The families a race can hold (objective names of flowmaps.objectives.make_objective), in order.
+RACE_METHODS = ("lsd", "esd", "psd-m", "fm")
+#: Their names in the page.
+RACE_LABELS = {"lsd": "LSD", "esd": "ESD", "psd-m": "PSD-M", "fm": "FM (Euler)"}
+#: Their short names in the winner sentence.
+SHORT_LABELS = {"lsd": "LSD", "esd": "ESD", "psd-m": "PSD-M", "fm": "FM"}
+#: Sampling steps of the table and figure.
+RACE_STEPS = (1, 2, 4, 8)
+#: Samples scored per family and N (the table), and shown per panel (the figure; the first ones).
+EVAL_POINTS = 4000
+VIEW_POINTS = 300
+#: Directions of the sliced Wasserstein distance (the same ones for every cell of the table).
+SW_PROJECTIONS = 64
+#: Count given to an empty histogram bin in the checkerboard KL (continuity correction).
+KL_EPS = 0.5
+#: Training steps of one family before the next one's turn.
+CHUNK_STEPS = 20
+#: Defaults of the race: the live tab's network and learning rate, a smaller batch (four models share the CPU).
+RACE_DEFAULTS = TrainSettings(method="lsd", steps=1500, batch=512, lr=1e-2, eta=0.5, width=64, depth=4, seed=0)
+#: Data sets a race can use (the library's toy sets and mixtures; not user points).
+RACE_DATA = tuple(k for k in DATA_CHOICES if k not in (DRAW, CSV))
+
+
+def round_robin(methods: Sequence[str], steps: int, chunk: int = CHUNK_STEPS) -> Iterator[tuple[str, int]]:
+    """The race's schedule: ``(method, k)`` items meaning "train ``method`` for ``k`` steps".
+
+    Each round gives every method ``min(chunk, steps left)`` steps in the given order, so after
+    every full round all methods have trained the same number of steps, and ``steps`` each at the end.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 step; got {chunk}")
+    done = 0
+    while done < steps:
+        k = min(chunk, steps - done)
+        for m in methods:
+            yield m, k
+        done += k
+
+
+def parse_methods(value: Any) -> tuple[str, ...]:
+    """The families picked in the page (labels or objective names), in :data:`RACE_METHODS` order."""
+    if isinstance(value, str):
+        value = [value]
+    if not value:
+        raise InputError("families: pick at least one of " + ", ".join(RACE_LABELS.values()))
+    names = {v: k for k, v in RACE_LABELS.items()}
+    picked = set()
+    for v in value:
+        key = names.get(v, v)
+        if key not in RACE_LABELS:
+            raise InputError(f"families: {v!r} is not one of {', '.join(RACE_LABELS.values())}")
+        picked.add(key)
+    return tuple(m for m in RACE_METHODS if m in picked)
+
+
+def metric_name(data: DataSource) -> str:
+    return "KL" if data.is_checkerboard else "SW"
+
+
+@dataclass
+class RaceSnapshot:
+    """What the page shows after a slice of the race.
+
+    Attributes:
+        state: "starting", "racing", "done", "stopped" or "time cap reached".
+        steps: training steps done by each method.
+        target: steps each method trains in the full race.
+        elapsed: seconds since the race began.
+        table: ``table[method][N]``: the quality number of N-step samples (lower is better).
+        floor: the score of exact samples on the same estimator: the checkerboard KL of as many
+            exact samples, or the sliced Wasserstein distance between two sets of data samples.
+        samples: ``samples[method][N]``: ``(VIEW_POINTS, 2)`` points shown in the figure.
+        diverged: methods whose training diverged (they stop training), with when.
+    """
+
+    state: str
+    steps: dict[str, int]
+    target: int
+    elapsed: float
+    table: dict[str, dict[int, float]]
+    floor: float | None
+    samples: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    diverged: dict[str, str] = field(default_factory=dict)
+
+
+class Race:
+    """The models of one race and their trainers (see the module docstring).
+
+    Args:
+        data: the data every model learns.
+        methods: objective names, a subset of :data:`RACE_METHODS`.
+        settings: the common budget: steps (per method), batch, lr, eta, width, depth, seed.
+        eval_points: samples scored per method and N.
+    """
+
+    def __init__(
+        self, data: DataSource, methods: Sequence[str], settings: TrainSettings, eval_points: int = EVAL_POINTS
+    ) -> None:
+        if not methods:
+            raise InputError("families: pick at least one")
+        self.data, self.methods, self.settings = data, tuple(methods), settings
+        self.trainers = {}
+        self.models = {}
+        self.diverged: dict[str, str] = {}  # method -> what its trainer's guard saw when it gave up
+        self.targets: dict[str, int] = {}  # method -> completed steps it should have by now
+        for m in self.methods:
+            s = TrainSettings(**{**settings.as_dict(), "method": m})
+            config = live_model_config(s, data.sigma, data.name)
+            with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s.seed)  # the same initial weights for every family
+                model = build_model(config)
+            # every trainer seeds its generator (data batches, noise, times) from s.seed
+            tr = make_live_trainer(model, lambda n, g: data.sample(n, generator=g), s)
+            self.trainers[m] = tr
+            self.models[m] = tr.ema_model
+        g = torch.Generator().manual_seed(settings.seed + 777)
+        self.noise = torch.randn(eval_points, 2, generator=g) * data.sigma
+        self.reference = data.sample(eval_points, generator=g).double()
+        self.view_data = self.reference[:VIEW_POINTS].numpy()
+        if data.is_checkerboard:
+            self.floor = checkerboard_kl_floor(n=eval_points, eps=KL_EPS)
+        else:  # two independent sets of data samples differ by this much: no model can do better
+            self.floor = self.score(data.sample(eval_points, generator=g).double().numpy())
+
+    def steps_done(self) -> dict[str, int]:
+        return {m: self.trainers[m].global_step for m in self.methods}
+
+    def train(self, method: str, k: int, stop: threading.Event | None = None) -> int:
+        """Train ``method`` until it has ``k`` more completed steps than its last call asked for.
+
+        Steps the trainer's guard rolled back are trained again (at most ``4 k + 100`` tries per call;
+        a shortfall is made up at the next call), so every family completes the same steps. The
+        learning rate follows the live schedule over the race's steps. Ends early if ``stop`` is
+        set. A family whose trainer gives up (:class:`~flowmaps.training.DivergenceError`) is
+        recorded in :attr:`diverged` and trains no more; its last weights stay in the table.
+        Returns the steps tried.
+        """
+        tr = self.trainers[method]
+        self.targets[method] = self.targets.get(method, 0) + k
+        tried = 0
+        while tr.global_step < self.targets[method] and tried < 4 * k + 100 and method not in self.diverged:
+            if stop is not None and stop.is_set():
+                break
+            tr.config.lr = self.settings.lr * live_lr_factor(run_progress(tr.global_step, self.settings.steps))
+            try:
+                tr.step()
+            except DivergenceError as err:  # this family drops out; the others race on
+                self.diverged[method] = f"diverged at step {err.step}"
+            tried += 1
+        return tried
+
+    def sample(self, method: str, n: int) -> np.ndarray:
+        """``(eval_points, 2)`` samples of ``method`` at ``n`` steps from the race's fixed noise (t = 0
+        to t = 1): n flow-map jumps on the uniform grid, or n Euler steps of the velocity for "fm"."""
+        model = self.models[method]
+        grid = make_grid("uniform", n)
+        with torch.no_grad():
+            if method == "fm":
+                res = ode_solve(model.velocity, self.noise, method="euler", grid=grid)
+            else:
+                res = flowmap_sample(model, self.noise, grid)
+        return res.x.double().numpy()
+
+    def score(self, x: np.ndarray) -> float:
+        """The quality number of samples ``x`` (lower is better): checkerboard KL or sliced Wasserstein."""
+        if not np.isfinite(x).all():
+            return float("inf")
+        if self.data.is_checkerboard:
+            return float(checkerboard_kl(x, eps=KL_EPS).kl)
+        g = torch.Generator().manual_seed(4242)  # the same directions for every score
+        return sliced_wasserstein(x, self.reference, n_projections=SW_PROJECTIONS, generator=g)
+
+    def evaluate(self) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, np.ndarray]]]:
+        """The table (quality per method and N) and the figure's points."""
+        table: dict[str, dict[int, float]] = {}
+        shown: dict[str, dict[int, np.ndarray]] = {}
+        for m in self.methods:
+            self.models[m].eval()
+            table[m], shown[m] = {}, {}
+            for n in RACE_STEPS:
+                x = self.sample(m, n)
+                table[m][n] = self.score(x)
+                shown[m][n] = x[:VIEW_POINTS].astype(np.float32)
+        return table, shown
+
+    def run(
+        self,
+        stop: threading.Event,
+        max_seconds: float,
+        chunk: int = CHUNK_STEPS,
+        refresh_seconds: float = 2.0,
+    ) -> Iterator[RaceSnapshot]:
+        """Train round robin (:func:`round_robin`) and yield a snapshot before training, between
+        rounds about every ``refresh_seconds`` (longer when scoring is slow: at least three times
+        the last scoring's time, so scoring takes at most a quarter of the CPU), and at the end (all
+        steps done, ``stop`` set, or ``max_seconds`` passed; the time cap is checked between
+        rounds, so every method then has the same steps)."""
+        t0 = time.perf_counter()
+        target = self.settings.steps
+        cost = [0.0]
+
+        def snap(state: str) -> RaceSnapshot:
+            t = time.perf_counter()
+            table, shown = self.evaluate()
+            cost[0] = time.perf_counter() - t
+            elapsed = time.perf_counter() - t0
+            return RaceSnapshot(
+                state, self.steps_done(), target, elapsed, table, self.floor, shown, dict(self.diverged)
+            )
+
+        yield snap("starting")
+        last = time.perf_counter()
+        state = "done"
+        rounds = len(self.methods)
+        for i, (m, k) in enumerate(round_robin(self.methods, target, chunk)):
+            if stop.is_set():
+                state = "stopped"
+                break
+            if i % rounds == 0 and time.perf_counter() - t0 >= max_seconds:
+                state = "time cap reached"
+                break
+            self.train(m, k, stop)
+            due = max(refresh_seconds, 3.0 * cost[0])
+            last_of_round = i % rounds == rounds - 1
+            if last_of_round and time.perf_counter() - last >= due and not stop.is_set():
+                yield snap("racing")
+                last = time.perf_counter()
+        if state == "done":  # make up steps the guard rolled back in the last rounds
+            for m in self.methods:
+                self.train(m, 0, stop)
+        if state == "done" and stop.is_set():
+            state = "stopped"
+        yield snap(state)
+
+
+# ------------------------------------------------------------------------------ reading the table
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return "inf"
+    return f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
+
+
+def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
+    """For each N, the methods with the lowest finite number (several on a tie); [] if none is finite."""
+    out: dict[int, list[str]] = {}
+    ns = sorted({n for row in table.values() for n in row})
+    for n in ns:
+        vals = {m: row[n] for m, row in table.items() if n in row and np.isfinite(row[n])}
+        if not vals:
+            out[n] = []
+            continue
+        best = min(vals.values())
+        out[n] = [m for m, v in vals.items() if v == best]
+    return out
+
+
+def winner_sentence(
+    table: dict[str, dict[int, float]],
+    metric: str,
+    steps: dict[str, int],
+    floor: float | None = None,
+    diverged: dict[str, str] | None = None,
+) -> str:
+    """One sentence saying who won at which N, read from ``table`` (lower is better), with the steps
+    each family trained, the floor (``floor``: exact samples' score) and which ones diverged."""
+    if not table:
+        return "No family raced."
+    parts = []
+    for n, ms in winners(table).items():
+        if not ms:
+            parts.append(f"N = {n}: none finished with a finite {metric}")
+            continue
+        names = " and ".join(SHORT_LABELS.get(m, m) for m in ms)
+        parts.append(f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})")
+    counts = sorted(set(steps.values()))
+    if len(counts) == 1:
+        budget = f"after {counts[0]:,} steps each"
+    else:
+        budget = "after unequal steps (" + ", ".join(f"{SHORT_LABELS.get(m, m)} {s:,}" for m, s in steps.items()) + ")"
+    floor_txt = f"; exact samples score {_fmt(floor)}" if floor is not None else ""
+    for m, why in (diverged or {}).items():
+        floor_txt += f"; {SHORT_LABELS.get(m, m)} {why}"
+    what = "checkerboard KL" if metric == "KL" else "sliced Wasserstein distance to data"
+    return f"Lowest {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
+
+
+def table_markdown(snap: RaceSnapshot, metric: str) -> str:
+    """The live table as Markdown: one row per method, one column per N, the best of each column bold."""
+    best = winners(snap.table)
+    head = "| family | steps | " + " | ".join(f"N = {n}" for n in RACE_STEPS) + " |"
+    rule = "|" + " --- |" * (2 + len(RACE_STEPS))
+    rows = [head, rule]
+    for m, row in snap.table.items():
+        cells = []
+        for n in RACE_STEPS:
+            v = _fmt(row[n])
+            cells.append(f"**{v}**" if m in best.get(n, []) else v)
+        done = f"{snap.steps.get(m, 0):,}" + (" (diverged)" if m in snap.diverged else "")
+        rows.append(f"| {RACE_LABELS.get(m, m)} | {done} | " + " | ".join(cells) + " |")
+    if snap.floor is not None:
+        rows.append("| exact samples (floor) | – | " + " | ".join(_fmt(snap.floor) for _ in RACE_STEPS) + " |")
+    note = (
+        f"{metric} of {EVAL_POINTS:,} samples per cell, lower is better"
+        + (f" (empty bins count {KL_EPS})" if metric == "KL" else "")
+        + ". FM's N is N Euler steps of its velocity; the others take N flow-map jumps."
+    )
+    return "\n".join(rows) + "\n\n" + note
+
+
+def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
+    """A light grid of samples: data in the top-left panel, then one row per method and one column
+    per N (scattergl, a few hundred points per panel; square panels on the data's range)."""
+    methods = list(snap.samples)
+    if not methods:
+        return plots.empty_figure("press Race to start")
+    data = np.asarray(data, dtype=np.float64)
+    rng = list(plots.axis_range(data))
+    cols = 1 + len(RACE_STEPS)
+    titles = []
+    for r, m in enumerate(methods):
+        titles.append("data" if r == 0 else "")
+        titles += [f"{RACE_LABELS.get(m, m)}, N = {n}" for n in RACE_STEPS]
+    fig = make_subplots(
+        rows=len(methods), cols=cols, subplot_titles=titles, horizontal_spacing=0.015, vertical_spacing=0.05
+    )
+
+    def points(p: np.ndarray, color: str, row: int, col: int) -> None:
+        p = np.nan_to_num(p, nan=1e3, posinf=1e3, neginf=-1e3)
+        marker = {"size": 2.5, "color": color}
+        trace = go.Scattergl(x=p[:, 0], y=p[:, 1], mode="markers", showlegend=False, hoverinfo="skip", marker=marker)
+        fig.add_trace(trace, row=row, col=col)
+
+    points(data, "#555", 1, 1)
+    for r, m in enumerate(methods, start=1):
+        for c, n in enumerate(RACE_STEPS, start=2):
+            points(snap.samples[m][n], plots.PALETTE[(r - 1) % len(plots.PALETTE)], r, c)
+    for r in range(1, len(methods) + 1):
+        for c in range(1, cols + 1):
+            k = (r - 1) * cols + c
+            shown = r == 1 or c > 1
+            fig.update_xaxes(
+                range=rng,
+                visible=shown,
+                showticklabels=False,
+                zeroline=False,
+                showgrid=False,
+                constrain="domain",
+                row=r,
+                col=c,
+            )
+            fig.update_yaxes(
+                range=rng,
+                visible=shown,
+                showticklabels=False,
+                zeroline=False,
+                showgrid=False,
+                scaleanchor=f"x{'' if k == 1 else k}",
+                scaleratio=1,
+                row=r,
+                col=c,
+            )
+    fig.update_layout(
+        height=180 * len(methods) + 30,
+        template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        font=plots.FONT,
+        uirevision="race",
+    )
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+# ------------------------------------------------------------------------------ the page's handlers
+class RaceHandlers:
+    """The race's events for one app: a race is a run of the visitor's session (its run lock, its
+    Stop flag, its share of live-training time), so a race and a live training never run at once
+    in one session, and closing the tab stops the race.
+
+    Args:
+        limits: the app's :class:`app.config.Limits` (per-run and per-session time caps, steps).
+        sessions: the app's :class:`app.sessions.Sessions` (admits the session, as a model is built).
+    """
+
+    def __init__(self, limits, sessions) -> None:
+        self.limits = limits
+        self.sessions = sessions
+
+    def _cap(self, session) -> float:
+        left = self.limits.session_seconds - session.used_seconds
+        if left <= 1.0:
+            raise InputError(
+                f"this session has used its {self.limits.session_seconds:.0f} s of live training; "
+                "reload the page for a new session"
+            )
+        return max(1.0, min(self.limits.live_seconds, left))
+
+    def start(self, session, data_choice, methods, steps, seed, chunk: int = CHUNK_STEPS, settings=None):
+        """Race the picked families on ``data_choice``; yields (figure, table, sentence, progress)."""
+        picked = parse_methods(methods)
+        if not isinstance(data_choice, str) or data_choice not in RACE_DATA:
+            raise InputError(f"data set: {data_choice!r} is not one of {', '.join(RACE_DATA)}")
+        n_steps = parse_int(steps, "steps per family", 1, self.limits.max_steps)
+        seed_v = parse_int(seed, "seed", 0, 2**31 - 1)
+        base = settings or RACE_DEFAULTS
+        s = TrainSettings(**{**base.as_dict(), "steps": n_steps, "seed": seed_v})
+        cap = self._cap(session)
+        self.sessions.admit(session)
+        if not session.run_lock.acquire(blocking=False):
+            raise InputError("this session is already training: press Stop first")
+        try:
+            session.stop_event.clear()
+            data = toy_source(data_choice)
+            race = Race(data, picked, s)
+            metric = metric_name(data)
+            t_prev = time.perf_counter()
+            for snap in race.run(session.stop_event, cap, chunk=chunk):
+                now = time.perf_counter()
+                session.used_seconds += now - t_prev
+                t_prev = now
+                yield self.render(race, snap, metric, cap)
+        finally:
+            session.run_lock.release()
+
+    def render(self, race: Race, snap: RaceSnapshot, metric: str, cap: float) -> tuple:
+        fig = race_figure(snap, race.view_data)
+        table = table_markdown(snap, metric)
+        final = snap.state not in ("starting", "racing")
+        if final:
+            sentence = f"**{snap.state}** · " + winner_sentence(
+                snap.table, metric, snap.steps, snap.floor, snap.diverged
+            )
+        else:
+            sentence = f"**{snap.state}** · the table refreshes every few seconds"
+        # the bar counts steps per family: the slowest family still racing (all have the same between rounds)
+        racing = [s for m, s in snap.steps.items() if m not in snap.diverged] or list(snap.steps.values())
+        done = min(racing)
+        rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
+        bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
+        bar = bar.replace("steps/s", f"steps/s per family, {len(race.methods)} families")
+        return fig, table, sentence, bar
+
+    def stop(self, session) -> tuple:
+        """Ask this session's race to end (it ends at its next step and shows its last table)."""
+        if session.running:
+            session.stop_event.set()
+        return ()
+
+
+# ------------------------------------------------------------------------------ the tab
+EXAMPLES = [
+    ["checkerboard", list(RACE_LABELS.values()), 1500, 0],
+    ["eight_gaussians", list(RACE_LABELS.values()), 1500, 0],
+    ["two_moons", ["LSD", "PSD-M", "FM (Euler)"], 1500, 0],
+]
+
+
+def build_race_tab(fm, session, lim) -> None:
+    """The "Race the families" tab; call inside ``gr.Tabs`` of app/ui.py's build_app."""
+    import gradio as gr
+
+    from app.ui import NamedSlider, named, visiting
+
+    handlers = RaceHandlers(lim, fm.sessions)
+    fm.race = handlers
+    with gr.Tab("Race the families", id="race", elem_id="tab-race"):
+        gr.Markdown(
+            "LSD, ESD, PSD-M and flow matching learn the same data from the same seed, with the same network "
+            "(64 x 4), batch, learning rate and number of steps, trained in turn on one CPU thread. The table "
+            "scores each at N = 1, 2, 4, 8 steps as it trains: the paper's Table 1 in miniature. Flow matching "
+            "learns only the velocity, so its N steps are N Euler steps of the ODE."
+        )
+        with gr.Row():
+            r_data = named(gr.Dropdown(list(RACE_DATA), value="checkerboard", label="data set", elem_id="race-data"))
+            r_methods = named(
+                gr.CheckboxGroup(
+                    list(RACE_LABELS.values()),
+                    value=list(RACE_LABELS.values()),
+                    label="families",
+                    elem_id="race-families",
+                )
+            )
+            r_steps = NamedSlider(
+                100, min(lim.max_steps, 8000), value=1500, step=100, label="steps per family", elem_id="race-steps"
+            )
+            r_seed = named(gr.Number(value=0, precision=0, label="seed", elem_id="race-seed"))
+        with gr.Row():
+            r_go = gr.Button("Race", variant="primary", elem_id="race-start")
+            r_stop = gr.Button("Stop", elem_id="race-stop")
+        r_bar = gr.HTML(elem_id="race-progress")
+        r_sentence = gr.Markdown(elem_id="race-status")
+        r_table = gr.Markdown(elem_id="race-table")
+        r_fig = gr.Plot(
+            plots.empty_figure("press Race: each family's samples at N = 1, 2, 4, 8 appear here"),
+            label="samples at N = 1, 2, 4, 8",
+            show_label=False,
+            elem_id="race-samples",
+        )
+        gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")
+        r_go.click(
+            visiting(fm.sessions, handlers.start, "race"),
+            [session, r_data, r_methods, r_steps, r_seed],
+            [r_fig, r_table, r_sentence, r_bar, session],
+            concurrency_limit=lim.train_concurrency,
+            concurrency_id="train",
+        )
+        r_stop.click(visiting(fm.sessions, handlers.stop, "stop"), [session], [session], concurrency_limit=None)

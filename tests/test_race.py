@@ -1,0 +1,184 @@
+"""The "Race the families" view (app/race.py): equal budgets, the winner sentence read from the
+table, a short real race through the page's handler, and Stop.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.config import Limits  # noqa: E402
+from app.datasets import toy_source  # noqa: E402
+from app.live import LiveSession  # noqa: E402
+from app.race import (  # noqa: E402
+    RACE_LABELS,
+    RACE_METHODS,
+    RACE_STEPS,
+    Race,
+    RaceHandlers,
+    parse_methods,
+    round_robin,
+    winner_sentence,
+    winners,
+)
+from app.sessions import Sessions  # noqa: E402
+from app.validation import InputError, TrainSettings  # noqa: E402
+
+#: A tiny network and batch: a race of a few dozen steps per family takes a second or two.
+TINY = TrainSettings(method="lsd", steps=30, batch=64, lr=1e-2, eta=0.5, width=16, depth=2, seed=3)
+ALL = list(RACE_LABELS.values())
+
+
+def handlers(live_seconds: float = 20.0) -> RaceHandlers:
+    limits = Limits(live_seconds=live_seconds, session_seconds=200.0)
+    return RaceHandlers(limits, Sessions(max_live=4, idle_seconds=60.0))
+
+
+def parse_table(markdown: str) -> dict[str, dict[int, float]]:
+    """The numbers of the page's table, read back from its Markdown (bold marks removed)."""
+    out: dict[str, dict[int, float]] = {}
+    names = {v: k for k, v in RACE_LABELS.items()}
+    for line in markdown.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in names:
+            out[names[cells[0]]] = {n: float(v) for n, v in zip(RACE_STEPS, cells[2:], strict=True)}
+    return out
+
+
+# ------------------------------------------------------------------------------ equal budgets
+@pytest.mark.parametrize("steps, chunk", [(100, 20), (103, 20), (7, 20), (1, 1)])
+def test_round_robin_gives_each_family_the_same_steps(steps, chunk):
+    methods = ("lsd", "esd", "psd-m", "fm")
+    items = list(round_robin(methods, steps, chunk))
+    totals = Counter()
+    for m, k in items:
+        totals[m] += k
+    assert dict(totals) == {m: steps for m in methods}
+    # interleaved: after every full round all methods have the same count
+    running = Counter()
+    for i, (m, k) in enumerate(items):
+        running[m] += k
+        assert items[i][0] == methods[i % len(methods)]
+        if i % len(methods) == len(methods) - 1:
+            assert len(set(running.values())) == 1
+
+
+def test_race_trains_every_family_the_same_steps_from_the_same_weights(one_thread):
+    data = toy_source("two_moons")
+    race = Race(data, RACE_METHODS, TINY, eval_points=500)
+    first = {m: next(race.trainers[m].model.parameters()).detach().clone() for m in RACE_METHODS}
+    for m in RACE_METHODS[1:]:
+        torch.testing.assert_close(first[m], first["lsd"], rtol=0, atol=0)  # same seed: same initial weights
+    snaps = list(race.run(threading.Event(), max_seconds=300.0, chunk=7))
+    assert snaps[0].state == "starting" and snaps[-1].state == "done"
+    assert {m: race.trainers[m].global_step for m in RACE_METHODS} == {m: TINY.steps for m in RACE_METHODS}
+    assert snaps[-1].steps == {m: TINY.steps for m in RACE_METHODS}
+
+
+# ------------------------------------------------------------------------------ the winner sentence
+def test_winner_sentence_reads_the_table():
+    table = {
+        "lsd": {1: 0.40, 2: 0.31, 4: 0.50, 8: 0.90},
+        "esd": {1: 0.45, 2: 0.30, 4: 0.52, 8: float("inf")},
+        "psd-m": {1: 0.41, 2: 0.35, 4: 0.29, 8: 0.27},
+        "fm": {1: 1.70, 2: 1.10, 4: 0.33, 8: 0.27},
+    }
+    steps = {m: 500 for m in table}
+    assert winners(table) == {1: ["lsd"], 2: ["esd"], 4: ["psd-m"], 8: ["psd-m", "fm"]}
+    text = winner_sentence(table, "KL", steps, floor=0.228)
+    assert "after 500 steps each" in text and "0.228" in text
+    assert "N = 1: LSD (KL 0.400)" in text
+    assert "N = 2: ESD (KL 0.300)" in text
+    assert "N = 4: PSD-M (KL 0.290)" in text
+    assert "N = 8: PSD-M and FM (KL 0.270)" in text  # a tie names both
+
+
+def test_winner_sentence_says_when_steps_differ_and_when_nothing_is_finite():
+    table = {"lsd": {1: float("nan"), 2: 0.2}, "fm": {1: float("inf"), 2: 0.1}}
+    text = winner_sentence(table, "SW", {"lsd": 40, "fm": 20})
+    assert "N = 1: none finished with a finite SW" in text
+    assert "N = 2: FM (SW 0.100)" in text
+    assert "unequal steps" in text and "LSD 40" in text and "FM 20" in text
+
+
+def test_a_diverging_family_drops_out_and_the_race_ends(one_thread):
+    wild = TrainSettings(**{**TINY.as_dict(), "lr": 1e12, "steps": 200})
+    race = Race(toy_source("two_moons"), ("lsd", "fm"), wild, eval_points=300)
+    *_, last = race.run(threading.Event(), max_seconds=300.0, chunk=10)
+    assert "lsd" in race.diverged and last.diverged == race.diverged
+    assert last.state == "done" and last.steps["lsd"] < 200  # the diverged family stopped early
+    assert set(last.table) == {"lsd", "fm"}
+    text = winner_sentence(last.table, "SW", last.steps, None, last.diverged)
+    assert "LSD diverged at step" in text
+
+
+def test_parse_methods_names_the_field():
+    assert parse_methods(["FM (Euler)", "LSD"]) == ("lsd", "fm")
+    with pytest.raises(InputError, match="families"):
+        parse_methods([])
+    with pytest.raises(InputError, match="families"):
+        parse_methods(["MeanFlow"])
+
+
+# ------------------------------------------------------------------------------ through the handler
+def test_short_race_through_the_handler(one_thread):
+    h = handlers()
+    session = LiveSession()
+    outs = list(h.start(session, "checkerboard", ALL, 20, 0, chunk=5, settings=TINY))
+    fig, table_md, sentence, bar = outs[-1]
+    table = parse_table(table_md)
+    assert set(table) == set(RACE_METHODS)
+    assert all(set(row) == set(RACE_STEPS) for row in table.values())
+    assert "exact samples (floor)" in table_md and "Euler" in table_md
+    assert sentence.startswith("**done**")
+    assert "20 steps each" in sentence and "step 20 of 20" in bar
+    # the sentence names, at each N, the family with the lowest number of the table shown
+    for n in RACE_STEPS:
+        vals = {m: row[n] for m, row in table.items()}
+        best = min(vals.values())
+        names = [RACE_LABELS[m].split(" ")[0] for m, v in vals.items() if v == best]
+        clause = re.search(rf"N = {n}: ([^(;]+) \(KL", sentence).group(1)
+        assert sorted(clause.split(" and ")) == sorted(names)
+    assert len(fig.data) == 1 + len(RACE_METHODS) * len(RACE_STEPS)  # the data, one panel per family and N
+    assert not session.running and session.used_seconds > 0
+
+
+def test_race_off_the_checkerboard_scores_sliced_wasserstein(one_thread):
+    h = handlers()
+    outs = list(h.start(LiveSession(), "eight_gaussians", ["LSD", "FM (Euler)"], 10, 1, chunk=5, settings=TINY))
+    _, table_md, sentence, _ = outs[-1]
+    assert set(parse_table(table_md)) == {"lsd", "fm"}
+    assert "SW of" in table_md and "exact samples (floor)" in table_md
+    assert "sliced Wasserstein" in sentence
+
+
+def test_stop_ends_the_race(one_thread):
+    h = handlers(live_seconds=60.0)
+    session = LiveSession()
+    gen = h.start(session, "two_moons", ALL, 20_000, 0, chunk=5, settings=TINY)
+    first = next(gen)  # before any training
+    assert "starting" in first[2] and session.running
+    with pytest.raises(InputError, match="already training"):  # one run per session
+        next(h.start(session, "two_moons", ALL, 10, 0, settings=TINY))
+    timer = threading.Timer(1.0, h.stop, (session,))
+    timer.start()
+    *_, last = gen
+    timer.join()
+    _, table_md, sentence, bar = last
+    assert sentence.startswith("**stopped**")
+    steps = [int(s.replace(",", "")) for s in re.findall(r"\| [A-Z][^|]* \| ([\d,]+) \|", table_md)]
+    assert len(steps) == len(RACE_METHODS) and 0 < sum(steps) < 4 * 20_000
+    assert max(steps) - min(steps) <= 5  # within one chunk of each other
+    assert not session.running
+    assert h.stop(session) == ()  # a Stop after the end is harmless
+    assert np.isfinite(session.used_seconds)
