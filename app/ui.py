@@ -407,7 +407,7 @@ class FlowMapsApp:
         names = self.store.names(KIND_2D)
         gmm = [n for n in names if self.store.info(n).data in GMM_PRESETS]
         maps = [n for n in gmm if self.store.info(n).method not in (None, "fm")]
-        return (maps or gmm or [self.default_checkpoint(KIND_2D)])[0]
+        return (maps or gmm or [self.default_checkpoint(KIND_2D, DEFAULTS.method)])[0]
 
     def model_choices(self) -> list[tuple[str, str]]:
         return [(SESSION_LABEL, SESSION)] + self.checkpoint_choices(KIND_2D)
@@ -956,7 +956,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                 with gr.Row():
                     q_model = gr.Dropdown(
                         fm.model_choices(),
-                        value=fm.default_checkpoint(KIND_2D) or SESSION,
+                        value=fm.default_checkpoint(KIND_2D, DEFAULTS.method) or SESSION,
                         label="Model",
                         elem_id="q-model",
                         scale=3,

@@ -683,7 +683,7 @@ def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
     from app.checkpoints import KIND_2D
     from app.live import LiveSession
 
-    cmp_default, q_default = fm_app.default_mixture_model(), fm_app.default_checkpoint(KIND_2D)
+    cmp_default, q_default = fm_app.default_mixture_model(), fm_app.default_checkpoint(KIND_2D, "lsd")
     assert cmp_default == "eight_gaussians-lsd" and q_default == "checkerboard-lsd"
     fig, info, heat = fm_app.trajectories(LiveSession(), cmp_default, "uniform", 4, "0, 0.4, 0.75, 1", 24, 0)
     assert heat.data[0].type == "heatmap" and "network evaluations" in info
