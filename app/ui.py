@@ -778,6 +778,39 @@ def _data_help(choice: str) -> str:
     return _plain(DATA_CHOICES.get(choice, ""))
 
 
+#: One-click lessons of the "Flow map vs ODE" tab: (label, model, grid, N, custom times, points, seed).
+COMPARE_EXAMPLES = (
+    ("Eight Gaussians: one jump against the exact map", "eight_gaussians-lsd", "uniform", 1, "", 24, 0),
+    ("Eight Gaussians: four jumps", "eight_gaussians-lsd", "uniform", 4, "", 24, 0),
+    ("Checkerboard: a custom grid that slows near the data", "checkerboard-lsd", "custom", 3, "0, 0.5, 0.9, 1", 24, 0),
+)
+
+
+def _lesson_examples(fm: FlowMapsApp, inputs: list, outputs: list, where: Any) -> None:
+    """gr.Examples of :data:`COMPARE_EXAMPLES` whose models are shipped: a click fills the inputs and
+    draws (the examples name shipped models only, so no visitor's session is needed)."""
+    shipped = set(fm.store.names(KIND_2D))
+    rows = [ex for ex in COMPARE_EXAMPLES if ex[1] in shipped]
+    if not rows:
+        return
+
+    def draw(*args):
+        return keep_plots(fm.trajectories, 3, 1)(LiveSession(), *args)
+
+    with where:
+        gr.Examples(
+            [list(ex[1:]) for ex in rows],
+            inputs,
+            outputs,
+            fn=guarded("Trajectories")(draw),
+            cache_examples=False,
+            run_on_click=True,
+            example_labels=[ex[0] for ex in rows],
+            label="One-click lessons",
+            elem_id="cmp-examples",
+        )
+
+
 def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
     """Build the page (queue configured); launch it with ``demo.launch(**launch_kwargs())``.
 
@@ -930,6 +963,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         cmp_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
                         cmp_btn = gr.Button("Draw trajectories", variant="primary", elem_id="btn-trajectories")
+                        cmp_examples = gr.Column(min_width=0)  # the one-click lessons (filled below)
                         gr.Markdown(
                             "Blue: paths of the ODE dx/dt = v<sub>t,t</sub>(x) of the learned velocity (adaptive "
                             "Dormand-Prince). Dashed black: the exact velocity (Gaussian mixtures). Orange: the N "
@@ -1122,6 +1156,8 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
         )
 
         img_model.change(fm.image_fid, img_model, img_fid, api_visibility="undocumented", queue=False)
+        cmp_inputs = [cmp_model, cmp_grid, cmp_steps, cmp_times, cmp_points, cmp_seed]
+        _lesson_examples(fm, cmp_inputs, [traj_plot, cmp_info, err_plot], cmp_examples)
 
         def refresh():
             two_d = fm.checkpoint_choices(KIND_2D)

@@ -777,3 +777,15 @@ def test_image_labels_draw_a_custom_grids_times_and_the_component_hides_no_row()
     plain = np.asarray(compose([Row("custom, N = 3", imgs, 1.0, 3)]))
     timed = np.asarray(compose([Row("custom, N = 3", imgs, 1.0, 3, grid_kind="custom", times="t = 0, 0.4, 1")]))
     assert (timed != plain).any()  # the times are drawn in the label
+
+
+def test_one_click_lessons_draw_on_shipped_models(fm_app):
+    from app.live import LiveSession
+    from app.ui import COMPARE_EXAMPLES, build_app
+
+    demo = build_app(fm_app.config, warm=False)
+    ds = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cmp-examples")
+    assert len(ds.samples) == len(COMPARE_EXAMPLES) and ds.parent.parent is not None  # placed in the tab
+    for _, *args in COMPARE_EXAMPLES:
+        fig, info, heat = fm_app.trajectories(LiveSession(), *args)
+        assert "network evaluations" in info and len(fig.data) > 0
