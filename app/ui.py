@@ -688,7 +688,7 @@ class FlowMapsApp:
         rows = img.sample_rows(model, config, grids, ode, count, sd, euler=euler, kind=kind)
         picture = img.compose(rows)
         metrics = self.image_metrics(name)
-        lines = ["| row | network calls | ms per image | FID (metrics.json) |", "| --- | --- | --- | --- |"]
+        lines = ["| row | network calls | ms per image (one run) | FID (metrics.json) |", "| --- | --- | --- | --- |"]
         for r in rows:
             fid = img.row_fid(metrics, r)
             lines.append(f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} | {'—' if fid is None else f'{fid:.1f}'} |")
@@ -703,7 +703,10 @@ class FlowMapsApp:
                 "This flow-matching baseline learned only the velocity v<sub>t,t</sub>: its rows are Euler "
                 "steps of that velocity, not flow-map jumps."
             )
-        notes.append("FID: lower is better; — means not measured for that sampler and grid.")
+        notes.append(
+            "FID: lower is better; — means not measured for that sampler and grid. Times: one run each after "
+            "an untimed warm-up, so a busy CPU shows in them."
+        )
         return picture, "\n".join(lines) + "\n\n" + " ".join(notes), self.image_fid(name)
 
     def image_metrics(self, name: str) -> dict | None:
