@@ -691,10 +691,20 @@ def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
     assert "floor" in table.lower() and len(plot.data) > 0
 
 
-def test_page_opens_every_tab_on_a_shipped_model(fm_app):
+@pytest.fixture
+def page(fm_app):
+    """The page built on the test checkpoints; PIL's global pixel cap (which build_app sets) restored."""
+    from PIL import Image
+
     from app.ui import build_app
 
-    demo = build_app(fm_app.config, warm=False)
+    cap = Image.MAX_IMAGE_PIXELS
+    yield build_app(fm_app.config, warm=False)
+    Image.MAX_IMAGE_PIXELS = cap
+
+
+def test_page_opens_every_tab_on_a_shipped_model(page):
+    demo = page
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the heat map draws at once
     assert by_id["q-model"].value == "checkerboard-lsd"
@@ -779,11 +789,11 @@ def test_image_labels_draw_a_custom_grids_times_and_the_component_hides_no_row()
     assert (timed != plain).any()  # the times are drawn in the label
 
 
-def test_one_click_lessons_draw_on_shipped_models(fm_app):
+def test_one_click_lessons_draw_on_shipped_models(fm_app, page):
     from app.live import LiveSession
-    from app.ui import COMPARE_EXAMPLES, build_app
+    from app.ui import COMPARE_EXAMPLES
 
-    demo = build_app(fm_app.config, warm=False)
+    demo = page
     ds = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cmp-examples")
     assert len(ds.samples) == len(COMPARE_EXAMPLES) and ds.parent.parent is not None  # placed in the tab
     for _, *args in COMPARE_EXAMPLES:
