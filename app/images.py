@@ -36,14 +36,30 @@ SCALE = 3
 LABEL_WIDTH = 230
 
 
+#: The tab's lesson, shown above the picture.
+LESSON = (
+    "**The lesson.** Every row starts from the same noise. A flow map turns it into garments in one jump and "
+    "sharpens them as N grows, one network call per jump; an ODE solver on the same network's velocity needs "
+    "tens of calls for the same quality. The flow-matching baseline learned only the velocity, so its rows are "
+    "Euler steps of that velocity, which need many more steps than a flow map's jumps."
+)
+
+
 @dataclass
 class Row:
-    """One row of the picture: a label, the images (n, 1, 28, 28) in [-1, 1], time per image."""
+    """One row of the picture: a label, the images (n, 1, 28, 28) in [-1, 1], time per image.
+
+    ``sampler`` is "flow map", "euler" (Euler steps of the velocity v_{t,t}) or the ODE baseline's
+    method; ``grid_kind`` the time grid's kind ("uniform", "edm", "cosine", "custom" or "adaptive");
+    ``times`` a second label line (a custom grid's times), or ""."""
 
     label: str
     images: np.ndarray
     ms_per_image: float
     nfe: int
+    sampler: str = "flow map"
+    grid_kind: str = "uniform"
+    times: str = ""
 
 
 def image_shape(config: dict[str, Any]) -> tuple[int, int, int]:
@@ -62,18 +78,35 @@ def sample_rows(
     ode: str,
     n_images: int,
     seed: int,
+    euler: bool = False,
+    kind: str = "uniform",
 ) -> list[Row]:
-    """One row per (label, grid) of flow-map samples, then the ODE baseline, all from one noise."""
+    """One row per (label, grid), then the ODE baseline, all from one noise x0 at t = 0.
+
+    Each row's time is one run after an untimed warm-up call of the model (not a median).
+
+    Rows are flow-map jumps along each grid, or with ``euler`` (a flow-matching model, whose
+    off-diagonal v_{s,t}, s < t, was never trained) Euler steps of its velocity v_{t,t} along it.
+    ``kind`` is the grids' kind (for the FID look-up of :func:`row_fid`), "custom" for a typed grid.
+    """
     shape = image_shape(config)
     x0 = model.sigma * torch.randn((n_images, *shape), generator=torch.Generator().manual_seed(seed))
     rows: list[Row] = []
     model = model.eval()
     with torch.no_grad():
+        flowmap_sample(model, x0[:1], make_grid("uniform", 1))  # untimed warm-up: the first row must not pay it
         for label, grid in grids:
             t = time.perf_counter()
-            res = flowmap_sample(model, x0, grid)
+            if euler:
+                res = ode_solve(model.velocity, x0, method="euler", grid=grid)
+            else:
+                res = flowmap_sample(model, x0, grid)
             ms = (time.perf_counter() - t) * 1000 / n_images
-            rows.append(Row(label, res.x.clamp(-1, 1).numpy(), ms, res.nfe))
+            # with a custom grid, the row before it is the one-jump map on the uniform grid
+            g_kind = "custom" if label.startswith("custom") else ("uniform" if kind == "custom" else kind)
+            times = f"t = {_times(grid)}" if g_kind == "custom" else ""
+            sampler = "euler" if euler else "flow map"
+            rows.append(Row(label, res.x.clamp(-1, 1).numpy(), ms, res.nfe, sampler, g_kind, times))
         method, steps = ODE_BASELINES.get(ode, ("none", None))
         if method != "none":
             t = time.perf_counter()
@@ -82,8 +115,57 @@ def sample_rows(
             else:
                 res = ode_solve(model.velocity, x0, method=method, n_steps=steps)
             ms = (time.perf_counter() - t) * 1000 / n_images
-            rows.append(Row(f"ODE {method}, {res.nfe} NFE", res.x.clamp(-1, 1).numpy(), ms, res.nfe))
+            g_kind = "adaptive" if method == "dopri5" else "uniform"
+            rows.append(Row(f"ODE {method}, {res.nfe} NFE", res.x.clamp(-1, 1).numpy(), ms, res.nfe, method, g_kind))
     return rows
+
+
+def _times(grid: torch.Tensor, max_items: int = 4) -> str:
+    vals = [f"{v:.3g}" for v in grid.tolist()]
+    if len(vals) > max_items:
+        vals = vals[: max_items // 2] + ["..."] + vals[-max_items // 2 :]
+    return ", ".join(vals)
+
+
+#: Sampler names of metrics.json (scripts/eval_images.py) for a row's (sampler, grid kind).
+_METRIC_SAMPLERS = {
+    ("flow map", "uniform"): "flow map",
+    ("flow map", "cosine"): "flow map, cosine grid",
+    ("heun", "uniform"): "Heun ODE",
+}
+
+
+def row_fid(metrics: Any, row: Row) -> float | None:
+    """The FID of ``row``'s sampler, grid and NFE in a model's metrics.json, or None if not measured.
+
+    Euler rows of a flow-matching model, edm and custom grids and the adaptive solver have none."""
+    name = _METRIC_SAMPLERS.get((row.sampler, row.grid_kind))
+    if name is None or not isinstance(metrics, dict):
+        return None
+    for entry in metrics.values():
+        if isinstance(entry, dict) and entry.get("sampler") == name and entry.get("nfe") == row.nfe:
+            fid = entry.get("fid")
+            return float(fid) if isinstance(fid, (int, float)) else None
+    return None
+
+
+def fid_markdown(metrics: Any, euler: bool = False) -> str:
+    """A short FID-against-NFE table from a model's metrics.json (FID: lower is better), or ""."""
+    if not isinstance(metrics, dict):
+        return ""
+    cols: dict[str, dict[int, float]] = {}
+    for entry in metrics.values():
+        if isinstance(entry, dict) and isinstance(entry.get("fid"), (int, float)) and "nfe" in entry:
+            cols.setdefault(str(entry.get("sampler", "?")), {})[int(entry["nfe"])] = float(entry["fid"])
+    if euler:  # a flow-matching model's "flow map" entries are jumps of its untrained off-diagonal
+        cols = {k: v for k, v in cols.items() if not k.startswith("flow map")}
+    if not cols:
+        return ""
+    nfes = sorted({n for v in cols.values() for n in v})
+    lines = ["| NFE | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for n in nfes:
+        lines.append(f"| {n} | " + " | ".join(f"{v[n]:.1f}" if n in v else "" for v in cols.values()) + " |")
+    return "\n".join(lines)
 
 
 def _font(size: int = 15) -> ImageFont.ImageFont:
@@ -115,8 +197,12 @@ def compose(rows: list[Row]) -> Image.Image:
     y = 0
     for row, strip in zip(rows, strips):
         canvas.paste(strip.convert("RGB"), (LABEL_WIDTH, y))
-        draw.text((8, y + strip.height // 2 - 18), row.label, fill="black", font=font)
-        draw.text((8, y + strip.height // 2 + 2), f"{row.ms_per_image:.1f} ms / image", fill="#555", font=small)
+        top = y + strip.height // 2 - (27 if row.times else 18)
+        draw.text((8, top), row.label, fill="black", font=font)
+        if row.times:
+            draw.text((8, top + 19), row.times, fill="black", font=small)
+            top += 17
+        draw.text((8, top + 20), f"{row.ms_per_image:.1f} ms / image", fill="#555", font=small)
         y += strip.height
     return canvas
 
@@ -186,10 +272,18 @@ def card_metrics(config: dict[str, Any], card: str) -> str:
     return "_this checkpoint's model card has no metrics table_"
 
 
-def default_grids(kind: str, steps: int, custom: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
-    """Rows N = 1, 2, 4, 8 and the chosen N on grid ``kind`` (or one custom grid after N = 1)."""
+def default_grids(
+    kind: str, steps: int, custom: torch.Tensor | None, euler: bool = False
+) -> list[tuple[str, torch.Tensor]]:
+    """Rows N = 1, 2, 4, 8 and the chosen N on grid ``kind`` (or one custom grid after N = 1, whose
+    N is the number of typed steps: the N slider does not apply). With ``euler`` (a flow-matching
+    model) the labels say Euler steps of the velocity, not flow-map jumps."""
     if custom is not None:
         n = len(custom) - 1
-        return [("N = 1", make_grid("uniform", 1)), (f"custom, N = {n}", custom)]
+        if euler:
+            return [("Euler, 1 step", make_grid("uniform", 1)), (f"custom, Euler, {n} steps", custom)]
+        return [("N = 1 (uniform)", make_grid("uniform", 1)), (f"custom, N = {n}", custom)]
     ns = sorted(set(ROW_STEPS) | {steps})
+    if euler:
+        return [(f"Euler, {n} step{'s' * (n > 1)} ({kind})", make_grid(kind, n)) for n in ns]
     return [(f"N = {n} ({kind})", make_grid(kind, n)) for n in ns]

@@ -203,7 +203,7 @@ class TrajectoryData:
         slider_times: ``(K,)`` slider times.
         direct: ``(K, B, 2)`` one-jump flow map X_{0,tau}(x0) at each slider time.
         ode_at: ``(K, B, 2)`` learned ODE state at each slider time.
-        nfe_ode: velocity evaluations of the adaptive solve.
+        nfe_ode: velocity evaluations of one adaptive solve over [0, 1] without output times.
     """
 
     data: np.ndarray
@@ -395,14 +395,21 @@ class Curve:
         return f"{self.model}: {self.sampler}"
 
 
-def quality_figure(curves: Sequence[Curve], metric_name: str, floor: float | None = None) -> go.Figure:
-    """Metric and wall time against the number of network evaluations, side by side (log x)."""
+def quality_figure(
+    curves: Sequence[Curve],
+    metric_name: str,
+    floor: float | None = None,
+    time_title: str = "wall time per 1000 samples (ms)",
+) -> go.Figure:
+    """Metric and wall time against the number of network evaluations, side by side (log x).
+
+    ``time_title`` heads the right panel: it says how the times were taken (e.g. medians of repeats)."""
     if not curves or not any(c.nfe for c in curves):
         return empty_figure("pick a model and press Evaluate")
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=[f"{metric_name} (lower is better)", "wall time per 1000 samples (ms)"],
+        subplot_titles=[f"{metric_name} (lower is better)", time_title],
         horizontal_spacing=0.09,
     )
     models = list(dict.fromkeys(c.model for c in curves))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -43,11 +44,19 @@ DOPRI_RTOL = (1e-2, 1e-3)
 KL_BINS = 20
 KL_EPS = 0.5  # pseudo-count per bin: a finite KL even when a bin is empty (few samples, poor model)
 DOPRI_MAX_STEPS = 100
+#: Wall times are the median of this many timed repeats, after one untimed warm-up call per model.
+REPEATS = 3
+#: Samples per timed repeat (the times are then in ms per 1000 samples without rescaling).
+TIMING_BATCH = 1000
+
+#: Title of the wall-time panel: how its numbers were taken.
+TIME_TITLE = f"median wall time per 1000 samples (ms; {REPEATS} runs after a warm-up)"
 
 LESSON = (
     "**The lesson.** One network serves every number of steps. A flow map reaches in 1 to 4 jumps "
     "what an ODE solver on the same network's velocity needs tens of evaluations for, and costs "
-    "time in proportion to its steps, so the left plot is also a speed plot. More steps is not "
+    "time in proportion to its steps, so the left plot is also a speed plot (the right plot: the median "
+    f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model). More steps is not "
     "always better: a flow map's error can flatten or even grow past a few steps, because each "
     "jump adds its own small error, while the ODE keeps improving only as its step shrinks."
 )
@@ -111,11 +120,17 @@ class Metric:
         return sliced_wasserstein(x, self.ref, n_projections=256, generator=torch.Generator().manual_seed(7))
 
 
-def _timed(fn) -> tuple[object, float]:
-    t = time.perf_counter()
+def median_seconds(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
+    """The median wall time of ``repeats`` calls of ``fn`` (seconds, read from ``clock``)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1; got {repeats}")
+    times = []
     with torch.no_grad():  # here, not around the caller's loop: a generator must not yield inside no_grad
-        out = fn()
-    return out, time.perf_counter() - t
+        for _ in range(repeats):
+            t = clock()
+            fn()
+            times.append(clock() - t)
+    return float(statistics.median(times))
 
 
 def evaluate(
@@ -128,49 +143,61 @@ def evaluate(
     ode: bool = True,
     result: QualityResult | None = None,
     metric: Metric | None = None,
+    repeats: int = REPEATS,
+    clock=time.perf_counter,
 ) -> Iterator[QualityResult]:
-    """Fill a :class:`QualityResult` point by point, yielding it after each new point."""
+    """Fill a :class:`QualityResult` point by point, yielding it after each new point.
+
+    Each point's metric comes from one run on ``n`` samples; its wall time (``Curve.ms``, ms per
+    1000 samples) is the median of ``repeats`` runs of the same sampler on :data:`TIMING_BATCH`
+    samples, read from ``clock`` (seconds), after one untimed warm-up run of the model (the first
+    model evaluated would otherwise pay one-time costs).
+    """
     metric = metric or Metric(data, n, seed)
     res = result or QualityResult(metric.name, metric.floor, n=n)
     x0 = model.sigma * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
-    per_k = 1e6 / n  # seconds per n samples -> ms per 1000 samples
+    xt = x0[:TIMING_BATCH] if n >= TIMING_BATCH else x0.repeat(-(-TIMING_BATCH // n), 1)[:TIMING_BATCH]
+    per_k = 1e6 / TIMING_BATCH  # seconds per TIMING_BATCH samples -> ms per 1000 samples
 
-    def point(curve: Curve, nfe: int, x: torch.Tensor, secs: float) -> None:
-        curve.nfe.append(int(nfe))
-        curve.metric.append(metric(x))
-        curve.ms.append(secs * per_k)
+    def point(curve: Curve, run) -> None:
+        with torch.no_grad():
+            out = run(x0)
+        curve.nfe.append(int(out.nfe))
+        curve.metric.append(metric(out.x))
+        curve.ms.append(median_seconds(lambda: run(xt), repeats, clock) * per_k)
 
     model = model.eval()
+    with torch.no_grad():  # the warm-up run: not timed
+        flowmap_sample(model, xt, make_grid("uniform", 2))
     # Grad mode is per thread and a generator runs on the server's worker threads: yielding inside
     # torch.no_grad() would leave gradients off for whatever that thread runs next (a training job).
     if flow_map:
         c = Curve(label, "flow map")
         res.curves.append(c)
         for steps in FLOW_STEPS:
-            out, secs = _timed(lambda s=steps: flowmap_sample(model, x0, make_grid("uniform", s)))
-            point(c, out.nfe, out.x, secs)
+            point(c, lambda x, s=steps: flowmap_sample(model, x, make_grid("uniform", s)))
             yield res
     if ode:
         for method, budgets in (("euler", EULER_STEPS), ("heun", HEUN_STEPS)):
             c = Curve(label, method)
             res.curves.append(c)
             for steps in budgets:
-                out, secs = _timed(lambda m=method, s=steps: ode_solve(model.velocity, x0, method=m, n_steps=s))
-                point(c, out.nfe, out.x, secs)
+                point(c, lambda x, m=method, s=steps: ode_solve(model.velocity, x, method=m, n_steps=s))
                 yield res
         c = Curve(label, "dopri5")
         res.curves.append(c)
         for rtol in DOPRI_RTOL:
             try:
-                out, secs = _timed(
-                    lambda r=rtol: ode_solve(
-                        model.velocity, x0, method="dopri5", rtol=r, atol=r * 0.1, max_steps=DOPRI_MAX_STEPS
-                    )
+                point(
+                    c,
+                    lambda x, r=rtol: ode_solve(
+                        model.velocity, x, method="dopri5", rtol=r, atol=r * 0.1, max_steps=DOPRI_MAX_STEPS
+                    ),
                 )
             except RuntimeError as err:  # too many steps at this tolerance: leave the point out
                 log.info("dopri5 at rtol %g skipped: %s", rtol, err)
+                del c.nfe[len(c.ms) :], c.metric[len(c.ms) :]  # a point whose timing failed is dropped whole
                 continue
-            point(c, out.nfe, out.x, secs)
             yield res
     res.done = True
     yield res
@@ -271,7 +298,10 @@ def table_markdown(res: QualityResult) -> str:
     sentence of :func:`comparison_sentence` when several models are compared."""
     sentence = comparison_sentence(res)
     lines = [sentence, ""] if sentence else []
-    lines += ["| model | sampler | NFE | metric | ms / 1000 samples |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| model | sampler | NFE | metric | ms / 1000 samples (median of {REPEATS}) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for c in res.curves:
         for nfe, m, ms in zip(c.nfe, c.metric, c.ms):
             ms_text = f"{ms:.1f}"

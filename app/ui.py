@@ -20,7 +20,8 @@ Flow map vs ODE
 Steps vs quality
     inputs  ``q-model``, ``q-samples``
     buttons ``btn-quality``, ``btn-quality-shipped``
-    outputs ``q-lesson``, ``plot-quality``, ``q-table`` (inside the closed accordion "The numbers")
+    outputs ``q-lesson``, ``q-message`` (what to change after an input mistake), ``plot-quality``,
+            ``q-table`` (inside the closed accordion "The numbers")
 Images
     inputs  ``img-model``, ``img-steps``, ``img-grid``, ``img-times``, ``img-seed``, ``img-count``,
             ``img-ode``
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -194,6 +196,49 @@ def guarded(action: str):
         return call
 
     return wrap
+
+
+def keep_plots(fn, n_out: int, message_at: int | None = None):
+    """``fn`` whose input mistakes leave the plots as they are.
+
+    On an :class:`InputError` every one of the ``n_out`` outputs is left unchanged (``gr.update()``)
+    except the Markdown at ``message_at``, which gets the message, so the last good plot stays
+    next to what to change. With ``message_at=None`` the message goes to one more output after
+    ``fn``'s own (which a good result clears). One line at INFO in the server log, no traceback.
+    Other failures pass through (see :func:`guarded`)."""
+    extra = message_at is None
+
+    def answer(err: InputError) -> tuple:
+        log.info("%s refused: %s", fn.__name__, str(err).splitlines()[0][:200])
+        out: list[Any] = [gr.update() for _ in range(n_out + extra)]
+        out[n_out if extra else message_at] = (
+            f"**Check this input.** {_plain(str(err))}\n\n_The plots show the last good result._"
+        )
+        return tuple(out)
+
+    def good(out: Any) -> Any:
+        return (*out, "") if extra else out
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                for out in fn(*args, **kwargs):
+                    yield good(out)
+            except InputError as err:
+                yield answer(err)
+
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return good(fn(*args, **kwargs))
+        except InputError as err:
+            return answer(err)
+
+    return call
 
 
 # ------------------------------------------------------------------------------ visitors
@@ -355,6 +400,15 @@ class FlowMapsApp:
         same = [n for n in names if method is not None and self.store.info(n).method == method]
         maps = [n for n in names if self.store.info(n).method not in (None, "fm")]
         return (same or maps or names or [None])[0]
+
+    def default_mixture_model(self) -> str | None:
+        """The shipped 2-D model the "Flow map vs ODE" tab opens on: a flow map trained on a
+        Gaussian mixture (its exact map gives the error heat map at once), else the default
+        2-D model; None if nothing is shipped."""
+        names = self.store.names(KIND_2D)
+        gmm = [n for n in names if self.store.info(n).data in GMM_PRESETS]
+        maps = [n for n in gmm if self.store.info(n).method not in (None, "fm")]
+        return (maps or gmm or [self.default_checkpoint(KIND_2D, DEFAULTS.method)])[0]
 
     def model_choices(self) -> list[tuple[str, str]]:
         return [(SESSION_LABEL, SESSION)] + self.checkpoint_choices(KIND_2D)
@@ -545,9 +599,13 @@ class FlowMapsApp:
     # ---------------------------------------------------------------- steps vs quality
     def _quality_stream(self, jobs, n: int, key: str | None, persist: bool):
         if key is not None:
+            key += f"-median{ql.REPEATS}"  # results timed otherwise (older caches) are not reused
             cached = self.quality_cache.get(key)
             if cached is not None:
-                yield plots.quality_figure(cached.curves, cached.metric_name, cached.floor), ql.table_markdown(cached)
+                yield (
+                    plots.quality_figure(cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE),
+                    ql.table_markdown(cached),
+                )
                 return
         res = None
         metric = None
@@ -560,12 +618,12 @@ class FlowMapsApp:
                 res = partial
                 count += 1
                 if count % 3 == 0:
-                    yield plots.quality_figure(res.curves, res.metric_name, res.floor), "computing..."
+                    yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), "computing..."
         if res is None:
             raise InputError("no model to evaluate")
         if key is not None:
             self.quality_cache.put(key, res, persist)
-        yield plots.quality_figure(res.curves, res.metric_name, res.floor), ql.table_markdown(res)
+        yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), ql.table_markdown(res)
 
     def quality(self, session, source, n_samples):
         """Metric and wall time against network evaluations, for one model (streams as it computes).
@@ -626,13 +684,58 @@ class FlowMapsApp:
         else:
             parse_time_grid(kind, n, None, max_steps=self.limits.max_image_steps)
         model, config = self.store.load(name)
-        rows = img.sample_rows(model, config, img.default_grids(kind, n, custom_grid), ode, count, sd)
+        euler = self.store.info(name).method == "fm"
+        grids = img.default_grids(kind, n, custom_grid, euler=euler)
+        rows = img.sample_rows(model, config, grids, ode, count, sd, euler=euler, kind=kind)
         picture = img.compose(rows)
-        lines = ["| row | network calls | ms per image |", "| --- | --- | --- |"]
-        lines += [f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} |" for r in rows]
+        metrics = self.image_metrics(name)
+        lines = ["| row | network calls | ms per image (one run) | FID (metrics.json) |", "| --- | --- | --- | --- |"]
+        for r in rows:
+            fid = img.row_fid(metrics, r)
+            lines.append(f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} | {'—' if fid is None else f'{fid:.1f}'} |")
+        notes = []
+        if custom_grid is not None:
+            notes.append(
+                f"Custom grid: its row takes the {len(custom_grid) - 1} steps you typed "
+                f"({format_grid(custom_grid)}); the Steps N slider applies to the uniform, edm and cosine grids only."
+            )
+        if euler:
+            notes.append(
+                "This flow-matching baseline learned only the velocity v<sub>t,t</sub>: its rows are Euler "
+                "steps of that velocity, not flow-map jumps."
+            )
+        notes.append(
+            "FID: lower is better; — means not measured for that sampler and grid. Times: one run each after "
+            "an untimed warm-up, so a busy CPU shows in them."
+        )
+        return picture, "\n".join(lines) + "\n\n" + " ".join(notes), self.image_fid(name)
+
+    def image_metrics(self, name: str) -> dict | None:
+        """A listed image checkpoint's metrics.json (scripts/eval_images.py), else its config's
+        "metrics", else None."""
+        info = self.store.info(name)  # listed names only: no user text becomes a path
+        path = Path(info.source) / "metrics.json"
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if isinstance(data, dict):
+                    return data
+            except (OSError, ValueError):
+                log.info("could not read %s", path)
+        metrics = info.config.get("metrics")
+        return metrics if isinstance(metrics, dict) else None
+
+    def image_fid(self, name: Any) -> str:
+        """The FID-against-NFE text of an image checkpoint, shown before the first Sample."""
+        if not isinstance(name, str) or name not in self.store.names(KIND_IMAGE):
+            return ""
         info = self.store.info(name)
-        fid = f"**FID against steps ({name}, from its model card)**\n\n" + img.card_metrics(info.config, info.card)
-        return picture, "\n".join(lines), fid
+        euler = info.method == "fm"
+        table = img.fid_markdown(self.image_metrics(name), euler=euler) or img.card_metrics(info.config, info.card)
+        head = f"**FID against network calls ({name}; lower is better)**"
+        if euler:
+            head += " · its flow-map jumps are not listed: a flow-matching model never trained them"
+        return head + "\n\n" + table
 
 
 def warm_up() -> None:
@@ -659,12 +762,57 @@ def _plain(text: str) -> str:
     return text
 
 
+#: Captions of a method's loss curve, where it does not behave as a loss usually does.
+LOSS_NOTES = {
+    "meanflow": (
+        "Its *eulerian* term can rise while the samples improve: the term's target is built from the "
+        "network's own velocity and time derivative (held fixed in each step), and it grows sharper as the "
+        "velocity is learned, so judge MeanFlow by its samples, not by that curve."
+    ),
+}
+
+
 def _method_help(label: str) -> str:
-    return _plain(DESCRIPTIONS.get(METHODS.get(label, ""), ""))
+    key = METHODS.get(label, "")
+    text = _plain(DESCRIPTIONS.get(key, ""))
+    return text + ("\n\n" + LOSS_NOTES[key] if key in LOSS_NOTES else "")
 
 
 def _data_help(choice: str) -> str:
     return _plain(DATA_CHOICES.get(choice, ""))
+
+
+#: One-click lessons of the "Flow map vs ODE" tab: (label, model, grid, N, custom times, points, seed).
+COMPARE_EXAMPLES = (
+    ("Eight Gaussians: one jump against the exact map", "eight_gaussians-lsd", "uniform", 1, "", 24, 0),
+    ("Eight Gaussians: four jumps", "eight_gaussians-lsd", "uniform", 4, "", 24, 0),
+    ("Checkerboard: a custom grid that slows near the data", "checkerboard-lsd", "custom", 3, "0, 0.5, 0.9, 1", 24, 0),
+)
+
+
+def _lesson_examples(fm: FlowMapsApp, inputs: list, outputs: list, where: Any) -> None:
+    """gr.Examples of :data:`COMPARE_EXAMPLES` whose models are shipped: a click fills the inputs and
+    draws (the examples name shipped models only, so no visitor's session is needed)."""
+    shipped = set(fm.store.names(KIND_2D))
+    rows = [ex for ex in COMPARE_EXAMPLES if ex[1] in shipped]
+    if not rows:
+        return
+
+    def draw(*args):
+        return keep_plots(fm.trajectories, 3, 1)(LiveSession(), *args)
+
+    with where:
+        gr.Examples(
+            [list(ex[1:]) for ex in rows],
+            inputs,
+            outputs,
+            fn=guarded("Trajectories")(draw),
+            cache_examples=False,
+            run_on_click=True,
+            example_labels=[ex[0] for ex in rows],
+            label="One-click lessons",
+            elem_id="cmp-examples",
+        )
 
 
 def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
@@ -804,7 +952,9 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1, min_width=280):
                         choices = fm.model_choices()
-                        cmp_model = gr.Dropdown(choices, value=SESSION, label="Model", elem_id="cmp-model")
+                        cmp_model = gr.Dropdown(
+                            choices, value=fm.default_mixture_model() or SESSION, label="Model", elem_id="cmp-model"
+                        )
                         cmp_grid = gr.Dropdown(
                             list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="cmp-grid"
                         )
@@ -817,6 +967,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         cmp_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
                         cmp_btn = gr.Button("Draw trajectories", variant="primary", elem_id="btn-trajectories")
+                        cmp_examples = gr.Column(min_width=0)  # the one-click lessons (filled below)
                         gr.Markdown(
                             "Blue: paths of the ODE dx/dt = v<sub>t,t</sub>(x) of the learned velocity (adaptive "
                             "Dormand-Prince). Dashed black: the exact velocity (Gaussian mixtures). Orange: the N "
@@ -841,7 +992,13 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             with gr.Tab("Steps vs quality", id="quality", elem_id="tab-quality"):
                 gr.Markdown(ql.LESSON, elem_id="q-lesson")
                 with gr.Row():
-                    q_model = gr.Dropdown(fm.model_choices(), value=SESSION, label="Model", elem_id="q-model", scale=3)
+                    q_model = gr.Dropdown(
+                        fm.model_choices(),
+                        value=fm.default_checkpoint(KIND_2D, DEFAULTS.method) or SESSION,
+                        label="Model",
+                        elem_id="q-model",
+                        scale=3,
+                    )
                     q_samples = NamedSlider(
                         500, 20_000, value=3000, step=500, label="Samples per point", elem_id="q-samples", scale=2
                     )
@@ -851,6 +1008,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         "Compare the shipped checkerboard models (LSD, ESD, PSD-M, PSD-U, FM; one training budget)",
                         elem_id="btn-quality-shipped",
                     )
+                q_msg = gr.Markdown(elem_id="q-message")
                 q_plot = gr.Plot(
                     plots.quality_figure([], ""),
                     label="Quality and time against network evaluations",
@@ -873,7 +1031,13 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             elem_id="img-model",
                         )
                         img_steps = NamedSlider(
-                            1, lim.max_image_steps, value=8, step=1, label="Steps N", elem_id="img-steps"
+                            1,
+                            lim.max_image_steps,
+                            value=8,
+                            step=1,
+                            label="Steps N",
+                            info="for the uniform, edm and cosine grids; a custom grid has the steps you type",
+                            elem_id="img-steps",
                         )
                         img_grid = gr.Dropdown(
                             list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="img-grid"
@@ -888,14 +1052,16 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         img_btn = gr.Button("Sample", variant="primary", elem_id="btn-images")
                     with gr.Column(scale=3):
+                        gr.Markdown(img.LESSON, elem_id="img-lesson")
                         img_out = gr.Image(
                             label="Same noise, more steps: one row per N",
+                            show_label=False,  # the label's badge would hide the first row's label
                             type="pil",
                             elem_id="img-output",
                             buttons=["download", "fullscreen"],
                         )
                         img_info = gr.Markdown(elem_id="img-info")
-                        img_fid = gr.Markdown(elem_id="img-fid")
+                        img_fid = gr.Markdown(fm.image_fid(fm.default_checkpoint(KIND_IMAGE)), elem_id="img-fid")
 
             # ------------------------------------------------------------ tab 5 (app/race.py)
             build_race_tab(fm, session, lim)
@@ -966,35 +1132,39 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
             visit(fm.download_model, "Download"), session, [download_file, session], api_name="download_model", **heavy
         )
         cmp_btn.click(
-            visit(fm.trajectories, "Trajectories"),
+            visit(keep_plots(fm.trajectories, 3, 1), "Trajectories"),
             [session, cmp_model, cmp_grid, cmp_steps, cmp_times, cmp_points, cmp_seed],
             [traj_plot, cmp_info, err_plot, session],
             api_name="trajectories",
             **heavy,
         )
         q_btn.click(
-            visit(fm.quality, "Evaluation"),
+            visit(keep_plots(fm.quality, 2), "Evaluation"),
             [session, q_model, q_samples],
-            [q_plot, q_table, session],
+            [q_plot, q_table, q_msg, session],
             api_name="quality",
             concurrency_limit=1,
             concurrency_id="quality",
         )
         q_ship.click(
-            guarded("Evaluation")(fm.quality_shipped),
+            guarded("Evaluation")(keep_plots(fm.quality_shipped, 2)),
             q_samples,
-            [q_plot, q_table],
+            [q_plot, q_table, q_msg],
             api_name="quality_shipped",
             concurrency_limit=1,
             concurrency_id="quality",
         )
         img_btn.click(
-            guarded("Image sampling")(fm.sample_images),
+            guarded("Image sampling")(keep_plots(fm.sample_images, 3, 1)),
             [img_model, img_steps, img_grid, img_times, img_seed, img_count, img_ode],
             [img_out, img_info, img_fid],
             api_name="sample_images",
             **heavy,
         )
+
+        img_model.change(fm.image_fid, img_model, img_fid, api_visibility="undocumented", queue=False)
+        cmp_inputs = [cmp_model, cmp_grid, cmp_steps, cmp_times, cmp_points, cmp_seed]
+        _lesson_examples(fm, cmp_inputs, [traj_plot, cmp_info, err_plot], cmp_examples)
 
         def refresh():
             two_d = fm.checkpoint_choices(KIND_2D)

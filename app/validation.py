@@ -31,6 +31,7 @@ METHODS: dict[str, str] = {
     "PSD-M (progressive, gamma = 1/2)": "psd-m",
     "Flow matching only": "fm",
     "MeanFlow": "meanflow",
+    "Consistency training (CT)": "ct",
     "Shortcut": "shortcut",
 }
 METHOD_LABELS = {v: k for k, v in METHODS.items()}
@@ -193,7 +194,11 @@ def parse_time_grid(kind: Any, steps: Any, custom: Any = "", max_steps: int = 25
         try:
             return parse_grid(text, max_steps=max_steps)
         except ValueError as err:
-            raise InputError(f"custom times: {err}") from None
+            # The library's advice on sub-intervals (a keyword argument) means nothing in a text box.
+            why = re.sub(r", or pass partial=True [^;]*", "", str(err))
+            for lib, field in (("time grid entry", "entry"), ("time grid needs", "needs"), ("time grid", "the times")):
+                why = why.replace(lib, field, 1)
+            raise InputError(f"custom times: {why}") from None
     n = parse_int(steps, "steps", 1, max_steps)
     try:
         return make_grid(k, n)

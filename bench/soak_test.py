@@ -113,7 +113,9 @@ def _visit(url: str, v: Visitor, s: Settings) -> None:
         v.status = out[3]
         t2 = time.perf_counter()
         if v.quality:
-            _plot, v.table = v.client.predict("__session__", s.samples, api_name="/quality")
+            _plot, v.table, msg = v.client.predict("__session__", s.samples, api_name="/quality")
+            if msg:  # an input refused: the page keeps its last plot and says why here
+                raise RuntimeError(msg)
             v.metrics = metric_column(v.table)
         else:
             fig, _info, _err = v.client.predict("__session__", "uniform", 4, "", 8, 0, api_name="/trajectories")

@@ -492,7 +492,7 @@ def test_callbacks_images(fm_app):
     pic, info, fid = fm_app.sample_images("fashion-mnist-lsd", 3, "custom", "0, 0.4, 0.75, 1", 0, 2, "none")
     assert "custom, N = 3" in info and "FID" in fid and "31.25" in fid
     pic, info, fid = fm_app.sample_images("fashion-mnist-lsd", 3, "edm", "", 0, 2, "Heun, 16 steps (32 NFE)")
-    labels = [line.split("|")[1].strip() for line in info.splitlines()[2:]]
+    labels = [line.split("|")[1].strip() for line in info.splitlines()[2:] if line.startswith("|")]
     assert labels == ["N = 1 (edm)", "N = 2 (edm)", "N = 3 (edm)", "N = 4 (edm)", "N = 8 (edm)", "ODE heun, 32 NFE"]
     assert pic.size[1] == 6 * (28 + 2 * 2) * 3  # six strips of one padded row, scaled 3x
     with pytest.raises(InputError, match="number of images"):
@@ -611,3 +611,191 @@ def test_comparison_sentence_names_the_winner_the_numbers_show():
     assert "N = 2: **LSD** (0.100)" in ql.comparison_sentence(res)
     res.curves = res.curves[:1]  # one model: nothing to compare
     assert ql.comparison_sentence(res) == ""
+
+
+# ------------------------------------------------------------------------------ issue 16: honest figures, ready tabs
+def test_nfe_sentence_counts_one_solve_over_the_whole_interval(fm_app):
+    """The sentence's NFE is the solver's own count for one dopri5 solve over [0, 1] from the same
+    start points, not that of the drawn solve forced to stop at every plot time."""
+    import re
+
+    from app.compare import ODE_TIMES
+    from app.live import LiveSession
+    from flowmaps.sampling import ode_solve
+
+    _, info, _ = fm_app.trajectories(LiveSession(), "checkerboard-lsd", "uniform", 2, "", 6, 3)
+    said = int(re.search(r"\*\*(\d+) network evaluations\*\*", info).group(1))
+    model, _ = fm_app.store.load("checkerboard-lsd")
+    x0 = model.sigma * torch.randn(6, 2, generator=torch.Generator().manual_seed(3))
+    free = ode_solve(model.velocity, x0, method="dopri5", rtol=1e-4, atol=1e-5, max_steps=2000)
+    drawn = ode_solve(model.velocity, x0, method="dopri5", rtol=1e-4, atol=1e-5, max_steps=2000, grid=ODE_TIMES)
+    assert "over [0, 1]" in info and "rtol 1e-4" in info
+    assert said == free.nfe < drawn.nfe
+
+
+class _StepClock:
+    """A clock whose timed calls last 5, 1 and 9 ms in turn (median 5 ms), counting its reads."""
+
+    def __init__(self) -> None:
+        self.t, self.reads = 0.0, 0
+
+    def __call__(self) -> float:
+        if self.reads % 2:
+            self.t += (0.005, 0.001, 0.009)[(self.reads // 2) % 3]
+        self.reads += 1
+        return self.t
+
+
+def test_timings_are_medians_of_the_stated_repeats_and_the_lesson_says_so(fm_app):
+    from app import quality as ql
+    from app.datasets import toy_source
+
+    assert ql.REPEATS == 3  # the clock below cycles through three durations
+    model, _ = fm_app.store.load("checkerboard-lsd")
+    clock = _StepClock()
+    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=500, clock=clock))[-1]
+    points = sum(len(c.nfe) for c in res.curves)
+    assert points == len(ql.FLOW_STEPS) + len(ql.EULER_STEPS) + len(ql.HEUN_STEPS) + len(ql.DOPRI_RTOL)
+    assert clock.reads == 2 * ql.REPEATS * points  # every point timed REPEATS times; the warm-up not timed
+    # 5 ms per TIMING_BATCH samples -> ms per 1000 samples
+    assert all(ms == pytest.approx(5.0 * 1000 / ql.TIMING_BATCH) for c in res.curves for ms in c.ms)
+    assert f"median of {ql.REPEATS} timed runs of {ql.TIMING_BATCH} samples" in ql.LESSON
+    assert "warm-up" in ql.LESSON and f"median of {ql.REPEATS}" in ql.table_markdown(res)
+    fig = fm_app._quality_stream  # the page's figure carries the same title
+    plot, _ = list(fig([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False))[-1]
+    titles = [a.text for a in plot.layout.annotations]
+    assert ql.TIME_TITLE in titles and f"{ql.REPEATS} runs after a warm-up" in ql.TIME_TITLE
+
+
+def test_median_seconds_is_the_median_of_its_repeats():
+    from app.quality import median_seconds
+
+    clock = _StepClock()
+    assert median_seconds(lambda: None, 3, clock) == pytest.approx(0.005)
+    assert median_seconds(lambda: None, 1, _StepClock()) == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="repeats"):
+        median_seconds(lambda: None, 0)
+
+
+def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
+    """A fresh visitor, no training: the compare tab opens on the mixture model (heat map at
+    once), the quality tab on a shipped flow map; both draw without an error."""
+    from app.checkpoints import KIND_2D
+    from app.live import LiveSession
+
+    cmp_default, q_default = fm_app.default_mixture_model(), fm_app.default_checkpoint(KIND_2D, "lsd")
+    assert cmp_default == "eight_gaussians-lsd" and q_default == "checkerboard-lsd"
+    fig, info, heat = fm_app.trajectories(LiveSession(), cmp_default, "uniform", 4, "0, 0.4, 0.75, 1", 24, 0)
+    assert heat.data[0].type == "heatmap" and "network evaluations" in info
+    plot, table = list(fm_app.quality(LiveSession(), q_default, 500))[-1]
+    assert "floor" in table.lower() and len(plot.data) > 0
+
+
+@pytest.fixture
+def page(fm_app):
+    """The page built on the test checkpoints; PIL's global pixel cap (which build_app sets) restored."""
+    from PIL import Image
+
+    from app.ui import build_app
+
+    cap = Image.MAX_IMAGE_PIXELS
+    yield build_app(fm_app.config, warm=False)
+    Image.MAX_IMAGE_PIXELS = cap
+
+
+def test_page_opens_every_tab_on_a_shipped_model(page):
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the heat map draws at once
+    assert by_id["q-model"].value == "checkerboard-lsd"
+    assert by_id["img-model"].value == "fashion-mnist-lsd" and "31.25" in by_id["img-fid"].value  # before Sample
+    assert by_id["img-output"].show_label is False  # its label badge would hide the first row's label
+    assert "Euler" in by_id["img-lesson"].value
+
+
+def test_input_mistakes_keep_the_last_plot_and_say_what_to_change(fm_app):
+    import gradio as gr
+
+    from app.live import LiveSession
+    from app.ui import keep_plots
+
+    traj = keep_plots(fm_app.trajectories, 3, 1)
+    fig, info, heat = traj(LiveSession(), "checkerboard-lsd", "custom", 1, "0.2, 0.5, 1", 6, 0)
+    assert fig == gr.update() and heat == gr.update()  # the plots stay as they were
+    assert "custom times" in info and "put 0 first" in info and "partial" not in info
+    *kept, msg = list(keep_plots(fm_app.quality, 2)(LiveSession(), "__session__", 500))[-1]
+    assert kept == [gr.update(), gr.update()] and "no model yet" in msg
+    *_, cleared = list(keep_plots(fm_app.quality, 2)(LiveSession(), "checkerboard-lsd", 500))[-1]
+    assert cleared == ""  # a good result clears the last message
+    with pytest.raises(InputError) as err:
+        parse_time_grid("custom", 1, "0, 0.5")
+    assert "put 1 last" in str(err.value) and "partial" not in str(err.value)
+
+
+def test_method_choices_include_ct_and_meanflow_has_a_loss_caption():
+    from app.ui import _method_help
+    from app.validation import METHODS
+
+    assert METHODS["Consistency training (CT)"] == "ct"
+    assert "eulerian" in _method_help("MeanFlow") and "samples" in _method_help("MeanFlow")
+    assert parse_train_settings("Consistency training (CT)", 100, 64, 1e-3, 0.75, 32, 2, 0).method == "ct"
+
+
+def test_image_rows_of_a_flow_matching_model_are_euler_steps_with_fids_from_metrics_json(tmp_path):
+    from app.ui import FlowMapsApp
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+    from flowmaps.sampling import make_grid, ode_solve
+
+    unet = {"name": "unet", "base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16}
+    root = tmp_path / "checkpoints"
+    metrics = {
+        "map-1": {"sampler": "flow map", "nfe": 1, "fid": 300.0},
+        "map-2": {"sampler": "flow map", "nfe": 2, "fid": 200.0},
+        "heun-32": {"sampler": "Heun ODE", "nfe": 32, "fid": 6.5},
+    }
+    for method in ("fm", "lsd"):
+        cfg = {"net": unet, "sigma": 0.5, "data": "fashion-mnist", "method": method}
+        save_pretrained(build_model(cfg), root / f"fmnist-{method}", cfg)
+        (root / f"fmnist-{method}" / "metrics.json").write_text(json.dumps(metrics))
+    app = FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
+    before = app.image_fid("fmnist-fm")  # shown before the first Sample
+    assert "6.5" in before and "300.0" not in before  # a baseline's untrained jumps are not listed
+    assert "300.0" in app.image_fid("fmnist-lsd") and app.image_fid("../x") == ""
+    pic, info, fid = app.sample_images("fmnist-fm", 2, "uniform", "", 0, 2, "Heun, 16 steps (32 NFE)")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in info.splitlines()[2:] if line.startswith("|")]
+    assert [r[0] for r in rows[:-1]] == [f"Euler, {n} step{'s' * (n > 1)} (uniform)" for n in (1, 2, 4, 8)]
+    assert all(r[3] == "—" for r in rows[:-1]) and rows[-1][3] == "6.5"  # Euler rows never measured
+    assert "Euler steps of that velocity" in info and "N = " not in info
+    # the rows are the velocity's Euler steps: the same as the library's Euler solver from that noise
+    from app.images import sample_rows
+
+    model, config = app.store.load("fmnist-fm")
+    row = sample_rows(model, config, [("x", make_grid("uniform", 2))], "none", 1, 0, euler=True)[0]
+    x0 = model.sigma * torch.randn((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    ref = ode_solve(model.velocity, x0, method="euler", grid=make_grid("uniform", 2)).x.clamp(-1, 1)
+    assert np.allclose(row.images, ref.numpy(), atol=1e-5) and row.nfe == 2
+    _, info, _ = app.sample_images("fmnist-lsd", 7, "custom", "0, 0.4, 0.75, 1", 0, 1, "none")
+    assert "custom, N = 3" in info and "0, 0.4, 0.75, 1" in info and "slider" in info
+    assert "| N = 1 (uniform) | 1 |" in info and "| 300.0 |" in info
+
+
+def test_image_labels_draw_a_custom_grids_times_and_the_component_hides_no_row():
+    from app.images import Row, compose
+
+    imgs = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    plain = np.asarray(compose([Row("custom, N = 3", imgs, 1.0, 3)]))
+    timed = np.asarray(compose([Row("custom, N = 3", imgs, 1.0, 3, grid_kind="custom", times="t = 0, 0.4, 1")]))
+    assert (timed != plain).any()  # the times are drawn in the label
+
+
+def test_one_click_lessons_draw_on_shipped_models(fm_app, page):
+    from app.live import LiveSession
+    from app.ui import COMPARE_EXAMPLES
+
+    demo = page
+    ds = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cmp-examples")
+    assert len(ds.samples) == len(COMPARE_EXAMPLES) and ds.parent.parent is not None  # placed in the tab
+    for _, *args in COMPARE_EXAMPLES:
+        fig, info, heat = fm_app.trajectories(LiveSession(), *args)
+        assert "network evaluations" in info and len(fig.data) > 0
