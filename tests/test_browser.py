@@ -336,5 +336,6 @@ def test_browser_race(browser_page):
         assert name in table, table
     for n in (1, 2, 4, 8):
         assert f"N = {n}" in table and f"N = {n}:" in page.inner_text("#race-status")
+    _shot(page, "race")
     _no_traceback(page)
     assert not js_errors, js_errors
