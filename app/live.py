@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -35,8 +36,11 @@ from flowmaps.training import DivergenceError, TrainConfig, Trainer, anneal_fact
 
 #: Steps shown in the sample panels.
 VIEW_STEPS = (1, 2, 4, 8)
-#: Points per sample panel.
-VIEW_POINTS = 1000
+#: Points per sample panel (and in the data panel): five panels of SVG points are redrawn at each
+#: refresh, so the browser's share of a busy 2-core laptop grows with this (docs/app_latency.md).
+VIEW_POINTS = 400
+#: Seconds between live updates on an idle machine, and the most when the CPU is loaded.
+REFRESH_SECONDS = (1.0, 3.0)
 #: EMA decay of live runs (short runs: a 0.999 average would lag about 1000 steps behind).
 LIVE_EMA = 0.99
 #: Most entries kept in the loss history (older ones are thinned).
@@ -87,6 +91,21 @@ CONTINUE_FACTOR = 0.1
 
 #: Run states after which nothing more happens until the next Start / Continue / Load.
 FINAL_STATES = ("done", "stopped", "time cap reached", "diverged", "loaded")
+
+
+def refresh_seconds(load: float | None = None, cores: int | None = None) -> float:
+    """Seconds between a live run's updates: 1 s while the 1-minute load average per core is
+    below 1, else the load per core, at most 3 s, so a busy machine (which may run the browser
+    too) redraws the plots less often. Stop is seen at the next step whatever this is."""
+    low, high = REFRESH_SECONDS
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return low
+    cores = cores or os.cpu_count() or 1
+    per_core = load / cores
+    return low if per_core < 1.0 else min(high, max(low, per_core))
 
 
 def make_live_trainer(model: FlowMap, sample: Any, s: TrainSettings, ema_decay: float = LIVE_EMA) -> Trainer:
@@ -467,11 +486,11 @@ class LiveSession:
             elif elapsed >= max_seconds:
                 state = "time cap reached"
             final = state != "training"
-            panels = self.sample_panels()
             if final:
                 self.version += 1
                 self.lr_left = 0.0 if state in ("done", "time cap reached") else f0 * live_lr_factor(progress)
-            self._set_phase(state, tr.global_step, recovered)
+            self._set_phase(state, tr.global_step, recovered)  # a waiting Stop answers now
+            panels = self.sample_panels()
             yield Snapshot(tr.global_step, target, elapsed, rate, state, panels, self.history, message=recovered)
             if final:
                 return

@@ -65,6 +65,7 @@ from app.live import (  # noqa: E402
     VIEW_STEPS,
     LiveSession,
     Snapshot,
+    refresh_seconds,
     settings_from_checkpoint,
 )
 from app.sessions import MemoryTrimmer, Sessions, SpaceFull  # noqa: E402
@@ -237,6 +238,21 @@ def visiting(sessions: Sessions, fn, action: str):
     return guarded(action)(event)
 
 
+#: Picks the drawing pad's brush once the pad is shown, so that it takes strokes at once (gradio's
+#: pad starts with no tool and ignores strokes until one is picked).
+PICK_BRUSH_JS = """(choice) => {
+  if (choice !== "draw") return;
+  let tries = 0;
+  const pick = () => {
+    const b = document.querySelector('#draw-pad button[aria-label="Brush"]');
+    if (b && b.offsetParent !== null) {
+      if (!b.classList.contains("highlight")) b.click();  // "highlight": the picked tool
+    } else if (++tries < 40) {
+      setTimeout(pick, 100);
+    }
+  };
+  pick();
+}"""
 #: The drawing pad's canvas, in pixels (square).
 CANVAS = 320
 #: Largest side of an image the pad's value may hold: the canvas at up to 4 device pixels per
@@ -424,7 +440,7 @@ class FlowMapsApp:
     def _figures(self, session: LiveSession, snap) -> tuple:
         data = session.data_view if session.data_view is not None else np.zeros((0, 2))
         rng = plots.axis_range(data) if len(data) else None
-        fig_s = plots.samples_figure(data, snap.panels, rng)
+        fig_s = plots.samples_figure(data, snap.panels, rng, marker_size=3.5)
         fig_l = plots.loss_figure(snap.history)
         left = max(0.0, self.limits.session_seconds - session.used_seconds)
         bar = plots.progress_html(
@@ -449,7 +465,7 @@ class FlowMapsApp:
             session.begin_run()
             prepare()
             cap = self._run_cap(session)
-            for snap in session.run(steps, cap):
+            for snap in session.run(steps, cap, chunk_seconds=refresh_seconds()):
                 yield self._figures(session, snap)
         finally:
             session.end_run()
@@ -738,7 +754,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         # itself would give each session a fresh copy without guard_drawing's checks.
                         with gr.Column(visible=False, min_width=0) as draw_box:
                             draw = gr.Sketchpad(
-                                label="Draw your data: pick the brush, draw, press Start",
+                                label="Draw your data, then press Start",
                                 type="numpy",
                                 canvas_size=(CANVAS, CANVAS),
                                 elem_id="draw-pad",
@@ -958,7 +974,9 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
         def on_data(choice):
             return (gr.update(visible=choice == DRAW), gr.update(visible=choice == CSV), _data_help(choice))
 
-        data_dd.change(on_data, data_dd, [draw_box, csv, data_md], api_visibility="undocumented", queue=False)
+        data_dd.change(on_data, data_dd, [draw_box, csv, data_md], api_visibility="undocumented", queue=False).then(
+            None, data_dd, None, js=PICK_BRUSH_JS, queue=False
+        )
         method.change(_method_help, method, method_md, api_visibility="undocumented", queue=False)
 
         visit = functools.partial(visiting, fm.sessions)

@@ -425,6 +425,16 @@ def test_time_capped_run_decays_its_rate_and_continue_resumes_a_stopped_schedule
     assert sess.history[k - 1]["lr"] > sess.history[k]["lr"] > sess.history[-1]["lr"]
 
 
+def test_live_refresh_slows_down_on_a_loaded_machine():
+    from app.live import REFRESH_SECONDS, refresh_seconds
+
+    low, high = REFRESH_SECONDS
+    assert refresh_seconds(0.0, 2) == low and refresh_seconds(1.9, 2) == low  # below one busy process per core
+    assert refresh_seconds(4.0, 2) == pytest.approx(2.0)  # load 4 on 2 cores: every 2 s
+    assert refresh_seconds(40.0, 2) == high and refresh_seconds(4.0, 16) == low
+    assert low <= refresh_seconds() <= high  # this machine's own load average
+
+
 def _consume(gen, outs: list) -> None:
     for out in gen:
         outs.append(out)
