@@ -197,12 +197,15 @@ def test_shipped_models_in_every_tab(server):
         ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), "custom times"),
     ],
 )
-def test_bad_input_gets_a_clear_message(server, api, args, expected):
+def test_bad_input_gets_a_clear_message(server, api, args, expected, capfd):
     c = _client(server)
+    capfd.readouterr()
     with pytest.raises(AppError) as err:
         c.predict(*args, api_name=api)
     assert expected in str(err.value), str(err.value)
     assert "Traceback" not in str(err.value)
+    out, log = capfd.readouterr()  # the in-process server's output: a user's mistake is one log line
+    assert "Traceback" not in out + log, (out + log)[-2000:]
 
 
 def test_bad_uploads(server, tmp_path):
