@@ -836,7 +836,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         status = gr.Markdown(
                             "Press **Start**: the samples and the loss appear within a second "
-                            "and refresh about once a second.",
+                            "and refresh every 1 to 3 s (less often while the CPU is busy).",
                             elem_id="live-status",
                         )
                         samples_plot = gr.Plot(
