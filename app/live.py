@@ -71,16 +71,25 @@ def live_lr_factor(progress: float) -> float:
     return anneal_factor(float(progress), anneal_from=0.0)
 
 
-def run_progress(steps_done: int, steps: int, elapsed: float = 0.0, max_seconds: float = math.inf) -> float:
-    """How far a run is, in [0, 1]: the larger of the fraction of its steps done and the fraction
-    of its time cap used (1 at the end either way).
+#: Fraction of a run's time cap during which its schedule counts steps only (see :func:`run_progress`).
+TIME_GRACE = 0.5
 
-    With the time term a run that the cap ends early (a slow or busy CPU) still decays its
-    learning rate to 0 by its last step. A run that finishes its steps well inside the cap is
-    counted in steps, so two such runs with the same seed train the same model; near the cap the
-    schedule depends on the machine's speed."""
+
+def run_progress(
+    steps_done: int, steps: int, elapsed: float = 0.0, max_seconds: float = math.inf, grace: float = TIME_GRACE
+) -> float:
+    """How far a run is, in [0, 1]: the larger of the fraction of its steps done and the fraction
+    of its time cap used after a grace of ``grace * max_seconds`` (1 at the end either way).
+
+    The time term, ``(elapsed / max_seconds - grace) / (1 - grace)``, makes a run that the cap ends
+    early (a slow or busy CPU) still decay its learning rate to 0 by its last step. It is 0 for the
+    first ``grace`` of the cap, so a run that finishes its steps within that time follows the step
+    schedule exactly: two such runs with the same seed and settings train the same model whatever
+    the machine's load. (A run the cap ends stops at a load-dependent step anyway.)"""
     by_steps = steps_done / steps if steps > 0 else 1.0
-    by_time = elapsed / max_seconds if max_seconds > 0 and math.isfinite(max_seconds) else 0.0
+    by_time = 0.0
+    if max_seconds > 0 and math.isfinite(max_seconds):
+        by_time = (elapsed / max_seconds - grace) / (1.0 - grace) if grace < 1.0 else 0.0
     return min(1.0, max(by_steps, by_time))
 
 
@@ -421,7 +430,8 @@ class LiveSession:
         The first snapshot comes before any training (the starting samples), the second after a
         short slice, then one about every ``chunk_seconds``. The caller holds ``run_lock``. The
         learning rate is ``lr * f0 * live_lr_factor(p)`` with ``p`` the run's progress
-        (:func:`run_progress`: the larger of its steps and its seconds done) and ``f0`` where the
+        (:func:`run_progress`: the larger of its steps done and its time cap used, after a grace)
+        and ``f0`` where the
         schedule stood (:attr:`lr_left`: 1 for a fresh model; what a stopped run left; else
         :data:`CONTINUE_FACTOR`), so the rate reaches 0 at the run's end, whether its steps or its
         time cap end it, and a Continue never jumps back up. Each snapshot's state is also written
