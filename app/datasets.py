@@ -21,7 +21,7 @@ CSV = "csv"
 DATA_CHOICES: dict[str, str] = {
     **TOY_SETS,
     **{k: f"Gaussian mixture: {v}" for k, v in GMM_PRESETS.items() if k not in TOY_SETS},
-    DRAW: "your drawing: pick the brush on the pad's left, draw, press Start (points come from the strokes)",
+    DRAW: "your drawing: draw on the pad, then press Start (points come from the strokes)",
     CSV: "your CSV upload of x, y rows (centred, scaled to std 0.5)",
 }
 

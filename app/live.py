@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -35,8 +36,11 @@ from flowmaps.training import DivergenceError, TrainConfig, Trainer, anneal_fact
 
 #: Steps shown in the sample panels.
 VIEW_STEPS = (1, 2, 4, 8)
-#: Points per sample panel.
-VIEW_POINTS = 1000
+#: Points per sample panel (and in the data panel): five panels of SVG points are redrawn at each
+#: refresh, so the browser's share of a busy 2-core laptop grows with this (docs/app_latency.md).
+VIEW_POINTS = 400
+#: Seconds between live updates on an idle machine, and the most when the CPU is loaded.
+REFRESH_SECONDS = (1.0, 3.0)
 #: EMA decay of live runs (short runs: a 0.999 average would lag about 1000 steps behind).
 LIVE_EMA = 0.99
 #: Most entries kept in the loss history (older ones are thinned).
@@ -60,19 +64,57 @@ def live_lr_factor(progress: float) -> float:
     sharpen more). The linear decay spends less of the run at a small rate than a cosine does;
     with the live defaults it gave a lower 1-step KL after the same 8,000 steps (three seeds,
     with the "he" start of :func:`live_model_config`: 0.35 / 0.33 / 0.36 for the cosine, 0.32 /
-    0.31 / 0.35 for the line). A Continue starts a new run, so the rate climbs back to the set value.
-    It is the trainer's own anneal (:func:`flowmaps.training.anneal_factor`) from the run's start.
+    0.31 / 0.35 for the line). A Continue resumes the line where the last run left it
+    (:attr:`LiveSession.lr_left`). It is the trainer's own anneal
+    (:func:`flowmaps.training.anneal_factor`) from the run's start.
     """
     return anneal_factor(float(progress), anneal_from=0.0)
 
 
-def run_progress(steps_done: int, steps: int) -> float:
-    """How far a run is: the fraction of its steps done (1 at the end).
+#: Fraction of a run's time cap during which its schedule counts steps only (see :func:`run_progress`).
+TIME_GRACE = 0.5
 
-    Counted in steps, not seconds, so that two runs with the same seed and settings train the
-    same model whatever the machine's load (a time cap that stops a run early leaves the rate
-    above 0; the defaults' 8,000 steps take about a minute on 2 cores)."""
-    return steps_done / steps if steps > 0 else 1.0
+
+def run_progress(
+    steps_done: int, steps: int, elapsed: float = 0.0, max_seconds: float = math.inf, grace: float = TIME_GRACE
+) -> float:
+    """How far a run is, in [0, 1]: the larger of the fraction of its steps done and the fraction
+    of its time cap used after a grace of ``grace * max_seconds`` (1 at the end either way).
+
+    The time term, ``(elapsed / max_seconds - grace) / (1 - grace)``, makes a run that the cap ends
+    early (a slow or busy CPU) still decay its learning rate to 0 by its last step. It is 0 for the
+    first ``grace`` of the cap, so a run that finishes its steps within that time follows the step
+    schedule exactly: two such runs with the same seed and settings train the same model whatever
+    the machine's load. (A run the cap ends stops at a load-dependent step anyway.)"""
+    by_steps = steps_done / steps if steps > 0 else 1.0
+    by_time = 0.0
+    if max_seconds > 0 and math.isfinite(max_seconds):
+        by_time = (elapsed / max_seconds - grace) / (1.0 - grace) if grace < 1.0 else 0.0
+    return min(1.0, max(by_steps, by_time))
+
+
+#: Rate factor at which a Continue starts once the previous run's schedule has reached 0 (a run
+#: that ended "done" or at its time cap, or a loaded checkpoint, whose own training decayed its
+#: rate): a tenth of the set rate, so the loss does not jump as a restart at the full rate makes it.
+CONTINUE_FACTOR = 0.1
+
+#: Run states after which nothing more happens until the next Start / Continue / Load.
+FINAL_STATES = ("done", "stopped", "time cap reached", "diverged", "loaded")
+
+
+def refresh_seconds(load: float | None = None, cores: int | None = None) -> float:
+    """Seconds between a live run's updates: 1 s while the 1-minute load average per core is
+    below 1, else the load per core, at most 3 s, so a busy machine (which may run the browser
+    too) redraws the plots less often. Stop is seen at the next step whatever this is."""
+    low, high = REFRESH_SECONDS
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return low
+    cores = cores or os.cpu_count() or 1
+    per_core = load / cores
+    return low if per_core < 1.0 else min(high, max(low, per_core))
 
 
 def make_live_trainer(model: FlowMap, sample: Any, s: TrainSettings, ema_decay: float = LIVE_EMA) -> Trainer:
@@ -121,6 +163,44 @@ def live_objective(method: str, eta: float):
     return FastObjective(objective)
 
 
+def settings_from_checkpoint(config: dict[str, Any], page: TrainSettings, limits: Any = None) -> TrainSettings:
+    """The live settings of a loaded checkpoint: its method, network (width, depth), learning
+    rate, eta and batch size from its config (``net`` and ``training`` sections), each kept in
+    the page's allowed range (``limits``: an :class:`app.config.Limits`; a field the config lacks
+    or that is out of range keeps the page's value); steps and seed stay the page's."""
+    net = config.get("net") if isinstance(config.get("net"), dict) else {}
+    train = config.get("training") or config.get("train") or {}
+    train = train if isinstance(train, dict) else {}
+    out = page.as_dict()
+
+    def take(key: str, value: Any, low: float, high: float, kind: type) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(float(value)):
+            return
+        v = kind(value)
+        if kind is int and v != value:
+            return
+        out[key] = min(max(v, kind(low)), kind(high))
+
+    lo_w, hi_w = (limits.min_width, limits.max_width) if limits else (1, 10**6)
+    take("width", net.get("width"), lo_w, hi_w, int)
+    take("depth", net.get("depth"), 1, limits.max_depth if limits else 10**6, int)
+    lo_lr, hi_lr = (limits.min_lr, limits.max_lr) if limits else (1e-12, 1.0)
+    take("lr", train.get("lr"), lo_lr, hi_lr, float)
+    lo_b, hi_b = (limits.min_batch, limits.max_batch) if limits else (1, 10**9)
+    take("batch", train.get("batch_size"), lo_b, hi_b, int)
+    method = config.get("method")
+    if isinstance(method, str):
+        try:
+            make_objective(method)
+            out["method"] = method
+        except ValueError:
+            pass
+    take("eta", train.get("eta"), 0.05, 1.0 if out["method"] == "fm" else 0.95, float)
+    return TrainSettings(**out)
+
+
 @dataclass
 class Snapshot:
     """What the page shows after a slice of training."""
@@ -160,6 +240,16 @@ class LiveSession:
         self.view_noise: torch.Tensor | None = None
         self.data_view: np.ndarray | None = None
         self.scratch: list[str] = []  # temporary folders of this session (downloads), removed when freed
+        # The one record of where this session's training is, written only by the run itself (and
+        # by Start / Load before it): the page's status line is derived from it, so a late reply
+        # (e.g. Stop's) shows the same final state as the run's last update.
+        self.phase = "ready"  # "ready", "starting", "training", or one of FINAL_STATES
+        self.phase_step = 0  # the trainer's step at the last update
+        self.phase_message = ""  # a note of the run (a recovered or diverged step)
+        self.run_note = ""  # a note of the last Continue (e.g. width and depth kept)
+        self.finished = threading.Event()  # set when a run has reached a final state
+        self.finished.set()
+        self.lr_left = 1.0  # rate factor at which the next run starts: where the schedule stands
 
     # ------------------------------------------------------------------ state
     def __deepcopy__(self, memo):  # gr.State may deep-copy its value: share no locks
@@ -240,6 +330,8 @@ class LiveSession:
             self.data, self.settings = data, s
             self.origin = f"fresh {s.method.upper()} model (width {s.width}, depth {s.depth})"
             self.history = []
+            self.lr_left = 1.0
+            self._set_phase("starting", 0)
             self.version += 1
         self._set_view(data, s.seed)
 
@@ -262,8 +354,27 @@ class LiveSession:
             self.data, self.settings = data, s
             self.origin = f"shipped checkpoint {name}"
             self.history = []
+            self.lr_left = 0.0  # its own training decayed its rate: a Continue starts at CONTINUE_FACTOR
+            self._set_phase("loaded", 0)
             self.version += 1
         self._set_view(data, s.seed)
+
+    def _set_phase(self, phase: str, step: int, message: str = "") -> None:
+        self.phase, self.phase_step, self.phase_message = phase, int(step), message
+        if phase in FINAL_STATES:
+            self.finished.set()
+        else:
+            self.finished.clear()
+
+    def begin_run(self) -> None:
+        """Mark a run as begun (before its model is built), so a Stop waits for its end."""
+        self.run_note = ""
+        self._set_phase("starting", self.trainer.global_step if self.trainer else 0)
+
+    def end_run(self) -> None:
+        """After a run's generator is closed: a run dropped before its final update ends "stopped"."""
+        if self.phase not in FINAL_STATES:
+            self._set_phase("stopped", self.trainer.global_step if self.trainer else self.phase_step)
 
     def update_settings(self, s: TrainSettings) -> str:
         """Apply new settings before a Continue; the network's width/depth and data stay."""
@@ -283,7 +394,8 @@ class LiveSession:
         self.settings = TrainSettings(**{**s.as_dict(), "width": old.width, "depth": old.depth})
         if self.config is not None:
             self.config["method"] = s.method
-        return "; ".join(notes)
+        self.run_note = "; ".join(notes)
+        return self.run_note
 
     # ------------------------------------------------------------------ viewing
     def sample_panels(self, steps: tuple[int, ...] = VIEW_STEPS) -> list[tuple[str, np.ndarray]]:
@@ -317,8 +429,13 @@ class LiveSession:
 
         The first snapshot comes before any training (the starting samples), the second after a
         short slice, then one about every ``chunk_seconds``. The caller holds ``run_lock``. The
-        learning rate follows :func:`live_lr_factor` of the run's progress (:func:`run_progress`:
-        steps done of ``steps``), so it reaches 0 when the run's steps are done.
+        learning rate is ``lr * f0 * live_lr_factor(p)`` with ``p`` the run's progress
+        (:func:`run_progress`: the larger of its steps done and its time cap used, after a grace)
+        and ``f0`` where the
+        schedule stood (:attr:`lr_left`: 1 for a fresh model; what a stopped run left; else
+        :data:`CONTINUE_FACTOR`), so the rate reaches 0 at the run's end, whether its steps or its
+        time cap end it, and a Continue never jumps back up. Each snapshot's state is also written
+        to :attr:`phase` (before it is yielded).
         """
         if self.trainer is None:
             raise InputError("no model to train: press Start first")
@@ -326,7 +443,10 @@ class LiveSession:
         start_step = tr.global_step
         target = start_step + steps
         base_lr = self.settings.lr if self.settings is not None else tr.config.lr
+        f0 = self.lr_left if self.lr_left > 1e-6 else CONTINUE_FACTOR
         t_begin = time.perf_counter()
+        progress = 0.0
+        self._set_phase("starting", tr.global_step)
         yield Snapshot(tr.global_step, target, 0.0, 0.0, "starting", self.sample_panels(), self.history)
         state = "training"
         slice_len = first_chunk_seconds
@@ -335,7 +455,8 @@ class LiveSession:
         while True:
             t_slice = time.perf_counter()
             while tr.global_step < target and not self.stop_event.is_set():
-                tr.config.lr = base_lr * live_lr_factor(run_progress(tr.global_step - start_step, steps))
+                progress = run_progress(tr.global_step - start_step, steps, time.perf_counter() - t_begin, max_seconds)
+                tr.config.lr = base_lr * f0 * live_lr_factor(progress)
                 try:
                     with self.weights_lock:
                         logs = tr.step()
@@ -361,6 +482,7 @@ class LiveSession:
                 self.history = self.history[::2]
             done = max(0, tr.global_step - start_step)
             rate = done / elapsed if elapsed > 0 else 0.0
+            progress = max(progress, run_progress(done, steps, elapsed, max_seconds))
             if diverged is not None:
                 state = "diverged"
                 recovered = (
@@ -376,9 +498,10 @@ class LiveSession:
             final = state != "training"
             if final:
                 self.version += 1
-            yield Snapshot(
-                tr.global_step, target, elapsed, rate, state, self.sample_panels(), self.history, message=recovered
-            )
+                self.lr_left = 0.0 if state in ("done", "time cap reached") else f0 * live_lr_factor(progress)
+            self._set_phase(state, tr.global_step, recovered)  # a waiting Stop answers now
+            panels = self.sample_panels()
+            yield Snapshot(tr.global_step, target, elapsed, rate, state, panels, self.history, message=recovered)
             if final:
                 return
             slice_len = chunk_seconds

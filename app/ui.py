@@ -61,11 +61,20 @@ from app import quality as ql  # noqa: E402
 from app.checkpoints import KIND_2D, KIND_IMAGE, CheckpointStore  # noqa: E402
 from app.config import AppConfig  # noqa: E402
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source  # noqa: E402
-from app.live import VIEW_STEPS, LiveSession, Snapshot  # noqa: E402
+from app.live import (  # noqa: E402
+    CONTINUE_FACTOR,
+    FINAL_STATES,
+    VIEW_STEPS,
+    LiveSession,
+    Snapshot,
+    refresh_seconds,
+    settings_from_checkpoint,
+)
 from app.race import build_race_tab  # noqa: E402
 from app.sessions import MemoryTrimmer, Sessions, SpaceFull  # noqa: E402
 from app.validation import (  # noqa: E402
     GRID_CHOICES,
+    METHOD_LABELS,
     METHODS,
     InputError,
     TrainSettings,
@@ -91,6 +100,8 @@ NO_IMAGES = (
     "GPU and shipped in `checkpoints/`; this tab samples them on the CPU once they are there."
 )
 DEFAULTS = TrainSettings()
+#: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
+STOP_WAIT = 10.0
 
 INTRO = """
 # Flow maps: one network, any number of steps
@@ -273,6 +284,21 @@ def visiting(sessions: Sessions, fn, action: str):
     return guarded(action)(event)
 
 
+#: Picks the drawing pad's brush once the pad is shown, so that it takes strokes at once (gradio's
+#: pad starts with no tool and ignores strokes until one is picked).
+PICK_BRUSH_JS = """(choice) => {
+  if (choice !== "draw") return;
+  let tries = 0;
+  const pick = () => {
+    const b = document.querySelector('#draw-pad button[aria-label="Brush"]');
+    if (b && b.offsetParent !== null) {
+      if (!b.classList.contains("highlight")) b.click();  // "highlight": the picked tool
+    } else if (++tries < 40) {
+      setTimeout(pick, 100);
+    }
+  };
+  pick();
+}"""
 #: The drawing pad's canvas, in pixels (square).
 CANVAS = 320
 #: Largest side of an image the pad's value may hold: the canvas at up to 4 device pixels per
@@ -445,28 +471,37 @@ class FlowMapsApp:
         return model, self.data_of(source), source, f"{source}@{info.stamp}"
 
     # ---------------------------------------------------------------- live training
+    def status_text(self, session: LiveSession) -> str:
+        """The live tab's status line, derived only from the session's run state (``phase``, its
+        step and notes), so every reply that shows it (a run's updates, Stop's answer) agrees."""
+        phase = session.phase
+        name = session.data.name if session.data else ""
+        method = (session.method or "").upper()
+        text = f"**{phase}** · {method} on {name} · step {session.phase_step}"
+        if phase == "done":
+            text += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
+        elif phase == "time cap reached":
+            text += (
+                f" · each run is capped at {self.limits.live_seconds:.0f} s so the CPU is shared; "
+                "press Continue to train more"
+            )
+        elif phase == "stopped":
+            text += " · the model keeps what it has learned; press Continue to go on"
+        for note in (session.phase_message, session.run_note):
+            if note:
+                text += f"\n\n{note}"
+        return text
+
     def _figures(self, session: LiveSession, snap) -> tuple:
         data = session.data_view if session.data_view is not None else np.zeros((0, 2))
-        name = session.data.name if session.data else ""
         rng = plots.axis_range(data) if len(data) else None
-        fig_s = plots.samples_figure(data, snap.panels, rng)
+        fig_s = plots.samples_figure(data, snap.panels, rng, marker_size=3.5)
         fig_l = plots.loss_figure(snap.history)
         left = max(0.0, self.limits.session_seconds - session.used_seconds)
         bar = plots.progress_html(
             snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left
         )
-        method = (session.method or "").upper()
-        status = f"**{snap.state}** · {method} on {name} · step {snap.step}"
-        if snap.state == "done":
-            status += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
-        elif snap.state == "time cap reached":
-            status += (
-                f" · each run is capped at {self.limits.live_seconds:.0f} s so the CPU is shared; "
-                "press Continue to train more"
-            )
-        if snap.message:
-            status += f"\n\n{snap.message}"
-        return fig_s, fig_l, bar, status
+        return fig_s, fig_l, bar, self.status_text(session)
 
     def _run_cap(self, session: LiveSession, check: bool = True) -> float:
         left = self.limits.session_seconds - session.used_seconds
@@ -482,11 +517,13 @@ class FlowMapsApp:
             raise InputError("this session is already training: press Stop first")
         try:
             session.stop_event.clear()
+            session.begin_run()
             prepare()
             cap = self._run_cap(session)
-            for snap in session.run(steps, cap):
+            for snap in session.run(steps, cap, chunk_seconds=refresh_seconds()):
                 yield self._figures(session, snap)
         finally:
+            session.end_run()
             session.run_lock.release()
 
     def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
@@ -502,27 +539,30 @@ class FlowMapsApp:
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
-        notes: list[str] = []
+        yield from self._stream(session, s.steps, lambda: session.update_settings(s))
 
-        def prepare():
-            note = session.update_settings(s)
-            if note:
-                notes.append(note)
+    def train_stop(self, session, wait: float = STOP_WAIT):
+        """Stop this session's run (other sessions are not touched) and answer with its final status.
 
-        for out in self._stream(session, s.steps, prepare):
-            if notes:
-                out = (*out[:3], out[3] + "\n\n" + notes[0])
-            yield out
-
-    def train_stop(self, session):
-        """Stop this session's run (other sessions are not touched)."""
-        if not session.running:
-            return "nothing is training in this session"
-        session.stop_event.set()
-        return "**stopping** · the model keeps what it has learned; press Continue to go on"
+        The run sees the stop flag at its next step and writes its final state; this waits up to
+        ``wait`` seconds for it, so the answer is the same line as the run's last update (never a
+        "stopping" that arrives after it). With no run, the last run's status stays (e.g. the
+        time cap's "press Continue to train more")."""
+        if session.running:
+            session.stop_event.set()
+            if not session.finished.wait(wait):
+                return f"**stopping** · step {session.phase_step} · the run ends at its next step"
+        if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
+            return self.status_text(session)
+        return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
 
     def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
-        """Load a shipped 2-D checkpoint into this session (an instant, trained model)."""
+        """Load a shipped 2-D checkpoint into this session (an instant, trained model).
+
+        The session adopts the checkpoint's settings (method, width, depth, learning rate, eta,
+        batch size; :func:`app.live.settings_from_checkpoint`) and the page's Settings show them,
+        so a Continue trains it as it was trained, not at the page's rate. Outputs: the four live
+        outputs, then the method label, batch, lr, eta, width and depth."""
         if not isinstance(name, str) or name not in self.store.names(KIND_2D):
             raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
         data = self.data_of(name)
@@ -530,18 +570,32 @@ class FlowMapsApp:
             raise InputError(f"shipped model {name}: its data set is not recorded in its config")
         if session.running:
             raise InputError("this session is training: press Stop first")
-        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        page = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         self.sessions.admit(session)
         model, config = self.store.load(name)
+        s = settings_from_checkpoint(config, page, self.limits)
         session.load_pretrained(name, model, config, data, s)
+        s = session.settings
         snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
         fig_s, fig_l, _, _ = self._figures(session, snap)
         bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
         status = (
-            f"**loaded** {name} ({self.store.info(name).label}); press Continue to train it further, "
-            "or explore it in the other tabs"
+            f"**loaded** {name} ({self.store.info(name).label}); its settings are in *Settings* "
+            f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
+            f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
         )
-        return fig_s, plots.loss_figure([]), bar, status
+        return (
+            fig_s,
+            plots.loss_figure([]),
+            bar,
+            status,
+            METHOD_LABELS.get(s.method, method),
+            s.batch,
+            s.lr,
+            s.eta,
+            s.width,
+            s.depth,
+        )
 
     def download_model(self, session):
         """This session's model as a zip of a save_pretrained folder."""
@@ -849,7 +903,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         # itself would give each session a fresh copy without guard_drawing's checks.
                         with gr.Column(visible=False, min_width=0) as draw_box:
                             draw = gr.Sketchpad(
-                                label="Draw your data: pick the brush, draw, press Start",
+                                label="Draw your data, then press Start",
                                 type="numpy",
                                 canvas_size=(CANVAS, CANVAS),
                                 elem_id="draw-pad",
@@ -864,6 +918,11 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         method = gr.Dropdown(list(METHODS), value="LSD (Lagrangian)", label="Method", elem_id="method")
                         method_md = gr.Markdown(_method_help("LSD (Lagrangian)"), elem_id="method-help")
+                        # above the Settings: on a 1280 x 720 screen they stay in view with the plots
+                        with gr.Row():
+                            start = gr.Button("Start", variant="primary", elem_id="btn-start")
+                            stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
+                            cont = gr.Button("Continue", elem_id="btn-continue")
                         with gr.Accordion("Settings", open=True):
                             steps = NamedSlider(
                                 10, lim.max_steps, value=DEFAULTS.steps, step=10, label="Steps per run", elem_id="steps"
@@ -880,9 +939,9 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                                 value=DEFAULTS.lr,
                                 label=f"Learning rate ({lim.min_lr:g} to {lim.max_lr:g})",
                                 info=(
-                                    "the rate at the start of each run: it falls linearly to 0 over the "
-                                    "run's steps (a run stopped early by the time cap ends above 0); "
-                                    "Continue starts a new run at this rate"
+                                    "the rate at the start of a fresh run: it falls linearly to 0 over the "
+                                    "run's steps or its time cap, whichever ends it first; Continue resumes "
+                                    "the fall where the last run left it"
                                 ),
                                 elem_id="lr",
                             )
@@ -907,10 +966,6 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             )
                             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                         with gr.Row():
-                            start = gr.Button("Start", variant="primary", elem_id="btn-start")
-                            stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
-                            cont = gr.Button("Continue", elem_id="btn-continue")
-                        with gr.Row():
                             pre_choices = fm.checkpoint_choices(KIND_2D)
                             pretrained = gr.Dropdown(
                                 pre_choices,
@@ -930,7 +985,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                         )
                         status = gr.Markdown(
                             "Press **Start**: the samples and the loss appear within a second "
-                            "and refresh about once a second.",
+                            "and refresh every 1 to 3 s (less often while the CPU is busy).",
                             elem_id="live-status",
                         )
                         samples_plot = gr.Plot(
@@ -1089,7 +1144,9 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
         def on_data(choice):
             return (gr.update(visible=choice == DRAW), gr.update(visible=choice == CSV), _data_help(choice))
 
-        data_dd.change(on_data, data_dd, [draw_box, csv, data_md], api_visibility="undocumented", queue=False)
+        data_dd.change(on_data, data_dd, [draw_box, csv, data_md], api_visibility="undocumented", queue=False).then(
+            None, data_dd, None, js=PICK_BRUSH_JS, queue=False
+        )
         method.change(_method_help, method, method_md, api_visibility="undocumented", queue=False)
 
         visit = functools.partial(visiting, fm.sessions)
@@ -1124,7 +1181,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
         load.click(
             visit(fm.load_pretrained, "Loading the model"),
             [session, pretrained, *settings],
-            [*live_out, session],
+            [*live_out, method, batch, lr, eta, width, depth, session],
             api_name="load_pretrained",
             **heavy,
         )

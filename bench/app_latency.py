@@ -14,9 +14,21 @@ Measures, each over ``--repeats`` runs:
 
 Prints a Markdown table and writes it to ``bench/out/app_latency.md``.
 
+With ``--browser`` it measures instead, in headless chromium (Debian's, driven by playwright)
+against one ``python app.py``, at two loads: as found, and with ``--busy`` more processes that
+spin a core each (the browser shares the machine, as on a laptop):
+
+4. **first sample plot**: seconds from the click on Start until plotly has drawn the sample
+   panels (SVG points in the page);
+5. **Stop answered**: seconds from the click on Stop until the status line reads
+   "stopped ... step N" (the run's final state), about 2 s after the first plot.
+
+Each repeat reloads the page (a fresh session). Writes ``bench/out/app_latency_browser.md``.
+
 Usage::
 
     python bench/app_latency.py [--repeats 3] [--port 7899]
+    python bench/app_latency.py --browser [--repeats 3] [--busy 2]
 """
 
 from __future__ import annotations
@@ -124,11 +136,98 @@ def shipped_kl() -> str:
     )
 
 
+POINTS_JS = "el => el.querySelectorAll('.scatterlayer path.point').length"
+STATUS_JS = "() => document.querySelector('#live-status').innerText"
+
+
+def busy_loops(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that each keep one core busy (a pure-Python loop)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True:\n    pass"]) for _ in range(n)]
+
+
+def browser_round(page, url: str) -> tuple[float, float]:
+    """(Start until the first sample plot, Stop until "stopped ... step N"), in seconds."""
+    page.goto(url)
+    page.wait_for_selector("#btn-start")
+    samples = page.locator("#plot-samples")
+    t0 = time.perf_counter()
+    page.click("#btn-start")
+    page.wait_for_function(f"el => ({POINTS_JS})(el) > 0", arg=samples.element_handle(), timeout=120_000)
+    first = time.perf_counter() - t0
+    page.wait_for_timeout(2000)
+    t0 = time.perf_counter()
+    page.click("#btn-stop")
+    page.wait_for_function(f"() => /stopped.*step \\d+/.test(({STATUS_JS})())", timeout=120_000)
+    stop = time.perf_counter() - t0
+    return first, stop
+
+
+def browser_main(args) -> None:
+    from playwright.sync_api import sync_playwright
+
+    proc, _ = start_app(args.port)
+    url = f"http://127.0.0.1:{args.port}/"
+    rows = []
+    try:
+        time.sleep(8.0)  # the warm-up thread
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            for busy in (0, args.busy):
+                loops = busy_loops(busy)
+                try:
+                    if busy:
+                        time.sleep(args.settle)  # let the 1-minute load average rise
+                    firsts, stops, loads = [], [], []
+                    for _ in range(args.repeats):
+                        loads.append(os.getloadavg()[0])
+                        f, s = browser_round(page, url)
+                        firsts.append(f)
+                        stops.append(s)
+                        print(f"busy {busy}: load {loads[-1]:.1f}, first plot {f:.2f} s, Stop {s:.2f} s", flush=True)
+                    rows.append((busy, loads, firsts, stops))
+                finally:
+                    for p in loops:
+                        p.kill()
+                        p.wait()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    def fmt(v: list[float]) -> str:
+        return f"{statistics.median(v):.2f} ({min(v):.2f} to {max(v):.2f})"
+
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; headless chromium "
+        f"on the same machine, viewport 1280 x 720; {args.repeats} rounds per row.",
+        "",
+        "| extra busy processes | load average (1 min) | Start until the first sample plot, s | "
+        'Stop until "stopped · step N", s |',
+        "| --- | --- | --- | --- |",
+    ]
+    for busy, loads, firsts, stops in rows:
+        lines.append(f"| {busy} | {min(loads):.1f} to {max(loads):.1f} | {fmt(firsts)} | {fmt(stops)} |")
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "app_latency_browser.md").write_text(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=7899)
+    ap.add_argument("--browser", action="store_true", help="first plot and Stop latency in headless chromium")
+    ap.add_argument("--busy", type=int, default=2, help="with --browser: busy-loop processes of the loaded rows")
+    ap.add_argument("--settle", type=float, default=45.0, help="with --browser: seconds of load before measuring")
     args = ap.parse_args()
+    if args.browser:
+        browser_main(args)
+        return
     starts, firsts, seconds = [], [], []
     for _ in range(args.repeats):
         proc, t_start = start_app(args.port)

@@ -366,7 +366,7 @@ def test_live_session_trains_and_stops():
 
 def test_live_run_decays_the_learning_rate_over_the_run():
     from app.datasets import toy_source
-    from app.live import LiveSession, live_lr_factor, run_progress
+    from app.live import CONTINUE_FACTOR, LiveSession, live_lr_factor, run_progress
 
     assert live_lr_factor(0.0) == 1.0 and live_lr_factor(1.0) == 0.0 and live_lr_factor(2.0) == 0.0
     assert live_lr_factor(0.5) == pytest.approx(0.5) and live_lr_factor(0.25) == pytest.approx(0.75)  # a line
@@ -379,9 +379,143 @@ def test_live_run_decays_the_learning_rate_over_the_run():
     assert lrs[0] == pytest.approx(4e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
     assert lrs[15] == pytest.approx(4e-3 * live_lr_factor(0.5))
     assert lrs[-1] == pytest.approx(4e-3 / 30) and lrs[-1] < 0.05 * lrs[0]  # the last step: 1/30 of the rate
-    # Continue starts a new run at the set rate again
+    # the schedule reached 0: a Continue starts at CONTINUE_FACTOR of the rate, not at the full rate
+    assert sess.lr_left == 0.0
     list(sess.run(10, max_seconds=1e6))
-    assert sess.history[30]["lr"] == pytest.approx(4e-3)
+    assert sess.history[30]["lr"] == pytest.approx(4e-3 * CONTINUE_FACTOR)
+    assert sess.history[-1]["lr"] == pytest.approx(4e-3 * CONTINUE_FACTOR / 10)
+
+
+def test_time_capped_run_decays_its_rate_and_continue_resumes_a_stopped_schedule():
+    """progress = max(steps done / steps, time term of the cap): a run ended by its time cap long
+    before its steps still ends near lr 0 (a step-based schedule would leave it near the full
+    rate); a Stop leaves the schedule part-way, and Continue starts from there."""
+    from app.datasets import toy_source
+    from app.live import LiveSession, run_progress
+
+    assert run_progress(10, 100, 7.5, 10.0) == pytest.approx(0.5)  # the time term leads (after a grace of 5 s)
+    assert run_progress(60, 100, 7.5, 10.0) == 0.6  # the step fraction leads
+    assert run_progress(10, 100, 4.9, 10.0) == 0.1  # within the grace: steps only (reproducible runs)
+    assert run_progress(10, 100) == 0.1 and run_progress(10, 100, 20.0, 10.0) == 1.0
+    base = 4e-3
+    s = parse_train_settings(LSD, 20, 32, base, 0.5, 16, 1, 0)
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), s)
+    snaps = list(sess.run(1_000_000, max_seconds=3.0, chunk_seconds=0.2, first_chunk_seconds=0.05))
+    assert snaps[-1].state == "time cap reached"
+    lrs = [h["lr"] for h in sess.history]
+    steps_done = len(lrs)
+    assert steps_done < 100_000  # far from its steps: by steps alone the rate would still be above 0.9 * base
+    assert lrs[0] == pytest.approx(base) and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.5 * base, (lrs[-1], steps_done)  # by time, the last step is near the run's end
+    assert sess.lr_left == 0.0
+
+    # a Stop part-way: the run ends at progress k / 40 (no time term with an open cap)
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), s)
+    run = sess.run(40, max_seconds=1e9, chunk_seconds=0.0, first_chunk_seconds=0.0)
+    for snap in run:
+        if snap.state == "training" and snap.step >= 3:
+            sess.stop_event.set()
+    k = sess.trainer.global_step
+    assert snap.state == "stopped" and 3 <= k < 40 and sess.phase == "stopped" and sess.phase_step == k
+    assert sess.lr_left == pytest.approx(1 - k / 40)
+    sess.stop_event.clear()
+    list(sess.run(10, max_seconds=1e9))
+    assert sess.history[k]["lr"] == pytest.approx(base * (1 - k / 40))  # resumed, not back at base
+    assert sess.history[k - 1]["lr"] > sess.history[k]["lr"] > sess.history[-1]["lr"]
+
+
+def test_live_refresh_slows_down_on_a_loaded_machine():
+    from app.live import REFRESH_SECONDS, refresh_seconds
+
+    low, high = REFRESH_SECONDS
+    assert refresh_seconds(0.0, 2) == low and refresh_seconds(1.9, 2) == low  # below one busy process per core
+    assert refresh_seconds(4.0, 2) == pytest.approx(2.0)  # load 4 on 2 cores: every 2 s
+    assert refresh_seconds(40.0, 2) == high and refresh_seconds(4.0, 16) == low
+    assert low <= refresh_seconds() <= high  # this machine's own load average
+
+
+def _consume(gen, outs: list) -> None:
+    for out in gen:
+        outs.append(out)
+
+
+def test_stop_answers_with_the_runs_final_status(fm_app):
+    """The Stop reply and the run's last update carry the same line, derived from the session's
+    run state: whichever arrives last, the page ends on "stopped · ... · step N". A later Stop
+    (nothing running) keeps that line, and Stop after a time cap keeps "press Continue"."""
+    import threading
+    import time
+
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    outs: list = []
+    gen = fm_app.train_start(sess, "checkerboard", None, None, LSD, 20_000, 32, 1e-3, 0.75, 16, 1, 0)
+    worker = threading.Thread(target=_consume, args=(gen, outs))
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(outs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(outs) >= 2 and sess.running
+    reply = fm_app.train_stop(sess)
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    n = sess.trainer.global_step
+    assert reply == outs[-1][3], (reply, outs[-1][3])  # the late reply cannot undo the final update
+    assert reply.startswith("**stopped** · LSD on checkerboard · step ") and f"step {n} " in reply, reply
+    assert 0 < n < 20_000 and "stopping" not in reply
+    assert fm_app.train_stop(sess) == reply  # a second Stop, after the run: the same line
+
+    from app.ui import FlowMapsApp
+
+    capped = FlowMapsApp(
+        AppConfig(
+            checkpoints_dir=fm_app.config.checkpoints_dir,
+            cache_dir=fm_app.config.cache_dir,
+            limits=small_limits(live_seconds=1),
+        )
+    )
+    sess = LiveSession()
+    outs = list(capped.train_start(sess, "checkerboard", None, None, LSD, 20_000, 32, 1e-3, 0.75, 16, 1, 0))
+    assert "time cap reached" in outs[-1][3] and "press Continue to train more" in outs[-1][3]
+    assert capped.train_stop(sess) == outs[-1][3]  # not "nothing is training"
+    assert "nothing is training" in capped.train_stop(LiveSession())
+
+
+def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
+    """Load puts the checkpoint's width, depth, rate, eta, batch (in the page's range) and method in
+    the Settings and the session; a Continue trains at a fraction of the checkpoint's own rate,
+    not at the page's."""
+    from app.live import CONTINUE_FACTOR, LiveSession
+    from app.ui import FlowMapsApp
+    from flowmaps.data.toy import data_std
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+
+    root = tmp_path / "checkpoints"
+    cfg = {
+        "net": {"name": "mlp", "dim": 2, "width": 48, "depth": 3},
+        "sigma": data_std("checkerboard"),
+        "data": "checkerboard",
+        "method": "esd",
+        "training": {"lr": 2e-4, "eta": 0.75, "batch_size": 65536},
+    }
+    torch.manual_seed(0)
+    save_pretrained(build_model(cfg), root / "checkerboard-esd", cfg)
+    app = FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
+    sess = LiveSession()
+    out = app.load_pretrained(sess, "checkerboard-esd", LSD, 20, 64, 1e-2, 0.5, 64, 4, 0)
+    assert len(out) == 10
+    method, batch, lr, eta, width, depth = out[4:]
+    assert method == "ESD (Eulerian)" and (width, depth) == (48, 3) and lr == 2e-4 and eta == 0.75
+    assert batch == app.limits.max_batch  # 65,536 is above the page's range: its largest batch
+    assert sess.settings.width == 48 and sess.settings.lr == 2e-4 and sess.method == "esd"
+    assert "width 48, depth 3" in out[3]
+    outs = list(app.train_continue(sess, method, 10, 64, lr, eta, width, depth, 0))
+    assert "done" in outs[-1][3] and "keeps the network" not in outs[-1][3]
+    assert sess.history[0]["lr"] == pytest.approx(2e-4 * CONTINUE_FACTOR)
 
 
 def test_live_run_that_diverges_says_so(fm_app):

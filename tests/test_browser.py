@@ -4,8 +4,10 @@ Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
 One test walks the four tabs the way a user would and checks what the page shows:
 
-* **Train live**: checkerboard + LSD (the defaults), Start; the sample plot's points move
-  between two refreshes while the step counter grows; Stop halts the counter.
+* **Train live**: Start is in view on a 1280 x 720 screen; checkerboard + LSD (the defaults),
+  Start; the sample plot's points move between two refreshes while the step counter grows;
+  Stop halts the counter and the status ends "stopped · ... · step N" (never a late
+  "stopping"); a stroke on the drawing pad (its brush picked for it) trains on the drawing.
 * **Flow map vs ODE**: the shipped LSD checkerboard model; trajectories and jumps are drawn.
 * **Steps vs quality**: the shipped checkerboard models side by side; the curves and the table
   arrive.
@@ -184,7 +186,12 @@ def test_browser_walkthrough(browser_page):
     page, js_errors = browser_page
     t_start = time.monotonic()
 
-    # ---- train live: checkerboard + LSD are the defaults
+    # ---- train live: on a 1280 x 720 laptop screen Start is in view without scrolling
+    page.set_viewport_size({"width": 1280, "height": 720})
+    box = page.locator("#btn-start").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 720, box
+    page.set_viewport_size(VIEWPORT)
+    # checkerboard + LSD are the defaults
     assert page.locator("#data-set input").input_value() == "checkerboard"
     assert page.locator("#method input").input_value().startswith("LSD")
     samples = page.locator("#plot-samples")
@@ -226,14 +233,44 @@ def test_browser_walkthrough(browser_page):
         )
     _shot(page, "train")
     page.click("#btn-stop")
-    # "stopping" first (the Stop handler), then "stopped ... step N" (the run's last update)
+    # Stop's answer and the run's last update carry the same line, whichever arrives last
     page.wait_for_function(
-        "() => /stopped.*step \\d+/.test(document.querySelector('#live-status').innerText)", timeout=20_000
+        "() => /stopped · LSD on checkerboard · step \\d+/.test(document.querySelector('#live-status').innerText)",
+        timeout=20_000,
     )
     stopped_at = _step(page)
     assert stopped_at > step_first
     page.wait_for_timeout(1500)
-    assert _step(page) == stopped_at, "training went on after Stop"
+    status = page.inner_text("#live-status")
+    assert status.strip().startswith("stopped · ") and _step(page) == stopped_at, status  # not "stopping"
+    assert f"stopped: step {stopped_at} of" in page.inner_text("#live-progress")
+    _no_traceback(page)
+
+    # ---- the drawing pad takes strokes at once (its brush is picked when it is shown)
+    _choose(page, "data-set", "draw")
+    canvas = page.locator("#draw-pad canvas").first
+    canvas.wait_for(state="visible")
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
+        " return b && b.classList.contains('highlight'); }",
+        timeout=20_000,
+    )
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(20):
+        page.mouse.move(x0 + 5 * k, y0 + 3 * k)
+    page.mouse.up()
+    page.click("#btn-start")
+    page.wait_for_function(
+        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
+    )
+    page.click("#btn-stop")
+    page.wait_for_function(
+        "() => /stopped · LSD on draw · step \\d+/.test(document.querySelector('#live-status').innerText)",
+        timeout=20_000,
+    )
     _no_traceback(page)
 
     # ---- flow map vs ODE: the shipped LSD checkerboard model
