@@ -74,7 +74,7 @@ class Settings:
     width: int = 256
     depth: int = 3
     samples: int = 500  # per point of the quality curves
-    idle_seconds: float = 8.0
+    idle_seconds: float = 20.0  # longer than a loaded machine keeps a visitor between its calls
     heartbeat_seconds: float = 1.0
 
 

@@ -376,3 +376,31 @@ def test_browser_race(browser_page):
     _shot(page, "race")
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+# Each tab's main button on a fresh page, nothing else touched: the tab must open on a shipped
+# model and draw on the first click (no error badge, no traceback, no JavaScript error).
+FIRST_CLICKS = {
+    "compare": ("#btn-trajectories", "#plot-trajectories"),
+    "quality": ("#btn-quality", "#plot-quality"),
+    "images": ("#btn-images", "#img-output"),
+}
+
+
+@pytest.mark.parametrize("tab", sorted(FIRST_CLICKS))
+def test_browser_first_click_on_a_fresh_page(browser_page, tab):
+    page, js_errors = browser_page
+    button, output = FIRST_CLICKS[tab]
+    _tab(page, tab)
+    page.click(button)
+    if tab == "images":
+        page.wait_for_selector(f"{output} img", timeout=90_000)
+    else:  # a plotly figure with drawn lines or points
+        page.wait_for_function(
+            f"el => ({LINES_JS})(el) + ({POINTS_JS})(el)[0] > 0",
+            arg=page.locator(f"{output} .js-plotly-plot").first.element_handle(timeout=90_000),
+            timeout=90_000,
+        )
+    assert "Error" not in page.inner_text(output), page.inner_text(output)
+    _no_traceback(page)
+    assert not js_errors, js_errors
