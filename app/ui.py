@@ -837,6 +837,13 @@ def _data_help(choice: str) -> str:
 
 
 #: One-click lessons of the "Flow map vs ODE" tab: (label, model, grid, N, custom times, points, seed).
+#: One-click lessons of the "Train live" tab: (data set, method), both choices of the tab's dropdowns.
+TRAIN_EXAMPLES = (
+    ("checkerboard", "LSD (Lagrangian)"),
+    ("eight_gaussians", "ESD (Eulerian)"),
+    ("two_moons", "PSD-M (progressive, gamma = 1/2)"),
+)
+
 COMPARE_EXAMPLES = (
     ("Eight Gaussians: one jump against the exact map", "eight_gaussians-lsd", "uniform", 1, "", 24, 0),
     ("Eight Gaussians: four jumps", "eight_gaussians-lsd", "uniform", 4, "", 24, 0),
@@ -923,6 +930,12 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
                             start = gr.Button("Start", variant="primary", elem_id="btn-start")
                             stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
                             cont = gr.Button("Continue", elem_id="btn-continue")
+                        gr.Examples(
+                            [list(ex) for ex in TRAIN_EXAMPLES],
+                            [data_dd, method],
+                            label="One-click lessons: fill the data set and method, then press Start",
+                            elem_id="train-examples",
+                        )
                         with gr.Accordion("Settings", open=True):
                             steps = NamedSlider(
                                 10, lim.max_steps, value=DEFAULTS.steps, step=10, label="Steps per run", elem_id="steps"

@@ -933,3 +933,15 @@ def test_one_click_lessons_draw_on_shipped_models(fm_app, page):
     for _, *args in COMPARE_EXAMPLES:
         fig, info, heat = fm_app.trajectories(LiveSession(), *args)
         assert "network evaluations" in info and len(fig.data) > 0
+
+
+def test_train_lessons_name_choices_the_tab_offers():
+    """Each one-click lesson of the training tab fills a data set and a method the dropdowns list."""
+    from app.datasets import DATA_CHOICES
+    from app.ui import TRAIN_EXAMPLES
+    from app.validation import METHODS
+
+    assert len(TRAIN_EXAMPLES) >= 3
+    for data, method in TRAIN_EXAMPLES:
+        assert data in DATA_CHOICES and method in METHODS, (data, method)
+    assert {m for _, m in TRAIN_EXAMPLES} >= {"LSD (Lagrangian)", "ESD (Eulerian)", "PSD-M (progressive, gamma = 1/2)"}
