@@ -434,6 +434,7 @@ class FlowMapsApp:
         names = self.store.names(KIND_2D)
         gmm = [n for n in names if self.store.info(n).data in GMM_PRESETS]
         maps = [n for n in gmm if self.store.info(n).method not in (None, "fm")]
+        maps.sort(key=lambda n: self.store.info(n).method != DEFAULTS.method)  # the default method first
         return (maps or gmm or [self.default_checkpoint(KIND_2D, DEFAULTS.method)])[0]
 
     def model_choices(self) -> list[tuple[str, str]]:
@@ -847,6 +848,7 @@ TRAIN_EXAMPLES = (
 COMPARE_EXAMPLES = (
     ("Eight Gaussians: one jump against the exact map", "eight_gaussians-lsd", "uniform", 1, "", 24, 0),
     ("Eight Gaussians: four jumps", "eight_gaussians-lsd", "uniform", 4, "", 24, 0),
+    ("Eight Gaussians, ESD: the error heat map over (s, t)", "eight_gaussians-esd", "uniform", 4, "", 24, 0),
     ("Checkerboard: a custom grid that slows near the data", "checkerboard-lsd", "custom", 3, "0, 0.5, 0.9, 1", 24, 0),
 )
 

@@ -49,7 +49,8 @@ def make_checkpoints(root: Path) -> Path:
         cfg = {"net": mlp, "sigma": sig, "data": "checkerboard", "method": method}
         save_pretrained(build_model(cfg), root / f"checkerboard-{method}", cfg)
     cfg = {"net": mlp, "sigma": gmm_preset("eight_gaussians").sigma}
-    save_pretrained(build_model(cfg), root / "eight_gaussians-lsd", cfg)  # data and method from the name
+    for method in ("lsd", "esd"):  # data and method from the name
+        save_pretrained(build_model(cfg), root / f"eight_gaussians-{method}", cfg)
     unet = {
         "name": "unet",
         "base_channels": 8,
@@ -552,7 +553,7 @@ def test_checkpoint_store_lists_and_loads(ckpt_root):
     from app.datasets import DATA_CHOICES
 
     store = CheckpointStore(ckpt_root, known_data=list(DATA_CHOICES))
-    assert store.names(KIND_2D) == ["checkerboard-fm", "checkerboard-lsd", "eight_gaussians-lsd"]
+    assert store.names(KIND_2D) == ["checkerboard-fm", "checkerboard-lsd", "eight_gaussians-esd", "eight_gaussians-lsd"]
     assert store.names(KIND_IMAGE) == ["fashion-mnist-lsd"]
     info = store.info("eight_gaussians-lsd")
     assert (info.data, info.method) == ("eight_gaussians", "lsd")
