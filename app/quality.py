@@ -268,21 +268,33 @@ class QualityCache:
                 log.info("could not write the quality cache %s: %s", path, err)
 
 
+def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
+    """For each N, the models with the lowest finite number (several on a tie); [] if none is finite.
+
+    ``table`` is {model: {N: metric}}, lower is better."""
+    out: dict[int, list[str]] = {}
+    for n in sorted({n for row in table.values() for n in row}):
+        vals = {m: row[n] for m, row in table.items() if n in row and math.isfinite(row[n])}
+        best = min(vals.values()) if vals else None
+        out[n] = [m for m, v in vals.items() if v == best]
+    return out
+
+
 def comparison_sentence(res: QualityResult, steps: Sequence[int] = (1, 2, 4, 8)) -> str:
     """Who wins at which N, read from the result's own numbers (so it always matches the plot).
 
     For each N in ``steps``, the model whose flow-map curve has the lowest metric at N network
     evaluations; then the best ODE figure and its NFE. Empty when fewer than two models have a
     flow-map curve (there is nothing to compare)."""
-    maps = [c for c in res.curves if c.sampler == "flow map"]
-    if len({c.model for c in maps}) < 2:
+    table = {c.model: dict(zip(c.nfe, c.metric)) for c in res.curves if c.sampler == "flow map"}
+    if len(table) < 2:
         return ""
     parts = []
+    best = winners(table)
     for n in steps:
-        at_n = [(m, c.model) for c in maps for nfe, m in zip(c.nfe, c.metric) if nfe == n]
-        if at_n:
-            best, who = min(at_n)
-            parts.append(f"N = {n}: **{who}** ({best:.3f})")
+        if best.get(n):
+            who = " and ".join(f"**{m}**" for m in best[n])
+            parts.append(f"N = {n}: {who} ({table[best[n][0]][n]:.3f})")
     text = "**Who wins at which N** (lowest " + res.metric_name + "): " + "; ".join(parts) + "."
     odes = [
         (m, nfe, c.model, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)

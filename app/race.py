@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 from app import plots
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, toy_source
 from app.live import _INIT_LOCK, live_lr_factor, live_model_config, make_live_trainer, run_progress
+from app.quality import winners
 from app.validation import InputError, TrainSettings, parse_int
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.registry import build_model
@@ -278,20 +279,6 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
 
 
-def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
-    """For each N, the methods with the lowest finite number (several on a tie); [] if none is finite."""
-    out: dict[int, list[str]] = {}
-    ns = sorted({n for row in table.values() for n in row})
-    for n in ns:
-        vals = {m: row[n] for m, row in table.items() if n in row and np.isfinite(row[n])}
-        if not vals:
-            out[n] = []
-            continue
-        best = min(vals.values())
-        out[n] = [m for m, v in vals.items() if v == best]
-    return out
-
-
 def winner_sentence(
     table: dict[str, dict[int, float]],
     metric: str,
@@ -375,28 +362,9 @@ def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
     for r in range(1, len(methods) + 1):
         for c in range(1, cols + 1):
             k = (r - 1) * cols + c
-            shown = r == 1 or c > 1
-            fig.update_xaxes(
-                range=rng,
-                visible=shown,
-                showticklabels=False,
-                zeroline=False,
-                showgrid=False,
-                constrain="domain",
-                row=r,
-                col=c,
-            )
-            fig.update_yaxes(
-                range=rng,
-                visible=shown,
-                showticklabels=False,
-                zeroline=False,
-                showgrid=False,
-                scaleanchor=f"x{'' if k == 1 else k}",
-                scaleratio=1,
-                row=r,
-                col=c,
-            )
+            axis = {"range": rng, "visible": r == 1 or c > 1, "showticklabels": False, "zeroline": False}
+            fig.update_xaxes(**axis, showgrid=False, constrain="domain", row=r, col=c)
+            fig.update_yaxes(**axis, showgrid=False, scaleanchor=f"x{'' if k == 1 else k}", scaleratio=1, row=r, col=c)
     fig.update_layout(
         height=180 * len(methods) + 30,
         template="plotly_white",

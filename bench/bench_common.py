@@ -199,6 +199,20 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], cols: Sequence[str] 
     print(f"\n{title}\n{md_table(rows, cols)}\n", flush=True)
 
 
+def kl_entry(x: Any) -> dict[str, float]:
+    """The paper's checkerboard KL of samples ``x`` (N, 2) as a table entry: "kl" (inf if a target
+    bin is empty), "kl_eps" (empty bins counted as 0.5), "empty_bins" and "outside"."""
+    from flowmaps.metrics import checkerboard_kl
+
+    res, res_eps = checkerboard_kl(x), checkerboard_kl(x, eps=0.5)
+    return {
+        "kl": float(res.kl),
+        "kl_eps": float(res_eps.kl),
+        "empty_bins": int(res.empty_bins),
+        "outside": float(res.outside),
+    }
+
+
 def checkerboard_eval(
     model: Any, steps: Sequence[int] = (1,), n: int = 64_000, seed: int = 1234, chunk: int = 65_536
 ) -> dict[int, dict[str, float]]:
@@ -209,7 +223,6 @@ def checkerboard_eval(
     {N: {"kl": paper KL (inf if a target bin is empty), "kl_eps": KL with empty bins counted as
     0.5, "empty_bins": ..., "outside": ...}}.
     """
-    from flowmaps.metrics import checkerboard_kl
     from flowmaps.sampling import flowmap_sample, make_grid
 
     p = next(model.parameters())
@@ -225,15 +238,7 @@ def checkerboard_eval(
                 for i in range(0, n, chunk):
                     xb = x0[i : i + chunk].to(device=p.device, dtype=p.dtype)
                     parts.append(flowmap_sample(model, xb, grid).x.float().cpu())
-            x = torch.cat(parts)
-            res = checkerboard_kl(x)
-            res_eps = checkerboard_kl(x, eps=0.5)
-            out[int(n_steps)] = {
-                "kl": float(res.kl),
-                "kl_eps": float(res_eps.kl),
-                "empty_bins": int(res.empty_bins),
-                "outside": float(res.outside),
-            }
+            out[int(n_steps)] = kl_entry(torch.cat(parts))
     finally:
         model.train(was_training)
     return out

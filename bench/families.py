@@ -40,7 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_common import machine_info, machine_line, md_table, print_table, update_docs, write_json  # noqa: E402
+from bench_common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json  # noqa: E402
+
+from flowmaps.metrics import mean_sd  # noqa: E402
 
 NAME = "families"
 METHODS = ("lsd", "esd", "psd-m", "psd-u", "fm")
@@ -102,13 +104,6 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
     return walls
 
 
-def _kl_row(x: torch.Tensor) -> dict[str, float]:
-    from flowmaps.metrics import checkerboard_kl
-
-    res, res_eps = checkerboard_kl(x), checkerboard_kl(x, eps=0.5)
-    return {"kl": float(res.kl), "kl_eps": float(res_eps.kl), "empty_bins": int(res.empty_bins)}
-
-
 def score(model: Any, method: str, seeds: list[int], n: int, device: torch.device) -> dict[str, Any]:
     """KL at every N for every noise seed; the flow-matching model through its velocity's ODE."""
     from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
@@ -125,20 +120,14 @@ def score(model: Any, method: str, seeds: list[int], n: int, device: torch.devic
                     x = ode_solve(model.velocity, x0, "euler", grid=grid).x
                 else:
                     x = flowmap_sample(model, x0, grid).x
-                rows[str(k)].append(_kl_row(x.float().cpu()))
+                rows[str(k)].append(kl_entry(x.float().cpu()))
             if method == "fm":
                 sol = ode_solve(model.velocity, x0, "dopri5", rtol=1e-5, atol=1e-6)
-                dopri.append({**_kl_row(sol.x.float().cpu()), "nfe": sol.nfe})
+                dopri.append({**kl_entry(sol.x.float().cpu()), "nfe": sol.nfe})
     out: dict[str, Any] = {"per_seed": rows}
     if dopri:
         out["dopri5"] = dopri
     return out
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    if any(v == float("inf") for v in values):
-        return float("inf"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -152,7 +141,7 @@ def summarise(scores: dict[str, Any], floors: list[float], budget: dict[str, Any
     for method, sc in scores.items():
         row: dict[str, Any] = {"method": method + (" (Euler)" if method == "fm" else "")}
         for k in STEPS_N:
-            m, sd = _mean_sd([r["kl"] for r in sc["per_seed"][str(k)]])
+            m, sd = mean_sd([r["kl"] for r in sc["per_seed"][str(k)]])
             row[f"N={k}"] = _fmt(m, sd)
         empties = [r["empty_bins"] for k in STEPS_N for r in sc["per_seed"][str(k)]]
         row["empty bins (max)"] = max(empties)
@@ -162,10 +151,10 @@ def summarise(scores: dict[str, Any], floors: list[float], budget: dict[str, Any
         if method in PAPER:
             rows.append({"method": f"paper {method}", **{f"N={k}": f"{v:.4f}" for k, v in zip(STEPS_N, PAPER[method])}})
         if "dopri5" in sc:
-            m, sd = _mean_sd([r["kl"] for r in sc["dopri5"]])
+            m, sd = mean_sd([r["kl"] for r in sc["dopri5"]])
             nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])
             rows.append({"method": f"fm (dopri5, {nfe:.0f} NFE)", "N=1": _fmt(m, sd)})
-    fm, fsd = _mean_sd(floors)
+    fm, fsd = mean_sd(floors)
     note = f"floor (exact samples, same estimator and seeds): {_fmt(fm, fsd)}"
     return rows, note
 
@@ -179,12 +168,12 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
     label = "Euler on v_{t,t}" if method == "fm" else "flow map"
     for k in STEPS_N:
         kls = [r["kl"] for r in sc["per_seed"][str(k)]]
-        m, sd = _mean_sd(kls)
+        m, sd = mean_sd(kls)
         finite = m != float("inf")  # JSON has no inf: an empty target bin is written as null
         metrics[str(k)] = {"mean": m if finite else None, "sd": sd if finite else None, "seeds": args.seeds}
         table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": kls})
     if "dopri5" in sc:
-        m, sd = _mean_sd([r["kl"] for r in sc["dopri5"]])
+        m, sd = mean_sd([r["kl"] for r in sc["dopri5"]])
         nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])
         table.append({"sampler": f"dopri5 on v_{{t,t}} ({nfe:.0f} NFE)", "KL (mean ± sd)": _fmt(m, sd)})
         metrics["dopri5"] = {"mean": m, "sd": sd, "nfe": nfe, "seeds": args.seeds}

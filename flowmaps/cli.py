@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowmaps.metrics import mean_sd
+
 IMAGE_SETS = ("fashion-mnist",)
 DEFAULT_EVAL_STEPS = (1, 2, 4, 8, 16)
 SW_PROJECTIONS = 128
@@ -1053,15 +1055,6 @@ KL_CONVENTION = (
 )
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value); inf if any value is inf."""
-    arr = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        return math.inf, math.nan
-    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-    return float(arr.mean()), sd
-
-
 def aggregate_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Rows of mean and sd over seeds: ``runs[k]`` is the table of seed k (same grids, same order).
 
@@ -1082,7 +1075,7 @@ def aggregate_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
         for key, value in rows[0].items():
             if key in ("N", "grid") or not isinstance(value, (int, float)):
                 continue
-            mean, sd = _mean_sd([r[key] for r in rows])
+            mean, sd = mean_sd([r[key] for r in rows])
             agg[key], agg[f"{key}_sd"] = mean, sd
             if not math.isfinite(mean):
                 agg[f"{key}_inf"] = sum(not math.isfinite(r[key]) for r in rows)

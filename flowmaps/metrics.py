@@ -62,9 +62,23 @@ __all__ = [
     "energy_distance",
     "flowmap_error",
     "flowmap_error_grid",
+    "mean_sd",
 ]
 
 ArrayLike = Tensor | np.ndarray | Sequence[Sequence[float]]
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one value) of a figure over noise seeds.
+
+    A non-finite value anywhere (an infinite KL: an empty bin on some seed) gives ``(inf, nan)``:
+    the mean of such a figure is not a number to report."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("mean_sd needs at least one value")
+    if not np.isfinite(arr).all():
+        return math.inf, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def _points(x: ArrayLike, name: str = "samples", dim: int | None = None) -> Tensor:

@@ -37,6 +37,7 @@ from flowmaps.fid import (  # noqa: E402
     reference_statistics,  # noqa: E402
 )
 from flowmaps.hub import from_pretrained, render_model_card  # noqa: E402
+from flowmaps.metrics import mean_sd  # noqa: E402
 from flowmaps.sampling import GRID_KINDS, flowmap_sample, make_grid, ode_solve  # noqa: E402
 
 STEPS = (1, 2, 4, 8, 16)
@@ -126,8 +127,9 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
                 kid_mean, _ = kid_from_features(feats, ref.features, num_subsets=50, subset_size=1000)
                 kids.append(1000 * kid_mean)
             entry.pop("noise_seed", None)
-            entry["fid"] = round(statistics.fmean(fids), 3)
-            entry["fid_sd"] = round(statistics.stdev(fids), 3) if len(fids) > 1 else None
+            fid, fid_sd = mean_sd(fids)
+            entry["fid"] = round(fid, 3)
+            entry["fid_sd"] = round(fid_sd, 3) if len(fids) > 1 else None
             entry["fid_by_seed"] = {str(sd): round(f, 3) for sd, f in zip(seeds, fids)}
             entry["kid_x1000"] = round(statistics.fmean(kids), 3)
             entry["fid_samples"] = args.n

@@ -335,3 +335,14 @@ def test_flowmap_error_full_covariance_mixture() -> None:
     assert flowmap_error(Identity(), g, n=256, generator=_gen(29)) > 0.05
     grid = flowmap_error_grid(Identity(), g, [0.0, 0.5], [0.5, 1.0], n=128, points="base")
     assert torch.isfinite(grid[0]).all() and (grid[0] > 0.01).all() and grid[1, 1] > 0.01
+
+
+def test_mean_sd_over_seeds():
+    from flowmaps.metrics import mean_sd
+
+    assert mean_sd([1.0, 2.0, 4.0]) == pytest.approx((7 / 3, (7 / 3) ** 0.5))  # sum of squares 42/9, over n - 1 = 2
+    assert mean_sd([0.3]) == (0.3, 0.0)
+    m, sd = mean_sd([0.1, float("inf")])
+    assert m == float("inf") and sd != sd  # an empty bin on one seed: no mean to report
+    with pytest.raises(ValueError):
+        mean_sd([])
