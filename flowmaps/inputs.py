@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_state", "describe_shape"]
+__all__ = ["check_entry_state", "check_state", "describe_shape"]
 
 
 def describe_shape(state_shape: Sequence[int | None] | None) -> str:
@@ -116,3 +116,25 @@ def check_state(
                 "every entry of a state must be finite"
             )
     return x
+
+
+def check_entry_state(owner: object, x: object, name: str = "x0") -> Tensor:
+    """Check a state once at a sampler's or solver's entry, against its model where one is known.
+
+    ``owner`` is what the caller was handed: a :class:`flowmaps.flowmap.FlowMap`, a bound method of
+    one such as ``model.velocity``, or any other callable. When it (or the object it is bound to)
+    has a ``check_state`` method, ``x`` is checked against that model's state shape and cast to its
+    dtype; otherwise :func:`check_state` checks only that ``x`` is a floating ``(B, *D)`` tensor.
+    Non-finite values are refused in both cases (one device sync per call, not per step).
+
+    Returns:
+        ``x`` as a finite floating tensor, shape ``(B, *D)``.
+
+    Raises:
+        ValueError: as :func:`check_state` with ``finite=True``.
+    """
+    model = getattr(owner, "__self__", owner)  # model.velocity -> model
+    check = getattr(model, "check_state", None)
+    if callable(check):
+        return check(x, name, finite=True)
+    return check_state(x, name, finite=True)

@@ -8,10 +8,6 @@ import pytest
 import torch
 
 from flowmaps.sampling import (
-    _DP_A,
-    _DP_B4,
-    _DP_B5,
-    _DP_C,
     SampleResult,
     cosine,
     edm,
@@ -22,6 +18,7 @@ from flowmaps.sampling import (
     uniform,
     validate_grid,
 )
+from flowmaps.sampling.dopri5 import DP_A, DP_B4, DP_B5, DP_C
 
 F64 = torch.float64
 
@@ -146,13 +143,13 @@ def test_fixed_step_convergence_order(method: str, order: int, which: str) -> No
 
 
 def test_dormand_prince_tableau_is_consistent() -> None:
-    for c, row in zip(_DP_C, _DP_A, strict=True):
+    for c, row in zip(DP_C, DP_A, strict=True):
         assert abs(sum(row) - c) < 1e-14
-    assert abs(sum(_DP_B5) - 1) < 1e-14 and abs(sum(_DP_B4) - 1) < 1e-14
+    assert abs(sum(DP_B5) - 1) < 1e-14 and abs(sum(DP_B4) - 1) < 1e-14
     # order conditions up to 4 for both weight sets: sum b c^(k-1) = 1/k
-    for b in (_DP_B5, _DP_B4):
+    for b in (DP_B5, DP_B4):
         for k in range(1, 5):
-            assert abs(sum(bi * ci ** (k - 1) for bi, ci in zip(b, _DP_C, strict=True)) - 1 / k) < 1e-14
+            assert abs(sum(bi * ci ** (k - 1) for bi, ci in zip(b, DP_C, strict=True)) - 1 / k) < 1e-14
 
 
 def test_dopri5_tolerance_and_exact_nfe() -> None:
