@@ -28,7 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_entry_state", "check_state", "describe_shape"]
+#: A set of points: a ``(N, d)`` tensor, numpy array or nested list of numbers.
+PointsLike = Tensor | np.ndarray | Sequence[Sequence[float]]
+
+__all__ = ["PointsLike", "check_entry_state", "check_points", "check_state", "describe_shape"]
 
 
 def describe_shape(state_shape: Sequence[int | None] | None) -> str:
@@ -138,3 +141,27 @@ def check_entry_state(owner: object, x: object, name: str = "x0") -> Tensor:
     if callable(check):
         return check(x, name, finite=True)
     return check_state(x, name, finite=True)
+
+
+def check_points(x: PointsLike, name: str = "samples", dim: int | None = None) -> Tensor:
+    """A set of points for a metric, as a float64 CPU tensor of shape ``(N, d)``.
+
+    Args:
+        x: a tensor, numpy array or nested list of ``N >= 1`` rows of ``d`` numbers (detached and
+            copied to the CPU in float64; the values are not checked for finiteness here).
+        name: what to call it in messages.
+        dim: the number of columns required (None: any).
+
+    Raises:
+        ValueError: ``x`` is not two-dimensional, has the wrong number of columns or no rows.
+    """
+    if isinstance(x, Tensor):
+        t = x.detach().to("cpu", torch.float64)
+    else:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if t.ndim != 2 or (dim is not None and t.shape[1] != dim):
+        want = f"(N, {dim})" if dim is not None else "(N, d)"
+        raise ValueError(f"{name} must have shape {want}; got {tuple(t.shape)}")
+    if t.shape[0] < 1:
+        raise ValueError(f"{name} is empty")
+    return t
