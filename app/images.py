@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from flowmaps.data.images import make_grid as tile_images
+from flowmaps.data.images import image_grid
 from flowmaps.flowmap import FlowMap
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
 
@@ -187,7 +187,7 @@ def compose(rows: list[Row]) -> Image.Image:
         imgs = row.images
         if imgs.shape[1] != 1:  # colour: show the first channel's grey levels
             imgs = imgs.mean(axis=1, keepdims=True)
-        tile = tile_images(imgs, nrow=imgs.shape[0], padding=2, pad_value=255)
+        tile = image_grid(imgs, nrow=imgs.shape[0], padding=2, pad_value=255)
         strips.append(Image.fromarray(tile).resize((tile.shape[1] * SCALE, tile.shape[0] * SCALE), Image.NEAREST))
     width = LABEL_WIDTH + max(s.width for s in strips)
     height = sum(s.height for s in strips)

@@ -987,7 +987,7 @@ def _write_png(path: Path, samples: list[Tensor], grids: list[Tensor]) -> None:
     """One panel per grid side by side: a scatter plot for points, a tile of 64 images for images."""
     from PIL import Image, ImageDraw
 
-    from flowmaps.data.images import make_grid
+    from flowmaps.data.images import image_grid
 
     panels = []
     points = [x.float().numpy() for x in samples if x.ndim == 2]
@@ -997,7 +997,7 @@ def _write_png(path: Path, samples: list[Tensor], grids: list[Tensor]) -> None:
         if x.ndim == 2:
             panels.append(_scatter_panel(x.float().numpy(), lim, ticks, title))
         else:
-            tile = Image.fromarray(make_grid(x[:64], nrow=8, pad_value=255)).convert("RGB")
+            tile = Image.fromarray(image_grid(x[:64], nrow=8, pad_value=255)).convert("RGB")
             panel = Image.new("RGB", (max(tile.width, 160), tile.height + 26), "white")
             panel.paste(tile, (0, 26))
             ImageDraw.Draw(panel).text((panel.width / 2, 13), title, fill="black", font=_font(14), anchor="mm")

@@ -123,15 +123,15 @@ def test_to_uint8_and_grid() -> None:
     assert im.to_uint8(torch.tensor([-1.0, 0.0, 1.0, 3.0, -5.0])).tolist() == [0, 128, 255, 255, 0]
     x = torch.full((5, 1, 4, 3), -1.0)
     x[3] = 1.0  # the fourth tile is white
-    grid = im.make_grid(x, nrow=2, padding=1, pad_value=7)
+    grid = im.image_grid(x, nrow=2, padding=1, pad_value=7)
     # 3 rows of tiles, 2 columns: (3 * (4 + 1) + 1, 2 * (3 + 1) + 1).
     assert grid.shape == (16, 9) and grid.dtype == np.uint8
     assert (grid[6:10, 5:8] == 255).all()  # row 1, column 1
     assert (grid[1:5, 1:4] == 0).all()
     assert grid[0, 0] == 7 and (grid[11:15, 5:8] == 7).all()  # the sixth tile is empty padding
-    assert im.make_grid(x[:1], nrow=8, padding=0).shape == (4, 3)
+    assert im.image_grid(x[:1], nrow=8, padding=0).shape == (4, 3)
     with pytest.raises(ValueError):
-        im.make_grid(torch.zeros(2, 3, 4, 4))
+        im.image_grid(torch.zeros(2, 3, 4, 4))
 
 
 @pytest.mark.skipif(

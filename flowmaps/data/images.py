@@ -240,7 +240,7 @@ def to_uint8(images: Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 
-def make_grid(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+def image_grid(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 0) -> np.ndarray:
     """Tile a batch of single-channel images into one uint8 picture for display.
 
     Args:
@@ -252,6 +252,11 @@ def make_grid(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2, pad_
     Returns:
         uint8 numpy array of shape (rows * (H + p) + p, nrow' * (W + p) + p), with
         rows = ceil(N / nrow) and nrow' = min(nrow, N).
+
+    Raises:
+        ValueError: images of another shape or with more than one channel, or ``nrow < 1``.
+
+    (A grid of pictures; time grids for sampling are :func:`flowmaps.sampling.make_grid`.)
     """
     arr = to_uint8(images)
     if arr.ndim == 4:
