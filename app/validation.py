@@ -390,7 +390,7 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         InputError: for a missing, oversized, binary or malformed file (the message gives the
             line and what is wrong), NaN values, too few or too many rows, or all-equal points.
     """
-    from flowmaps.data.toy import parse_csv_text
+    from flowmaps.data.point_cloud import parse_csv_text
 
     path = upload_path(value)
     if not path.is_file():

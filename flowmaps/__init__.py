@@ -18,7 +18,8 @@ then sample on any time grid::
 """
 
 from flowmaps.data.gmm import GaussianMixture, gmm_preset
-from flowmaps.data.toy import TOY_SETS, points_from_array, points_from_csv, sample_toy
+from flowmaps.data.point_cloud import points_from_array, points_from_csv
+from flowmaps.data.toy import TOY_SETS, sample_toy
 from flowmaps.flowmap import FlowMap
 from flowmaps.graphs import GraphedLoss, compile_network
 from flowmaps.hub import from_pretrained, save_pretrained

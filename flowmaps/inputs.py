@@ -31,7 +31,7 @@ from torch import Tensor
 #: A set of points: a ``(N, d)`` tensor, numpy array or nested list of numbers.
 PointsLike = Tensor | np.ndarray | Sequence[Sequence[float]]
 
-__all__ = ["PointsLike", "check_entry_state", "check_points", "check_state", "describe_shape"]
+__all__ = ["PointsLike", "check_count", "check_entry_state", "check_points", "check_state", "describe_shape"]
 
 
 def describe_shape(state_shape: Sequence[int | None] | None) -> str:
@@ -165,3 +165,17 @@ def check_points(x: PointsLike, name: str = "samples", dim: int | None = None) -
     if t.shape[0] < 1:
         raise ValueError(f"{name} is empty")
     return t
+
+
+def check_count(n: object, what: str = "points") -> int:
+    """A number of things to draw (points, samples): a positive integer, bools refused.
+
+    Returns:
+        ``n`` as a Python int.
+
+    Raises:
+        ValueError: ``"number of {what} must be a positive integer; got ..."``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"number of {what} must be a positive integer; got {n!r}")
+    return int(n)

@@ -31,7 +31,7 @@ from app.validation import (  # noqa: E402
     points_from_drawing,
     points_from_upload,
 )
-from flowmaps.data.toy import points_from_csv  # noqa: E402
+from flowmaps.data.point_cloud import points_from_csv  # noqa: E402
 from flowmaps.hub import WEIGHTS_NAME, from_pretrained, resolve_checkpoint, save_pretrained  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
 from flowmaps.training import load_state_file, save_state_file  # noqa: E402

@@ -15,7 +15,8 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from flowmaps.data.toy import points_from_array, sample_toy
+from flowmaps.data.point_cloud import points_from_array
+from flowmaps.data.toy import sample_toy
 from flowmaps.objectives import LossOutput, make_objective
 from flowmaps.registry import build_model
 from flowmaps.training import (

@@ -1,20 +1,19 @@
-"""Data for flowmaps: 2-D toy sets, user point clouds and Gaussian mixtures with exact flows.
+"""Data for flowmaps: 2-D toy sets (:mod:`~flowmaps.data.toy`), user point clouds
+(:mod:`~flowmaps.data.point_cloud`) and Gaussian mixtures with exact flows (:mod:`~flowmaps.data.gmm`).
 
 Time convention: t = 0 noise, t = 1 data (these sets are the t = 1 end).
 Image sets live in :mod:`flowmaps.data.images` (imported on demand).
 """
 
 from flowmaps.data.gmm import GMM_PRESETS, GaussianMixture, gmm_preset
-from flowmaps.data.toy import (
-    TOY_SETS,
+from flowmaps.data.point_cloud import (
     MinibatchSampler,
     PointCloud,
-    checkerboard_density,
-    data_std,
+    parse_csv_text,
     points_from_array,
     points_from_csv,
-    sample_toy,
 )
+from flowmaps.data.toy import TOY_SETS, checkerboard_density, data_std, sample_toy
 
 __all__ = [
     "GMM_PRESETS",
@@ -25,6 +24,7 @@ __all__ = [
     "PointCloud",
     "checkerboard_density",
     "data_std",
+    "parse_csv_text",
     "points_from_array",
     "points_from_csv",
     "sample_toy",

@@ -1,4 +1,4 @@
-"""Two-dimensional toy data sets and user point clouds.
+"""Two-dimensional toy data sets.
 
 Every set is a cloud of points in the plane, scaled to lie roughly in ``[-1, 1]^2`` (the
 checkerboard exactly so; the noisy sets may leave it by a few hundredths). They are the data
@@ -8,22 +8,20 @@ end (t = 1) of the flow; noise is t = 0.
 - :func:`data_std` the std used as the noise scale sigma (the paper's choice; ``1/sqrt(3)`` for
   the checkerboard).
 - :func:`checkerboard_density` the analytic checkerboard density.
-- :class:`PointCloud`, :func:`points_from_array`, :func:`points_from_csv` for a user's own points,
-  and :class:`MinibatchSampler` to draw minibatches from them with replacement.
+
+A user's own points are in :mod:`flowmaps.data.point_cloud`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
-import re
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from flowmaps.inputs import check_count
 
 __all__ = [
     "TOY_SETS",
@@ -31,16 +29,7 @@ __all__ = [
     "data_std",
     "checkerboard_density",
     "CHECKERBOARD_CELLS",
-    "PointCloud",
-    "points_from_array",
-    "points_from_csv",
-    "parse_csv_text",
-    "MinibatchSampler",
-    "MAX_POINTS",
 ]
-
-#: Default cap on the number of rows of a user's point cloud.
-MAX_POINTS = 1_000_000
 
 #: Kept cells ``(i, j)`` of the 4x4 checkerboard on ``[-1, 1]^2``: column ``i`` counts from the
 #: left (x), row ``j`` from the bottom (y); a cell is kept when ``i + j`` is even, so the
@@ -137,12 +126,6 @@ TOY_SETS: dict[str, str] = {
 }
 
 
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"number of points must be a positive integer; got {n!r}")
-    return int(n)
-
-
 def sample_toy(
     name: str,
     n: int,
@@ -156,7 +139,7 @@ def sample_toy(
     key = str(name).strip().lower()
     if key not in _SAMPLERS:
         raise ValueError(f"unknown toy set {name!r}; choose one of {', '.join(_SAMPLERS)}")
-    return _SAMPLERS[key](_check_n(n), generator).to(dtype)
+    return _SAMPLERS[key](check_count(n), generator).to(dtype)
 
 
 @functools.cache
@@ -188,264 +171,3 @@ def checkerboard_density(x: Tensor) -> Tensor:
     inside = ((idx >= 0) & (idx <= 3)).all(dim=-1)
     even = (idx.sum(dim=-1) % 2) == 0
     return torch.where(inside & even, 0.5, 0.0).to(torch.float64)
-
-
-# ------------------------------------------------------------------------ user point clouds
-
-
-class PointCloud(torch.utils.data.Dataset):
-    """A user's 2-D points as a data set (the data end, t = 1 of the flow).
-
-    Attributes:
-        points: ``(N, 2)`` float tensor.
-
-    ``len(cloud)``, ``cloud[i]`` (a ``(2,)`` tensor) and :meth:`std` (the noise scale sigma to
-    use, ``sqrt(mean_j Var[x_j])``). Build one with :func:`points_from_array` or
-    :func:`points_from_csv`, which check the input.
-    """
-
-    def __init__(self, points: Tensor) -> None:
-        self.points = points
-
-    def __len__(self) -> int:
-        return self.points.shape[0]
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.points[i]
-
-    def std(self) -> float:
-        return float(torch.sqrt(self.points.to(torch.float64).var(dim=0).mean()))
-
-    def mean(self) -> Tensor:
-        return self.points.mean(dim=0)
-
-    def standardized(self, scale: float = 1.0) -> PointCloud:
-        """A copy centred at 0 and scaled so that :meth:`std` equals ``scale``."""
-        sd = self.std()
-        if sd <= 0:
-            raise ValueError("all points are identical; cannot standardise a cloud with std 0")
-        return PointCloud((self.points - self.mean()) * (scale / sd))
-
-    def sampler(self, batch_size: int, generator: torch.Generator | None = None) -> MinibatchSampler:
-        return MinibatchSampler(self, batch_size, generator)
-
-
-def points_from_array(
-    arr: np.ndarray | Tensor | Sequence[Sequence[float]],
-    *,
-    max_points: int = MAX_POINTS,
-    dtype: torch.dtype = torch.float32,
-) -> PointCloud:
-    """Check a user's array of 2-D points and wrap it as a :class:`PointCloud`.
-
-    Requirements: shape ``(N, 2)``, numeric, every value finite, ``2 <= N <= max_points``.
-
-    Raises:
-        ValueError: naming what is wrong and what to fix.
-    """
-    if isinstance(arr, Tensor):
-        t = arr.detach().cpu()
-        if t.is_complex():
-            raise ValueError(f"points must be real numbers; got a complex tensor ({t.dtype})")
-        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-            t = t.double()  # bfloat16 and other types numpy cannot hold
-        a = t.numpy()
-    else:
-        try:
-            a = np.asarray(arr)
-        except (ValueError, TypeError, OverflowError) as err:
-            raise ValueError(f"points must be a table of numbers with 2 columns ({err})") from None
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise ValueError(f"points must be numbers; got values of type {a.dtype}: convert text to numbers first")
-    if np.issubdtype(a.dtype, np.complexfloating):
-        raise ValueError(f"points must be real numbers; got complex values ({a.dtype})")
-    if a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"points must have shape (N, 2), one x, y pair per row; got shape {a.shape}")
-    n = a.shape[0]
-    if n < 2:
-        raise ValueError(f"need at least 2 points; got {n}")
-    if n > max_points:
-        raise ValueError(f"got {n} points, above the cap of {max_points}; subsample them first")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"row {row}, column {'xy'[col]} is {a[row, col]}; every value must be finite "
-            f"({int(bad.any(axis=1).sum())} rows have NaN or infinite values): remove them"
-        )
-    out = torch.from_numpy(a).to(dtype)
-    if not torch.isfinite(out).all():  # finite in float64 but too large for ``dtype``
-        row, col = (~torch.isfinite(out)).nonzero()[0].tolist()
-        limit = torch.finfo(dtype).max
-        raise ValueError(
-            f"row {row}, column {'xy'[col]} is {a[row, col]:g}, too large for {dtype} "
-            f"(|value| at most {limit:.3g}); rescale the points"
-        )
-    return PointCloud(out)
-
-
-def _split_cells(line: str) -> list[str]:
-    for sep in (",", ";", "\t"):
-        if sep in line:
-            cells = [c.strip() for c in line.split(sep)]
-            while cells and cells[-1] == "":
-                cells.pop()  # tolerate a trailing separator
-            return cells
-    return line.split()
-
-
-def _looks_like_path(text: str | os.PathLike) -> bool:
-    if isinstance(text, os.PathLike):
-        return True
-    if "\n" in text or "," in text or len(text) >= 4096:
-        return False
-    try:
-        return Path(text).is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte, ...
-        return False
-
-
-#: Line boundaries of :meth:`str.splitlines`.
-_LINE_BREAK = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def _lines(text: str) -> Iterator[str]:
-    """The lines of ``text`` as :meth:`str.splitlines` gives them, one at a time (no list of
-    millions of strings for a huge file: the row cap stops the reading early)."""
-    start = 0
-    for m in _LINE_BREAK.finditer(text):
-        yield text[start : m.start()]
-        start = m.end()
-    if start < len(text):
-        yield text[start:]
-
-
-def points_from_csv(
-    text_or_path: str | os.PathLike,
-    max_rows: int = 100_000,
-    *,
-    dtype: torch.dtype = torch.float32,
-) -> PointCloud:
-    """Read ``x, y`` rows from CSV text or a CSV file into a :class:`PointCloud`.
-
-    A string without a line break or comma that names an existing file is read as that file;
-    anything else is CSV text. For text from an untrusted source use :func:`parse_csv_text`,
-    which never touches the file system. See :func:`parse_csv_text` for the format.
-
-    Raises:
-        ValueError: see :func:`parse_csv_text`; also for a missing file or a value that is
-            neither text nor a path.
-    """
-    if not isinstance(text_or_path, str | os.PathLike):
-        raise ValueError(f"CSV input must be text or a file path; got {type(text_or_path).__name__}")
-    if _looks_like_path(text_or_path):
-        path = Path(text_or_path)
-        if not path.is_file():
-            raise ValueError(f"no CSV file at {path}")
-        # Streamed line by line, so the row cap stops the reading of a huge file early.
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            return _parse_rows((part for chunk in fh for part in _lines(chunk)), max_rows, dtype)
-    return parse_csv_text(str(text_or_path), max_rows=max_rows, dtype=dtype)
-
-
-def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = torch.float32) -> PointCloud:
-    """Read ``x, y`` rows from CSV *text* (never a path: safe for uploads) into a :class:`PointCloud`.
-
-    Format: one point per line, two numbers separated by a comma (or semicolon, tab or spaces).
-    An optional header line (e.g. ``x,y``) is skipped; blank lines and lines starting with ``#``
-    are ignored. Reading stops at the first bad line or as soon as ``max_rows`` is exceeded.
-
-    Raises:
-        ValueError: for a cell that is not a number (giving line and column), a row without
-            exactly two values, NaN or infinite values, values too large for ``dtype``, fewer
-            than 2 rows or more than ``max_rows`` rows.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"CSV text must be a string; got {type(text).__name__}")
-    return _parse_rows(_lines(text), max_rows, dtype)
-
-
-def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> PointCloud:
-    rows: list[tuple[float, float]] = []
-    header_seen = False
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line or line.startswith("#"):
-            continue
-        cells = _split_cells(line)
-        values = []
-        bad_cell = None
-        for col, cell in enumerate(cells, start=1):
-            try:
-                values.append(float(cell))
-            except ValueError:
-                bad_cell = (col, cell)
-                break
-        if bad_cell is not None:
-            if not rows and not header_seen:
-                header_seen = True  # first non-blank line with text: a header
-                continue
-            col, cell = bad_cell
-            raise ValueError(
-                f"line {lineno}, column {col}: {cell!r} is not a number; each row must be two numbers x, y"
-            )
-        if len(values) != 2:
-            raise ValueError(f"line {lineno} has {len(values)} values; each row must have exactly 2 (x, y)")
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(
-                f"line {lineno} holds a non-finite value ({cells[0]}, {cells[1]}); remove rows with NaN or infinity"
-            )
-        rows.append((values[0], values[1]))
-        if len(rows) > max_rows:
-            raise ValueError(f"the CSV has more than max_rows={max_rows} rows; subsample it or raise the cap")
-    if len(rows) < 2:
-        raise ValueError(f"the CSV holds {len(rows)} data rows; need at least 2 rows of x, y")
-    return points_from_array(np.asarray(rows), max_points=max_rows, dtype=dtype)
-
-
-class MinibatchSampler:
-    """Draws minibatches with replacement from a point cloud (the data end, t = 1).
-
-    ``sampler.sample()`` (or ``next(sampler)``) returns ``(batch_size, 2)``; the iterator never
-    ends. Pass a ``torch.Generator`` for reproducible batches. The indices are drawn on the
-    generator's device (a CUDA generator works) and the points come back on the cloud's device.
-
-    A sampler is also a data sampler for :class:`flowmaps.training.Trainer`:
-    ``sampler(n, generator)`` draws ``n`` points with the given generator (the trainer's, so that
-    a run is reproducible and resumable). ``Trainer(..., cloud.sampler)`` works as well: the
-    trainer calls ``cloud.sampler(n, generator)`` and draws from the sampler it returns.
-    """
-
-    def __init__(
-        self,
-        cloud: PointCloud | Tensor,
-        batch_size: int,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.points = cloud.points if isinstance(cloud, PointCloud) else cloud
-        if self.points.ndim != 2 or self.points.shape[0] < 1:
-            raise ValueError(f"need points of shape (N, d); got {tuple(self.points.shape)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        self.batch_size = batch_size
-        self.generator = generator
-
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` points (default ``batch_size``) drawn with replacement, ``(n, d)``; ``generator``
-        overrides the sampler's own."""
-        m = self.batch_size if n is None else _check_n(n)
-        g = generator if generator is not None else self.generator
-        device = g.device if g is not None else self.points.device
-        idx = torch.randint(0, self.points.shape[0], (m,), generator=g, device=device)
-        return self.points[idx.to(self.points.device)]
-
-    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """The data-sampler form, ``sampler(n, generator) -> (n, d)``, for :class:`~flowmaps.training.Trainer`."""
-        return self.sample(n, generator)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return self
-
-    def __next__(self) -> Tensor:
-        return self.sample()
