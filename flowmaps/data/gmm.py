@@ -25,7 +25,7 @@ smallest eigenvalue of ``Sigma_k``) for every t in [0, 1], the formula is finite
 ``b_0(x) = sum_k pi_k mu_k - x`` and ``b_1(x) = x``.
 
 The exact flow map ``X_{s,t}`` integrates ``dx/dt = b_t(x)`` with the adaptive Dormand-Prince
-solver of :mod:`flowmaps.sampling` in float64 at tight tolerance.
+solver of :mod:`flowmaps.sampling.dopri5` in float64 at tight tolerance.
 """
 
 from __future__ import annotations
