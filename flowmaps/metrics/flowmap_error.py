@@ -3,7 +3,7 @@
 Time convention: **t = 0 is noise, t = 1 is data.**
 
 For a model with ``jump(x, s, t)`` and an exact flow map ``X_{s,t}`` (Boffi et al. 2025, arXiv
-2505.18825, eq. 2.3: ``X_{s,t}(x_s) = x_t`` along the probability flow), :func:`flowmap_error`
+2505.18825: ``X_{s,t}(x_s) = x_t`` along the probability flow), :func:`flowmap_error`
 is ``E_x |jump(x, s, t) - X_{s,t}(x)|^2`` for one pair of times and :func:`flowmap_error_grid`
 the same over a grid of pairs ``s < t``, for a heat map. The exact map is a Gaussian mixture's
 (:meth:`flowmaps.data.gmm.GaussianMixture.exact_flow_map`) or any callable.

@@ -2,7 +2,7 @@
 
 Time convention: t = 0 is noise, t = 1 is data; the samples scored here are the data end (t = 1).
 
-The estimator (Boffi et al. 2025, arXiv 2505.18825, section 5.1: a 50 x 50 histogram of 64,000
+The estimator (Boffi et al. 2025, arXiv 2505.18825, checkerboard experiment: a 50 x 50 histogram of 64,000
 samples on ``[-1, 1]^2`` against the checkerboard density at the bin centres) is
 
     ``KL(p_target || p_hist) = sum_b q_b log(q_b / p_b)``  over the bins where ``q_b > 0``,

@@ -3,7 +3,7 @@
 Time convention (everywhere in flowmaps): **t = 0 is noise, t = 1 is data.**
 
 A flow map ``X_{s,t}`` sends the state at time ``s`` to the state at time ``t`` of the probability
-flow ``dx/dt = b_t(x)`` (Boffi et al. 2025, arXiv 2505.18825, eq. 2.3: ``X_{s,t}(x_s) = x_t``).
+flow ``dx/dt = b_t(x)`` (Boffi et al. 2025, arXiv 2505.18825, the flow map: ``X_{s,t}(x_s) = x_t``).
 Composing jumps along a grid ``0 = t_0 < ... < t_N = 1`` samples the data distribution from noise
 with ``N`` network evaluations; ``N = 1`` is a one-step (consistency) sampler. The same result
 class, :class:`SampleResult`, is returned by the ODE solvers of :mod:`flowmaps.sampling.ode`.

@@ -11,7 +11,7 @@ Fixed-step methods on a time grid ``t_0, ..., t_N`` with steps ``h = t_{i+1} - t
 
 ``"dopri5"`` is the adaptive Dormand-Prince 5(4) method of :mod:`flowmaps.sampling.dopri5`, the
 reference against which the flow-map sampler is measured (the paper's baseline: integrate the
-learned velocity ``b_t(x) = v_{t,t}(x)``, eq. 2.6 of arXiv 2505.18825, with an ODE solver).
+learned velocity ``b_t(x) = v_{t,t}(x)``, the tangent condition of arXiv 2505.18825, with an ODE solver).
 
 Example::
 

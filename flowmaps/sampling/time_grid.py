@@ -69,7 +69,11 @@ def check_steps(n: int, max_steps: int = MAX_STEPS) -> int:
 def uniform(n: int) -> Tensor:
     """Uniform grid of ``n`` steps: ``t_i = i / n`` (t = 0 noise, t = 1 data).
 
-    Returns a float64 tensor of shape ``(n + 1,)``. This is the paper's sampling grid.
+    Returns a float64 tensor of shape ``(n + 1,)``. This is the paper's sampling grid (Boffi et
+    al. 2025, arXiv 2505.18825: N-step sampling with equal steps, one model for every N).
+
+    Raises:
+        ValueError: ``n`` is not an integer in ``[1, MAX_STEPS]``.
     """
     n = check_steps(n)
     grid = torch.arange(n + 1, dtype=torch.float64) / n
@@ -93,6 +97,10 @@ def edm(n: int, rho: float = 7.0, kappa_min: float = 0.004, kappa_max: float = 1
     the last step is about 0.03 long and the first about 0.01, against 0.1 for :func:`uniform`.
 
     Returns a float64 tensor of shape ``(n + 1,)``.
+
+    Raises:
+        ValueError: ``n`` is not an integer in ``[1, MAX_STEPS]``, ``rho`` is not a positive
+            number, or not ``0 < kappa_min < kappa_max < inf``.
     """
     n = check_steps(n)
     if not (rho > 0 and math.isfinite(rho)):
@@ -112,6 +120,9 @@ def cosine(n: int) -> Tensor:
 
     Symmetric, with short steps near both ends (where the flow bends most for data with sharp
     features) and the longest steps around t = 1/2. Float64 tensor of shape ``(n + 1,)``.
+
+    Raises:
+        ValueError: ``n`` is not an integer in ``[1, MAX_STEPS]``.
     """
     n = check_steps(n)
     i = torch.arange(n + 1, dtype=torch.float64)
@@ -128,6 +139,10 @@ def make_grid(kind: str, n: int, **kw: Any) -> Tensor:
 
     Extra keywords go to the builder (``rho`` for ``"edm"``). Times: t = 0 noise, t = 1 data.
     Returns a float64 tensor of shape ``(n + 1,)``.
+
+    Raises:
+        ValueError: an unknown ``kind`` (the message lists :data:`GRID_KINDS`), or what the
+            builder raises.
     """
     key = str(kind).strip().lower()
     if key not in _GRID_BUILDERS:
