@@ -12,8 +12,8 @@ Every card of flowmaps comes from :func:`model_card`, so a card is always what i
   flow map trained by self-distillation, a flow-matching velocity field, a feature network),
   the paper's link, the metrics table and the config.
 
-``python -m flowmaps.hub.model_card FOLDER...`` rewrites each folder's README.md from its
-config.json (and metrics.json).
+``python -m flowmaps.hub FOLDER...`` rewrites each folder's README.md from its config.json (and
+metrics.json).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +61,18 @@ def _fmt_seconds(seconds: Any) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+_LABEL_COLUMNS = ("", "sampler", "metric", "method", "N")
+"""Columns that name a row; they come first (config.json stores its keys sorted)."""
+
+
 def _metrics_table(metrics: Any) -> str:
     """Markdown table from {name: value}, {row: {col: value}} or [{col: value}, ...]."""
     if isinstance(metrics, dict) and all(not isinstance(v, dict) for v in metrics.values()):
         return markdown_table([{"metric": k, "value": v} for k, v in metrics.items()])
-    if isinstance(metrics, dict):
-        return markdown_table([{"": k, **v} for k, v in metrics.items()])
-    return markdown_table(list(metrics))
+    rows = [{"": k, **v} for k, v in metrics.items()] if isinstance(metrics, dict) else list(metrics)
+    seen = list(dict.fromkeys(k for row in rows for k in row))
+    cols = [c for c in _LABEL_COLUMNS if c in seen] + [c for c in seen if c not in _LABEL_COLUMNS]
+    return markdown_table(rows, cols)
 
 
 def what_it_is(config: dict[str, Any]) -> str:
@@ -84,7 +88,7 @@ def what_it_is(config: dict[str, Any]) -> str:
         return (
             "A flow-matching velocity field v_{t,t}(x), the baseline of "
             f"{PAPER}: only the diagonal is trained (flow matching), so sample it with an ODE solver; it is "
-            "not a flow map and was not trained by self-distillation. Time runs from t = 0 (noise) to t = 1 (data)."
+            "not a flow map, and no self-distillation was used. Time runs from t = 0 (noise) to t = 1 (data)."
         )
     if method in SELF_DISTILLATION:
         how = f"trained by {SELF_DISTILLATION[method]} self-distillation ({method.upper()})"
@@ -102,6 +106,16 @@ def _qualified(base: str, repo_id: str | None) -> str:
     return f"{repo_id.split('/')[0]}/{base}"
 
 
+def title_of(config: dict[str, Any]) -> str:
+    """The card's title: config "card" "title", else a default for the kind of network."""
+    card = config.get("card") if isinstance(config.get("card"), dict) else {}
+    if card.get("title"):
+        return str(card["title"])
+    if config.get("model") == "FeatureNet":
+        return "Fashion-MNIST feature network for FID and KID (flowmaps)"
+    return "flowmaps checkpoint"
+
+
 def card_data(config: dict[str, Any], rows: dict[str, Any] | None = None, repo_id: str | None = None) -> ModelCardData:
     """The card's Hub metadata: library, license, pipeline tag, tags, data set, base model, model-index."""
     card = config.get("card") if isinstance(config.get("card"), dict) else {}
@@ -117,7 +131,7 @@ def card_data(config: dict[str, Any], rows: dict[str, Any] | None = None, repo_i
         tags += ["flow-map", "consistency-model"] + (["self-distillation"] if method in SELF_DISTILLATION else [])
     results = eval_results(config, rows)
     base = config.get("base_model")
-    name = (repo_id or "").split("/")[-1] or str(card.get("title") or config.get("name") or "flowmaps checkpoint")
+    name = (repo_id or "").split("/")[-1] or title_of(config)
     return ModelCardData(
         library_name="flowmaps",
         license=card.get("license", "mit"),
@@ -151,7 +165,8 @@ def _classifier_body(config: dict[str, Any]) -> list[str]:
         "",
     ]
     if m.get("fid_sanity"):
-        rows = [{"comparison": k, "FID": round(v, 3)} for k, v in m["fid_sanity"].items()]
+        ranked = sorted(m["fid_sanity"].items(), key=lambda kv: kv[1])
+        rows = [{"comparison": k, "FID": round(v, 3)} for k, v in ranked]
         out += ["## FID sanity checks (features of this network)", "", markdown_table(rows), ""]
     out += [
         "## Usage",
@@ -212,7 +227,8 @@ def model_card(config: dict[str, Any], metrics_rows: dict[str, Any] | None = Non
     """
     card = dict(config.get("card") or {}) if isinstance(config.get("card"), dict) else {}
     data = card_data(config, metrics_rows, repo_id)
-    title = card.pop("title", "flowmaps checkpoint")
+    title = title_of(config)
+    card.pop("title", None)
     text, summary = card.pop("text", None), card.pop("summary", None)
     card.pop("license", None)
     out = [f"# {title}", ""]
@@ -256,18 +272,3 @@ def write_model_card(folder: str | os.PathLike, repo_id: str | None = None) -> P
     config = json.loads((folder / "config.json").read_text())
     card = model_card(config, read_metrics_rows(folder), repo_id)
     return write_text_atomic(folder / "README.md", str(card))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flowmaps.hub.model_card FOLDER...``: rewrite each folder's card from its config."""
-    folders = sys.argv[1:] if argv is None else argv
-    if not folders:
-        print("usage: python -m flowmaps.hub.model_card FOLDER...", file=sys.stderr)
-        return 2
-    for folder in folders:
-        print(write_model_card(folder))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

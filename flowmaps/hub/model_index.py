@@ -47,7 +47,9 @@ def _finite(value: Any) -> bool:
 
 
 def _by_n(entries: dict[str, Any]) -> list[tuple[int, Any]]:
-    return sorted((int(k), v) for k, v in entries.items() if str(k).isdigit())
+    """(N, value) sorted by N; a value is a number or a dict whose "mean" is the number (null: infinite)."""
+    pairs = sorted((int(k), v) for k, v in entries.items() if str(k).isdigit())
+    return [(n, v.get("mean") if isinstance(v, dict) else v) for n, v in pairs]
 
 
 def _named_metrics(config: dict[str, Any], rows: dict[str, Any] | None) -> list[tuple[str, str, float, str | None]]:
@@ -55,23 +57,23 @@ def _named_metrics(config: dict[str, Any], rows: dict[str, Any] | None) -> list[
     metrics = config.get("metrics") if isinstance(config.get("metrics"), dict) else {}
     out: list[tuple[str, str, float, str | None]] = []
     kl = "kl_divergence"
-    for n, entry in _by_n(metrics.get("checkerboard_kl", {})):
-        out.append((kl, f"checkerboard KL, flow map, N = {n}", (entry or {}).get("mean"), None))
+    velocity_only = config.get("method") == "fm"  # no trained jump: its flow-map rows are left out
+    for n, value in _by_n({} if velocity_only else metrics.get("checkerboard_kl", {})):
+        out.append((kl, f"checkerboard KL, flow map, N = {n}", value, None))
     ode = metrics.get("checkerboard_kl_ode", {})
     if "dopri5" in ode:
         nfe = ode["dopri5"].get("nfe")
         label = f" ({nfe:.0f} NFE)" if _finite(nfe) else ""
         out.append((kl, f"checkerboard KL, dopri5 on the velocity{label}", ode["dopri5"].get("mean"), None))
-    for n, entry in _by_n(ode.get("euler", {})):
-        out.append((kl, f"checkerboard KL, Euler on the velocity, N = {n}", (entry or {}).get("mean"), None))
+    for n, value in _by_n(ode.get("euler", {})):
+        out.append((kl, f"checkerboard KL, Euler on the velocity, N = {n}", value, None))
     for label, value in metrics.get("exact_map_mse", {}).items():
         out.append(("mse", f"mean squared distance to the exact flow map, {label}", value, None))
     if "test_accuracy" in metrics:
         out.append(("accuracy", "top-1 accuracy", metrics["test_accuracy"], "test"))
-    for row in config.get("eval") or []:
+    for row in [] if velocity_only else config.get("eval") or []:
         if isinstance(row, dict) and "N" in row and "KL" in row:
             out.append(("kl_divergence", f"KL, flow map, N = {row['N']}", row["KL"], None))
-    velocity_only = config.get("method") == "fm"
     for row in (rows or {}).values():
         sampler = str(row.get("sampler", ""))
         if "fid" not in row or (velocity_only and sampler.startswith("flow map")):
