@@ -36,7 +36,7 @@ from flowmaps.fid import (  # noqa: E402
     load_feature_network,
     reference_statistics,  # noqa: E402
 )
-from flowmaps.hub import from_pretrained, render_model_card  # noqa: E402
+from flowmaps.hub import from_pretrained, write_model_card  # noqa: E402
 from flowmaps.metrics import mean_sd  # noqa: E402
 from flowmaps.sampling import GRID_KINDS, flowmap_sample, make_grid, ode_solve  # noqa: E402
 
@@ -142,10 +142,8 @@ def evaluate(folder: Path, args, device: torch.device, net, ref) -> dict:
             entry[f"hardware_{label}"] = hw
         print(folder.name, key, json.dumps(entry), flush=True)
     metrics_path.write_text(json.dumps(metrics, indent=2))
-    card = dict(config.get("card", {}))
-    if card:
-        card["metrics"] = [{"sampler": k, **v} for k, v in metrics.items()]
-        (folder / "README.md").write_text(render_model_card(card, config))
+    if config.get("card"):
+        write_model_card(folder)  # the card from config.json and the metrics.json just written
     return metrics
 
 

@@ -13,6 +13,7 @@ import torch
 
 from flowmaps import fid as F
 from flowmaps.data.images import IDX_FILES, write_idx
+from flowmaps.fid import metric as fid_metric
 
 
 def _spd(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -144,10 +145,10 @@ def test_feature_net_shapes_and_augment() -> None:
     assert net.features(x).shape == (5, 12)
     feats = F.features(x, net, batch_size=2)
     assert feats.shape == (5, 12) and feats.dtype == np.float64
-    aug = F._augment(x, torch.Generator().manual_seed(0), max_shift=2)
+    aug = F.augment_images(x, torch.Generator().manual_seed(0), max_shift=2)
     assert aug.shape == x.shape
     # Without shifts, augmentation only flips: every row keeps its multiset of values.
-    flip = F._augment(x, torch.Generator().manual_seed(0), max_shift=0)
+    flip = F.augment_images(x, torch.Generator().manual_seed(0), max_shift=0)
     torch.testing.assert_close(flip.sort(dim=-1).values, x.sort(dim=-1).values)
 
 
@@ -167,7 +168,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, toy_classifier: tuple[F.Featu
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     card = (out / "README.md").read_text()
     assert "Test accuracy" in card and f"{100 * metrics['test_accuracy']:.2f} %" in card
-    assert json.loads((out / "config.json").read_text())["config"]["feature_dim"] == 8
+    assert json.loads((out / "config.json").read_text())["feature_dim"] == 8
     net2 = F.load_feature_network(out)
     np.testing.assert_allclose(F.features(xt, net2), F.features(xt, net), rtol=1e-6, atol=1e-6)
 
@@ -195,7 +196,7 @@ def test_reference_statistics_cache_and_fid(
     def boom(*args, **kwargs):
         raise AssertionError("cache not used")
 
-    monkeypatch.setattr(F, "features", boom)
+    monkeypatch.setattr(fid_metric, "features", boom)
     ref2 = F.reference_statistics(net, "test", root=tmp_path, cache=cache)
     np.testing.assert_allclose(ref2.mu, ref.mu)
     monkeypatch.undo()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -10,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import HfApi
 
 from flowmaps.hub import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     from_pretrained,
+    push_to_hub,
     render_model_card,
     resolve_checkpoint,
     save_pretrained,
@@ -159,12 +163,12 @@ def test_config_mismatch_names_the_keys(tmp_path):
         from_pretrained(folder)
 
 
-def _lay_out_hub_cache(cache: Path, repo_id: str, source: Path, commit: str) -> None:
+def _lay_out_hub_cache(cache: Path, repo_id: str, source: Path, commit: str, exist_ok: bool = False) -> None:
     """The Hub cache layout: models--owner--name/{refs/main, snapshots/<commit>/files}."""
     from huggingface_hub.file_download import repo_folder_name
 
     repo = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
-    (repo / "refs").mkdir(parents=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=exist_ok)
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(source, repo / "snapshots" / commit)
 
@@ -246,3 +250,171 @@ def test_model_card_has_the_training_facts():
         '"sigma": 0.5',
     ]:
         assert text in card, text
+
+
+# ------------------------------------------------------------------ the shipped checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (REPO / "checkpoints").iterdir() if (p / CONFIG_NAME).is_file())
+
+# sha256 (first 16 hex digits) over (key, dtype, shape, bytes) of every tensor of the state dict
+# as loaded by the hand-written loader that preceded the mixin (flowmaps 0.1.0): loading through
+# the mixin must give the same tensors, bit for bit.
+LOADED_BEFORE_MIXIN = {
+    "checkerboard-esd": "a424ed2e325bbfd3",
+    "checkerboard-fm": "20f2c5204fe08748",
+    "checkerboard-lsd": "20571e1085b646a3",
+    "checkerboard-psd-m": "1fa21286a63cd3d2",
+    "checkerboard-psd-u": "0222011678e330d4",
+    "eight_gaussians-esd": "d5b2d3cbbf03d763",
+    "eight_gaussians-lsd": "476e925b72d7e408",
+    "fid-classifier": "72523edcedfde50c",
+    "fmnist-fm": "bfb77359f74ff01b",
+    "fmnist-lsd": "24c1d945dab531b5",
+    "fmnist-psd-m": "d232b2dc0207d32c",
+    "fmnist-psd-u": "70632670861843ec",
+}
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _load_shipped(folder: Path) -> tuple[torch.nn.Module, dict]:
+    if folder.name == "fid-classifier":
+        from flowmaps.fid import load_feature_network
+
+        return load_feature_network(folder), json.loads((folder / CONFIG_NAME).read_text())
+    return from_pretrained(folder)
+
+
+def test_every_shipped_checkpoint_loads_bit_for_bit():
+    from safetensors import safe_open
+
+    assert sorted(p.name for p in SHIPPED) == sorted(LOADED_BEFORE_MIXIN)
+    for folder in SHIPPED:
+        model, _ = _load_shipped(folder)
+        state = model.state_dict()
+        assert _digest(state) == LOADED_BEFORE_MIXIN[folder.name], folder.name
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:  # an independent read of the file
+            assert set(fh.keys()) == set(state), folder.name
+            for k in fh.keys():
+                raw = fh.get_tensor(k)
+                want = raw.to(state[k].dtype) if raw.is_floating_point() else raw
+                assert torch.equal(state[k], want), (folder.name, k)
+
+
+def test_every_shipped_card_is_its_config_rendered():
+    from huggingface_hub import ModelCard
+
+    from flowmaps.hub.model_card import model_card, read_metrics_rows
+
+    for folder in SHIPPED:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        text = (folder / "README.md").read_text()
+        assert text == str(model_card(config, read_metrics_rows(folder))), f"{folder.name}: python -m flowmaps.hub"
+        data = ModelCard(text).data
+        assert data.library_name == "flowmaps" and data.license == "mit" and data.pipeline_tag
+        assert "arxiv.org/abs/2505.18825" in text
+        kls = config.get("metrics", {}).get("checkerboard_kl", {})
+        if kls and all(e["mean"] is None for e in kls.values()):  # every KL infinite (an empty target bin)
+            assert data.eval_results is None, folder.name  # the model-index holds finite numbers only
+        else:
+            assert data.eval_results, folder.name  # machine-readable metrics
+            assert all(math.isfinite(r.metric_value) for r in data.eval_results)
+        method = config.get("method")
+        if method == "fm":  # a velocity field: not a flow map, not self-distilled, no flow-map KL
+            assert "self-distillation" not in data.tags and "trained by self-distillation" not in text
+            assert "not a flow map" in text
+            assert "checkerboard_kl" not in config.get("metrics", {})
+            assert not any(
+                r.metric_name.startswith(("FID, flow map", "checkerboard KL, flow map")) for r in data.eval_results
+            )
+        elif method in ("lsd", "esd", "psd-m", "psd-u"):
+            assert "self-distillation" in data.tags and f"({method.upper()})" in text
+        if config.get("data") == "fashion-mnist" or folder.name == "fid-classifier":
+            assert data.datasets == ["zalando-datasets/fashion_mnist"]
+        if config.get("base_model"):
+            assert data.base_model == config["base_model"] and (REPO / "checkpoints" / data.base_model).is_dir()
+    by_name = {p.name: json.loads((p / CONFIG_NAME).read_text()) for p in SHIPPED}
+    for name in ("fmnist-lsd", "fmnist-psd-m", "fmnist-psd-u"):  # continued from the flow-matching network
+        assert by_name[name]["base_model"] == "fmnist-fm"
+    assert "base_model" not in by_name["fmnist-fm"]
+
+
+def test_card_metrics_match_the_config():
+    from huggingface_hub import ModelCard
+
+    config = json.loads((REPO / "checkpoints" / "checkerboard-lsd" / CONFIG_NAME).read_text())
+    card = ModelCard((REPO / "checkpoints" / "checkerboard-lsd" / "README.md").read_text())
+    got = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    for n, entry in config["metrics"]["checkerboard_kl"].items():
+        assert got[f"checkerboard KL, flow map, N = {n}"] == pytest.approx(entry["mean"], abs=1e-6)
+
+
+# ------------------------------------------------------------------ push_to_hub against a local stand-in
+
+
+class _LocalHub(HfApi):
+    """An HfApi whose repository store is a local folder laid out as huggingface_hub's cache
+    (models--owner--name/refs/main, snapshots/<commit>/...), so that what is pushed is then read by
+    the real hf_hub_download in offline mode. Only the two calls that would reach the network
+    (create_repo, upload_folder) are replaced."""
+
+    def __init__(self, cache: Path) -> None:
+        super().__init__(endpoint="https://hub.invalid", token=False)
+        self.cache = cache
+        self.commits: list[str] = []
+
+    def create_repo(self, repo_id: str, **kwargs):
+        from huggingface_hub import RepoUrl
+
+        return RepoUrl(f"{self.endpoint}/{repo_id}", endpoint=self.endpoint)
+
+    def upload_folder(self, *, repo_id: str, folder_path, repo_type=None, commit_message=None, **kwargs):
+        files = sorted(p for p in Path(folder_path).rglob("*") if p.is_file())
+        h = hashlib.sha1()
+        for p in files:
+            h.update(p.name.encode() + p.read_bytes())
+        commit = h.hexdigest()
+        _lay_out_hub_cache(self.cache, repo_id, Path(folder_path), commit, exist_ok=True)
+        self.commits.append(commit_message)
+        return f"{self.endpoint}/{repo_id}/commit/{commit}"
+
+
+def test_push_to_hub_then_load_it_back(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    model = _model()
+    hub = _LocalHub(tmp_path / "hub-cache")
+    config = {**CONFIG, "method": "lsd", "base_model": "parent", "metrics": {"checkerboard_kl": {"1": {"mean": 0.09}}}}
+    url = push_to_hub(model, "someone/pushed", config, card={"title": "pushed"}, api=hub)
+    assert url.startswith("https://hub.invalid/someone/pushed/commit/") and hub.commits == [
+        "Upload flowmaps checkpoint"
+    ]
+    monkeypatch.setenv("FLOWMAPS_HUB_OFFLINE", "1")
+    loaded, got = from_pretrained("someone/pushed", cache_dir=hub.cache)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    assert got["net"] == CONFIG["net"] and got["card"]["title"] == "pushed"
+    snapshot = next((hub.cache / "models--someone--pushed" / "snapshots").iterdir())
+    assert sorted(p.name for p in snapshot.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = ModelCard((snapshot / "README.md").read_text()).data
+    assert card.base_model == "someone/parent"  # a base named without an owner lives beside the pushed repo
+    assert card.model_name == "pushed" and card.eval_results[0].metric_value == pytest.approx(0.09)
+
+
+def test_hub_errors_read_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWMAPS_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="offline"):
+        from_pretrained("someone/absent", cache_dir=tmp_path)
+    folder = save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    (folder / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        from_pretrained(folder)
