@@ -260,12 +260,14 @@ SHIPPED = sorted(p for p in (REPO / "checkpoints").iterdir() if (p / CONFIG_NAME
 # sha256 (first 16 hex digits) over (key, dtype, shape, bytes) of every tensor of the state dict
 # as loaded by the hand-written loader that preceded the mixin (flowmaps 0.1.0): loading through
 # the mixin must give the same tensors, bit for bit.
+# Digests of each shipped state dict as the loader before the mixin read it (the checkerboard
+# models: their 102,000-step weights, read by that loader).
 LOADED_BEFORE_MIXIN = {
-    "checkerboard-esd": "a424ed2e325bbfd3",
-    "checkerboard-fm": "20f2c5204fe08748",
-    "checkerboard-lsd": "20571e1085b646a3",
-    "checkerboard-psd-m": "1fa21286a63cd3d2",
-    "checkerboard-psd-u": "0222011678e330d4",
+    "checkerboard-esd": "68528dfad69f4b4c",
+    "checkerboard-fm": "e20c54d62cdfa3a8",
+    "checkerboard-lsd": "47bcc0b338931350",
+    "checkerboard-psd-m": "e3469a714a45cba8",
+    "checkerboard-psd-u": "2887f5d05e4ec090",
     "eight_gaussians-esd": "d5b2d3cbbf03d763",
     "eight_gaussians-lsd": "476e925b72d7e408",
     "fid-classifier": "72523edcedfde50c",
