@@ -189,7 +189,9 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     c.data.change(on_data, c.data, [c.draw_box, c.csv, c.data_md], api_visibility="undocumented", queue=False).then(
         None, c.data, None, js=PICK_BRUSH_JS, queue=False
     )
-    c.method.change(method_help, c.method, c.method_md, api_visibility="undocumented", queue=False)
+    c.method.change(
+        method_help, c.method, c.method_md, api_name="_method_help", api_visibility="undocumented", queue=False
+    )
     visit = functools.partial(visiting, fm.sessions)
     c.start.click(
         visit(fm.train_start, "Training"),
