@@ -30,78 +30,69 @@ time to live); tests shorten the idle time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _int_env(name: str, default: int, low: int = 1) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        return default
-    return max(low, value)
+def env_field(var: str, default: float | int | str, low: float | int | None = None) -> Any:
+    """A dataclass field whose default ``var`` (an environment variable) may replace in
+    :meth:`Limits.from_env`: a number is read as the field's type and raised to ``low`` if below
+    it; an empty or unreadable value keeps ``default``."""
+    return field(default=default, metadata={"env": var, "low": low})
 
 
-def _float_env(name: str, default: float, low: float = 0.0) -> float:
-    raw = os.environ.get(name, "").strip()
+def _from_env(var: str, default: Any, low: Any) -> Any:
+    raw = os.environ.get(var, "").strip()
     if not raw:
         return default
+    if isinstance(default, str):
+        return raw
     try:
-        value = float(raw)
-    except ValueError:
+        value = type(default)(float(raw))
+    except (ValueError, OverflowError):
         return default
-    return max(low, value)
+    return value if low is None else max(type(default)(low), value)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on what one user may ask of the server (see the module docstring)."""
+    """Caps on what one user may ask of the server (see the module docstring); the fields made
+    by :func:`env_field` are read from their environment variable by :meth:`from_env`."""
 
-    live_seconds: float = 120.0
-    session_seconds: float = 600.0
-    max_steps: int = 20_000
+    live_seconds: float = env_field("FLOWMAPS_LIVE_SECONDS", 120.0, low=1.0)
+    session_seconds: float = env_field("FLOWMAPS_SESSION_SECONDS", 600.0, low=1.0)
+    max_steps: int = env_field("FLOWMAPS_MAX_STEPS", 20_000, low=1)
     min_batch: int = 16
-    max_batch: int = 4096
+    max_batch: int = env_field("FLOWMAPS_MAX_BATCH", 4096, low=16)
     min_width: int = 16
-    max_width: int = 512
+    max_width: int = env_field("FLOWMAPS_MAX_WIDTH", 512, low=16)
     max_depth: int = 6
     min_lr: float = 1e-5
     max_lr: float = 0.1
-    train_concurrency: int = 2
-    concurrency: int = 2
-    queue_size: int = 64
-    max_upload: str = "2mb"
-    max_csv_rows: int = 100_000
+    train_concurrency: int = env_field("FLOWMAPS_TRAIN_CONCURRENCY", 2, low=1)
+    concurrency: int = env_field("FLOWMAPS_CONCURRENCY", 2, low=1)
+    queue_size: int = env_field("FLOWMAPS_QUEUE_SIZE", 64, low=1)
+    max_upload: str = env_field("FLOWMAPS_MAX_UPLOAD", "2mb")
+    max_csv_rows: int = env_field("FLOWMAPS_MAX_CSV_ROWS", 100_000, low=2)
     max_grid_steps: int = 256
     max_images: int = 16
     max_image_steps: int = 64
     max_trajectory_points: int = 64
-    idle_seconds: float = 900.0
-    max_sessions: int = 48
-    max_image_pixels: int = 4096 * 4096
+    idle_seconds: float = env_field("FLOWMAPS_IDLE_SECONDS", 900.0, low=1.0)
+    max_sessions: int = env_field("FLOWMAPS_MAX_SESSIONS", 48, low=1)
+    max_image_pixels: int = env_field("FLOWMAPS_MAX_IMAGE_PIXELS", 4096 * 4096, low=320 * 320)
 
     @classmethod
     def from_env(cls) -> Limits:
-        return cls(
-            live_seconds=_float_env("FLOWMAPS_LIVE_SECONDS", 120.0, low=1.0),
-            session_seconds=_float_env("FLOWMAPS_SESSION_SECONDS", 600.0, low=1.0),
-            max_steps=_int_env("FLOWMAPS_MAX_STEPS", 20_000),
-            max_batch=_int_env("FLOWMAPS_MAX_BATCH", 4096, low=16),
-            max_width=_int_env("FLOWMAPS_MAX_WIDTH", 512, low=16),
-            train_concurrency=_int_env("FLOWMAPS_TRAIN_CONCURRENCY", 2),
-            concurrency=_int_env("FLOWMAPS_CONCURRENCY", 2),
-            queue_size=_int_env("FLOWMAPS_QUEUE_SIZE", 64),
-            max_upload=os.environ.get("FLOWMAPS_MAX_UPLOAD", "2mb").strip() or "2mb",
-            max_csv_rows=_int_env("FLOWMAPS_MAX_CSV_ROWS", 100_000, low=2),
-            idle_seconds=_float_env("FLOWMAPS_IDLE_SECONDS", 900.0, low=1.0),
-            max_sessions=_int_env("FLOWMAPS_MAX_SESSIONS", 48),
-            max_image_pixels=_int_env("FLOWMAPS_MAX_IMAGE_PIXELS", 4096 * 4096, low=320 * 320),
-        )
+        """The limits with every environment variable of the module docstring's table applied."""
+        values = {}
+        for f in fields(cls):
+            if "env" in f.metadata:
+                values[f.name] = _from_env(f.metadata["env"], f.default, f.metadata["low"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

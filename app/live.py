@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -27,22 +26,19 @@ import numpy as np
 import torch
 
 from app.datasets import DataSource
-from app.validation import InputError, TrainSettings
+from app.live_settings import CONTINUE_FACTOR, live_lr_factor, live_model_config, run_progress
+from app.validation import LIVE_EMA, InputError, TrainSettings
 from flowmaps.flowmap import FlowMap
 from flowmaps.objectives import make_objective
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
-from flowmaps.training import DivergenceError, TrainConfig, Trainer, anneal_factor
+from flowmaps.training import DivergenceError, Trainer
 
 #: Steps shown in the sample panels.
 VIEW_STEPS = (1, 2, 4, 8)
 #: Points per sample panel (and in the data panel): five panels of SVG points are redrawn at each
 #: refresh, so the browser's share of a busy 2-core laptop grows with this (docs/app_latency.md).
 VIEW_POINTS = 400
-#: Seconds between live updates on an idle machine, and the most when the CPU is loaded.
-REFRESH_SECONDS = (1.0, 3.0)
-#: EMA decay of live runs (short runs: a 0.999 average would lag about 1000 steps behind).
-LIVE_EMA = 0.99
 #: Most entries kept in the loss history (older ones are thinned).
 MAX_HISTORY = 20_000
 
@@ -54,102 +50,25 @@ _INIT_LOCK = threading.Lock()
 _TOKENS = itertools.count(1)
 
 
-def live_lr_factor(progress: float) -> float:
-    """Learning-rate factor of a live run at ``progress`` in [0, 1]: a straight line from 1 down to 0.
-
-    A live run has a known length (its steps, or its seconds, whichever ends it first), so the
-    learning rate can decay to zero over it. At a constant rate the last weights keep a noise of
-    size ~lr that the EMA only partly averages out; the decay removes it by the run's end (the
-    checkerboard's 1-step KL drops by about 10% at the same step count, and multi-step samples
-    sharpen more). The linear decay spends less of the run at a small rate than a cosine does;
-    with the live defaults it gave a lower 1-step KL after the same 8,000 steps (three seeds,
-    with the "he" start of :func:`live_model_config`: 0.35 / 0.33 / 0.36 for the cosine, 0.32 /
-    0.31 / 0.35 for the line). A Continue resumes the line where the last run left it
-    (:attr:`LiveSession.lr_left`). It is the trainer's own anneal
-    (:func:`flowmaps.training.anneal_factor`) from the run's start.
-    """
-    return anneal_factor(float(progress), anneal_from=0.0)
-
-
-#: Fraction of a run's time cap during which its schedule counts steps only (see :func:`run_progress`).
-TIME_GRACE = 0.5
-
-
-def run_progress(
-    steps_done: int, steps: int, elapsed: float = 0.0, max_seconds: float = math.inf, grace: float = TIME_GRACE
-) -> float:
-    """How far a run is, in [0, 1]: the larger of the fraction of its steps done and the fraction
-    of its time cap used after a grace of ``grace * max_seconds`` (1 at the end either way).
-
-    The time term, ``(elapsed / max_seconds - grace) / (1 - grace)``, makes a run that the cap ends
-    early (a slow or busy CPU) still decay its learning rate to 0 by its last step. It is 0 for the
-    first ``grace`` of the cap, so a run that finishes its steps within that time follows the step
-    schedule exactly: two such runs with the same seed and settings train the same model whatever
-    the machine's load. (A run the cap ends stops at a load-dependent step anyway.)"""
-    by_steps = steps_done / steps if steps > 0 else 1.0
-    by_time = 0.0
-    if max_seconds > 0 and math.isfinite(max_seconds):
-        by_time = (elapsed / max_seconds - grace) / (1.0 - grace) if grace < 1.0 else 0.0
-    return min(1.0, max(by_steps, by_time))
-
-
-#: Rate factor at which a Continue starts once the previous run's schedule has reached 0 (a run
-#: that ended "done" or at its time cap, or a loaded checkpoint, whose own training decayed its
-#: rate): a tenth of the set rate, so the loss does not jump as a restart at the full rate makes it.
-CONTINUE_FACTOR = 0.1
-
 #: Run states after which nothing more happens until the next Start / Continue / Load.
 FINAL_STATES = ("done", "stopped", "time cap reached", "diverged", "loaded")
 
 
-def refresh_seconds(load: float | None = None, cores: int | None = None) -> float:
-    """Seconds between a live run's updates: 1 s while the 1-minute load average per core is
-    below 1, else the load per core, at most 3 s, so a busy machine (which may run the browser
-    too) redraws the plots less often. Stop is seen at the next step whatever this is."""
-    low, high = REFRESH_SECONDS
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average on this platform
-            return low
-    cores = cores or os.cpu_count() or 1
-    per_core = load / cores
-    return low if per_core < 1.0 else min(high, max(low, per_core))
-
-
 def make_live_trainer(model: FlowMap, sample: Any, s: TrainSettings, ema_decay: float = LIVE_EMA) -> Trainer:
-    """The trainer of a live run (shared with bench/live_cpu.py): RAdam at ``s.lr`` (the run's
-    schedule, :func:`live_lr_factor`, is applied per step by the caller), clip 10, EMA
-    ``ema_decay``, the fused objective; ``sample(n, generator)`` draws data batches."""
-    cfg = TrainConfig(
-        steps=10**9,
-        batch_size=s.batch,
-        lr=s.lr,
-        lr_decay_start=0,
-        grad_clip=10.0,
-        ema_decay=ema_decay,
-        seed=s.seed,
-        log_every=10**9,
-        device="cpu",
-        guard_every=50,
-    )
-    return Trainer(model, live_objective(s.method, s.eta), sample, cfg)
+    """The trainer of a live run (shared with bench/live_cpu.py): the library's Trainer with the
+    run's :meth:`app.validation.TrainSettings.train_config` (RAdam at ``s.lr``, whose schedule
+    :func:`app.live_settings.live_lr_factor` the caller applies per step, clip 10, EMA
+    ``ema_decay``) and the fused objective; ``sample(n, generator)`` draws data batches."""
+    return Trainer(model, live_objective(s.method, s.eta), sample, s.train_config(ema_decay))
 
 
-def live_model_config(s: TrainSettings, sigma: float, data_name: str) -> dict[str, Any]:
-    """Model config of a fresh live run: an MLP of the chosen width and depth on [s, t, x / sigma].
-
-    Its hidden layers start from the "he" initialisation (variance 2 / fan_in, zero biases)
-    rather than PyTorch's default (variance 1 / (3 fan_in)): in the short live runs the larger
-    start lets the 1-step map sharpen sooner (checkerboard, live defaults, 8,000 steps, seeds
-    0 / 1 / 2, 1-step KL with empty bins as 0.5: 0.34 / 0.38 / 0.37 from the default start with
-    the cosine decay, 0.32 / 0.31 / 0.35 from the "he" start with :func:`live_lr_factor`'s line)."""
-    return {
-        "net": {"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth, "init": "he"},
-        "sigma": sigma,
-        "data": data_name,
-        "method": s.method,
-    }
+def build_live_model(s: TrainSettings, sigma: float, data_name: str) -> tuple[dict[str, Any], FlowMap]:
+    """(config, model) of a fresh live run (:func:`live_model_config`), its initial weights drawn
+    from ``s.seed`` alone: the same settings give the same weights in any thread at any time."""
+    config = live_model_config(s, sigma, data_name)
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        return config, build_model(config)
 
 
 def live_objective(method: str, eta: float):
@@ -161,44 +80,6 @@ def live_objective(method: str, eta: float):
     except ImportError:  # an older library without the fast path
         return objective
     return FastObjective(objective)
-
-
-def settings_from_checkpoint(config: dict[str, Any], page: TrainSettings, limits: Any = None) -> TrainSettings:
-    """The live settings of a loaded checkpoint: its method, network (width, depth), learning
-    rate, eta and batch size from its config (``net`` and ``training`` sections), each kept in
-    the page's allowed range (``limits``: an :class:`app.config.Limits`; a field the config lacks
-    or that is out of range keeps the page's value); steps and seed stay the page's."""
-    net = config.get("net") if isinstance(config.get("net"), dict) else {}
-    train = config.get("training") or config.get("train") or {}
-    train = train if isinstance(train, dict) else {}
-    out = page.as_dict()
-
-    def take(key: str, value: Any, low: float, high: float, kind: type) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return
-        if not math.isfinite(float(value)):
-            return
-        v = kind(value)
-        if kind is int and v != value:
-            return
-        out[key] = min(max(v, kind(low)), kind(high))
-
-    lo_w, hi_w = (limits.min_width, limits.max_width) if limits else (1, 10**6)
-    take("width", net.get("width"), lo_w, hi_w, int)
-    take("depth", net.get("depth"), 1, limits.max_depth if limits else 10**6, int)
-    lo_lr, hi_lr = (limits.min_lr, limits.max_lr) if limits else (1e-12, 1.0)
-    take("lr", train.get("lr"), lo_lr, hi_lr, float)
-    lo_b, hi_b = (limits.min_batch, limits.max_batch) if limits else (1, 10**9)
-    take("batch", train.get("batch_size"), lo_b, hi_b, int)
-    method = config.get("method")
-    if isinstance(method, str):
-        try:
-            make_objective(method)
-            out["method"] = method
-        except ValueError:
-            pass
-    take("eta", train.get("eta"), 0.05, 1.0 if out["method"] == "fm" else 0.95, float)
-    return TrainSettings(**out)
 
 
 @dataclass
@@ -213,6 +94,24 @@ class Snapshot:
     panels: list[tuple[str, np.ndarray]]
     history: list[dict[str, float]]
     message: str = ""
+
+
+@dataclass
+class _Run:
+    """Where one call of :meth:`LiveSession.run` stands: its start, length, cap and schedule."""
+
+    trainer: Trainer  # the run's own reference: a close() mid-run drops the session's
+    start_step: int
+    steps: int
+    max_seconds: float
+    base_lr: float
+    f0: float  # the schedule's factor at the run's start (:attr:`LiveSession.lr_left`)
+    t_begin: float
+    progress: float = 0.0
+
+    @property
+    def target(self) -> int:
+        return self.start_step + self.steps
 
 
 class LiveSession:
@@ -293,13 +192,6 @@ class LiveSession:
     def method(self) -> str | None:
         return self.settings.method if self.settings else (self.config or {}).get("method")
 
-    def describe(self) -> str:
-        if self.model is None:
-            return "no model yet: press Start (or load a shipped model)"
-        step = self.trainer.global_step if self.trainer else 0
-        name = self.data.name if self.data else "?"
-        return f"{self.origin}, data {name}, {step} steps trained here"
-
     def snapshot_model(self) -> FlowMap:
         """A private copy of the current model (EMA weights) for sampling in another tab."""
         if self.model is None:
@@ -318,10 +210,7 @@ class LiveSession:
 
     def start_fresh(self, data: DataSource, s: TrainSettings) -> None:
         """A new model (MLP of the chosen width and depth) on ``data``; forgets the old one."""
-        config = live_model_config(s, data.sigma, data.name)
-        with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s.seed)
-            model = build_model(config)
+        config, model = build_live_model(s, data.sigma, data.name)
         with self.weights_lock:
             self._check_open()
             self.trainer = self._make_trainer(model, data, s)
@@ -431,8 +320,7 @@ class LiveSession:
         short slice, then one about every ``chunk_seconds``. The caller holds ``run_lock``. The
         learning rate is ``lr * f0 * live_lr_factor(p)`` with ``p`` the run's progress
         (:func:`run_progress`: the larger of its steps done and its time cap used, after a grace)
-        and ``f0`` where the
-        schedule stood (:attr:`lr_left`: 1 for a fresh model; what a stopped run left; else
+        and ``f0`` where the schedule stood (:attr:`lr_left`: 1 for a fresh model; what a stopped run left; else
         :data:`CONTINUE_FACTOR`), so the rate reaches 0 at the run's end, whether its steps or its
         time cap end it, and a Continue never jumps back up. Each snapshot's state is also written
         to :attr:`phase` (before it is yielded).
@@ -440,68 +328,82 @@ class LiveSession:
         if self.trainer is None:
             raise InputError("no model to train: press Start first")
         tr = self.trainer
-        start_step = tr.global_step
-        target = start_step + steps
-        base_lr = self.settings.lr if self.settings is not None else tr.config.lr
-        f0 = self.lr_left if self.lr_left > 1e-6 else CONTINUE_FACTOR
-        t_begin = time.perf_counter()
-        progress = 0.0
+        run = _Run(
+            trainer=tr,
+            start_step=tr.global_step,
+            steps=steps,
+            max_seconds=max_seconds,
+            base_lr=self.settings.lr if self.settings is not None else tr.config.lr,
+            f0=self.lr_left if self.lr_left > 1e-6 else CONTINUE_FACTOR,
+            t_begin=time.perf_counter(),
+        )
         self._set_phase("starting", tr.global_step)
-        yield Snapshot(tr.global_step, target, 0.0, 0.0, "starting", self.sample_panels(), self.history)
-        state = "training"
+        yield Snapshot(tr.global_step, run.target, 0.0, 0.0, "starting", self.sample_panels(), self.history)
         slice_len = first_chunk_seconds
         recovered = ""
-        diverged: DivergenceError | None = None
         while True:
             t_slice = time.perf_counter()
-            while tr.global_step < target and not self.stop_event.is_set():
-                progress = run_progress(tr.global_step - start_step, steps, time.perf_counter() - t_begin, max_seconds)
-                tr.config.lr = base_lr * f0 * live_lr_factor(progress)
-                try:
-                    with self.weights_lock:
-                        logs = tr.step()
-                except DivergenceError as err:  # the guard gave up: say so, keep the rolled-back model
-                    diverged = err
-                    break
-                if "recovered" in logs:
-                    recovered = f"step {logs['step']}: {logs['recovered']}; rolled back and halved the learning rate"
-                else:
-                    self.history.append(
-                        {
-                            k: float(v)
-                            for k, v in logs.items()
-                            if isinstance(v, (int, float)) and math.isfinite(float(v))
-                        }
-                    )
-                now = time.perf_counter()
-                if now - t_slice >= slice_len or now - t_begin >= max_seconds:
-                    break
+            note, diverged = self._train_slice(run, slice_len)
+            recovered = note or recovered
             self.used_seconds += time.perf_counter() - t_slice
-            elapsed = time.perf_counter() - t_begin
+            elapsed = time.perf_counter() - run.t_begin
             if len(self.history) > MAX_HISTORY:
                 self.history = self.history[::2]
-            done = max(0, tr.global_step - start_step)
+            done = max(0, tr.global_step - run.start_step)
             rate = done / elapsed if elapsed > 0 else 0.0
-            progress = max(progress, run_progress(done, steps, elapsed, max_seconds))
-            if diverged is not None:
-                state = "diverged"
-                recovered = (
-                    f"training diverged at step {diverged.step} ({diverged.reason}); the model is back at step "
-                    f"{tr.global_step}. Lower the learning rate and press Continue, or press Start for a new model"
-                )
-            elif self.stop_event.is_set():
-                state = "stopped"
-            elif tr.global_step >= target:
-                state = "done"
-            elif elapsed >= max_seconds:
-                state = "time cap reached"
+            run.progress = max(run.progress, run_progress(done, steps, elapsed, max_seconds))
+            state, note = self._slice_state(run, elapsed, diverged)
+            recovered = note or recovered
             final = state != "training"
             if final:
                 self.version += 1
-                self.lr_left = 0.0 if state in ("done", "time cap reached") else f0 * live_lr_factor(progress)
+                self.lr_left = 0.0 if state in ("done", "time cap reached") else run.f0 * live_lr_factor(run.progress)
             self._set_phase(state, tr.global_step, recovered)  # a waiting Stop answers now
             panels = self.sample_panels()
-            yield Snapshot(tr.global_step, target, elapsed, rate, state, panels, self.history, message=recovered)
+            yield Snapshot(tr.global_step, run.target, elapsed, rate, state, panels, self.history, message=recovered)
             if final:
                 return
             slice_len = chunk_seconds
+
+    def _train_slice(self, run: _Run, slice_len: float) -> tuple[str, DivergenceError | None]:
+        """Train until the slice's time, the run's steps or time cap, or Stop; each step at the
+        scheduled rate. Returns (a note of the last recovered step or "", the guard's
+        DivergenceError if it gave up, else None)."""
+        tr = run.trainer
+        t_slice = time.perf_counter()
+        recovered = ""
+        while tr.global_step < run.target and not self.stop_event.is_set():
+            elapsed = time.perf_counter() - run.t_begin
+            run.progress = run_progress(tr.global_step - run.start_step, run.steps, elapsed, run.max_seconds)
+            tr.config.lr = run.base_lr * run.f0 * live_lr_factor(run.progress)
+            try:
+                with self.weights_lock:
+                    logs = tr.step()
+            except DivergenceError as err:  # the guard gave up: say so, keep the rolled-back model
+                return recovered, err
+            if "recovered" in logs:
+                recovered = f"step {logs['step']}: {logs['recovered']}; rolled back and halved the learning rate"
+            else:
+                self.history.append(
+                    {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+                )
+            now = time.perf_counter()
+            if now - t_slice >= slice_len or now - run.t_begin >= run.max_seconds:
+                break
+        return recovered, None
+
+    def _slice_state(self, run: _Run, elapsed: float, diverged: DivergenceError | None) -> tuple[str, str]:
+        """(the run's state after a slice, a note for a divergence or "")."""
+        step = run.trainer.global_step
+        if diverged is not None:
+            return "diverged", (
+                f"training diverged at step {diverged.step} ({diverged.reason}); the model is back at step "
+                f"{step}. Lower the learning rate and press Continue, or press Start for a new model"
+            )
+        if self.stop_event.is_set():
+            return "stopped", ""
+        if step >= run.target:
+            return "done", ""
+        if elapsed >= run.max_seconds:
+            return "time cap reached", ""
+        return "training", ""

@@ -20,14 +20,14 @@ TERM_COLORS = {"loss": "#444444", "diagonal": "#1f77b4"}
 FONT = {"family": "Inter, Helvetica, Arial, sans-serif", "size": 12}
 
 
-def _np(x) -> np.ndarray:
+def as_finite(x) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     return np.where(np.isfinite(a), a, np.nan)
 
 
 def axis_range(points: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
     """A square plotting range that holds the central 99.5% of ``points`` plus a margin."""
-    p = _np(points)
+    p = as_finite(points)
     p = p[np.isfinite(p).all(axis=1)] if p.ndim == 2 else p
     if p.size == 0:
         return (-1.5, 1.5)
@@ -64,7 +64,7 @@ def samples_figure(
     marker_size: float = 2.5,
 ) -> go.Figure:
     """Data beside generated samples: one square panel per (title, (n, 2) points)."""
-    data = _np(data)
+    data = as_finite(data)
     rng = rng or axis_range(data)
     cols = 1 + len(panels)
     fig = make_subplots(rows=1, cols=cols, subplot_titles=["data"] + [t for t, _ in panels], horizontal_spacing=0.02)
@@ -81,7 +81,7 @@ def samples_figure(
         col=1,
     )
     for i, (name, pts) in enumerate(panels):
-        p = _np(pts)
+        p = as_finite(pts)
         fig.add_trace(
             go.Scatter(
                 x=p[:, 0],
@@ -186,197 +186,6 @@ def progress_html(
         f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target} · {elapsed:.1f} s of '
         f"{cap:.0f} s cap · {rate:.0f} steps/s{extra}</div></div>"
     )
-
-
-# ------------------------------------------------------------------------------ flow map vs ODE
-@dataclass
-class TrajectoryData:
-    """Everything the flow-map-against-ODE figure shows, as arrays.
-
-    Attributes:
-        data: ``(n, 2)`` data points (background).
-        ode_times: ``(T,)`` times of ``ode`` (t = 0 noise, t = 1 data).
-        ode: ``(T, B, 2)`` learned-velocity ODE states from the B start points.
-        exact: ``(T, B, 2)`` exact-velocity ODE states (Gaussian mixtures) or None.
-        grid: ``(N + 1,)`` the flow-map time grid.
-        jumps: ``(N + 1, B, 2)`` flow-map states along the grid.
-        slider_times: ``(K,)`` slider times.
-        direct: ``(K, B, 2)`` one-jump flow map X_{0,tau}(x0) at each slider time.
-        ode_at: ``(K, B, 2)`` learned ODE state at each slider time.
-        nfe_ode: velocity evaluations of one adaptive solve over [0, 1] without output times.
-    """
-
-    data: np.ndarray
-    ode_times: np.ndarray
-    ode: np.ndarray
-    exact: np.ndarray | None
-    grid: np.ndarray
-    jumps: np.ndarray
-    slider_times: np.ndarray
-    direct: np.ndarray
-    ode_at: np.ndarray
-    nfe_ode: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-def _paths(traj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, B, 2) paths -> x, y arrays with None breaks between paths (one trace for all)."""
-    t, b, _ = traj.shape
-    xs = np.full((b, t + 1), np.nan)
-    ys = np.full((b, t + 1), np.nan)
-    xs[:, :t] = traj[:, :, 0].T
-    ys[:, :t] = traj[:, :, 1].T
-    return xs.reshape(-1), ys.reshape(-1)
-
-
-def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = None) -> go.Figure:
-    """ODE paths, exact paths, the N-step flow-map jumps, and a time slider.
-
-    The slider moves two marker sets: the ODE state at time tau and the one-jump flow map
-    X_{0,tau}(x0). They coincide when the map is right: one jump lands where the ODE arrives.
-    """
-    rng = rng or axis_range(np.concatenate([d.data, d.ode[-1], d.jumps[-1]]))
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=d.data[:, 0],
-            y=d.data[:, 1],
-            mode="markers",
-            name="data",
-            marker={"size": 2.5, "color": DATA_COLOR},
-            hoverinfo="skip",
-        )
-    )
-    ox, oy = _paths(_np(d.ode))
-    fig.add_trace(
-        go.Scatter(
-            x=ox,
-            y=oy,
-            mode="lines",
-            name=f"ODE of learned velocity (dopri5, {d.nfe_ode} NFE)",
-            line={"color": "#1f77b4", "width": 1.5},
-            connectgaps=False,
-        )
-    )
-    if d.exact is not None:
-        ex, ey = _paths(_np(d.exact))
-        fig.add_trace(
-            go.Scatter(
-                x=ex,
-                y=ey,
-                mode="lines",
-                name="ODE of exact velocity",
-                line={"color": "#111", "width": 1.2, "dash": "dash"},
-                connectgaps=False,
-            )
-        )
-    jx, jy = _paths(_np(d.jumps))
-    n_steps = len(d.grid) - 1
-    fig.add_trace(
-        go.Scatter(
-            x=jx,
-            y=jy,
-            mode="lines+markers",
-            name=f"flow map, {n_steps} jump(s)",
-            line={"color": "#ff7f0e", "width": 1.2},
-            marker={"size": 6, "symbol": "circle"},
-            connectgaps=False,
-        )
-    )
-    start = _np(d.ode[0])
-    fig.add_trace(
-        go.Scatter(
-            x=start[:, 0],
-            y=start[:, 1],
-            mode="markers",
-            name="start points (t = 0, noise)",
-            marker={"size": 7, "color": "#2ca02c", "symbol": "diamond"},
-        )
-    )
-    k0 = len(d.slider_times) - 1
-    oa, da = _np(d.ode_at), _np(d.direct)
-    fig.add_trace(
-        go.Scatter(
-            x=oa[k0, :, 0],
-            y=oa[k0, :, 1],
-            mode="markers",
-            name="ODE state at slider time",
-            marker={"size": 9, "color": "rgba(31,119,180,0.6)", "line": {"width": 1, "color": "#1f77b4"}},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=da[k0, :, 0],
-            y=da[k0, :, 1],
-            mode="markers",
-            name="one jump X(0, tau)",
-            marker={"size": 9, "color": "#d62728", "symbol": "x"},
-        )
-    )
-    i_ode, i_dir = len(fig.data) - 2, len(fig.data) - 1
-    steps = []
-    for k, tau in enumerate(d.slider_times):
-        steps.append(
-            {
-                "method": "restyle",
-                "label": f"{tau:.2f}",
-                "args": [
-                    {
-                        "x": [oa[k, :, 0].tolist(), da[k, :, 0].tolist()],
-                        "y": [oa[k, :, 1].tolist(), da[k, :, 1].tolist()],
-                    },
-                    [i_ode, i_dir],
-                ],
-            }
-        )
-    fig.update_layout(
-        sliders=[
-            {
-                "active": k0,
-                "steps": steps,
-                "currentvalue": {"prefix": "tau = "},
-                "pad": {"t": 30},
-                "len": 0.9,
-                "x": 0.05,
-            }
-        ],
-        height=660,
-        template="plotly_white",
-        font=FONT,
-        margin={"l": 40, "r": 10, "t": 70, "b": 10},
-        legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
-    )
-    fig.update_xaxes(range=list(rng), zeroline=False)
-    fig.update_yaxes(range=list(rng), zeroline=False, scaleanchor="x", scaleratio=1)
-    return fig
-
-
-def error_heatmap(s_values: Sequence[float], t_values: Sequence[float], err: np.ndarray) -> go.Figure:
-    """Heat map of the flow-map error E[i, j] at (s_i, t_j), log10 colour scale; NaN where s >= t."""
-    e = _np(err)
-    z = np.where(e > 0, np.log10(np.maximum(e, 1e-12)), np.nan)
-    text = [[("" if not math.isfinite(v) else f"{v:.2e}") for v in row] for row in e]
-    fig = go.Figure(
-        go.Heatmap(
-            x=list(map(float, t_values)),
-            y=list(map(float, s_values)),
-            z=z.tolist(),
-            text=text,
-            hovertemplate="s = %{y:.2f}, t = %{x:.2f}<br>error %{text}<extra></extra>",
-            colorscale="Viridis",
-            colorbar={"title": "log10 MSE"},
-        )
-    )
-    fig.update_xaxes(title="t (end time; 1 = data)")
-    fig.update_yaxes(title="s (start time; 0 = noise)")
-    fig.update_layout(
-        height=420,
-        template="plotly_white",
-        font=FONT,
-        margin={"l": 60, "r": 10, "t": 40, "b": 50},
-        title="flow-map error E|X̂(s,t) − X(s,t)|², x ~ p_s",
-    )
-    return fig
 
 
 # ------------------------------------------------------------------------------ steps vs quality

@@ -11,7 +11,8 @@ probability-flow ODE, where a flow map takes N jumps along the uniform time grid
 
 Time convention: t = 0 is noise, t = 1 is data.
 
-Nothing above :func:`build_race_tab` imports gradio (tests/test_race.py drives the race directly).
+Nothing here imports gradio (tests/test_race.py drives the race directly); the tab's layout and
+events are in app/tabs/race.py.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import torch
 from plotly.subplots import make_subplots
 
 from app import plots
-from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, toy_source
-from app.live import _INIT_LOCK, live_lr_factor, live_model_config, make_live_trainer, run_progress
+from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
+from app.live import build_live_model, make_live_trainer
+from app.live_settings import live_lr_factor, run_progress
 from app.quality import winners
-from app.validation import InputError, TrainSettings, parse_int
+from app.validation import InputError, TrainSettings
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
-from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
 from flowmaps.training import DivergenceError
 
@@ -144,10 +145,7 @@ class Race:
         self.targets: dict[str, int] = {}  # method -> completed steps it should have by now
         for m in self.methods:
             s = TrainSettings(**{**settings.as_dict(), "method": m})
-            config = live_model_config(s, data.sigma, data.name)
-            with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s.seed)  # the same initial weights for every family
-                model = build_model(config)
+            _, model = build_live_model(s, data.sigma, data.name)  # the same initial weights for every family
             # every trainer seeds its generator (data batches, noise, times) from s.seed
             tr = make_live_trainer(model, lambda n, g: data.sample(n, generator=g), s)
             self.trainers[m] = tr
@@ -374,139 +372,3 @@ def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
     )
     fig.update_annotations(font_size=11)
     return fig
-
-
-# ------------------------------------------------------------------------------ the page's handlers
-class RaceHandlers:
-    """The race's events for one app: a race is a run of the visitor's session (its run lock, its
-    Stop flag, its share of live-training time), so a race and a live training never run at once
-    in one session, and closing the tab stops the race.
-
-    Args:
-        limits: the app's :class:`app.config.Limits` (per-run and per-session time caps, steps).
-        sessions: the app's :class:`app.sessions.Sessions` (admits the session, as a model is built).
-    """
-
-    def __init__(self, limits, sessions) -> None:
-        self.limits = limits
-        self.sessions = sessions
-
-    def _cap(self, session) -> float:
-        left = self.limits.session_seconds - session.used_seconds
-        if left <= 1.0:
-            raise InputError(
-                f"this session has used its {self.limits.session_seconds:.0f} s of live training; "
-                "reload the page for a new session"
-            )
-        return max(1.0, min(self.limits.live_seconds, left))
-
-    def start(self, session, data_choice, methods, steps, seed, chunk: int = CHUNK_STEPS, settings=None):
-        """Race the picked families on ``data_choice``; yields (figure, table, sentence, progress)."""
-        picked = parse_methods(methods)
-        if not isinstance(data_choice, str) or data_choice not in RACE_DATA:
-            raise InputError(f"data set: {data_choice!r} is not one of {', '.join(RACE_DATA)}")
-        n_steps = parse_int(steps, "steps per family", 1, self.limits.max_steps)
-        seed_v = parse_int(seed, "seed", 0, 2**31 - 1)
-        base = settings or RACE_DEFAULTS
-        s = TrainSettings(**{**base.as_dict(), "steps": n_steps, "seed": seed_v})
-        cap = self._cap(session)
-        self.sessions.admit(session)
-        if not session.run_lock.acquire(blocking=False):
-            raise InputError("this session is already training: press Stop first")
-        try:
-            session.stop_event.clear()
-            data = toy_source(data_choice)
-            race = Race(data, picked, s)
-            metric = metric_name(data)
-            t_prev = time.perf_counter()
-            for snap in race.run(session.stop_event, cap, chunk=chunk):
-                now = time.perf_counter()
-                session.used_seconds += now - t_prev
-                t_prev = now
-                yield self.render(race, snap, metric, cap)
-        finally:
-            session.run_lock.release()
-
-    def render(self, race: Race, snap: RaceSnapshot, metric: str, cap: float) -> tuple:
-        fig = race_figure(snap, race.view_data)
-        table = table_markdown(snap, metric)
-        final = snap.state not in ("starting", "racing")
-        if final:
-            sentence = f"**{snap.state}** · " + winner_sentence(
-                snap.table, metric, snap.steps, snap.floor, snap.diverged
-            )
-        else:
-            sentence = f"**{snap.state}** · the table refreshes every few seconds"
-        # the bar counts steps per family: the slowest family still racing (all have the same between rounds)
-        racing = [s for m, s in snap.steps.items() if m not in snap.diverged] or list(snap.steps.values())
-        done = min(racing)
-        rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
-        bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
-        bar = bar.replace("steps/s", f"steps/s per family, {len(race.methods)} families")
-        return fig, table, sentence, bar
-
-    def stop(self, session) -> tuple:
-        """Ask this session's race to end (it ends at its next step and shows its last table)."""
-        if session.running:
-            session.stop_event.set()
-        return ()
-
-
-# ------------------------------------------------------------------------------ the tab
-EXAMPLES = [
-    ["checkerboard", list(RACE_LABELS.values()), 1500, 0],
-    ["eight_gaussians", list(RACE_LABELS.values()), 1500, 0],
-    ["two_moons", ["LSD", "PSD-M", "FM (Euler)"], 1500, 0],
-]
-
-
-def build_race_tab(fm, session, lim) -> None:
-    """The "Race the families" tab; call inside ``gr.Tabs`` of app/ui.py's build_app."""
-    import gradio as gr
-
-    from app.ui import NamedSlider, named, visiting
-
-    handlers = RaceHandlers(lim, fm.sessions)
-    fm.race = handlers
-    with gr.Tab("Race the families", id="race", elem_id="tab-race"):
-        gr.Markdown(
-            "LSD, ESD, PSD-M and flow matching learn the same data from the same seed, with the same network "
-            "(64 x 4), batch, learning rate and number of steps, trained in turn on one CPU thread. The table "
-            "scores each at N = 1, 2, 4, 8 steps as it trains: the paper's Table 1 in miniature. Flow matching "
-            "learns only the velocity, so its N steps are N Euler steps of the ODE."
-        )
-        with gr.Row():
-            r_data = named(gr.Dropdown(list(RACE_DATA), value="checkerboard", label="data set", elem_id="race-data"))
-            r_methods = named(
-                gr.CheckboxGroup(
-                    list(RACE_LABELS.values()),
-                    value=list(RACE_LABELS.values()),
-                    label="families",
-                    elem_id="race-families",
-                )
-            )
-            r_steps = NamedSlider(
-                100, min(lim.max_steps, 8000), value=1500, step=100, label="steps per family", elem_id="race-steps"
-            )
-            r_seed = named(gr.Number(value=0, precision=0, label="seed", elem_id="race-seed"))
-        with gr.Row():
-            r_go = gr.Button("Race", variant="primary", elem_id="race-start")
-            r_stop = gr.Button("Stop", elem_id="race-stop")
-        r_bar = gr.HTML(elem_id="race-progress")
-        r_sentence = gr.Markdown(elem_id="race-status")
-        r_table = gr.Markdown(elem_id="race-table")
-        r_fig = gr.Plot(
-            plots.empty_figure("press Race: each family's samples at N = 1, 2, 4, 8 appear here"),
-            label="samples at N = 1, 2, 4, 8",
-            show_label=False,
-            elem_id="race-samples",
-        )
-        gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")
-        r_go.click(
-            visiting(fm.sessions, handlers.start, "race"),
-            [session, r_data, r_methods, r_steps, r_seed],
-            [r_fig, r_table, r_sentence, r_bar, session],
-            concurrency_limit=lim.train_concurrency,
-            concurrency_id="train",
-        )
-        r_stop.click(visiting(fm.sessions, handlers.stop, "stop"), [session], [session], concurrency_limit=None)

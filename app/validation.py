@@ -9,11 +9,9 @@ Time convention (as everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,8 @@ import numpy as np
 import torch
 
 from app.config import Limits
+from flowmaps.objectives import make_objective
+from flowmaps.training import TrainConfig
 
 #: Method label shown in the page -> objective name of flowmaps.objectives.make_objective.
 METHODS: dict[str, str] = {
@@ -110,6 +110,15 @@ def parse_method(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------ settings
+#: EMA decay of live runs (short runs: a 0.999 average would lag about 1000 steps behind).
+LIVE_EMA = 0.99
+
+#: Fields of the library's TrainConfig -> the page's names for them (in messages).
+_CONFIG_FIELDS = {"batch_size": "batch size", "lr": "learning rate", "steps": "steps", "seed": "seed"}
+#: The eta field's name in the page.
+ETA = "eta (fraction of the batch on the diagonal)"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Checked settings of one live-training run.
@@ -118,7 +127,7 @@ class TrainSettings:
     checkerboard shows a recognisable board within a minute: a small deep net (64 x 4) at a
     large learning rate, half the batch on the diagonal (more off-diagonal pairs sharpen the
     1-step map), about 8,000 steps (about a minute), and the learning rate decaying linearly
-    to 0 over the run (app/live.py, ``live_lr_factor``).
+    to 0 over the run (app/live_settings.py, ``live_lr_factor``).
     """
 
     method: str = "lsd"
@@ -133,6 +142,34 @@ class TrainSettings:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def train_config(self, ema_decay: float = LIVE_EMA) -> TrainConfig:
+        """The library's :class:`flowmaps.training.TrainConfig` of a live run with these settings:
+        RAdam at ``lr`` with no decay of its own (the run's schedule is applied per step), clip
+        10, EMA ``ema_decay``, no logging or checkpoints, on the CPU.
+
+        Raises:
+            ValueError: where TrainConfig refuses a value (its own ranges).
+        """
+        return TrainConfig(
+            steps=10**9,
+            batch_size=self.batch,
+            lr=self.lr,
+            lr_decay_start=0,
+            grad_clip=10.0,
+            ema_decay=ema_decay,
+            seed=self.seed,
+            log_every=10**9,
+            device="cpu",
+            guard_every=50,
+        )
+
+
+def _library_message(err: ValueError) -> str:
+    """A library ValueError's text without its own name of the field (the page names it)."""
+    text = str(err)
+    found = re.search(r"\bmust\b", text)
+    return text[found.start() :] if found else text
+
 
 def parse_train_settings(
     method: Any,
@@ -145,22 +182,30 @@ def parse_train_settings(
     seed: Any = 0,
     limits: Limits | None = None,
 ) -> TrainSettings:
-    """Check every live-training setting against ``limits``; see :class:`TrainSettings`."""
+    """Check every live-training setting: the library's ranges by building what a run builds (its
+    objective, its :meth:`TrainSettings.train_config`), the app's rule that a flow-map method
+    keeps both branches (0 < eta < 1), and the page's caps from ``limits`` (an
+    :class:`app.config.Limits`). See :class:`TrainSettings`.
+
+    Raises:
+        InputError: naming the first field that is wrong and what is allowed.
+    """
     lim = limits or Limits()
     m = parse_method(method)
-    eta_v = parse_float(eta, "eta (fraction of the batch on the diagonal)", 0.0, 1.0)
-    if m != "fm" and eta_v >= 1.0:
+    eta_v = _number(eta, ETA)
+    try:
+        make_objective(m, eta=eta_v)
+    except ValueError as err:
+        raise InputError(f"{ETA}: {_library_message(err)}") from None
+    if m != "fm" and not 0.0 < eta_v < 1.0:
         raise InputError(
-            "eta (fraction of the batch on the diagonal): must be below 1 for a flow-map method, "
-            "else nothing trains the off-diagonal map; allowed range [0, 1) (the paper uses 0.75)"
+            f"{ETA}: must be below 1 for a flow-map method, else nothing trains the off-diagonal map; "
+            "allowed range [0, 1) (the paper uses 0.75)"
+            if eta_v >= 1.0
+            else f"{ETA}: must be above 0, since the diagonal (flow matching) term is what the "
+            "self-distillation teacher learns from; allowed range (0, 1) (the paper uses 0.75)"
         )
-    if m != "fm" and eta_v <= 0.0:
-        raise InputError(
-            "eta (fraction of the batch on the diagonal): must be above 0, since the diagonal "
-            "(flow matching) term is what the self-distillation teacher learns from; "
-            "allowed range (0, 1) (the paper uses 0.75)"
-        )
-    return TrainSettings(
+    s = TrainSettings(
         method=m,
         steps=parse_int(steps, "steps", 1, lim.max_steps),
         batch=parse_int(batch, "batch size", lim.min_batch, lim.max_batch),
@@ -168,8 +213,14 @@ def parse_train_settings(
         eta=eta_v,
         width=parse_int(width, "width", lim.min_width, lim.max_width),
         depth=parse_int(depth, "depth", 1, lim.max_depth),
-        seed=parse_int(seed, "seed", 0, 2**31 - 1),
+        seed=parse_seed(seed),
     )
+    try:
+        s.train_config()
+    except ValueError as err:
+        name = next((page for key, page in _CONFIG_FIELDS.items() if str(err).startswith(key)), "training settings")
+        raise InputError(f"{name}: {_library_message(err)}") from None
+    return s
 
 
 # ------------------------------------------------------------------------------------ grids
@@ -281,85 +332,6 @@ def points_from_drawing(
     if spread.max() < 0.02:
         raise InputError("drawing: the strokes cover almost a single point; draw a shape with some extent")
     return pts
-
-
-#: Image formats the server opens: the drawing pad sends PNG; an API client may send JPEG or WebP.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-
-
-def cap_decoded_pixels(max_pixels: int) -> None:
-    """Make PIL refuse, for the whole process, any image of more than ``max_pixels`` pixels.
-
-    PIL reads the size from the file's header when it opens it and raises
-    ``DecompressionBombError`` above twice ``Image.MAX_IMAGE_PIXELS`` before decoding anything,
-    so the threshold is set to half the cap; its warning between the two is silenced (the
-    app's own per-input checks, :func:`check_image_size`, are the tighter rule)."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = max(1, int(max_pixels) // 2)
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-def check_image_size(source: Any, field: str, max_width: int, max_height: int, need: str = "") -> tuple[int, int]:
-    """The ``(width, height)`` of an image file or bytes, read from its header without decoding it.
-
-    Args:
-        source: a path, or the file's bytes.
-        field: the input's name, for messages.
-        max_width, max_height: the largest size accepted, in pixels.
-        need: why that is enough (ends the message), e.g. "the canvas is 320 x 320".
-
-    Raises:
-        InputError: for a file that is not a PNG, JPEG or WebP image, that PIL's global pixel
-            cap refuses (:func:`cap_decoded_pixels`), or that is larger than the limits.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-    png = _png_size(fp)  # a PNG's size from its IHDR chunk, before PIL's own pixel cap can refuse it
-    if png is not None:
-        _refuse_larger(png, field, max_width, max_height, need)
-    try:
-        with Image.open(fp, formats=IMAGE_FORMATS) as im:  # reads the header only
-            width, height = im.size
-    except Image.DecompressionBombError as err:
-        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL names the size it refused
-        size = f" ({int(found.group(1)):,} pixels)" if found else ""
-        raise InputError(
-            f"{field}: the image{size} has more pixels than the server decodes ({2 * Image.MAX_IMAGE_PIXELS:,}); "
-            f"at most {max_width} x {max_height} is accepted. Draw on the pad, or send a smaller image"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InputError(f"{field}: not a readable PNG, JPEG or WebP image") from None
-    _refuse_larger((width, height), field, max_width, max_height, need)
-    return width, height
-
-
-def _png_size(fp: Any) -> tuple[int, int] | None:
-    """(width, height) from a PNG's signature and IHDR chunk (the first 24 bytes), else None."""
-    try:
-        if hasattr(fp, "read"):
-            pos = fp.tell()
-            head = fp.read(24)
-            fp.seek(pos)
-        else:
-            with open(fp, "rb") as f:
-                head = f.read(24)
-    except (OSError, TypeError, ValueError):
-        return None
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
-def _refuse_larger(size: tuple[int, int], field: str, max_width: int, max_height: int, need: str) -> None:
-    width, height = size
-    if width > max_width or height > max_height:
-        why = f" ({need})" if need else ""
-        raise InputError(
-            f"{field}: the image is {width} x {height} pixels; at most {max_width} x {max_height} is "
-            f"accepted{why}. Draw on the pad, or send a smaller image"
-        )
 
 
 def _parse_size(text: str) -> int:

@@ -51,7 +51,8 @@ from bench_common import (  # noqa: E402
     write_json,
 )
 
-from app.live import live_lr_factor, live_model_config, make_live_trainer, run_progress  # noqa: E402
+from app.live import make_live_trainer  # noqa: E402
+from app.live_settings import live_lr_factor, live_model_config, run_progress  # noqa: E402
 from app.validation import TrainSettings  # noqa: E402
 from flowmaps.data.toy import data_std, sample_toy  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
@@ -62,7 +63,7 @@ TARGET = 0.25
 
 def app_defaults() -> dict[str, Any]:
     """The app's live-training defaults (method, steps, batch, lr, eta, width, depth, EMA)."""
-    from app.live import LIVE_EMA
+    from app.validation import LIVE_EMA
 
     d = TrainSettings()
     return {

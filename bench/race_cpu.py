@@ -30,8 +30,9 @@ import torch  # noqa: E402
 
 from app.config import Limits  # noqa: E402
 from app.live import LiveSession  # noqa: E402
-from app.race import RACE_DATA, RACE_LABELS, RaceHandlers  # noqa: E402
+from app.race import RACE_DATA, RACE_LABELS  # noqa: E402
 from app.sessions import Sessions  # noqa: E402
+from app.tabs.race import RaceHandlers  # noqa: E402
 
 
 def main() -> None:

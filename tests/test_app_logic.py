@@ -312,11 +312,11 @@ def test_plots_are_well_formed():
 
 
 def test_trajectories_figure_has_a_working_slider():
-    from app import plots
+    from app import compare as cmp
 
     t, b, n, k = 11, 5, 4, 6
     rng = np.random.default_rng(1)
-    d = plots.TrajectoryData(
+    d = cmp.TrajectoryData(
         data=rng.normal(size=(100, 2)),
         ode_times=np.linspace(0, 1, t),
         ode=rng.normal(size=(t, b, 2)),
@@ -328,13 +328,13 @@ def test_trajectories_figure_has_a_working_slider():
         ode_at=rng.normal(size=(k, b, 2)),
         nfe_ode=44,
     )
-    fig = plots.trajectories_figure(d)
+    fig = cmp.trajectories_figure(d)
     steps = fig.layout.sliders[0].steps
     assert len(steps) == k
     # the slider restyles the last two traces with the states at its time
     assert list(steps[2].args[1]) == [len(fig.data) - 2, len(fig.data) - 1]
     assert np.allclose(steps[2].args[0]["x"][1], d.direct[2, :, 0])
-    heat = plots.error_heatmap([0.0, 0.5], [0.5, 1.0], np.array([[1e-3, 2e-3], [np.nan, 1e-4]]))
+    heat = cmp.error_heatmap([0.0, 0.5], [0.5, 1.0], np.array([[1e-3, 2e-3], [np.nan, 1e-4]]))
     assert heat.data[0].type == "heatmap"
 
 
@@ -367,7 +367,8 @@ def test_live_session_trains_and_stops():
 
 def test_live_run_decays_the_learning_rate_over_the_run():
     from app.datasets import toy_source
-    from app.live import CONTINUE_FACTOR, LiveSession, live_lr_factor, run_progress
+    from app.live import LiveSession
+    from app.live_settings import CONTINUE_FACTOR, live_lr_factor, run_progress
 
     assert live_lr_factor(0.0) == 1.0 and live_lr_factor(1.0) == 0.0 and live_lr_factor(2.0) == 0.0
     assert live_lr_factor(0.5) == pytest.approx(0.5) and live_lr_factor(0.25) == pytest.approx(0.75)  # a line
@@ -392,7 +393,8 @@ def test_time_capped_run_decays_its_rate_and_continue_resumes_a_stopped_schedule
     before its steps still ends near lr 0 (a step-based schedule would leave it near the full
     rate); a Stop leaves the schedule part-way, and Continue starts from there."""
     from app.datasets import toy_source
-    from app.live import LiveSession, run_progress
+    from app.live import LiveSession
+    from app.live_settings import run_progress
 
     assert run_progress(10, 100, 7.5, 10.0) == pytest.approx(0.5)  # the time term leads (after a grace of 5 s)
     assert run_progress(60, 100, 7.5, 10.0) == 0.6  # the step fraction leads
@@ -428,7 +430,7 @@ def test_time_capped_run_decays_its_rate_and_continue_resumes_a_stopped_schedule
 
 
 def test_live_refresh_slows_down_on_a_loaded_machine():
-    from app.live import REFRESH_SECONDS, refresh_seconds
+    from app.live_settings import REFRESH_SECONDS, refresh_seconds
 
     low, high = REFRESH_SECONDS
     assert refresh_seconds(0.0, 2) == low and refresh_seconds(1.9, 2) == low  # below one busy process per core
@@ -489,7 +491,8 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
     """Load puts the checkpoint's width, depth, rate, eta, batch (in the page's range) and method in
     the Settings and the session; a Continue trains at a fraction of the checkpoint's own rate,
     not at the page's."""
-    from app.live import CONTINUE_FACTOR, LiveSession
+    from app.live import LiveSession
+    from app.live_settings import CONTINUE_FACTOR
     from app.ui import FlowMapsApp
     from flowmaps.data.toy import data_std
     from flowmaps.hub import save_pretrained
@@ -851,8 +854,8 @@ def test_page_opens_every_tab_on_a_shipped_model(page):
 def test_input_mistakes_keep_the_last_plot_and_say_what_to_change(fm_app):
     import gradio as gr
 
+    from app.events import keep_plots
     from app.live import LiveSession
-    from app.ui import keep_plots
 
     traj = keep_plots(fm_app.trajectories, 3, 1)
     fig, info, heat = traj(LiveSession(), "checkerboard-lsd", "custom", 1, "0.2, 0.5, 1", 6, 0)
@@ -868,11 +871,11 @@ def test_input_mistakes_keep_the_last_plot_and_say_what_to_change(fm_app):
 
 
 def test_method_choices_include_ct_and_meanflow_has_a_loss_caption():
-    from app.ui import _method_help
+    from app.tabs.train import method_help
     from app.validation import METHODS
 
     assert METHODS["Consistency training (CT)"] == "ct"
-    assert "eulerian" in _method_help("MeanFlow") and "samples" in _method_help("MeanFlow")
+    assert "eulerian" in method_help("MeanFlow") and "samples" in method_help("MeanFlow")
     assert parse_train_settings("Consistency training (CT)", 100, 64, 1e-3, 0.75, 32, 2, 0).method == "ct"
 
 
@@ -926,7 +929,7 @@ def test_image_labels_draw_a_custom_grids_times_and_the_component_hides_no_row()
 
 def test_one_click_lessons_draw_on_shipped_models(fm_app, page):
     from app.live import LiveSession
-    from app.ui import COMPARE_EXAMPLES
+    from app.tabs.flowmap_vs_ode import COMPARE_EXAMPLES
 
     demo = page
     ds = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cmp-examples")
@@ -939,7 +942,7 @@ def test_one_click_lessons_draw_on_shipped_models(fm_app, page):
 def test_train_lessons_name_choices_the_tab_offers():
     """Each one-click lesson of the training tab fills a data set and a method the dropdowns list."""
     from app.datasets import DATA_CHOICES
-    from app.ui import TRAIN_EXAMPLES
+    from app.tabs.train import TRAIN_EXAMPLES
     from app.validation import METHODS
 
     assert len(TRAIN_EXAMPLES) >= 3

@@ -25,13 +25,13 @@ from app.race import (  # noqa: E402
     RACE_METHODS,
     RACE_STEPS,
     Race,
-    RaceHandlers,
     parse_methods,
     round_robin,
     winner_sentence,
     winners,
 )
 from app.sessions import Sessions  # noqa: E402
+from app.tabs.race import RaceHandlers  # noqa: E402
 from app.validation import InputError, TrainSettings  # noqa: E402
 
 #: A tiny network and batch: a race of a few dozen steps per family takes a second or two.

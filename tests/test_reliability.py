@@ -250,7 +250,8 @@ def bad_checkpoints(tmp_path):
 def test_broken_checkpoints_give_clear_errors_and_the_app_survives(bad_checkpoints, tmp_path):
     import gradio as gr
 
-    from app.ui import FlowMapsApp, guarded
+    from app.events import guarded
+    from app.ui import FlowMapsApp
 
     cfg = AppConfig(checkpoints_dir=bad_checkpoints, cache_dir=tmp_path / "cache", limits=Limits())
     fm = FlowMapsApp(cfg)

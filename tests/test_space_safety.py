@@ -36,10 +36,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app.config import Limits  # noqa: E402
 from app.datasets import toy_source  # noqa: E402
+from app.drawing import check_image_size  # noqa: E402
 from app.live import LiveSession  # noqa: E402
 from app.quality import QualityCache, QualityResult, session_key, session_prefix  # noqa: E402
 from app.sessions import SessionClosed, Sessions, SpaceFull  # noqa: E402
-from app.validation import InputError, TrainSettings, check_image_size  # noqa: E402
+from app.validation import InputError, TrainSettings  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 LSD = "LSD (Lagrangian)"

@@ -1,0 +1,143 @@
+"""The "Steps vs quality" tab: a metric and the wall time against network evaluations, for one
+model's flow map and ODE solvers, or for the shipped checkerboard models side by side.
+
+Element ids: inputs ``q-model``, ``q-samples``; buttons ``btn-quality``, ``btn-quality-shipped``;
+outputs ``q-lesson``, ``q-message`` (what to change after an input mistake), ``plot-quality``,
+``q-table`` (inside the closed accordion "The numbers"). API names: ``/quality``,
+``/quality_shipped``.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app import plots
+from app import quality as ql
+from app.checkpoints import KIND_2D
+from app.config import Limits
+from app.datasets import toy_source
+from app.events import NamedSlider, guarded, keep_plots, named, visiting
+from app.tabs.base import DEFAULTS, SESSION, AppBase
+from app.validation import InputError, parse_int
+
+
+class QualityCallbacks(AppBase):
+    """The tab's events: two outputs each (figure, table), streamed as the evaluation computes."""
+
+    def _quality_stream(self, jobs, n: int, key: str | None, persist: bool):
+        if key is not None:
+            key += f"-median{ql.REPEATS}"  # results timed otherwise (older caches) are not reused
+            cached = self.quality_cache.get(key)
+            if cached is not None:
+                yield (
+                    plots.quality_figure(cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE),
+                    ql.table_markdown(cached),
+                )
+                return
+        res = None
+        metric = None
+        for model, data, label, flow, ode in jobs:
+            if metric is None:
+                metric = ql.Metric(data, n)
+                res = ql.QualityResult(metric.name, metric.floor, n=n)
+            count = 0
+            for partial in ql.evaluate(model, data, label, n=n, flow_map=flow, ode=ode, result=res, metric=metric):
+                res = partial
+                count += 1
+                if count % 3 == 0:
+                    yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), "computing..."
+        if res is None:
+            raise InputError("no model to evaluate")
+        if key is not None:
+            self.quality_cache.put(key, res, persist)
+        yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), ql.table_markdown(res)
+
+    def quality(self, session, source, n_samples):
+        """Metric and wall time against network evaluations, for one model (streams as it computes).
+
+        A session's results are cached under its process-unique token and model version
+        (:func:`app.quality.session_key`), read before the model is copied, and not at all while
+        the session is training (its model changes under the same version)."""
+        n = parse_int(n_samples, "samples", 500, 20_000)
+        version, training = session.version, session.running
+        model, data, label, key = self.resolve_model(session, source)
+        if data is None:
+            raise InputError(f"model {label}: its data set is unknown, so there is nothing to compare samples with")
+        fm_only = (session.method if source in (None, "", SESSION) else self.store.info(source).method) == "fm"
+        if key is None:
+            key = None if training else ql.session_key(session.token, version) + f"n{n}"
+            persist = False
+        else:
+            key += f"-n{n}"
+            persist = True
+        yield from self._quality_stream([(model, data, label, not fm_only, True)], n, key, persist)
+
+    def quality_shipped(self, n_samples):
+        """The shipped checkerboard models side by side: flow maps and the ODE on the FM model."""
+        n = parse_int(n_samples, "samples", 500, 20_000)
+        names = self.checkerboard_models()
+        if not names:
+            raise InputError("no shipped checkerboard checkpoints found in the checkpoint folder")
+        jobs = []
+        keys = []
+        fm_names = [m for m in names if self.store.info(m).method == "fm"]
+        ode_on = fm_names[0] if fm_names else names[0]
+        for name in names:
+            model, _ = self.store.load(name)
+            info = self.store.info(name)
+            is_fm = info.method == "fm"
+            jobs.append((model, toy_source("checkerboard"), info.name, not is_fm, name == ode_on))
+            keys.append(f"{name}@{info.stamp}")
+        key = "shipped-" + "+".join(keys) + f"-n{n}"
+        yield from self._quality_stream(jobs, n, key, True)
+
+
+def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> gr.Dropdown:
+    """The "Steps vs quality" tab, inside ``gr.Tabs``; returns its model dropdown (refreshed on load)."""
+    with gr.Tab("Steps vs quality", id="quality", elem_id="tab-quality"):
+        gr.Markdown(ql.LESSON, elem_id="q-lesson")
+        with gr.Row():
+            model = gr.Dropdown(
+                fm.model_choices(),
+                value=fm.default_checkpoint(KIND_2D, DEFAULTS.method) or SESSION,
+                label="Model",
+                elem_id="q-model",
+                scale=3,
+            )
+            samples = NamedSlider(
+                500, 20_000, value=3000, step=500, label="Samples per point", elem_id="q-samples", scale=2
+            )
+        with gr.Row():
+            button = gr.Button("Evaluate this model", variant="primary", elem_id="btn-quality")
+            shipped = gr.Button(
+                "Compare the shipped checkerboard models (LSD, ESD, PSD-M, PSD-U, FM; one training budget)",
+                elem_id="btn-quality-shipped",
+            )
+        message = gr.Markdown(elem_id="q-message")
+        figure = gr.Plot(
+            plots.quality_figure([], ""),
+            label="Quality and time against network evaluations",
+            show_label=False,
+            elem_id="plot-quality",
+        )
+        with gr.Accordion("The numbers", open=False):
+            table = gr.Markdown(elem_id="q-table")
+    named(model)
+    one_at_a_time = {"concurrency_limit": 1, "concurrency_id": "quality"}
+    button.click(
+        visiting(fm.sessions, keep_plots(fm.quality, 2), "Evaluation"),
+        [session, model, samples],
+        [figure, table, message, session],
+        api_name="quality",
+        **one_at_a_time,
+    )
+    shipped.click(
+        guarded("Evaluation")(keep_plots(fm.quality_shipped, 2)),
+        samples,
+        [figure, table, message],
+        api_name="quality_shipped",
+        **one_at_a_time,
+    )
+    return model

@@ -1,0 +1,240 @@
+"""The "Train live (2-D)" tab: pick or draw data, pick a method, and watch a flow map learn.
+
+Element ids: inputs ``data-set``, ``draw-pad`` (shown for "draw"), ``csv-upload`` (shown for
+"csv"), ``method``, ``steps``, ``batch``, ``lr``, ``eta``, ``width``, ``depth``, ``seed``,
+``pretrained``; buttons ``btn-start``, ``btn-stop``, ``btn-continue``, ``btn-load``,
+``btn-download``; outputs ``live-progress``, ``live-status``, ``plot-samples``, ``plot-loss``,
+``download-file``. API names: ``/train_start``, ``/train_continue``, ``/train_stop``,
+``/load_pretrained``, ``/download_model``. The callbacks are in app/tabs/train_callbacks.py.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import gradio as gr
+
+from app import plots
+from app.checkpoints import KIND_2D
+from app.config import Limits
+from app.datasets import CSV, DATA_CHOICES, DRAW
+from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
+from app.events import NamedSlider, named, plain, visiting
+from app.live import VIEW_STEPS
+from app.tabs.base import DEFAULTS
+from app.tabs.train_callbacks import TrainCallbacks
+from app.validation import METHODS
+from flowmaps.objectives import DESCRIPTIONS
+
+#: Captions of a method's loss curve, where it does not behave as a loss usually does.
+LOSS_NOTES = {
+    "meanflow": (
+        "Its *eulerian* term can rise while the samples improve: the term's target is built from the "
+        "network's own velocity and time derivative (held fixed in each step), and it grows sharper as the "
+        "velocity is learned, so judge MeanFlow by its samples, not by that curve."
+    ),
+}
+
+#: One-click lessons of the tab: (data set, method), both choices of the tab's dropdowns.
+TRAIN_EXAMPLES = (
+    ("checkerboard", "LSD (Lagrangian)"),
+    ("eight_gaussians", "ESD (Eulerian)"),
+    ("two_moons", "PSD-M (progressive, gamma = 1/2)"),
+)
+
+
+def method_help(label: str) -> str:
+    """The description of the method behind a dropdown label, plus its loss-curve note if any."""
+    key = METHODS.get(label, "")
+    text = plain(DESCRIPTIONS.get(key, ""))
+    return text + ("\n\n" + LOSS_NOTES[key] if key in LOSS_NOTES else "")
+
+
+def data_help(choice: str) -> str:
+    """The description of a data-set choice."""
+    return plain(DATA_CHOICES.get(choice, ""))
+
+
+def _data_inputs(lim: Limits) -> SimpleNamespace:
+    c = SimpleNamespace()
+    c.data = gr.Dropdown(list(DATA_CHOICES), value="checkerboard", label="Data set", elem_id="data-set")
+    c.data_md = gr.Markdown(data_help("checkerboard"), elem_id="data-help")
+    # The pad is shown and hidden through its column: an update of the pad
+    # itself would give each session a fresh copy without guard_drawing's checks.
+    with gr.Column(visible=False, min_width=0) as c.draw_box:
+        c.draw = gr.Sketchpad(
+            label="Draw your data, then press Start",
+            type="numpy",
+            canvas_size=(CANVAS, CANVAS),
+            elem_id="draw-pad",
+            brush=gr.Brush(default_size=10, colors=["#000000"], color_mode="fixed"),
+        )
+        guard_drawing(c.draw, DRAW_MAX_SIDE, DRAW_MAX_IMAGES)
+    c.csv = gr.File(
+        label=f"CSV of x, y rows (at most {lim.max_csv_rows} rows, {lim.max_upload})",
+        file_types=[".csv", ".txt"],
+        visible=False,
+        elem_id="csv-upload",
+    )
+    c.method = gr.Dropdown(list(METHODS), value="LSD (Lagrangian)", label="Method", elem_id="method")
+    c.method_md = gr.Markdown(method_help("LSD (Lagrangian)"), elem_id="method-help")
+    return c
+
+
+def _settings(lim: Limits) -> SimpleNamespace:
+    """The Settings accordion's inputs, in the order of every training event's inputs."""
+    c = SimpleNamespace()
+    c.steps = NamedSlider(10, lim.max_steps, value=DEFAULTS.steps, step=10, label="Steps per run", elem_id="steps")
+    c.batch = NamedSlider(
+        lim.min_batch, lim.max_batch, value=DEFAULTS.batch, step=16, label="Batch size", elem_id="batch"
+    )
+    c.lr = gr.Number(
+        value=DEFAULTS.lr,
+        label=f"Learning rate ({lim.min_lr:g} to {lim.max_lr:g})",
+        info=(
+            "the rate at the start of a fresh run: it falls linearly to 0 over the "
+            "run's steps or its time cap, whichever ends it first; Continue resumes "
+            "the fall where the last run left it"
+        ),
+        elem_id="lr",
+    )
+    c.eta = NamedSlider(
+        0.05, 1.0, value=DEFAULTS.eta, step=0.05, label="eta: fraction of the batch on the diagonal", elem_id="eta"
+    )
+    c.width = NamedSlider(
+        lim.min_width, lim.max_width, value=DEFAULTS.width, step=16, label="Width of the MLP", elem_id="width"
+    )
+    c.depth = NamedSlider(1, lim.max_depth, value=DEFAULTS.depth, step=1, label="Hidden layers", elem_id="depth")
+    c.seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+    return c
+
+
+def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
+    """The left column: data, method, the run buttons, lessons, settings, shipped models."""
+    c = _data_inputs(lim)
+    # above the Settings: on a 1280 x 720 screen they stay in view with the plots
+    with gr.Row():
+        c.start = gr.Button("Start", variant="primary", elem_id="btn-start")
+        c.stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
+        c.cont = gr.Button("Continue", elem_id="btn-continue")
+    gr.Examples(
+        [list(ex) for ex in TRAIN_EXAMPLES],
+        [c.data, c.method],
+        label="One-click lessons: fill the data set and method, then press Start",
+        elem_id="train-examples",
+    )
+    with gr.Accordion("Settings", open=True):
+        c.settings = _settings(lim)
+    with gr.Row():
+        c.pretrained = gr.Dropdown(
+            fm.checkpoint_choices(KIND_2D),
+            value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
+            label="Start from a shipped model",
+            elem_id="pretrained",
+            scale=3,
+        )
+        c.load = gr.Button("Load", elem_id="btn-load", scale=1)
+    with gr.Row():
+        c.download = gr.Button("Download model (zip)", elem_id="btn-download")
+    c.download_file = gr.File(label="Checkpoint", interactive=False, elem_id="download-file")
+    return c
+
+
+def _views(c: SimpleNamespace, lim: Limits) -> None:
+    """The right column: progress, status, samples and loss figures."""
+    c.progress = gr.HTML(
+        plots.progress_html(0, DEFAULTS.steps, 0, lim.live_seconds, 0, "ready"), elem_id="live-progress"
+    )
+    c.status = gr.Markdown(
+        "Press **Start**: the samples and the loss appear within a second "
+        "and refresh every 1 to 3 s (less often while the CPU is busy).",
+        elem_id="live-status",
+    )
+    c.samples_plot = gr.Plot(
+        plots.empty_figure("data and samples at N = 1, 2, 4, 8 appear here"),
+        label="Data and flow-map samples at N = " + ", ".join(map(str, VIEW_STEPS)),
+        elem_id="plot-samples",
+    )
+    c.loss_plot = gr.Plot(plots.loss_figure([]), label="Loss per term", elem_id="plot-loss")
+    gr.Markdown(
+        "Every panel starts from the same noise. **N** is the number of flow-map jumps on a "
+        "uniform grid, one network call each. Flow matching alone learns only the diagonal "
+        "(the velocity), so for it the panels show Euler steps of the ODE instead. Live runs "
+        f"use an EMA of 0.99 and are capped at {lim.live_seconds:.0f} s each "
+        f"({lim.session_seconds:.0f} s per session)."
+    )
+
+
+def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits) -> None:
+    """The tab's events; every one that uses the visitor's model returns the session last."""
+    s = c.settings
+    settings = [c.method, s.steps, s.batch, s.lr, s.eta, s.width, s.depth, s.seed]
+    for comp in (c.data, c.method, s.lr, s.seed, c.pretrained):
+        named(comp)
+    live_out = [c.samples_plot, c.loss_plot, c.progress, c.status]
+    heavy = {"concurrency_limit": lim.concurrency}
+    train = {
+        "concurrency_limit": lim.train_concurrency,
+        "concurrency_id": "train",
+        "show_progress": "minimal",
+        "show_progress_on": c.progress,  # a queued user sees their place on the progress bar
+    }
+
+    def on_data(choice):
+        return (gr.update(visible=choice == DRAW), gr.update(visible=choice == CSV), data_help(choice))
+
+    c.data.change(on_data, c.data, [c.draw_box, c.csv, c.data_md], api_visibility="undocumented", queue=False).then(
+        None, c.data, None, js=PICK_BRUSH_JS, queue=False
+    )
+    c.method.change(
+        method_help, c.method, c.method_md, api_name="_method_help", api_visibility="undocumented", queue=False
+    )
+    visit = functools.partial(visiting, fm.sessions)
+    c.start.click(
+        visit(fm.train_start, "Training"),
+        [session, c.data, c.draw, c.csv, *settings],
+        [*live_out, session],
+        api_name="train_start",
+        **train,
+    )
+    c.cont.click(
+        visit(fm.train_continue, "Training"),
+        [session, *settings],
+        [*live_out, session],
+        api_name="train_continue",
+        **train,
+    )
+    c.stop.click(
+        visit(fm.train_stop, "Stop"),
+        session,
+        [c.status, session],
+        api_name="train_stop",
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    c.load.click(
+        visit(fm.load_pretrained, "Loading the model"),
+        [session, c.pretrained, *settings],
+        [*live_out, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
+        api_name="load_pretrained",
+        **heavy,
+    )
+    c.download.click(
+        visit(fm.download_model, "Download"), session, [c.download_file, session], api_name="download_model", **heavy
+    )
+
+
+def build_train_tab(fm: TrainCallbacks, session: gr.State, lim: Limits) -> gr.Dropdown:
+    """The "Train live (2-D)" tab, inside ``gr.Tabs``; returns its shipped-model dropdown (the
+    page refreshes its choices on load)."""
+    with gr.Tab("Train live (2-D)", id="train", elem_id="tab-train"):
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                c = _controls(fm, lim)
+            with gr.Column(scale=3):
+                _views(c, lim)
+    _wire(fm, c, session, lim)
+    return c.pretrained

@@ -1,0 +1,202 @@
+"""The "Train live (2-D)" tab's callbacks: start, continue, stop, load and download a session's model.
+
+Each visitor's :class:`app.live.LiveSession` trains in short slices (app/live.py) whose
+snapshots stream to the page as four outputs: the samples figure, the loss figure, the
+progress bar and the status line. app/tabs/train.py lays out the tab and wires these.
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import plots
+from app.checkpoints import KIND_2D
+from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source
+from app.live import FINAL_STATES, LiveSession, Snapshot
+from app.live_settings import CONTINUE_FACTOR, refresh_seconds, settings_from_checkpoint
+from app.tabs.base import AppBase
+from app.validation import METHOD_LABELS, InputError, parse_train_settings, points_from_drawing, points_from_upload
+
+#: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
+STOP_WAIT = 10.0
+
+
+class TrainCallbacks(AppBase):
+    """The live tab's events (outputs in the order app/tabs/train.py wires them)."""
+
+    def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
+        if choice == DRAW:
+            return points_source(DRAW, points_from_drawing(drawing))
+        if choice == CSV:
+            pts = points_from_upload(csv_file, max_rows=self.limits.max_csv_rows, max_bytes=self.limits.max_upload)
+            return points_source(CSV, pts)
+        if not isinstance(choice, str) or choice not in DATA_CHOICES:
+            raise InputError(f"data set: {choice!r} is not one of {', '.join(DATA_CHOICES)}")
+        return toy_source(choice)
+
+    def status_text(self, session: LiveSession) -> str:
+        """The live tab's status line, derived only from the session's run state (``phase``, its
+        step and notes), so every reply that shows it (a run's updates, Stop's answer) agrees."""
+        phase = session.phase
+        name = session.data.name if session.data else ""
+        method = (session.method or "").upper()
+        text = f"**{phase}** · {method} on {name} · step {session.phase_step}"
+        if phase == "done":
+            text += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
+        elif phase == "time cap reached":
+            text += (
+                f" · each run is capped at {self.limits.live_seconds:.0f} s so the CPU is shared; "
+                "press Continue to train more"
+            )
+        elif phase == "stopped":
+            text += " · the model keeps what it has learned; press Continue to go on"
+        for note in (session.phase_message, session.run_note):
+            if note:
+                text += f"\n\n{note}"
+        return text
+
+    def _figures(self, session: LiveSession, snap) -> tuple:
+        data = session.data_view if session.data_view is not None else np.zeros((0, 2))
+        rng = plots.axis_range(data) if len(data) else None
+        fig_s = plots.samples_figure(data, snap.panels, rng, marker_size=3.5)
+        fig_l = plots.loss_figure(snap.history)
+        left = max(0.0, self.limits.session_seconds - session.used_seconds)
+        bar = plots.progress_html(
+            snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left
+        )
+        return fig_s, fig_l, bar, self.status_text(session)
+
+    def _run_cap(self, session: LiveSession, check: bool = True) -> float:
+        left = self.limits.session_seconds - session.used_seconds
+        if check and left <= 1.0:
+            raise InputError(
+                f"this session has used its {self.limits.session_seconds:.0f} s of live training; "
+                "download the model, or reload the page for a new session"
+            )
+        return max(1.0, min(self.limits.live_seconds, left))
+
+    def _stream(self, session: LiveSession, steps: int, prepare):
+        if not session.run_lock.acquire(blocking=False):
+            raise InputError("this session is already training: press Stop first")
+        try:
+            session.stop_event.clear()
+            session.begin_run()
+            prepare()
+            cap = self._run_cap(session)
+            for snap in session.run(steps, cap, chunk_seconds=refresh_seconds()):
+                yield self._figures(session, snap)
+        finally:
+            session.end_run()
+            session.run_lock.release()
+
+    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+        """Start a fresh model on the chosen data and stream its training."""
+        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        data = self.resolve_data(data_choice, drawing, csv_file)
+        self._run_cap(session)
+        self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
+        yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
+
+    def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue training this session's model (new lr / batch / eta / method apply)."""
+        if session.trainer is None:
+            raise InputError("nothing to continue: press Start first (or load a shipped model)")
+        s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        yield from self._stream(session, s.steps, lambda: session.update_settings(s))
+
+    def train_stop(self, session, wait: float = STOP_WAIT):
+        """Stop this session's run (other sessions are not touched) and answer with its final status.
+
+        The run sees the stop flag at its next step and writes its final state; this waits up to
+        ``wait`` seconds for it, so the answer is the same line as the run's last update (never a
+        "stopping" that arrives after it). With no run, the last run's status stays (e.g. the
+        time cap's "press Continue to train more")."""
+        if session.running:
+            session.stop_event.set()
+            if not session.finished.wait(wait):
+                return f"**stopping** · step {session.phase_step} · the run ends at its next step"
+        if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
+            return self.status_text(session)
+        return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
+
+    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+        """Load a shipped 2-D checkpoint into this session (an instant, trained model).
+
+        The session adopts the checkpoint's settings (method, width, depth, learning rate, eta,
+        batch size; :func:`app.live.settings_from_checkpoint`) and the page's Settings show them,
+        so a Continue trains it as it was trained, not at the page's rate. Outputs: the four live
+        outputs, then the method label, batch, lr, eta, width and depth."""
+        if not isinstance(name, str) or name not in self.store.names(KIND_2D):
+            raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
+        data = self.data_of(name)
+        if data is None:
+            raise InputError(f"shipped model {name}: its data set is not recorded in its config")
+        if session.running:
+            raise InputError("this session is training: press Stop first")
+        page = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        self.sessions.admit(session)
+        model, config = self.store.load(name)
+        s = settings_from_checkpoint(config, page, self.limits)
+        session.load_pretrained(name, model, config, data, s)
+        s = session.settings
+        snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
+        fig_s, fig_l, _, _ = self._figures(session, snap)
+        bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
+        status = (
+            f"**loaded** {name} ({self.store.info(name).label}); its settings are in *Settings* "
+            f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
+            f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
+        )
+        return (
+            fig_s,
+            plots.loss_figure([]),
+            bar,
+            status,
+            METHOD_LABELS.get(s.method, method),
+            s.batch,
+            s.lr,
+            s.eta,
+            s.width,
+            s.depth,
+        )
+
+    def download_model(self, session):
+        """This session's model as a zip of a save_pretrained folder."""
+        from flowmaps.hub import save_pretrained
+
+        model = session.snapshot_model()
+        config = dict(session.config or {})
+        name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"
+        # gradio copies the returned zip into its own cache, so the folder of the previous
+        # download is no longer needed; the last one goes when the session is freed.
+        for old in session.scratch:
+            shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix="flowmaps-download-"))
+        session.scratch[:] = [str(tmp)]
+        weakref.finalize(session, shutil.rmtree, str(tmp), True)  # also if gradio drops the session unclosed
+        folder = tmp / name
+        steps = session.trainer.global_step if session.trainer else 0
+        card = {
+            "title": f"flowmaps live model: {name}",
+            "summary": f"Trained live in the flowmaps app ({session.origin}).",
+            "data": session.data.name if session.data else "?",
+            "method": session.method,
+            "steps": steps,
+            "hardware": "CPU (the app's live trainer)",
+        }
+        save_pretrained(model, folder, config, card=card)
+        archive = tmp / f"{name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(folder.iterdir()):
+                zf.write(f, f"{name}/{f.name}")
+        shutil.rmtree(folder, ignore_errors=True)
+        return str(archive)
