@@ -272,11 +272,11 @@ def test_healthy_runs_are_not_flagged():
     trainer = Trainer(_model(), make_objective("esd"), _sampler, cfg)  # the family that drifted at scale
     trainer.train(progress=False)
     assert trainer.global_step == 150 and trainer.recoveries == 0 and trainer.drift_rollbacks == 0
-    assert math.isfinite(trainer._reference[0])  # the guard was armed
+    assert math.isfinite(trainer.guard.reference[0])  # the guard was armed
     flat = Trainer(_Point(), _Drifting(10**9), _sampler, _drift_config(steps=800))
     flat.train(progress=False)
     assert flat.recoveries == 0 and flat.global_step == 800
-    assert len(flat._kept) <= 12 and flat._kept[0]["step"] == 0  # thinned, the start kept
+    assert len(flat.guard.kept) <= 12 and flat.guard.kept[0]["step"] == 0  # thinned, the start kept
 
 
 # ---------------------------------------------------------------------------------- pieces
