@@ -25,6 +25,14 @@ def _train(out: Path, *extra: str) -> int:
     return main(["train", "--data", "checkerboard", "--method", "lsd", "--out", str(out), *TINY, *extra])
 
 
+def _assert_same_weights(one: Path, other: Path) -> None:
+    """The two checkpoint folders hold the same tensors, bit for bit."""
+    with safe_open(str(one / "model.safetensors"), "pt") as a, safe_open(str(other / "model.safetensors"), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for k in a.keys():
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+
+
 def test_train_evaluate_sample(tmp_path, capsys):
     out = tmp_path / "ck"
     assert _train(out, "--steps", "12", "--eval-n", "2000", "--eval-steps", "1,2") == 0
@@ -73,13 +81,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert _train(split, "--steps", "10", "--eval-n", "0", "--resume") == 0
     steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))
-    with (
-        safe_open(str(straight / "model.safetensors"), "pt") as a,
-        safe_open(str(split / "model.safetensors"), "pt") as b,
-    ):
-        assert set(a.keys()) == set(b.keys())
-        for k in a.keys():
-            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    _assert_same_weights(straight, split)
     assert json.loads((split / "config.json").read_text())["steps"] == 10
 
 
@@ -295,13 +297,7 @@ def test_init_from_continues_the_network_and_records_the_lineage(tmp_path, capsy
             "--batch-size", "64", "--no-progress", "--eval-n", "0", "--note", "A second stage.",
             "--out", str(child)]  # fmt: skip
     assert main(args) == 0
-    with (
-        safe_open(str(parent / "model.safetensors"), "pt") as a,
-        safe_open(str(child / "model.safetensors"), "pt") as b,
-    ):
-        assert set(a.keys()) == set(b.keys())
-        for k in a.keys():
-            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    _assert_same_weights(parent, child)
     config = json.loads((child / "config.json").read_text())
     assert config["net"]["width"] == 16 and config["net"]["depth"] == 2  # the parent's, not the default 512 x 4
     assert config["init_from"]["steps"] == 12 and config["init_from"]["checkpoint"] == str(parent)
