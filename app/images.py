@@ -127,7 +127,7 @@ def _times(grid: torch.Tensor, max_items: int = 4) -> str:
     return ", ".join(vals)
 
 
-#: Sampler names of metrics.json (scripts/eval_images.py) for a row's (sampler, grid kind).
+#: Sampler names of metrics.json (bench/eval_images.py) for a row's (sampler, grid kind).
 _METRIC_SAMPLERS = {
     ("flow map", "uniform"): "flow map",
     ("flow map", "cosine"): "flow map, cosine grid",

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             return
         if tr.global_step % args.report_every:
             return
-        level, ref = tr._level or (float("nan"),) * 2, tr._reference
+        level, ref = tr.guard.level or (float("nan"),) * 2, tr.guard.reference
         row = {
             "step": tr.global_step,
             "s": round(time.perf_counter() - start, 1),

@@ -66,9 +66,9 @@ from bench_common import (  # noqa: E402
 
 from flowmaps.fast import FastObjective  # noqa: E402
 from flowmaps.flowmap import FlowMap  # noqa: E402
-from flowmaps.graphs import bf16_autocast, compile_network  # noqa: E402
 from flowmaps.nets.mlp import MLP  # noqa: E402
 from flowmaps.objectives import make_objective  # noqa: E402
+from flowmaps.training import bf16_autocast, compile_network  # noqa: E402
 
 NAME = "step_cost"
 METHODS = ("fm", "lsd", "esd", "psd-m", "psd-u", "meanflow")

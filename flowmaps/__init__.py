@@ -21,7 +21,6 @@ from flowmaps.data.gmm import GaussianMixture, gmm_preset
 from flowmaps.data.point_cloud import points_from_array, points_from_csv
 from flowmaps.data.toy import TOY_SETS, sample_toy
 from flowmaps.flowmap import FlowMap
-from flowmaps.graphs import GraphedLoss, compile_network
 from flowmaps.hub import from_pretrained, save_pretrained
 from flowmaps.interpolants import LinearInterpolant, TrigInterpolant, make_interpolant
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, energy_distance, sliced_wasserstein
@@ -36,7 +35,7 @@ from flowmaps.objectives import (
 )
 from flowmaps.registry import build_model
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve, parse_grid, validate_grid
-from flowmaps.training import DivergenceError, TrainConfig, Trainer
+from flowmaps.training import DivergenceError, GraphedLoss, TrainConfig, Trainer, compile_network
 
 __version__ = "0.1.0"
 

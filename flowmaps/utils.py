@@ -9,19 +9,30 @@ One home for what would otherwise be written in several places:
   machine without one is a ``ValueError`` that says so.
 - ``markdown_table`` / ``text_table``: rows of dicts as a markdown or an aligned plain-text table,
   floats to 4 significant digits.
+- ``Range``: the allowed values of a number, stated once, checked by a config and by the command line.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "write_text_atomic", "fsync_dir", "resolve_device", "markdown_table", "text_table"]
+__all__ = [
+    "Range",
+    "atomic_write",
+    "write_text_atomic",
+    "fsync_dir",
+    "resolve_device",
+    "markdown_table",
+    "text_table",
+]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -130,3 +141,59 @@ def text_table(rows: Sequence[dict[str, Any]], cols: Sequence[str] | None = None
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, stated once and read by every check of it.
+
+    ``low``/``high`` bound the value (None: unbounded), ``low_open``/``high_open`` exclude the bound,
+    ``integer`` asks for a whole number and ``off`` also allows None (the setting switched off; a
+    command line spells it 0). :class:`flowmaps.training.TrainConfig` keeps one per field in its
+    field metadata; its own check and the ``flowmaps train`` flags both read it from there.
+
+    Example::
+
+        >>> Range(low=0, low_open=True).problem(-1.0)
+        'must be > 0, got -1'
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    off: bool = False
+
+    def describe(self, off_word: str = "None") -> str:
+        """What the value must be, e.g. "a positive integer (>= 1)", "in [0, 1)", "> 1 or None"."""
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            text = f"in {'(' if self.low_open else '['}{lo:g}, {hi:g}{')' if self.high_open else ']'}"
+        elif lo is not None:
+            text = f"{'>' if self.low_open else '>='} {lo:g}"
+            if self.integer and lo == 1 and not self.low_open:
+                text = "a positive integer (>= 1)"
+        elif hi is not None:
+            text = f"{'<' if self.high_open else '<='} {hi:g}"
+        else:
+            text = "a whole number" if self.integer else "a finite number"
+        if self.off:
+            return f"0 (off) or {text}" if off_word == "0" else f"{text} or None"
+        return text
+
+    def problem(self, value: Any, off_word: str = "None") -> str | None:
+        """None when ``value`` is allowed, else "must be ..., got value" (no field name)."""
+        if value is None and self.off:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and self.integer:
+            ok = float(value).is_integer()
+        if ok and self.low is not None:
+            ok = value > self.low if self.low_open else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.high_open else value <= self.high
+        if ok:
+            return None
+        got = f"{value:g}" if isinstance(value, float) else repr(value)
+        return f"must be {self.describe(off_word)}, got {got}"

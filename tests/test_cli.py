@@ -25,6 +25,14 @@ def _train(out: Path, *extra: str) -> int:
     return main(["train", "--data", "checkerboard", "--method", "lsd", "--out", str(out), *TINY, *extra])
 
 
+def _assert_same_weights(one: Path, other: Path) -> None:
+    """The two checkpoint folders hold the same tensors, bit for bit."""
+    with safe_open(str(one / "model.safetensors"), "pt") as a, safe_open(str(other / "model.safetensors"), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for k in a.keys():
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+
+
 def test_train_evaluate_sample(tmp_path, capsys):
     out = tmp_path / "ck"
     assert _train(out, "--steps", "12", "--eval-n", "2000", "--eval-steps", "1,2") == 0
@@ -73,13 +81,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert _train(split, "--steps", "10", "--eval-n", "0", "--resume") == 0
     steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))
-    with (
-        safe_open(str(straight / "model.safetensors"), "pt") as a,
-        safe_open(str(split / "model.safetensors"), "pt") as b,
-    ):
-        assert set(a.keys()) == set(b.keys())
-        for k in a.keys():
-            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    _assert_same_weights(straight, split)
     assert json.loads((split / "config.json").read_text())["steps"] == 10
 
 
@@ -148,9 +150,12 @@ def test_python_dash_m_entry_point():
 def test_training_that_diverges_exits_1(tmp_path, capsys, monkeypatch):
     """The guard's DivergenceError reaches the shell as exit status 1 and a message, not a normal
     exit with a broken model (the data turns to NaN, so every step is rejected)."""
-    import flowmaps.cli as cli
+    import flowmaps.cli.train as cli_train
 
-    monkeypatch.setattr(cli, "make_data_sampler", lambda data, device: lambda n, g: torch.full((n, 2), float("nan")))
+    def nan_sampler(data, device, **kw):
+        return lambda n, g: torch.full((n, 2), float("nan"))
+
+    monkeypatch.setattr(cli_train, "make_data_sampler", nan_sampler)
     out = tmp_path / "bad"
     assert _train(out, "--steps", "30", "--eval-n", "0") == 1
     err = capsys.readouterr().err
@@ -225,7 +230,7 @@ def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
     gives the half-sample KL; with --seeds the table is mean ± sd of the per-seed values."""
     import statistics
 
-    from flowmaps.cli import generate, grids_for
+    from flowmaps.evaluation import generate, grids_for
     from flowmaps.hub import from_pretrained
     from flowmaps.metrics import checkerboard_kl
 
@@ -255,9 +260,9 @@ def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
 
 def test_scatter_panel_puts_points_where_they_are(tmp_path):
     """One point at (0.5, -0.5) on a [-1, 1] view lands 3/4 across and 3/4 down the plotting square."""
-    from flowmaps.cli import PANEL_PLOT, _scatter_panel
+    from flowmaps.figures import PANEL_PLOT, scatter_panel
 
-    panel = np.asarray(_scatter_panel(np.array([[0.5, -0.5]]), 1.0, [-1, 0, 1], "N = 1 step"))
+    panel = np.asarray(scatter_panel(np.array([[0.5, -0.5]]), 1.0, [-1, 0, 1], "N = 1 step"))
     left, top = 46, 30  # the panel's margins
     plot = panel[top : top + PANEL_PLOT, left : left + PANEL_PLOT].astype(int)
     ink = np.argwhere((plot.sum(axis=2) < 3 * 250) & (plot[..., 2] > plot[..., 0] + 20))  # blue-ish pixels
@@ -281,3 +286,43 @@ def test_sample_png_has_panels_axes_and_points(tmp_path):
         inked = (plot.sum(axis=2) < 3 * 245).mean()
         assert 0.02 < inked < 0.9, (k, inked)  # points drawn, not a blank or a flooded square
     assert (pixels.sum(axis=2) == 0).mean() > 0.002  # black axes, ticks and labels
+
+
+def test_init_from_continues_the_network_and_records_the_lineage(tmp_path, capsys):
+    """--init-from starts from the parent's network (0 more steps: the weights are the parent's
+    exactly), takes its architecture, and the card and config record the chain of stages."""
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    assert _train(parent, "--steps", "12", "--eval-n", "0") == 0
+    args = ["train", "--data", "checkerboard", "--method", "esd", "--init-from", str(parent), "--steps", "0",
+            "--batch-size", "64", "--no-progress", "--eval-n", "0", "--note", "A second stage.",
+            "--out", str(child)]  # fmt: skip
+    assert main(args) == 0
+    _assert_same_weights(parent, child)
+    config = json.loads((child / "config.json").read_text())
+    assert config["net"]["width"] == 16 and config["net"]["depth"] == 2  # the parent's, not the default 512 x 4
+    assert config["init_from"]["steps"] == 12 and config["init_from"]["checkpoint"] == str(parent)
+    assert config["stages"][0] == "12 steps of lsd" and config["stages"][1].startswith("0 steps of esd (")
+    card = (child / "README.md").read_text()
+    assert "**Steps**: 12" in card and "A second stage." in card
+    capsys.readouterr()
+    assert main([*args[:-1], str(tmp_path / "c2"), "--width", "32"]) == 2
+    assert "--init-from takes the network from the checkpoint; leave out --width" in capsys.readouterr().err
+    other = ["train", "--data", "two_moons", "--init-from", str(parent), "--steps", "0", "--out", str(tmp_path / "c3")]
+    assert main(other) == 2
+    assert "was trained on checkerboard, not on --data two_moons" in capsys.readouterr().err
+
+
+def test_guard_flags_come_from_the_train_config(tmp_path, capsys):
+    """Every TrainConfig field is a flag with the field's range; 0 turns an optional guard off."""
+    assert _train(tmp_path / "g", "--steps", "2", "--eval-n", "0", "--spike-factor", "0", "--guard-every", "5") == 0
+    train = json.loads((tmp_path / "g" / "config.json").read_text())["train"]
+    assert train["spike_factor"] is None and train["guard_every"] == 5 and train["checkpoint_every"] == 1000
+    for argv, needle in [
+        (["--guard-every", "0"], "--guard-every: must be a positive integer (>= 1), got 0"),
+        (["--spike-factor", "1"], "--spike-factor: must be 0 (off) or > 1, got 1"),
+        (["--ema-decay", "1"], "--ema-decay: must be in [0, 1), got 1"),
+        (["--max-seconds", "-5"], "--max-seconds: must be 0 (off) or > 0, got -5"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--data", "checkerboard", "--out", "x", *argv])
+        assert exc.value.code == 2 and needle in capsys.readouterr().err

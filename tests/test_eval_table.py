@@ -1,4 +1,4 @@
-"""The image results table: the flow map against the ODE at equal FID (scripts/eval_images.py)."""
+"""The image results table: the flow map against the ODE at equal FID (bench/eval_images.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("eval_images", ROOT / "scripts" / "eval_images.py")
+    spec = importlib.util.spec_from_file_location("eval_images", ROOT / "bench" / "eval_images.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,4 +1,4 @@
-"""CUDA-graph training steps (flowmaps.graphs): same loss, gradients and random numbers as eager.
+"""CUDA-graph training steps (flowmaps.training.cuda_graphs): same loss, gradients and random numbers as eager.
 
 The equality tests need a CUDA device (they run on the GPU machine; docs/gpu_runs.md records the
 run); on a CPU-only machine the error paths are tested.
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from flowmaps.flowmap import FlowMap
-from flowmaps.graphs import GraphedLoss, graphs_available
 from flowmaps.nets.mlp import MLP
 from flowmaps.objectives import make_objective
 from flowmaps.training import TrainConfig, Trainer
+from flowmaps.training.cuda_graphs import GraphedLoss, graphs_available
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -108,7 +108,7 @@ def test_trainer_with_cuda_graph_matches_eager_training():
 def test_compiled_network_gives_the_same_loss_and_gradients(method):
     """compile_network (traced by dynamo and AOTAutograd; the aot_eager backend needs no compiler)
     leaves the loss and the gradients of a JVP objective unchanged, and the weights where they were."""
-    from flowmaps.graphs import compile_network
+    from flowmaps.training import compile_network
 
     out = {}
     for compiled in (False, True):

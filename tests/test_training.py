@@ -273,11 +273,11 @@ def test_healthy_runs_are_not_flagged():
     trainer = Trainer(_model(), make_objective("esd"), _sampler, cfg)  # the family that drifted at scale
     trainer.train(progress=False)
     assert trainer.global_step == 150 and trainer.recoveries == 0 and trainer.drift_rollbacks == 0
-    assert math.isfinite(trainer._reference[0])  # the guard was armed
+    assert math.isfinite(trainer.guard.reference[0])  # the guard was armed
     flat = Trainer(_Point(), _Drifting(10**9), _sampler, _drift_config(steps=800))
     flat.train(progress=False)
     assert flat.recoveries == 0 and flat.global_step == 800
-    assert len(flat._kept) <= 12 and flat._kept[0]["step"] == 0  # thinned, the start kept
+    assert len(flat.guard.kept) <= 12 and flat.guard.kept[0]["step"] == 0  # thinned, the start kept
 
 
 # ---------------------------------------------------------------------------------- pieces
@@ -543,3 +543,28 @@ def test_close_distributed_closes_an_open_group_and_is_a_no_op_without_one(tmp_p
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_every_range_in_the_config_metadata_is_enforced_at_its_edge():
+    """Each field's range (its metadata) accepts its bound where the bound is closed and refuses the
+    value just past it with a message naming the field; an "off" range takes None."""
+    from dataclasses import fields
+
+    checked = 0
+    for f in fields(TrainConfig):
+        rng = f.metadata.get("range")
+        if rng is None:
+            continue
+        step = 1 if rng.integer else 1e-9
+        for bound, open_, outside in ((rng.low, rng.low_open, -step), (rng.high, rng.high_open, step)):
+            if bound is None:
+                continue
+            bad = bound if open_ else bound + outside
+            with pytest.raises(ValueError, match=f"^{f.name} must be"):
+                TrainConfig(**{f.name: bad})
+            good = bound - outside if open_ else bound
+            assert getattr(TrainConfig(**{f.name: good}), f.name) == good
+            checked += 1
+        if rng.off:
+            assert getattr(TrainConfig(**{f.name: None}), f.name) is None
+    assert checked >= 20

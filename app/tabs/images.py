@@ -82,7 +82,7 @@ class ImageCallbacks(AppBase):
         return picture, "\n".join(lines) + "\n\n" + " ".join(notes), self.image_fid(name)
 
     def image_metrics(self, name: str) -> dict | None:
-        """A listed image checkpoint's metrics.json (scripts/eval_images.py), else its config's
+        """A listed image checkpoint's metrics.json (bench/eval_images.py), else its config's
         "metrics", else None."""
         info = self.store.info(name)  # listed names only: no user text becomes a path
         path = Path(info.source) / "metrics.json"

@@ -1,8 +1,8 @@
 """Time one training step of the image UNet for each objective and derivative backend.
 
-    python scripts/unet_step_bench.py --device cuda --batch 256
+    python bench/unet_step_bench.py --device cuda --batch 256
 
-Kept because GPU session 2 (scripts/gpu_session2.sh) ran it; the benchmark of record is
+Kept because GPU session 2 (docs/gpu_runs.md) ran it; the benchmark of record is
 ``python bench/step_cost.py --device cuda``, whose UNet rows cover the same cases with TF32 and
 peak-memory columns and write docs/benchmarks.md.
 

@@ -1,4 +1,4 @@
-"""CUDA graphs for training steps: capture the loss and its backward once, replay it every step.
+"""CUDA graphs and torch.compile for training steps: capture the loss and its backward once, replay it every step.
 
 Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 
@@ -27,11 +27,14 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GraphedLoss", "bf16_autocast", "compile_network", "graphs_available"]
+__all__ = ["GraphedLoss", "bf16_autocast", "compile_network", "graphs_available", "resolve_amp"]
+
+logger = logging.getLogger("flowmaps.training")
 
 
 def bf16_autocast(enabled: bool, cache_enabled: bool = True):
@@ -40,6 +43,20 @@ def bf16_autocast(enabled: bool, cache_enabled: bool = True):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+def resolve_amp(amp: bool | None, device: torch.device, uses_jvp: bool) -> bool:
+    """Whether to train under bf16 autocast: ``amp`` (``TrainConfig.amp``) with its default (None: on
+    CUDA for objectives without forward-mode derivatives) and its limits (CUDA only, with a warning
+    elsewhere; a warning for a JVP objective, whose bf16 backprop may be unreliable)."""
+    if amp is None:
+        return device.type == "cuda" and not uses_jvp
+    if amp and device.type != "cuda":
+        logger.warning("amp (bf16 autocast) is CUDA only; training on %s without it", device)
+        return False
+    if amp and uses_jvp:
+        logger.warning("amp with a JVP objective: backprop through a bf16 JVP may be unreliable")
+    return bool(amp)
 
 
 def graphs_available(device: torch.device | str) -> bool:
@@ -131,10 +148,9 @@ def compile_network(net: nn.Module, **compile_kwargs) -> nn.Module:
     """torch.compile the network's forward and, if it has one, its tangent pass ``jvp``, in place.
 
     The UNet's tangent pass is a long chain of small elementwise ops (closed-form derivatives of
-    GroupNorm, SiLU and the scale/shift modulation); compiled, they fuse into a few kernels. With
-    the step in a CUDA graph this brought the UNet's LSD step from 1.9x to 1.5x a (compiled)
-    flow-matching step on one H200 (docs/benchmarks.md). The first calls compile (minutes for the
-    UNet); weights and state_dict keys are unchanged. The compiled functions are bound to this
+    GroupNorm, SiLU and the scale/shift modulation); compiled, they fuse into a few kernels
+    (measured in docs/benchmarks.md). The first calls compile (minutes for the UNet); weights and
+    state_dict keys are unchanged. The compiled functions are bound to this
     module object: compile after any deepcopy of it (a copy would still call the original's).
     ``compile_kwargs`` go to torch.compile (e.g. ``backend="aot_eager"`` where no compiler is).
     """
