@@ -153,14 +153,8 @@ def live_model_config(s: TrainSettings, sigma: float, data_name: str) -> dict[st
 
 
 def live_objective(method: str, eta: float):
-    """The objective of a live run: the library's fused fast path where it applies (same loss and
-    gradients as the plain objective, fewer kernels), else the plain objective."""
-    objective = make_objective(method, eta=eta)
-    try:
-        from flowmaps.fast import FastObjective
-    except ImportError:  # an older library without the fast path
-        return objective
-    return FastObjective(objective)
+    """The objective of a live run (the library's objectives fuse their branches on the MLP)."""
+    return make_objective(method, eta=eta)
 
 
 def settings_from_checkpoint(config: dict[str, Any], page: TrainSettings, limits: Any = None) -> TrainSettings:
