@@ -141,12 +141,14 @@ class Objective(nn.Module):
     def diagonal_residual(self, model: FlowMap, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
         """r = v_{t,t}(I_t) - target, target dI_t/dt (or the teacher's velocity)."""
         it = model.interpolant.sample(x0, x1, t)
-        if self.diagonal_target == "teacher":
-            with torch.no_grad():
-                target = self.teacher_velocity(model, it.x_t, t)
-        else:
-            target = it.dx_t
-        return model.velocity(it.x_t, t) - target
+        return model.velocity(it.x_t, t) - self._diagonal_target(model, it, t)
+
+    def _diagonal_target(self, model: FlowMap, it: InterpolantSample, t: Tensor) -> Tensor:
+        """dI_t/dt, or the frozen teacher's velocity at I_t (under no_grad)."""
+        if self.diagonal_target != "teacher":
+            return it.dx_t
+        with torch.no_grad():
+            return self.teacher_velocity(model, it.x_t, t)
 
     def off_diagonal_residual(
         self, model: FlowMap, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, generator: torch.Generator | None = None
@@ -177,10 +179,10 @@ class Objective(nn.Module):
 
     def _can_fuse(self, model: FlowMap, n_diag: int, n_off: int, tangent: bool) -> bool:
         """Whether one network call may serve the diagonal rows and the off-diagonal rows: both
-        branches are present, the diagonal target needs no call of its own, no dropout is active
-        (the branches differ there) and, for a JVP, the net takes a tangent on its last rows only
-        and the derivative is exact (tangent pass)."""
-        if not (self.fuse_branches and n_diag and n_off and self.diagonal_target == "interpolant"):
+        branches are present, no dropout is active (the branches differ there) and, for a JVP,
+        the net takes a tangent on its last rows only and the derivative is exact (tangent pass).
+        A teacher's diagonal target keeps its own no-grad call."""
+        if not (self.fuse_branches and n_diag and n_off):
             return False
         if tangent:
             if model.resolve_backend(self.backend) != "tangent" or not getattr(model.net, "partial_tangent", False):
@@ -199,18 +201,23 @@ class Objective(nn.Module):
         ds: float,
         dt: float,
         dx: Tensor | None = None,
+        velocity_space: bool = False,
     ) -> tuple[Tensor, InterpolantSample, Tensor, Tensor]:
-        """One call of net.jvp on rows [diagonal; off-diagonal] with the tangent (ds, dt) on the
-        off-diagonal rows only. Returns the diagonal residual, the interpolant sample at s (x_s =
-        I_s and dI_s/ds), X_{s,t}(x_s) and its derivative along (ds, dt)."""
+        """One call of net.jvp on rows [diagonal; off-diagonal] with the tangent (ds, dt, dx) on
+        the off-diagonal rows only. Returns the diagonal residual, the interpolant sample at s
+        (x_s = I_s and dI_s/ds), and X_{s,t}(x_s) with its derivative along the tangent (or, with
+        velocity_space, v_{s,t}(x_s) with its derivative)."""
         diag = model.interpolant.sample(x0[:n_diag], x1[:n_diag], t_diag)
         it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s)
         x_s = it.x_t
         ds_, dt_ = torch.full_like(s, ds), torch.full_like(s, dt)
         dx_ = torch.zeros_like(x_s) if dx is None else dx
         v, dv = model.net.jvp(torch.cat([t_diag, s]), torch.cat([t_diag, t]), torch.cat([diag.x_t, x_s]), ds_, dt_, dx_)
+        r_diag = v[:n_diag] - self._diagonal_target(model, diag, t_diag)
+        if velocity_space:
+            return r_diag, it, v[n_diag:], dv
         X, dX = map_tangent(x_s, s, t, v[n_diag:], dv, ds_, dt_, dx_)
-        return v[:n_diag] - diag.dx_t, it, X, dX
+        return r_diag, it, X, dX
 
     def _log(self, value: Tensor) -> float | Tensor:
         value = value.detach()

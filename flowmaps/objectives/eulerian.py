@@ -92,17 +92,28 @@ class Eulerian(Objective):
                 _, transport = model.jvp(x_s, s, t, dx=b, **jkw)
             return dX_ds + transport
         v, dv = model.jvp_velocity(x_s, s, t, dx=b, ds=1.0, **jkw)
-        target = b + _expand(t - s, x_s) * dv
+        return self._velocity_residual(v, dv, b, s, t)
+
+    def _velocity_residual(self, v: Tensor, dv: Tensor, b: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """MeanFlow's r = v - sg(b + (t - s) dv), dv = d/ds v + grad_x v . b (no sg with stopgrad="none")."""
+        target = b + _expand(t - s, v) * dv
         if self.stopgrad == "teacher":
             target = target.detach()
         return v - target
 
     def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
-        # Fused X-space residual: the diagonal rows and the JVP rows that carry gradients in one
-        # call; b (and, for stopgrad="teacher", the transport term) in their own no-grad calls.
+        # Fused: the diagonal rows and the JVP rows that carry gradients in one call; b (and, for
+        # stopgrad="teacher" in X-space, the transport term) in their own no-grad calls.
         n_off = 0 if s_off is None else s_off.shape[0]
-        if self.space != "map" or not self._can_fuse(model, n_diag, n_off, tangent=True):
+        if not self._can_fuse(model, n_diag, n_off, tangent=True):
             return super().residuals(model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
+        if self.space == "velocity":  # one call along (ds, dx) = (1, b) for v and dv
+            it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off)
+            b = self._transport_velocity(model, it, s_off)
+            r_diag, _, v, dv = self._fused_tangent(
+                model, x0, x1, n_diag, t_diag, s_off, t_off, ds=1.0, dt=0.0, dx=b, velocity_space=True
+            )
+            return r_diag, self._interval_weighted(self._velocity_residual(v, dv, b, s_off, t_off), s_off, t_off)
         if self.stopgrad == "none":
             # b first (no grad), then one call along (ds, dx) = (1, b): d/ds X + grad_x X . b.
             it = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off)

@@ -85,4 +85,4 @@ class Progressive(Objective):
         x_s = model.interpolant.sample(x0[n_diag:], x1[n_diag:], s_off).x_t
         target = self._teacher_target(model, x_s, s_off, t_off, generator)
         v = model(torch.cat([t_diag, s_off]), torch.cat([t_diag, t_off]), torch.cat([diag.x_t, x_s]))
-        return v[:n_diag] - diag.dx_t, v[n_diag:] - target
+        return v[:n_diag] - self._diagonal_target(model, diag, t_diag), v[n_diag:] - target
