@@ -72,14 +72,8 @@ def build_live_model(s: TrainSettings, sigma: float, data_name: str) -> tuple[di
 
 
 def live_objective(method: str, eta: float):
-    """The objective of a live run: the library's fused fast path where it applies (same loss and
-    gradients as the plain objective, fewer kernels), else the plain objective."""
-    objective = make_objective(method, eta=eta)
-    try:
-        from flowmaps.fast import FastObjective
-    except ImportError:  # an older library without the fast path
-        return objective
-    return FastObjective(objective)
+    """The objective of a live run (the library's objectives fuse their branches on the MLP)."""
+    return make_objective(method, eta=eta)
 
 
 @dataclass

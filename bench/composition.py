@@ -138,7 +138,7 @@ VARIANTS = {
 
 
 def build(variant: dict, gmm: GaussianMixture, steps: int, seed: int, device: str, width: int, depth: int):
-    import flowmaps.objectives as objectives
+    import flowmaps.objectives.base as objectives
 
     objectives.off_diagonal_times = make_time_sampler(variant.get("times", "uniform"))
     torch.manual_seed(seed)

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from flowmaps.data.toy import CHECKERBOARD_CELLS, data_std
-from flowmaps.fast import FastObjective
 from flowmaps.objectives import make_objective
 from flowmaps.registry import build_model
 from flowmaps.training import DivergenceError, TrainConfig, Trainer
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_seconds=args.max_seconds,
         drift_factor=None if args.no_drift_guard else 10.0,
     )
-    trainer = Trainer(model, FastObjective(make_objective("esd")), checkerboard_sampler(device), cfg)
+    trainer = Trainer(model, make_objective("esd"), checkerboard_sampler(device), cfg)
     x0 = sigma * torch.randn(10_000, 2, generator=torch.Generator().manual_seed(1)).to(device)
     rows: list[dict] = []
     events: list[dict] = []

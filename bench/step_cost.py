@@ -12,16 +12,14 @@ time but much less the CPU time. On GPU the peak memory of each step is recorded
 Variants (rows):
 - method: fm, lsd, esd, psd-m, psd-u, meanflow.
 - backend: the derivative backend of the objective: jvp (torch.func forward mode), tangent (the
-  network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal), fd
-  (central difference in time), tangent-stacked / tangent-split (the UNet's tangent pass with
-  each layer run once on primal and tangent stacked along the batch, or on each apart: the
-  default since session 10; until then "tangent" was stacked), unfused (UNet: the diagonal rows
-  and the off-diagonal rows that
-  carry gradients in two network calls instead of one, the reference for the fused default of
-  LSD, ESD and PSD), fused (the opt-in
-  :class:`flowmaps.fast.FastObjective`: one
-  stacked pass for both branches and a hand-written backward; the same loss and gradients,
-  see tests/test_fast.py).
+  network's own tangent pass: MLP.jvp and UNet.jvp carry the tangent beside the primal, and the
+  objective runs the diagonal rows and the off-diagonal rows that carry gradients in one call of
+  it; the MLP's has a hand-written backward), fd (central difference in time), tangent-stacked /
+  tangent-split (the UNet's tangent pass with each layer run once on primal and tangent stacked
+  along the batch, or on each apart: the default since session 10; until then "tangent" was
+  stacked), unfused (the diagonal rows and the off-diagonal rows that carry gradients in two
+  network calls instead of one, the reference for the fused default of LSD, ESD and PSD; the
+  same loss and gradients, see tests/test_objectives.py).
 - GPU extras: TF32 matmuls, bf16 autocast, torch.compile of the loss (a failure is caught and
   reported), and a CUDA graph of the whole step (noise, times, loss, backward, RAdam) for the
   2-D MLP and the UNet. Each ratio is taken against the flow-matching row of the same variant
@@ -64,7 +62,6 @@ from bench_common import (  # noqa: E402
     write_json,
 )
 
-from flowmaps.fast import FastObjective  # noqa: E402
 from flowmaps.flowmap import FlowMap  # noqa: E402
 from flowmaps.nets.mlp import MLP  # noqa: E402
 from flowmaps.objectives import make_objective  # noqa: E402
@@ -73,7 +70,6 @@ from flowmaps.training import bf16_autocast, compile_network  # noqa: E402
 NAME = "step_cost"
 METHODS = ("fm", "lsd", "esd", "psd-m", "psd-u", "meanflow")
 JVP_METHODS = ("lsd", "esd", "meanflow")
-FUSED_METHODS = ("fm", "lsd", "esd")
 # UNet rows captured in a CUDA graph (TF32): each method fused and, for reference, unfused
 UNET_GRAPH_ROWS = (
     ("fm", "-"),
@@ -126,8 +122,6 @@ def _data(kind: str, batch: int, device: torch.device, seed: int) -> torch.Tenso
 
 
 def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.Module:
-    if backend == "fused":
-        return FastObjective(make_objective(method), return_logs=return_logs)
     if backend == "-":
         return make_objective(method, return_logs=return_logs)
     if backend in ("tangent-split", "tangent-stacked"):  # unet.STACK_TANGENT forced off / on
@@ -264,13 +258,11 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
     methods = [m for m in METHODS if m in args.methods]
     for m in methods:
         if m in JVP_METHODS:
-            backends = ["jvp", "fd", "tangent"] + (
-                ["tangent-stacked", "unfused"] if net_kind == "unet" and m in ("lsd", "esd") else []
-            )
+            backends = ["jvp", "fd", "tangent"]
+            if m in ("lsd", "esd"):  # the fused default's references
+                backends += (["tangent-stacked"] if net_kind == "unet" else []) + ["unfused"]
         else:
             backends = ["-"] + (["unfused"] if net_kind == "unet" and m.startswith("psd") else [])
-        if net_kind == "mlp" and m in FUSED_METHODS and not args.no_fused:
-            backends.append("fused")
         rows += [(m, b, "eager") for b in backends]
     if device.type == "cuda" and net_kind == "unet":
         for m, b in (("fm", "-"), ("lsd", "tangent"), ("esd", "tangent"), ("psd-m", "-")):
@@ -291,9 +283,7 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
         for m, b in (
             ("fm", "-"),
             ("lsd", "tangent"),
-            ("fm", "fused"),
-            ("lsd", "fused"),
-            ("esd", "fused"),
+            ("esd", "tangent"),
             ("psd-m", "-"),
         ):
             if m in methods:
@@ -301,13 +291,11 @@ def _variants(net_kind: str, device: torch.device, args: argparse.Namespace) -> 
         if args.graphs:
             if "fm" in methods:
                 rows += [("fm", "-", "graph"), ("fm", "-", "tf32+graph")]
-            for m in ("fm", "lsd", "esd"):
+            for m in ("lsd", "esd"):
                 if m in methods:
-                    rows += [(m, "fused", "graph"), (m, "fused", "tf32+graph")]
+                    rows += [(m, "tangent", "graph"), (m, "tangent", "tf32+graph")]
     if args.compile:
-        for m, b in (("fm", "-"), ("lsd", "jvp"), ("lsd", "fd"), ("psd-m", "-")) + (
-            (("lsd", "tangent"), ("lsd", "fused")) if net_kind == "mlp" else (("lsd", "tangent"),)
-        ):
+        for m, b in (("fm", "-"), ("lsd", "jvp"), ("lsd", "fd"), ("lsd", "tangent"), ("psd-m", "-")):
             if m in methods:
                 rows.append((m, b, "compile"))
     if args.variants:
@@ -426,11 +414,11 @@ def _save(rows: list[dict[str, Any]], device: torch.device, args: argparse.Names
         "Forward + backward + RAdam step; `ms` the median wall time per step, `ratio_fm` against the plain\n"
         "flow-matching step (`fm`, `-`) on the same network, batch and variant (precision, CUDA graph).\n"
         "Targets: LSD <= 1.6x, ESD <= 2.0x, PSD <= 1.6x. Backends: `jvp` torch.func, `tangent` the\n"
-        "network's own tangent pass (MLP, UNet), `tangent-stacked` / `tangent-split` the UNet's with\n"
-        "each layer run once on primal and tangent stacked, or apart (the default), `fd` central\n"
-        "difference, `fused` flowmaps.fast.FastObjective (same loss and gradients, one stacked pass,\n"
-        "hand-written backward), `unfused` (UNet) the diagonal rows in a network call of their own (the\n"
-        "default runs them in one call with the off-diagonal rows that carry gradients). Variants:\n"
+        "network's own tangent pass (MLP, UNet; the MLP's with a hand-written backward), run on the\n"
+        "diagonal rows and the off-diagonal rows that carry gradients in one call (the default),\n"
+        "`tangent-stacked` / `tangent-split` the UNet's with each layer run once on primal and tangent\n"
+        "stacked, or apart (the default), `fd` central difference, `unfused` the diagonal rows in a\n"
+        "network call of their own (same loss and gradients). Variants:\n"
         "`tf32` TF32 matmuls and convolutions, `bf16` bf16 autocast, `graph` the whole step in one CUDA\n"
         "graph (`peak_mib` then includes the memory the graph sets aside at capture; in tables before\n"
         "session 11 it counted only what the replays allocate), `compile-net` torch.compile of the\n"
@@ -474,7 +462,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the loss")
     p.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=True, help="CUDA-graph rows (GPU)")
-    p.add_argument("--no-fused", action="store_true", help="skip the fused FastObjective rows")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failed rows")
     return p
 

@@ -12,10 +12,11 @@ KL of exact samples) are saved; ``--save DIR`` writes the final EMA model to
 ``DIR/checkerboard-<method>`` with :func:`flowmaps.hub.save_pretrained` and a model card (steps,
 wall time, GPU, the KL at N = 1, 2, 4, 8, 16).
 
-Speed: the loss runs through :class:`flowmaps.fast.FastObjective` (same loss and gradients as
-the plain objective) and, on CUDA, its forward + backward is captured once in a CUDA graph
-(data, noise and times are drawn inside the graph); clipping, RAdam and the EMA run eagerly with
-foreach kernels. ``--no-graph`` / ``--no-fused`` switch these off.
+Speed: the objective runs its diagonal rows and its off-diagonal rows in one call of the MLP's
+tangent pass (branch fusion, the library's default; the same loss and gradients as separate
+calls) and, on CUDA, its forward + backward is captured once in a CUDA graph (data, noise and
+times are drawn inside the graph); clipping, RAdam and the EMA run eagerly with foreach kernels.
+``--no-graph`` / ``--no-fused`` switch these off.
 
 Usage::
 
@@ -52,7 +53,6 @@ from bench_common import (  # noqa: E402
 )
 
 from flowmaps.data.toy import CHECKERBOARD_CELLS, data_std  # noqa: E402
-from flowmaps.fast import FastObjective, fusable  # noqa: E402
 from flowmaps.objectives import make_objective  # noqa: E402
 from flowmaps.registry import build_model  # noqa: E402
 
@@ -113,12 +113,9 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     ema_params = [p for p in ema.parameters()]
-    base = make_objective(method, eta=args.eta)
-    fused = not args.no_fused and fusable(base, model, torch.zeros(2, 2, device=device))
+    fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
-    objective = (
-        FastObjective(base, return_logs=False) if fused else make_objective(method, eta=args.eta, return_logs=False)
-    )
+    objective = make_objective(method, eta=args.eta, fuse_branches=fused, return_logs=False)
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
@@ -369,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=64_000, help="samples per KL")
     p.add_argument("--chunk-steps", type=int, default=10_000, help="most steps between clock checks")
     p.add_argument("--no-graph", action="store_true", help="no CUDA graph")
-    p.add_argument("--no-fused", action="store_true", help="plain objective instead of FastObjective")
+    p.add_argument("--no-fused", action="store_true", help="the two branches in separate network calls")
     p.add_argument("--save", default=None, help="parent folder for checkerboard-<method> checkpoints")
     p.add_argument(
         "--init-from",

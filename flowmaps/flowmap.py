@@ -50,7 +50,9 @@ class FlowMap(nn.Module):
     Args:
         net: callable module, net(s, t, x) -> v with s, t of shape (B,) (t = 0 noise,
             t = 1 data) and x of shape (B, *D). It may offer net.jvp(s, t, x, ds, dt, dx)
-            returning (v, dv) in one sweep (used by backend="tangent").
+            returning (v, dv) in one sweep (used by backend="tangent"), and state
+            ``partial_tangent = True`` when that jvp accepts a tangent for its last rows only
+            (the MLP, the UNet): the objectives then run both branches in one call.
         sigma: standard deviation of the Gaussian base x0 ~ N(0, sigma^2 I).
         interpolant: "linear" (I_t = (1 - t) x0 + t x1) or "trig".
         loss_weight: optional module w(s, t) -> (B,), the learned log-variance of the loss.

@@ -40,8 +40,8 @@ def test_step_cost_quick(tmp_path: Path) -> None:
         ("lsd", "jvp"),
         ("lsd", "tangent"),
         ("lsd", "fd"),
-        ("lsd", "fused"),
-        ("esd", "fused"),
+        ("lsd", "unfused"),
+        ("esd", "unfused"),
         ("psd-m", "-"),
     ]:
         assert key in measured, key

@@ -156,29 +156,34 @@ ONE_CALL = {
 VARIANTS = {"esd-sample": ("esd", {"velocity": "sample", "stopgrad": "teacher"})}
 
 
+@pytest.mark.parametrize("net", ["unet", "mlp"])
 @pytest.mark.parametrize("method", sorted(ONE_CALL))
-def test_fused_branches_equal_the_separate_calls(method):
-    """On a net with partial tangents (the UNet) the diagonal rows and the off-diagonal rows that
-    carry gradients run in one call; loss, logs and gradients equal the unfused objective's, with
-    one call fewer."""
+def test_fused_branches_equal_the_separate_calls(method, net):
+    """On a net with partial tangents (the UNet, the MLP) the diagonal rows and the off-diagonal
+    rows that carry gradients run in one call; loss, logs and gradients equal the unfused
+    objective's, with one call fewer."""
     from flowmaps.nets.unet import UNet
 
     torch.manual_seed(0)
-    unet = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, attn_levels=(1,))
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model = FlowMap(unet, sigma=0.5)
-    x1, x0 = torch.rand(8, 1, 28, 28) * 2 - 1, 0.5 * torch.randn(8, 1, 28, 28)
+    if net == "unet":
+        network = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, attn_levels=(1,))
+        with torch.no_grad():
+            for p in network.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        x1, x0 = torch.rand(8, 1, 28, 28) * 2 - 1, 0.5 * torch.randn(8, 1, 28, 28)
+    else:
+        network = MLP(dim=2, width=16, depth=3, sigma=0.5)
+        x1, x0 = gaussian_batch(24)
+    model = FlowMap(network, sigma=0.5)
     calls = {"forward": 0, "jvp": 0}
-    unet.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
-    plain_jvp = unet.jvp
+    network.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    plain_jvp = network.jvp
 
     def counted_jvp(*args):
         calls["jvp"] += 1
         return plain_jvp(*args)
 
-    unet.jvp = counted_jvp
+    network.jvp = counted_jvp
     out = {}
     for fuse in (False, True):
         calls.update(forward=0, jvp=0)
@@ -207,9 +212,18 @@ def test_fused_branches_stay_apart_under_dropout():
     assert obj._can_fuse(model, 6, 2, tangent=True)
     assert not obj._can_fuse(model, 8, 0, tangent=False)  # no off-diagonal rows
     assert not make_objective("lsd", backend="fd")._can_fuse(model, 6, 2, tangent=True)  # inexact derivative
+    full_only = FlowMap(FullTangentMLP(dim=2, width=8, depth=1))
+    assert not obj._can_fuse(full_only, 6, 2, tangent=True)  # a net that takes full tangents only
+    assert obj._can_fuse(full_only, 6, 2, tangent=False)
     mlp = FlowMap(MLP(dim=2, width=8, depth=1))
-    assert not obj._can_fuse(mlp, 6, 2, tangent=True)  # the MLP takes full tangents only
-    assert obj._can_fuse(mlp, 6, 2, tangent=False)
+    assert obj._can_fuse(mlp, 6, 2, tangent=True)  # the MLP takes a tangent on its last rows
+    assert not make_objective("lsd", fuse_branches=False)._can_fuse(mlp, 6, 2, tangent=True)
+
+
+class FullTangentMLP(MLP):
+    """An MLP whose tangent pass is used as if it took full tangents only (as a user's net may)."""
+
+    partial_tangent = False
 
 
 @pytest.mark.parametrize("method", ["fm", "lsd", "esd", "psd-u"])

@@ -1,6 +1,13 @@
 """The 2-D network of the paper: an MLP on [s, t, x / sigma] with a hand-written tangent pass.
 
 Time convention: t = 0 is noise, t = 1 is data.
+
+One layer loop (:func:`_layer_loop`) serves the forward pass and the tangent pass. The tangent
+pass carries a directional derivative beside the primal rows (forward mode written out:
+dh <- a'(z) dz per layer) and has its own closed-form backward (:class:`_TangentPass`), which
+needs the second derivative a'' of the activation. Its cost, for a loss whose off-diagonal rows
+take one tangent each: with a fraction eta of the batch on the diagonal, each layer's GEMMs run
+on B + (1 - eta) B rows (1.25 B at eta = 0.75) instead of B.
 """
 
 from __future__ import annotations
@@ -11,26 +18,136 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+_ACTS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 
-def _act_and_grad(name: str, h: Tensor) -> tuple[Tensor, Tensor]:
-    """Activation a(h) and its derivative a'(h), elementwise."""
+
+# ----------------------------------------------------------------------------- activations
+# The tangent pass needs a'(h) (forward mode: da = a'(h) dh) and, for its backward, a''(h).
+#     gelu: a = h Phi(h),  a' = Phi(h) + h phi(h),      a'' = phi(h) (2 - h^2)
+#     silu: a = h sig(h),  a' = sig (1 + h (1 - sig)),  a'' = sig (1 - sig) (2 + h (1 - 2 sig))
+#     tanh: a = tanh(h),   a' = 1 - a^2,                a'' = -2 a a'
+def _act_backward(name: str, g: Tensor, h: Tensor, a: Tensor) -> Tensor:
+    """g * a'(h) elementwise (g, h of one shape; a = a(h), used by tanh), through the native
+    fused backward kernels of the exact (erf) GELU, SiLU and tanh."""
+    ops = torch.ops.aten
     if name == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(h * _INV_SQRT2))
-        pdf = _INV_SQRT2PI * torch.exp(-0.5 * h * h)
-        return h * cdf, cdf + h * pdf
+        return ops.gelu_backward(g, h)
+    if name == "silu":
+        return ops.silu_backward(g, h)
+    return ops.tanh_backward(g, a)
+
+
+def _act_d2(name: str, h: Tensor, a: Tensor) -> Tensor:
+    """a''(h) elementwise; a = a(h)."""
+    if name == "gelu":
+        hh = h * h
+        return torch.exp(hh * -0.5).mul_(_INV_SQRT2PI).mul_(2.0 - hh)
     if name == "silu":
         sig = torch.sigmoid(h)
-        return h * sig, sig * (1.0 + h * (1.0 - sig))
-    if name == "tanh":
-        a = torch.tanh(h)
-        return a, 1.0 - a * a
-    raise ValueError(f"unknown activation {name!r}; choose gelu, silu or tanh")
+        return sig * (1.0 - sig) * (2.0 + h * (1.0 - 2.0 * sig))
+    return (1.0 - a * a).mul_(a).mul_(-2.0)
 
 
-_ACTS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+# ----------------------------------------------------------------------------- the layer loop
+def _layer_loop(
+    layers: list[tuple[Tensor, Tensor]], act: str, h: Tensor, dh: Tensor | None = None, record: list | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The MLP's layers on input rows h (P, in) and, if given, input tangents dh (n, in) at the
+    last n rows of h: per hidden layer (W, b)
+
+        z = h W^T + b,  h <- a(z);    dz = dh W^T,  dh <- a'(z[P - n:]) * dz
+
+    then the output layer gives (h W^T + b, dh W^T) (unscaled). This is the network's one loop:
+    the forward pass runs it without tangents (autograd records it), the tangent pass inside
+    :class:`_TangentPass` with them. record, if given, receives [(h, dh), (z, dz)] per hidden
+    layer and then the output layer's inputs (h, dh), for the hand-written backward.
+    """
+    n = 0 if dh is None else dh.shape[0]
+    for w, b in layers[:-1]:
+        z = F.linear(h, w, b)
+        a = _ACTS[act](z)
+        dz = da = None
+        if dh is not None:
+            dz = F.linear(dh, w)
+            da = _act_backward(act, dz, z[z.shape[0] - n :], a[a.shape[0] - n :])
+        if record is not None:
+            record += [(h, dh), (z, dz)]
+        h, dh = a, da
+    if record is not None:
+        record.append((h, dh))
+    w, b = layers[-1]
+    return F.linear(h, w, b), (None if dh is None else F.linear(dh, w))
+
+
+def _loop_backward(
+    act: str, record: list, weights: list[Tensor], g: Tensor, g_d: Tensor | None
+) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    """Reverse mode through :func:`_layer_loop` with tangents, in closed form.
+
+    g (P, out) and g_d (n, out) or None are the gradients of the unscaled outputs. Per layer,
+    from the gradients (G, G_d) of its outputs (h, dh), with G_z = G for the output layer and,
+    for a hidden layer,
+
+        G_z = a'(z) G  (+ a''(z) G_d dz on the last n rows),   G_dz = a'(z[P - n:]) G_d,
+
+    grad W = G_z^T h + G_dz^T dh, grad b = the sum of G_z over rows, and the gradients passed
+    to its inputs are (G_z W, G_dz W). Returns the parameter gradients [W_1, b_1, ..., W_out,
+    b_out] and those of the input rows and input tangents.
+    """
+    inputs, pres = record[0::2], record[1::2]
+    grads: list[Tensor] = []
+    for i in range(len(weights) - 1, -1, -1):
+        h, dh = inputs[i]
+        if i < len(pres):  # a hidden layer: through the activation
+            (z, dz), a = pres[i], inputs[i + 1][0]
+            g_z = _act_backward(act, g, z, a)
+            g_dz = None
+            if g_d is not None:
+                n = dz.shape[0]
+                z_t, a_t = z[z.shape[0] - n :], a[a.shape[0] - n :]
+                g_dz = _act_backward(act, g_d, z_t, a_t)
+                g_z[z.shape[0] - n :].addcmul_(g_d * dz, _act_d2(act, z_t, a_t))
+            g, g_d = g_z, g_dz
+        grad_w = g.t() @ h if g_d is None else torch.addmm(g.t() @ h, g_d.t(), dh)
+        grads[:0] = [grad_w, g.sum(0)]
+        g, g_d = g @ weights[i], (None if g_d is None else g_d @ weights[i])
+    return grads, g, g_d
+
+
+class _TangentPass(torch.autograd.Function):
+    """(out, dout): the layer loop with tangents, and its closed-form backward (once differentiable).
+
+    Autograd would record about ten elementwise nodes per layer for a'(z) dz and differentiate
+    them one by one; here each layer's backward is a few fused elementwise ops and the GEMMs of
+    the weight and input gradients. When dout needs no gradient (a term under stop-gradient)
+    the tangent rows leave the backward altogether.
+    """
+
+    @staticmethod
+    def forward(ctx, h0: Tensor, dh0: Tensor, act: str, *params: Tensor):  # type: ignore[override]
+        weights = list(params[0::2])
+        record: list = []
+        out, dout = _layer_loop(list(zip(weights, params[1::2])), act, h0, dh0, record)
+        ctx.act, ctx.n_record = act, len(record)
+        device_type = h0.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.save_for_backward(*[x for pair in record for x in pair], *weights)
+        return out, dout
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor, g_d: Tensor | None):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        flat, weights = saved[: 2 * ctx.n_record], list(saved[2 * ctx.n_record :])
+        record = [(flat[2 * i], flat[2 * i + 1]) for i in range(ctx.n_record)]
+        device_type, autocast, dtype = ctx.autocast
+        if g is None:
+            g = torch.zeros_like(record[-1][0][:, :1]).expand(-1, weights[-1].shape[0])
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=autocast):
+            grads, g_h0, g_dh0 = _loop_backward(ctx.act, record, weights, g, g_d)
+        return (g_h0, g_dh0, None, *grads)
 
 
 class MLP(nn.Module):
@@ -58,10 +175,13 @@ class MLP(nn.Module):
             zero hidden biases (the output layer keeps the default). Only the starting point;
             a checkpoint's weights replace it.
 
-    Besides forward, `jvp(s, t, x, ds, dt, dx)` returns (v, dv), the output and its
-    directional derivative along (ds, dt, dx), propagating the tangent through the
-    layers by hand: one GEMM per layer for primal and tangent together.
+    Besides forward, ``jvp(s, t, x, ds, dt, dx)`` returns (v, dv), the output and its
+    directional derivative along (ds, dt, dx), carrying the tangent through the same layer loop
+    beside the primal (forward mode by hand) with a hand-written backward; the tangent may cover
+    the last rows only (``partial_tangent``), like the UNet's.
     """
+
+    partial_tangent = True  # jvp() accepts a tangent for the last rows only
 
     def __init__(
         self,
@@ -175,24 +295,41 @@ class MLP(nn.Module):
         u, du = z @ self.freqs, dz_u @ self.freqs
         return torch.cat([dz, torch.cos(u) * du, -torch.sin(u) * du], dim=1)
 
+    def _layers(self) -> list[tuple[Tensor, Tensor]]:
+        return [(layer.weight, layer.bias) for layer in [*self.hidden, self.out]]
+
     def forward(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
-        """v of shape (B, dim) for s, t of shape (B,) and x of shape (B, dim)."""
-        act = _ACTS[self.activation]
-        h = self.inputs(s, t, x)
-        for layer in self.hidden:
-            h = act(layer(h))
-        return self.sigma * self.out(h)
+        """v of shape (B, dim) for s, t of shape (B,) (t = 0 noise, t = 1 data) and x of shape (B, dim)."""
+        out, _ = _layer_loop(self._layers(), self.activation, self.inputs(s, t, x))
+        return self.sigma * out
 
     def jvp(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
-        """(v, dv): the output and its derivative along the tangent (ds, dt, dx), in one sweep."""
-        b = x.shape[0]
-        h = self.inputs(s, t, x)
-        dh = self.input_tangent(s, t, x, ds, dt, dx)
-        for layer in self.hidden:
-            # One GEMM for primal and tangent stacked on the batch axis; the bias enters the primal only.
-            z = torch.cat([h, dh], dim=0) @ layer.weight.T
-            pre, dpre = z[:b] + layer.bias, z[b:]
-            a, da = _act_and_grad(self.activation, pre)
-            h, dh = a, da * dpre
-        z = torch.cat([h, dh], dim=0) @ self.out.weight.T
-        return self.sigma * (z[:b] + self.out.bias), self.sigma * z[b:]
+        """(v, dv): the output and its derivative along the tangent (ds, dt, dx), in one sweep.
+
+        Equal to ``torch.func.jvp(net, (s, t, x), (ds, dt, dx))`` (tests/test_mlp_options.py,
+        float64), with s, t of shape (B,) (t = 0 noise, t = 1 data) and x of shape (B, dim). The
+        tangent may cover only the last n rows: dx of shape (n, dim) and ds, dt of shape (n,) (or
+        scalars) give dv of shape (n, dim) for those rows while v covers all B, so a loss runs
+        its plain rows and its JVP rows in one call (see :attr:`partial_tangent` and
+        flowmaps.objectives). Each layer runs one GEMM on the rows and one on the tangents, and
+        the backward is written by hand (:class:`_TangentPass`): gradients flow to the weights
+        and to every input, once (no double backward).
+
+        Raises:
+            ValueError: the tangent has more rows than x.
+        """
+        b, n = x.shape[0], dx.shape[0]
+        if n > b:
+            raise ValueError(f"the tangent has {n} rows, more than the {x.shape[0]} of x")
+        ds = torch.as_tensor(ds, dtype=x.dtype, device=x.device)
+        dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
+        ds = ds.expand(n) if ds.ndim == 0 else ds.reshape(n)
+        dt = dt.expand(n) if dt.ndim == 0 else dt.reshape(n)
+        s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(b)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(b)
+        base = slice(b - n, None)
+        h0 = self.inputs(s, t, x)
+        dh0 = self.input_tangent(s[base], t[base], x[base], ds, dt, dx)
+        params = [p for layer in self._layers() for p in layer]
+        out, dout = _TangentPass.apply(h0, dh0, self.activation, *params)
+        return self.sigma * out, self.sigma * dout
