@@ -420,3 +420,12 @@ def test_hub_errors_read_clearly(tmp_path, monkeypatch):
     (folder / CONFIG_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         from_pretrained(folder)
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    """A checkpoint is shared (a Space, a lab folder): every file gets the umask's usual mode, not 0600."""
+    save_pretrained(_model(), tmp_path / "ck", CONFIG)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in (tmp_path / "ck").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name

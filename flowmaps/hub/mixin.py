@@ -111,7 +111,9 @@ class HubMixin(
         from safetensors.torch import save_file
 
         tensors = state_for_saving(self._hub_module(), self._hub_weights_dtype)
-        save_file(tensors, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+        path = Path(save_directory) / WEIGHTS_NAME
+        save_file(tensors, str(path), metadata={"format": "pt"})
+        os.chmod(path, 0o666 & ~_umask())  # safetensors writes 0600; a checkpoint is meant to be read
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The mixin's hook: the card of ``kwargs["config"]`` (see :func:`flowmaps.hub.model_card.model_card`)."""

@@ -82,7 +82,7 @@ class Objective(nn.Module):
             kernels); it never fuses while dropout is active (dropout belongs to the diagonal).
         return_logs: True: per-term logs as floats; "tensor": as detached 0-d tensors; False:
             none. The last two never synchronise with the host, so a whole training step can be
-            captured in a CUDA graph (see flowmaps.graphs).
+            captured in a CUDA graph (see flowmaps.training.cuda_graphs).
     """
 
     name = "objective"
