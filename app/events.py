@@ -19,12 +19,12 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
+import gradio as gr
+import numpy as np
 
-from app.live import LiveSession  # noqa: E402
-from app.sessions import Sessions, SpaceFull  # noqa: E402
-from app.validation import InputError  # noqa: E402
+from app.live import LiveSession
+from app.sessions import Sessions, SpaceFull
+from app.validation import InputError
 
 log = logging.getLogger("flowmaps.app")
 
@@ -51,7 +51,7 @@ def _named_preprocess(slider: gr.Slider, payload: Any) -> float:
     return value
 
 
-def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - reads like the component it builds
+def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A gr.Slider whose out-of-range error names the field and the allowed range.
 
     gr.Slider refuses an out-of-range value from an API client before the callback runs, with a

@@ -47,20 +47,20 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from app import plots  # noqa: E402
-from app.checkpoints import KIND_2D, KIND_IMAGE  # noqa: E402
-from app.config import AppConfig  # noqa: E402
-from app.drawing import cap_decoded_pixels  # noqa: E402
-from app.live import LiveSession  # noqa: E402
-from app.tabs.flowmap_vs_ode import CompareCallbacks, build_compare_tab  # noqa: E402
-from app.tabs.images import ImageCallbacks, build_images_tab  # noqa: E402
-from app.tabs.quality import QualityCallbacks, build_quality_tab  # noqa: E402
-from app.tabs.race import build_race_tab  # noqa: E402
-from app.tabs.train import build_train_tab  # noqa: E402
-from app.tabs.train_callbacks import TrainCallbacks  # noqa: E402
-from app.validation import TrainSettings  # noqa: E402
+from app import plots
+from app.checkpoints import KIND_2D, KIND_IMAGE
+from app.config import AppConfig
+from app.drawing import cap_decoded_pixels
+from app.live import LiveSession
+from app.tabs.flowmap_vs_ode import CompareCallbacks, build_compare_tab
+from app.tabs.images import ImageCallbacks, build_images_tab
+from app.tabs.quality import QualityCallbacks, build_quality_tab
+from app.tabs.race import build_race_tab
+from app.tabs.train import build_train_tab
+from app.tabs.train_callbacks import TrainCallbacks
+from app.validation import TrainSettings
 
 log = logging.getLogger("flowmaps.app")
 

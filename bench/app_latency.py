@@ -27,8 +27,8 @@ Each repeat reloads the page (a fresh session). Writes ``bench/out/app_latency_b
 
 Usage::
 
-    python bench/app_latency.py [--repeats 3] [--port 7899]
-    python bench/app_latency.py --browser [--repeats 3] [--busy 2]
+    python -m bench.app_latency [--repeats 3] [--port 7899]
+    python -m bench.app_latency --browser [--repeats 3] [--busy 2]
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 

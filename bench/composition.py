@@ -14,7 +14,7 @@ three-component anisotropic Gaussian mixture and scores, for the EMA and the raw
 
 Variants change one thing each (see VARIANTS). Results: one JSON line per (variant, seed).
 
-    PYTHONPATH=. python bench/composition.py --variants base --seeds 0 1 --steps 4000 --out runs/comp.jsonl
+    python -m bench.composition --variants base --seeds 0 1 --steps 4000 --out runs/comp.jsonl
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from flowmaps import MLP, FlowMap, TrainConfig, Trainer, make_objective  # noqa: E402
 from flowmaps.data.gmm import GaussianMixture  # noqa: E402

@@ -2,10 +2,10 @@
 
 Time convention: t = 0 is noise, t = 1 is data.
 
-    PYTHONPATH=. python bench/composition_probe.py amplification
-    PYTHONPATH=. python bench/composition_probe.py pairs runs/models/base_1.pt   # saved by --save-dir
-    PYTHONPATH=. python bench/composition_probe.py midpoint runs/models/base_1.pt
-    PYTHONPATH=. python bench/composition_probe.py tail runs/models/base_1.pt
+    python -m bench.composition_probe amplification
+    python -m bench.composition_probe pairs runs/models/base_1.pt   # saved by --save-dir
+    python -m bench.composition_probe midpoint runs/models/base_1.pt
+    python -m bench.composition_probe tail runs/models/base_1.pt
 
 - amplification: how much the exact flow X_{s,1} magnifies a small random kick (std 0.02 per
   coordinate) of a state x ~ p_s: mean of |X(x + d) - X(x)|^2 over mean |d|^2, and per-sample
@@ -20,14 +20,11 @@ Time convention: t = 0 is noise, t = 1 is data.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from bench.composition import exact_states, mixture  # noqa: E402
 from flowmaps import MLP, FlowMap  # noqa: E402

@@ -1,6 +1,6 @@
 """Markdown table of bench/composition.py results: mean and spread (min-max) over seeds per variant.
 
-python bench/composition_table.py runs/composition.jsonl [--weights ema|raw]
+python -m bench.composition_table runs/composition.jsonl [--weights ema|raw]
 """
 
 from __future__ import annotations

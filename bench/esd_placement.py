@@ -10,24 +10,20 @@ are discussed in docs/esd_stability.md.
 
 Usage::
 
-    python bench/esd_placement.py --steps 6000 --seeds 1 2
-    python bench/esd_placement.py --quick
+    python -m bench.esd_placement --steps 6000 --seeds 1 2
+    python -m bench.esd_placement --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import md_table, print_table  # noqa: E402
-
-from flowmaps import MLP, FlowMap, TrainConfig, Trainer, make_objective  # noqa: E402
-from flowmaps.data.gmm import GaussianMixture  # noqa: E402
-from flowmaps.metrics import flowmap_error  # noqa: E402
+from bench.common import md_table, print_table
+from flowmaps import MLP, FlowMap, TrainConfig, Trainer, make_objective
+from flowmaps.data.gmm import GaussianMixture
+from flowmaps.metrics import flowmap_error
 
 
 def mixture() -> GaussianMixture:

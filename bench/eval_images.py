@@ -4,9 +4,9 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 One command gives the results table of the README (docs/image_results.md):
 
-    python bench/eval_images.py checkpoints/fmnist-* --device cuda      # FID + GPU timing
-    python bench/eval_images.py checkpoints/fmnist-* --timing-only       # adds CPU timing
-    python bench/eval_images.py checkpoints/fmnist-* --table-only        # table from metrics.json
+    python -m bench.eval_images checkpoints/fmnist-* --device cuda      # FID + GPU timing
+    python -m bench.eval_images checkpoints/fmnist-* --timing-only       # adds CPU timing
+    python -m bench.eval_images checkpoints/fmnist-* --table-only        # table from metrics.json
 
 For each checkpoint: flow-map sampling at N = 1, 2, 4, 8, 16 (uniform grid) and the Heun ODE
 solve of the model's own velocity v_{t,t} at 8 ... 128 evaluations, all from the same noise,
@@ -21,24 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from flowmaps.fid import (  # noqa: E402
+from flowmaps.fid import (
     features,
     fid_from_features,
     kid_from_features,
     load_feature_network,
-    reference_statistics,  # noqa: E402
+    reference_statistics,
 )
-from flowmaps.hub import from_pretrained, write_model_card  # noqa: E402
-from flowmaps.metrics import mean_sd  # noqa: E402
-from flowmaps.sampling import GRID_KINDS, flowmap_sample, make_grid, ode_solve  # noqa: E402
+from flowmaps.hub import from_pretrained, write_model_card
+from flowmaps.metrics import mean_sd
+from flowmaps.sampling import GRID_KINDS, flowmap_sample, make_grid, ode_solve
 
 STEPS = (1, 2, 4, 8, 16)
 NFES = (8, 16, 32, 64, 128)
@@ -193,7 +190,7 @@ def write_table(results: dict[str, dict], path: Path) -> str:
         "(checkpoints/fid-classifier), from the same noise for every row; flow-map sampling on a",
         "uniform grid of N steps, and the Heun solve of each model's own velocity v_{t,t} at the given",
         'number of network evaluations (NFE); rows marked "cosine grid" use that grid instead',
-        "(`--grids uniform,cosine`). Made by `python bench/eval_images.py checkpoints/fmnist-*`",
+        "(`--grids uniform,cosine`). Made by `python -m bench.eval_images checkpoints/fmnist-*`",
         "on the GPU, then `--timing-only --device cpu --timing-batch 16` for the CPU column. Time per image is",
         "the best of 3 runs over a batch (64 images on the GPU, where such small batches are launch-bound and",
         "noisy; 16 on 2 CPU threads). Rows without FID were not scored within the GPU budget. Models scored",

@@ -20,9 +20,9 @@ at N steps, and an adaptive Dormand-Prince solve (its NFE reported) as its best 
 
 Usage (GPU machine)::
 
-    python bench/families.py --device cuda --steps 40000 --gpus 0 1 --save checkpoints
-    python bench/families.py --eval-only --save checkpoints        # re-score saved models
-    python bench/families.py --quick                               # CPU smoke run
+    python -m bench.families --device cuda --steps 40000 --gpus 0 1 --save checkpoints
+    python -m bench.families --eval-only --save checkpoints        # re-score saved models
+    python -m bench.families --quick                               # CPU smoke run
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json  # noqa: E402
-
-from flowmaps.metrics import mean_sd  # noqa: E402
+from bench.common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json
+from flowmaps.metrics import mean_sd
 
 NAME = "families"
 METHODS = ("lsd", "esd", "psd-m", "psd-u", "fm")
@@ -65,7 +63,8 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
     for i, method in enumerate(args.methods):
         cmd = [
             sys.executable,
-            str(HERE / "time_to_quality.py"),
+            "-m",
+            "bench.time_to_quality",
             "--device", args.device,
             "--methods", method,
             "--steps", str(args.steps),
@@ -90,8 +89,10 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
         if args.gpus:  # one GPU per method, or round robin
             gpus = args.gpus if len(args.gpus) == len(args.methods) else [args.gpus[i % len(args.gpus)]]
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i] if len(gpus) > 1 else gpus[0])
-        out = open(log_dir / f"{method}.log", "w")  # noqa: SIM115 (closed below)
-        procs.append((method, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), out))
+        out = open(log_dir / f"{method}.log", "w")
+        procs.append(
+            (method, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=HERE.parent), out)
+        )
         print(f"started {method} on GPU {env.get('CUDA_VISIBLE_DEVICES', '-')}", flush=True)
     walls = {}
     for method, proc, out in procs:
@@ -206,7 +207,7 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         "centres normalised to sum 1; inf = an empty target bin), mean ± sd over the noise seeds listed. "
         f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam lr "
         f"1e-3 cosine-annealed to 1% over the last {1 - args.anneal:.0%} of each stage, clip 10, EMA 0.999, eta 0.75. "
-        f"Command: `python bench/families.py --device cuda --steps {args.steps}`.",
+        f"Command: `python -m bench.families --device cuda --steps {args.steps}`.",
     }
     save_pretrained(model, folder, config, card)
 
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"eta 0.75, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 bins on "
             "[-1, 1]^2, target at bin centres normalised to sum 1; inf = an empty target bin), mean ± sd over "
             f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
-            f"`python bench/families.py --device cuda --steps {args.steps} --gpus {' '.join(map(str, args.gpus))}`.\n\n"
+            f"`python -m bench.families --device cuda --steps {args.steps} --gpus {' '.join(map(str, args.gpus))}`.\n\n"
             + machine_line(info)
             + "\n\n"
             + md_table(rows)

@@ -12,9 +12,9 @@ A :class:`flowmaps.training.DivergenceError` ends the run; the summary says wher
 
 Usage::
 
-    python bench/guard_esd.py --device cuda --max-seconds 200
-    python bench/guard_esd.py --device cuda --max-seconds 200 --no-drift-guard
-    python bench/guard_esd.py --quick                      # CPU smoke run
+    python -m bench.guard_esd --device cuda --max-seconds 200
+    python -m bench.guard_esd --device cuda --max-seconds 200 --no-drift-guard
+    python -m bench.guard_esd --quick                      # CPU smoke run
 """
 
 from __future__ import annotations

@@ -10,13 +10,12 @@ its peak (VmHWM, from /proc).
 
 Usage::
 
-    python bench/hostile_upload.py [--side 8000]
+    python -m bench.hostile_upload [--side 8000]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import struct
 import sys
 import tempfile
@@ -44,11 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--side", type=int, default=8000)
     args = ap.parse_args(argv)
-    spec = importlib.util.spec_from_file_location("bench_load_test", Path(__file__).resolve().parent / "load_test.py")
-    load = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = load
-    spec.loader.exec_module(load)
     from gradio_client import Client, handle_file
+
+    from bench import load_test as load
 
     server = load.launch()
     try:

@@ -18,25 +18,24 @@ draws its sample panels about once a second while training; that cost is not inc
 
 Usage::
 
-    python bench/live_cpu.py                       # app defaults, 2 threads
-    python bench/live_cpu.py --width 256 --batch 1024 --lr 1e-3
-    python bench/live_cpu.py --constant-lr --eta 0.75 --depth 3   # the old defaults
-    python bench/live_cpu.py --quick               # smoke run
+    python -m bench.live_cpu                       # app defaults, 2 threads
+    python -m bench.live_cpu --width 256 --batch 1024 --lr 1e-3
+    python -m bench.live_cpu --constant-lr --eta 0.75 --depth 3   # the old defaults
+    python -m bench.live_cpu --quick               # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
+from app.live import make_live_trainer
+from app.live_settings import live_lr_factor, live_model_config, run_progress
+from app.validation import TrainSettings
+from bench.common import (
     add_common_args,
     checkerboard_eval,
     checkerboard_floor,
@@ -50,12 +49,8 @@ from bench_common import (  # noqa: E402
     update_docs,
     write_json,
 )
-
-from app.live import make_live_trainer  # noqa: E402
-from app.live_settings import live_lr_factor, live_model_config, run_progress  # noqa: E402
-from app.validation import TrainSettings  # noqa: E402
-from flowmaps.data.toy import data_std, sample_toy  # noqa: E402
-from flowmaps.registry import build_model  # noqa: E402
+from flowmaps.data.toy import data_std, sample_toy
+from flowmaps.registry import build_model
 
 NAME = "live_cpu"
 TARGET = 0.25

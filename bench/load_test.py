@@ -20,7 +20,7 @@ are read from ``job.status()``.
 
 Usage::
 
-    python bench/load_test.py [--clients 8] [--train-seconds 2] [--docs docs/reliability.md]
+    python -m bench.load_test [--clients 8] [--train-seconds 2] [--docs docs/reliability.md]
 
 With ``--docs`` the figures replace the section between ``<!-- load-test:begin -->`` and
 ``<!-- load-test:end -->`` of that file.
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(result)
     print(text)
     if args.docs is not None:
-        cmd = f"python bench/load_test.py --clients {args.clients} --train-seconds {args.train_seconds:g}"
+        cmd = f"python -m bench.load_test --clients {args.clients} --train-seconds {args.train_seconds:g}"
         cmd += f" --docs {args.docs}"
         write_docs(args.docs, text, cmd)
     return 0 if not check(result) else 1

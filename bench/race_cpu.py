@@ -10,29 +10,26 @@ would have drawn, and the load average before and after. The app caps a race at
 
 Usage::
 
-    python bench/race_cpu.py                                  # checkerboard, 1,500 steps each
-    python bench/race_cpu.py --data eight_gaussians --steps 3000
-    python bench/race_cpu.py --quick                          # smoke run
+    python -m bench.race_cpu                                  # checkerboard, 1,500 steps each
+    python -m bench.race_cpu --data eight_gaussians --steps 3000
+    python -m bench.race_cpu --quick                          # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import torch  # noqa: E402
+import torch
 
-from app.config import Limits  # noqa: E402
-from app.live import LiveSession  # noqa: E402
-from app.race import RACE_DATA, RACE_LABELS  # noqa: E402
-from app.sessions import Sessions  # noqa: E402
-from app.tabs.race import RaceHandlers  # noqa: E402
+from app.config import Limits
+from app.live import LiveSession
+from app.race import RACE_DATA, RACE_LABELS
+from app.sessions import Sessions
+from app.tabs.race import RaceHandlers
 
 
 def main() -> None:

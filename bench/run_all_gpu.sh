@@ -21,10 +21,10 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 
 COMPILE=()
 if [ "${STEP_COST_COMPILE:-0}" = "1" ]; then COMPILE=(--compile); fi
-timeout 240 python bench/step_cost.py --device cuda "${COMPILE[@]}" || { echo "step_cost failed ($?)"; STATUS=1; }
-timeout 90 python bench/sampling.py --device cuda --fid-samples "${FID_SAMPLES:-0}" || { echo "sampling failed ($?)"; STATUS=1; }
+timeout 240 python -m bench.step_cost --device cuda "${COMPILE[@]}" || { echo "step_cost failed ($?)"; STATUS=1; }
+timeout 90 python -m bench.sampling --device cuda --fid-samples "${FID_SAMPLES:-0}" || { echo "sampling failed ($?)"; STATUS=1; }
 # shellcheck disable=SC2086
-timeout $((TTQ_SECONDS * $(echo $TTQ_METHODS | wc -w) + 120)) python bench/time_to_quality.py --device cuda \
+timeout $((TTQ_SECONDS * $(echo $TTQ_METHODS | wc -w) + 120)) python -m bench.time_to_quality --device cuda \
     --methods $TTQ_METHODS --max-seconds "$TTQ_SECONDS" --save "$TTQ_SAVE" || { echo "time_to_quality failed ($?)"; STATUS=1; }
 
 if [ -n "${OUT:-}" ]; then

@@ -13,23 +13,21 @@ Without any UNet checkpoint the script says so and writes nothing.
 
 Usage::
 
-    python bench/sampling.py --device cpu
-    python bench/sampling.py --device cuda --fid-samples 10000
-    python bench/sampling.py --quick          # smoke run on a tiny random UNet
+    python -m bench.sampling --device cpu
+    python -m bench.sampling --device cuda --fid-samples 10000
+    python -m bench.sampling --quick          # smoke run on a tiny random UNet
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
+from bench.common import (
     ROOT,
     add_common_args,
     machine_info,
@@ -42,8 +40,7 @@ from bench_common import (  # noqa: E402
     update_docs,
     write_json,
 )
-
-from flowmaps.sampling import flowmap_sample, make_grid, ode_solve  # noqa: E402
+from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
 
 NAME = "sampling"
 FLOWMAP_N = (1, 2, 4, 8, 16, 32, 64)

@@ -25,7 +25,7 @@ first wave's.
 
 Usage::
 
-    python bench/soak_test.py [--waves 4] [--per-wave 10] [--docs docs/reliability.md]
+    python -m bench.soak_test [--waves 4] [--per-wave 10] [--docs docs/reliability.md]
 
 With ``--docs`` the figures replace the section between ``<!-- soak-test:begin -->`` and
 ``<!-- soak-test:end -->`` of that file.
@@ -34,7 +34,6 @@ With ``--docs`` the figures replace the section between ``<!-- soak-test:begin -
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import re
@@ -55,14 +54,9 @@ FREED = re.compile(r"session \d+ freed \((tab closed|idle)\)")
 
 
 def _load_test():
-    name = "bench_load_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "load_test.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+    from bench import load_test
+
+    return load_test
 
 
 @dataclass
@@ -295,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(result, args.rss_margin)
     print(text)
     if args.docs is not None:
-        cmd = f"python bench/soak_test.py --waves {args.waves} --per-wave {args.per_wave} --docs {args.docs}"
+        cmd = f"python -m bench.soak_test --waves {args.waves} --per-wave {args.per_wave} --docs {args.docs}"
         body = f"{BEGIN}\n{text}\n\nReproduce: `{cmd}`\n{END}"
         old = args.docs.read_text() if args.docs.is_file() else ""
         if BEGIN in old and END in old:

@@ -31,25 +31,22 @@ Variants (rows):
 
 Usage::
 
-    python bench/step_cost.py --device cpu            # 2-D MLPs on 2 CPU threads
-    python bench/step_cost.py --device cuda           # MLP 512x4 at batch 65,536 and the UNet
-    python bench/step_cost.py --device cuda --no-mlp --unet-scaling 64 1024   # the UNet only
-    python bench/step_cost.py --quick                 # smoke run, tiny sizes, writes nothing
+    python -m bench.step_cost --device cpu            # 2-D MLPs on 2 CPU threads
+    python -m bench.step_cost --device cuda           # MLP 512x4 at batch 65,536 and the UNet
+    python -m bench.step_cost --device cuda --no-mlp --unet-scaling 64 1024   # the UNet only
+    python -m bench.step_cost --quick                 # smoke run, tiny sizes, writes nothing
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
+from bench.common import (
     add_common_args,
     machine_info,
     machine_line,
@@ -61,11 +58,10 @@ from bench_common import (  # noqa: E402
     update_docs,
     write_json,
 )
-
-from flowmaps.flowmap import FlowMap  # noqa: E402
-from flowmaps.nets.mlp import MLP  # noqa: E402
-from flowmaps.objectives import make_objective  # noqa: E402
-from flowmaps.training import bf16_autocast, compile_network  # noqa: E402
+from flowmaps.flowmap import FlowMap
+from flowmaps.nets.mlp import MLP
+from flowmaps.objectives import make_objective
+from flowmaps.training import bf16_autocast, compile_network
 
 NAME = "step_cost"
 METHODS = ("fm", "lsd", "esd", "psd-m", "psd-u", "meanflow")

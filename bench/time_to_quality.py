@@ -20,8 +20,8 @@ times are drawn inside the graph); clipping, RAdam and the EMA run eagerly with 
 
 Usage::
 
-    python bench/time_to_quality.py --device cuda --methods lsd --save checkpoints
-    python bench/time_to_quality.py --quick          # CPU smoke run, tiny sizes
+    python -m bench.time_to_quality --device cuda --methods lsd --save checkpoints
+    python -m bench.time_to_quality --quick          # CPU smoke run, tiny sizes
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
+from bench.common import (
     add_common_args,
     checkerboard_eval,
     checkerboard_floor,
@@ -51,10 +50,9 @@ from bench_common import (  # noqa: E402
     update_docs,
     write_json,
 )
-
-from flowmaps.data.toy import CHECKERBOARD_CELLS, data_std  # noqa: E402
-from flowmaps.objectives import make_objective  # noqa: E402
-from flowmaps.registry import build_model  # noqa: E402
+from flowmaps.data.toy import CHECKERBOARD_CELLS, data_std
+from flowmaps.objectives import make_objective
+from flowmaps.registry import build_model
 
 NAME = "time_to_quality"
 PAPER_KL = {"lsd": 0.0864, "esd": 0.0983, "psd-m": 0.1456, "psd-u": 0.1113}

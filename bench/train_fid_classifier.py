@@ -5,23 +5,19 @@ test accuracy and FID sanity numbers) and ``<out>/reference-test.npz`` (feature 
 test split), every file written atomically. Runs on CPU or CUDA; on one GPU it takes well under a
 minute, on a 2-core CPU about two minutes per epoch.
 
-    python bench/train_fid_classifier.py --out checkpoints/fid-classifier
-    python bench/train_fid_classifier.py --data-root data/fashion-mnist --device cuda
+    python -m bench.train_fid_classifier --out checkpoints/fid-classifier
+    python -m bench.train_fid_classifier --data-root data/fashion-mnist --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from flowmaps.data.images import load_fashion_mnist  # noqa: E402
-from flowmaps.fid import (  # noqa: E402
+from flowmaps.data.images import load_fashion_mnist
+from flowmaps.fid import (
     fid_sanity,
     reference_statistics,
     save_feature_network,

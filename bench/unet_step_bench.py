@@ -1,9 +1,9 @@
 """Time one training step of the image UNet for each objective and derivative backend.
 
-    python bench/unet_step_bench.py --device cuda --batch 256
+    python -m bench.unet_step_bench --device cuda --batch 256
 
 Kept because GPU session 2 (docs/gpu_runs.md) ran it; the benchmark of record is
-``python bench/step_cost.py --device cuda``, whose UNet rows cover the same cases with TF32 and
+``python -m bench.step_cost --device cuda``, whose UNet rows cover the same cases with TF32 and
 peak-memory columns and write docs/benchmarks.md.
 
 Prints one JSON line per (method, backend) with the median step time (forward + backward +
@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from flowmaps.objectives import make_objective  # noqa: E402
-from flowmaps.registry import build_model  # noqa: E402
+from flowmaps.objectives import make_objective
+from flowmaps.registry import build_model
 
 CASES = [
     ("fm", "jvp"),

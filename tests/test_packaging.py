@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
+
 CUDA_NAMES = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
 
 

@@ -242,7 +242,7 @@ def load_feature_network(path: str | os.PathLike = DEFAULT_PATH, device: str | t
     if not (path / WEIGHTS_NAME).exists() or not (path / CONFIG_NAME).exists():
         raise FileNotFoundError(
             f"FID feature network not found in {path} (needs {WEIGHTS_NAME} and {CONFIG_NAME}). "
-            "Train it with `python bench/train_fid_classifier.py --out "
+            "Train it with `python -m bench.train_fid_classifier --out "
             f"{path}` (a few minutes on a GPU), or pass path= to the folder that holds it."
         )
     net = FeatureNet.from_pretrained(path, map_location=device)

@@ -13,7 +13,10 @@ from flowmaps.objectives import make_objective
 from flowmaps.training import TrainConfig, Trainer
 from flowmaps.training.cuda_graphs import GraphedLoss, graphs_available
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+def cuda(test):
+    """A GPU test: marked ``gpu`` and skipped without a CUDA device."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 def _unet_model(device):
@@ -167,6 +170,7 @@ def _two_gpu_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_two_gpus_replaying_graphs_match_eager_two_gpu_training(tmp_path):
     """Under torch.distributed each rank replays its own graph and the gradient all-reduce runs

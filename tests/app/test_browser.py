@@ -36,7 +36,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import REPO
+
+ROOT = REPO
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "docs" / "screenshots"
 TAKE_SHOTS = os.environ.get("FLOWMAPS_SCREENSHOTS", "") == "1"
@@ -55,9 +57,10 @@ LSD_CHECKERBOARD = "checkerboard-lsd"
 IMAGE_MODEL = "fmnist-lsd"
 BAD_GRID = "0, 0.7, 0.5, 1"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (scripts/test.sh installs it)"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (scripts/test.sh installs it)"),
+]
 
 # A compact fingerprint of the points plotly drew: count and a 32-bit hash of their positions.
 POINTS_JS = """el => {

@@ -24,6 +24,7 @@ from flowmaps.hub import (
     save_pretrained,
 )
 from flowmaps.registry import build_model
+from tests import REPO
 
 CONFIG = {
     "net": {"name": "mlp", "dim": 2, "width": 16, "depth": 2},
@@ -254,7 +255,6 @@ def test_model_card_has_the_training_facts():
 
 # ------------------------------------------------------------------ the shipped checkpoints
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (REPO / "checkpoints").iterdir() if (p / CONFIG_NAME).is_file())
 
 # sha256 (first 16 hex digits) over (key, dtype, shape, bytes) of every tensor of the state dict

@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "load_test.py"
-
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_load_test", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("bench.load_test")
 
 
 @pytest.fixture(scope="module")

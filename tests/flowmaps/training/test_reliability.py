@@ -24,19 +24,19 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import AppConfig, Limits  # noqa: E402
-from app.validation import (  # noqa: E402
+from app.config import AppConfig, Limits
+from app.validation import (
     parse_time_grid,
     parse_train_settings,
     points_from_drawing,
     points_from_upload,
 )
-from flowmaps.data.point_cloud import points_from_csv  # noqa: E402
-from flowmaps.hub import WEIGHTS_NAME, from_pretrained, resolve_checkpoint, save_pretrained  # noqa: E402
-from flowmaps.registry import build_model  # noqa: E402
-from flowmaps.training import load_state_file, save_state_file  # noqa: E402
+from flowmaps.data.point_cloud import points_from_csv
+from flowmaps.hub import WEIGHTS_NAME, from_pretrained, resolve_checkpoint, save_pretrained
+from flowmaps.registry import build_model
+from flowmaps.training import load_state_file, save_state_file
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 LSD = "LSD (Lagrangian)"
 MLP = {"name": "mlp", "dim": 2, "width": 16, "depth": 2}
 

@@ -25,8 +25,6 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
-    sys.path.insert(0, str(ROOT))
 
 RESULTS_DIR = ROOT / "bench" / "results"
 DOCS_FILE = ROOT / "docs" / "benchmarks.md"

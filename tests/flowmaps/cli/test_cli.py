@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 
 from flowmaps.cli import main
+from tests import REPO
 
 torch.set_num_threads(2)
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--width", "16", "--depth", "2", "--batch-size", "64", "--no-progress", "--log-every", "1"]
 
 

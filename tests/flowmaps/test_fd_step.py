@@ -8,7 +8,6 @@ against the exact tangent pass in float32, the dtype training uses.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,10 @@ from flowmaps.flowmap import DEFAULT_FD_STEP, FlowMap
 from flowmaps.nets.mlp import MLP
 from flowmaps.nets.unet import UNet
 from flowmaps.objectives import make_objective
+from tests import REPO
 
 OLD_DEFAULT = 5e-3
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist-lsd"
+SHIPPED = REPO / "checkpoints" / "fmnist-lsd"
 
 
 def _relative_errors(model: FlowMap, fd_step: float | None, seed: int = 1) -> list[float]:

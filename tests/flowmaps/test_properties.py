@@ -25,10 +25,10 @@ from hypothesis.extra import numpy as hnp
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import Limits  # noqa: E402
-from app.validation import InputError, parse_time_grid, parse_train_settings, points_from_drawing  # noqa: E402
-from flowmaps.data.point_cloud import parse_csv_text, points_from_array, points_from_csv  # noqa: E402
-from flowmaps.sampling import parse_grid, validate_grid  # noqa: E402
+from app.config import Limits
+from app.validation import InputError, parse_time_grid, parse_train_settings, points_from_drawing
+from flowmaps.data.point_cloud import parse_csv_text, points_from_array, points_from_csv
+from flowmaps.sampling import parse_grid, validate_grid
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_STEPS = 16

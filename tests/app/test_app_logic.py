@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import AppConfig, Limits  # noqa: E402
-from app.validation import (  # noqa: E402
+from app.config import AppConfig, Limits
+from app.validation import (
     InputError,
     parse_int,
     parse_time_grid,

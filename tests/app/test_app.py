@@ -20,11 +20,11 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from app.config import AppConfig, Limits  # noqa: E402
-from tests.test_app_logic import make_checkpoints  # noqa: E402
+from app.config import AppConfig, Limits
+from tests.app.test_app_logic import make_checkpoints
 
 LSD = "LSD (Lagrangian)"
 # method, steps, batch, lr, eta, width, depth, seed

@@ -257,7 +257,7 @@ def _two_rank_batch_worker(rank: int, world: int, out_dir: str) -> None:
 
 
 def test_two_ranks_check_the_batch_per_rank(tmp_path):
-    from tests.test_training import _spawn_ranks
+    from tests.flowmaps.training.test_training import _spawn_ranks
 
     _spawn_ranks(_two_rank_batch_worker, 2, tmp_path)
 

@@ -17,10 +17,10 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import Limits  # noqa: E402
-from app.datasets import toy_source  # noqa: E402
-from app.live import LiveSession  # noqa: E402
-from app.race import (  # noqa: E402
+from app.config import Limits
+from app.datasets import toy_source
+from app.live import LiveSession
+from app.race import (
     RACE_LABELS,
     RACE_METHODS,
     RACE_STEPS,
@@ -30,9 +30,9 @@ from app.race import (  # noqa: E402
     winner_sentence,
     winners,
 )
-from app.sessions import Sessions  # noqa: E402
-from app.tabs.race import RaceHandlers  # noqa: E402
-from app.validation import InputError, TrainSettings  # noqa: E402
+from app.sessions import Sessions
+from app.tabs.race import RaceHandlers
+from app.validation import InputError, TrainSettings
 
 #: A tiny network and batch: a race of a few dozen steps per family takes a second or two.
 TINY = TrainSettings(method="lsd", steps=30, batch=64, lr=1e-2, eta=0.5, width=16, depth=2, seed=3)

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import struct
-import sys
 import time
 import urllib.request
 import zlib
@@ -34,15 +33,14 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import Limits  # noqa: E402
-from app.datasets import toy_source  # noqa: E402
-from app.drawing import check_image_size  # noqa: E402
-from app.live import LiveSession  # noqa: E402
-from app.quality import QualityCache, QualityResult, session_key, session_prefix  # noqa: E402
-from app.sessions import SessionClosed, Sessions, SpaceFull  # noqa: E402
-from app.validation import InputError, TrainSettings  # noqa: E402
+from app.config import Limits
+from app.datasets import toy_source
+from app.drawing import check_image_size
+from app.live import LiveSession
+from app.quality import QualityCache, QualityResult, session_key, session_prefix
+from app.sessions import SessionClosed, Sessions, SpaceFull
+from app.validation import InputError, TrainSettings
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 LSD = "LSD (Lagrangian)"
 # method, steps, batch, lr, eta, width, depth, seed
 SMALL = (LSD, 20, 64, 3e-3, 0.75, 16, 1, 0)
@@ -56,13 +54,7 @@ def _tiny_tensors(one_thread):
 
 
 def _bench(name: str):
-    key = f"bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, BENCH / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod  # dataclasses look their module up by name
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
+    return importlib.import_module(f"bench.{name}")
 
 
 def flat_png(width: int, height: int) -> bytes:
