@@ -26,7 +26,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from flowmaps.cli import evaluate, sample, train
+from flowmaps.cli import evaluate, sample, train, train_run
 
 __all__ = ["build_parser", "main"]
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flow maps by self-distillation: train, sample and evaluate (t = 0 noise, t = 1 data).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate}")
-    train.add_parser(sub)
+    train.add_parser(sub).set_defaults(run=train_run.cmd_train)  # flags in train, the run in train_run
     sample.add_parser(sub)
     evaluate.add_parser(sub)
     return parser

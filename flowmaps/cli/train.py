@@ -114,8 +114,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, choices=f.metadata.get("choices"), default=None, help=text)
 
 
-def add_parser(sub: Any) -> None:
-    """The ``train`` sub-command's options."""
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``train`` sub-command's options; returns its parser (the caller attaches the run)."""
     from flowmaps.data.toy import TOY_SETS
     from flowmaps.objectives import SELF_DISTILLATION
 
@@ -160,7 +160,7 @@ def add_parser(sub: Any) -> None:
     )
     _add_network_flags(tr.add_argument_group("network (with --init-from: the checkpoint's)"))
     _add_run_flags(tr.add_argument_group("data, files and evaluation"))
-    tr.set_defaults(run=_run)
+    return tr
 
 
 def _add_network_flags(nw: Any) -> None:
@@ -221,12 +221,6 @@ def _add_run_flags(rn: Any) -> None:
         help="store the weights in fp16 (default: on for images)",
     )
     rn.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from flowmaps.cli.train_run import cmd_train
-
-    return cmd_train(args)
 
 
 # ---------------------------------------------------------------------------------- defaults and configs
