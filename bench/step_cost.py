@@ -120,7 +120,7 @@ def _data(kind: str, batch: int, device: torch.device, seed: int) -> torch.Tenso
 def _objective(method: str, backend: str, return_logs: bool = True) -> torch.nn.Module:
     if backend == "-":
         return make_objective(method, return_logs=return_logs)
-    if backend in ("tangent-split", "tangent-stacked"):  # unet.STACK_TANGENT forced off / on
+    if backend in ("tangent-split", "tangent-stacked"):  # unet_blocks.STACK_TANGENT forced off / on
         return make_objective(method, backend="tangent", return_logs=return_logs)
     if backend == "unfused":  # the diagonal rows and the rows with gradients in separate network calls
         extra = {"backend": "tangent"} if method in JVP_METHODS else {}
@@ -195,9 +195,9 @@ def _measure(
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         ctx.callback(lambda: _restore_tf32(old))
     if backend in ("tangent-split", "tangent-stacked"):
-        import flowmaps.nets.unet as unet_module
+        import flowmaps.nets.unet_blocks as unet_blocks
 
-        ctx.enter_context(_patched(unet_module, "STACK_TANGENT", backend == "tangent-stacked"))
+        ctx.enter_context(_patched(unet_blocks, "STACK_TANGENT", backend == "tangent-stacked"))
     if "compile-net" in variant:  # torch.compile of the network's forward and tangent pass
         compile_network(model.net)
     with ctx:

@@ -293,9 +293,9 @@ def test_tangent_pass_uses_one_dropout_mask_for_primal_and_tangent() -> None:
 def test_partial_tangent_covers_the_last_rows(stacked, monkeypatch) -> None:
     """A tangent for the last n rows only gives those rows' derivative (and the full primal),
     whether the layers stack primal and tangent in one call or run them apart."""
-    import flowmaps.nets.unet as unet_module
+    import flowmaps.nets.unet_blocks as unet_blocks
 
-    monkeypatch.setattr(unet_module, "STACK_TANGENT", stacked)
+    monkeypatch.setattr(unet_blocks, "STACK_TANGENT", stacked)
     net = UNet(**SMALL, attn_levels=(1,)).double()
     _randomise(net)
     s, t, x = _inputs(4)
