@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from flowmaps.utils import markdown_table
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -175,22 +177,7 @@ def update_docs(docs: Path | None, section: str, markdown: str) -> Path | None:
     return docs
 
 
-def md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str] | None = None) -> str:
-    """A markdown table of row dicts (floats to 4 significant digits)."""
-    if not rows:
-        return "(no rows)"
-    cols = list(cols) if cols else list(dict.fromkeys(k for r in rows for k in r))
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    out = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    out += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(out)
+md_table = markdown_table  # one markdown table writer for the library, the CLI and the benchmarks
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], cols: Sequence[str] | None = None) -> None:
