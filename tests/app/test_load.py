@@ -28,6 +28,7 @@ def bench():
     return _load_bench()
 
 
+@pytest.mark.slow
 def test_eight_users_train_stop_and_sample_at_once(bench):
     server = bench.launch(train_concurrency=2)
     try:

@@ -82,6 +82,7 @@ def drawing_png(size: int = 320) -> bytes:
 
 
 # ------------------------------------------------------------------------------ the soak
+@pytest.mark.slow
 def test_forty_visitors_arrive_train_evaluate_and_leave_in_waves():
     soak = _bench("soak_test")
     settings = soak.Settings()
