@@ -305,12 +305,35 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] = (1, 2, 4, 8))
     return text
 
 
-def table_markdown(res: QualityResult) -> str:
-    """The numbers of a result as a Markdown table (one row per curve and budget), after the
-    sentence of :func:`comparison_sentence` when several models are compared."""
+def summary_sentence(res: QualityResult) -> str:
+    """The result in one sentence, shown above the plot: who wins at which N when several models
+    are compared (:func:`comparison_sentence`), else this model's flow map at its fewest and most
+    steps and its best ODE solve with the evaluations it took, all read from the result's numbers."""
     sentence = comparison_sentence(res)
-    lines = [sentence, ""] if sentence else []
-    lines += [
+    if sentence:
+        return sentence
+    parts = []
+    for c in res.curves:
+        if c.sampler == "flow map" and c.nfe:
+            lo, hi = 0, len(c.nfe) - 1
+            parts.append(
+                f"**{c.model}**, flow map: {res.metric_name} {c.metric[lo]:.3f} at N = {c.nfe[lo]}, "
+                f"{c.metric[hi]:.3f} at N = {c.nfe[hi]}"
+            )
+    odes = [(m, nfe, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)]
+    if odes:
+        best, nfe, sampler = min(odes)
+        parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations")
+    if not parts:
+        return ""
+    floor = f" (floor {res.floor:.3f})" if res.floor is not None else ""
+    return "; ".join(parts) + floor + "."
+
+
+def table_markdown(res: QualityResult) -> str:
+    """The numbers of a result as a Markdown table (one row per curve and budget); the sentence
+    that reads them is :func:`summary_sentence`, shown above the plot."""
+    lines = [
         f"| model | sampler | NFE | metric | ms / 1000 samples (median of {REPEATS}) |",
         "| --- | --- | --- | --- | --- |",
     ]

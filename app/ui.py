@@ -20,8 +20,9 @@ Flow map vs ODE
 Steps vs quality
     inputs  ``q-model``, ``q-samples``
     buttons ``btn-quality``, ``btn-quality-shipped``
-    outputs ``q-lesson``, ``q-message`` (what to change after an input mistake), ``plot-quality``,
-            ``q-table`` (inside the closed accordion "The numbers")
+    outputs ``q-lesson``, ``q-message`` (what to change after an input mistake), ``q-summary``
+            (who wins at which N, above the plot), ``plot-quality``, ``q-table`` (inside the
+            closed accordion "The numbers")
 Images
     inputs  ``img-model``, ``img-steps``, ``img-grid``, ``img-times``, ``img-seed``, ``img-count``,
             ``img-ode``

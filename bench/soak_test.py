@@ -107,7 +107,7 @@ def _visit(url: str, v: Visitor, s: Settings) -> None:
         v.status = out[3]
         t2 = time.perf_counter()
         if v.quality:
-            _plot, v.table, msg = v.client.predict("__session__", s.samples, api_name="/quality")
+            _plot, v.table, _summary, msg = v.client.predict("__session__", s.samples, api_name="/quality")
             if msg:  # an input refused: the page keeps its last plot and says why here
                 raise RuntimeError(msg)
             v.metrics = metric_column(v.table)

@@ -2,8 +2,9 @@
 model's flow map and ODE solvers, or for the shipped checkerboard models side by side.
 
 Element ids: inputs ``q-model``, ``q-samples``; buttons ``btn-quality``, ``btn-quality-shipped``;
-outputs ``q-lesson``, ``q-message`` (what to change after an input mistake), ``plot-quality``,
-``q-table`` (inside the closed accordion "The numbers"). API names: ``/quality``,
+outputs ``q-lesson``, ``q-summary`` (who wins at which N, or this model's numbers in one
+sentence, above the plot), ``q-message`` (what to change after an input mistake),
+``plot-quality``, ``q-table`` (inside the closed accordion "The numbers"). API names: ``/quality``,
 ``/quality_shipped``.
 
 Time convention: t = 0 is noise, t = 1 is data.
@@ -24,7 +25,8 @@ from app.validation import InputError, parse_int
 
 
 class QualityCallbacks(AppBase):
-    """The tab's events: two outputs each (figure, table), streamed as the evaluation computes."""
+    """The tab's events: three outputs each (figure, table, summary sentence), streamed as the
+    evaluation computes."""
 
     def _quality_stream(self, jobs, n: int, key: str | None, persist: bool):
         if key is not None:
@@ -34,6 +36,7 @@ class QualityCallbacks(AppBase):
                 yield (
                     plots.quality_figure(cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE),
                     ql.table_markdown(cached),
+                    ql.summary_sentence(cached),
                 )
                 return
         res = None
@@ -47,12 +50,14 @@ class QualityCallbacks(AppBase):
                 res = partial
                 count += 1
                 if count % 3 == 0:
-                    yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), "computing..."
+                    figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
+                    yield figure, "computing...", "_computing..._"
         if res is None:
             raise InputError("no model to evaluate")
         if key is not None:
             self.quality_cache.put(key, res, persist)
-        yield plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE), ql.table_markdown(res)
+        figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
+        yield figure, ql.table_markdown(res), ql.summary_sentence(res)
 
     def quality(self, session, source, n_samples):
         """Metric and wall time against network evaluations, for one model (streams as it computes).
@@ -116,6 +121,7 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
                 elem_id="btn-quality-shipped",
             )
         message = gr.Markdown(elem_id="q-message")
+        summary = gr.Markdown(elem_id="q-summary")
         figure = gr.Plot(
             plots.quality_figure([], ""),
             label="Quality and time against network evaluations",
@@ -127,16 +133,16 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
     named(model)
     one_at_a_time = {"concurrency_limit": 1, "concurrency_id": "quality"}
     button.click(
-        visiting(fm.sessions, keep_plots(fm.quality, 2), "Evaluation"),
+        visiting(fm.sessions, keep_plots(fm.quality, 3), "Evaluation"),
         [session, model, samples],
-        [figure, table, message, session],
+        [figure, table, summary, message, session],
         api_name="quality",
         **one_at_a_time,
     )
     shipped.click(
-        guarded("Evaluation")(keep_plots(fm.quality_shipped, 2)),
+        guarded("Evaluation")(keep_plots(fm.quality_shipped, 3)),
         samples,
-        [figure, table, message],
+        [figure, table, summary, message],
         api_name="quality_shipped",
         **one_at_a_time,
     )

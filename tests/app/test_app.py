@@ -166,13 +166,16 @@ def test_shipped_models_in_every_tab(server):
     fig, heat = _fig(fig), _fig(heat)
     assert any("exact velocity" in (t.name or "") for t in fig.data)
     assert heat.data[0].type == "heatmap" and np.isfinite(_numbers(heat)).all() and _numbers(heat).size > 10
-    plot, table, msg = c.predict("checkerboard-lsd", 500, api_name="/quality")
+    plot, table, summary, msg = c.predict("checkerboard-lsd", 500, api_name="/quality")
     plot = _fig(plot)
     assert msg == ""
+    assert "**checkerboard-lsd**, flow map" in summary and "best ODE solve" in summary
     assert {t.name for t in plot.data} >= {"checkerboard-lsd: flow map", "checkerboard-lsd: dopri5"}
     assert "floor" in table.lower() and np.isfinite(_numbers(plot)).all()
-    plot, table, _ = c.predict(500, api_name="/quality_shipped")
+    plot, table, summary, _ = c.predict(500, api_name="/quality_shipped")
     names = {t.name for t in _fig(plot).data}
+    maps = [n for n in names if n.endswith(": flow map")]
+    assert summary.startswith("**Who wins at which N**") if len(maps) > 1 else "flow map: " in summary
     assert {"checkerboard-lsd: flow map", "checkerboard-fm: heun"} <= names
     assert "checkerboard-fm: flow map" not in names  # flow matching is sampled with the ODE only
     image, info, fid = c.predict("fashion-mnist-lsd", 2, "uniform", "", 0, 3, "none", api_name="/sample_images")
@@ -213,7 +216,7 @@ def test_bad_input_gets_a_clear_message(server, api, args, expected, capfd):
         ("/trajectories", ("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0), 1, "custom times"),
         ("/trajectories", ("checkerboard-lsd", "custom", 1, "0, lots, 1", 4, 0), 1, "not a number"),
         ("/trajectories", ("checkerboard-lsd", "custom", 1, "0.3, 1", 4, 0), 1, "put 0 first"),
-        ("/quality", ("__session__", 500), 2, "no model yet"),
+        ("/quality", ("__session__", 500), 3, "no model yet"),
         ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), 1, "custom times"),
     ],
 )

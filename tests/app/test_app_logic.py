@@ -616,12 +616,12 @@ def test_callbacks_quality_is_cached(fm_app):
 
     sess = LiveSession()
     outs = list(fm_app.quality(sess, "checkerboard-lsd", 500))
-    fig, table = outs[-1]
+    fig, table, summary = outs[-1]
     samplers = {t.name.split(": ")[1] for t in fig.data if t.showlegend is not False}
     assert samplers == {"flow map", "euler", "heun", "dopri5"}
     assert "floor" in table.lower()
     again = list(fm_app.quality(sess, "checkerboard-lsd", 500))
-    assert len(again) == 1 and again[0][1] == table  # from the cache
+    assert len(again) == 1 and again[0][1:] == (table, summary)  # from the cache, sentence included
     saved = list((fm_app.config.cache_dir / "quality").glob("*.json"))
     assert saved and json.loads(saved[0].read_text())["curves"]
 
@@ -744,11 +744,15 @@ def test_comparison_sentence_names_the_winner_the_numbers_show():
     assert "N = 1: **LSD** (0.300)" in text and "N = 2: **ESD** (0.180)" in text
     assert "N = 4: **LSD** (0.150)" in text and "N = 8: **ESD** (0.110)" in text
     assert "heun on FM's velocity, reaches 0.090 with 32 evaluations" in text
-    assert text in ql.table_markdown(res)
+    assert ql.summary_sentence(res) == text  # shown above the plot
+    assert "Who wins" not in ql.table_markdown(res)  # not repeated in the closed accordion
     res.curves[0].metric[1] = 0.10  # LSD now wins at N = 2
     assert "N = 2: **LSD** (0.100)" in ql.comparison_sentence(res)
-    res.curves = res.curves[:1]  # one model: nothing to compare
+    res.curves = [res.curves[0], res.curves[2]]  # one flow map: nothing to compare
     assert ql.comparison_sentence(res) == ""
+    one = ql.summary_sentence(res)  # its own numbers instead: fewest and most steps, best ODE
+    assert "**LSD**, flow map: KL 0.300 at N = 1, 0.120 at N = 8" in one
+    assert "best ODE solve: heun, 0.090 with 32 evaluations" in one and "(floor 0.050)" in one
 
 
 # ------------------------------------------------------------------------------ issue 16: honest figures, ready tabs
@@ -800,7 +804,7 @@ def test_timings_are_medians_of_the_stated_repeats_and_the_lesson_says_so(fm_app
     assert f"median of {ql.REPEATS} timed runs of {ql.TIMING_BATCH} samples" in ql.LESSON
     assert "warm-up" in ql.LESSON and f"median of {ql.REPEATS}" in ql.table_markdown(res)
     fig = fm_app._quality_stream  # the page's figure carries the same title
-    plot, _ = list(fig([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False))[-1]
+    plot, _, _ = list(fig([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False))[-1]
     titles = [a.text for a in plot.layout.annotations]
     assert ql.TIME_TITLE in titles and f"{ql.REPEATS} runs after a warm-up" in ql.TIME_TITLE
 
@@ -825,7 +829,8 @@ def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
     assert cmp_default == "eight_gaussians-lsd" and q_default == "checkerboard-lsd"
     fig, info, heat = fm_app.trajectories(LiveSession(), cmp_default, "uniform", 4, "0, 0.4, 0.75, 1", 24, 0)
     assert heat.data[0].type == "heatmap" and "network evaluations" in info
-    plot, table = list(fm_app.quality(LiveSession(), q_default, 500))[-1]
+    plot, table, summary = list(fm_app.quality(LiveSession(), q_default, 500))[-1]
+    assert q_default in summary
     assert "floor" in table.lower() and len(plot.data) > 0
 
 
@@ -861,9 +866,9 @@ def test_input_mistakes_keep_the_last_plot_and_say_what_to_change(fm_app):
     fig, info, heat = traj(LiveSession(), "checkerboard-lsd", "custom", 1, "0.2, 0.5, 1", 6, 0)
     assert fig == gr.update() and heat == gr.update()  # the plots stay as they were
     assert "custom times" in info and "put 0 first" in info and "partial" not in info
-    *kept, msg = list(keep_plots(fm_app.quality, 2)(LiveSession(), "__session__", 500))[-1]
-    assert kept == [gr.update(), gr.update()] and "no model yet" in msg
-    *_, cleared = list(keep_plots(fm_app.quality, 2)(LiveSession(), "checkerboard-lsd", 500))[-1]
+    *kept, msg = list(keep_plots(fm_app.quality, 3)(LiveSession(), "__session__", 500))[-1]
+    assert kept == [gr.update(), gr.update(), gr.update()] and "no model yet" in msg
+    *_, cleared = list(keep_plots(fm_app.quality, 3)(LiveSession(), "checkerboard-lsd", 500))[-1]
     assert cleared == ""  # a good result clears the last message
     with pytest.raises(InputError) as err:
         parse_time_grid("custom", 1, "0, 0.5")

@@ -302,6 +302,8 @@ def test_browser_walkthrough(browser_page):
         assert name in table, name
     assert "Floor" in table
     assert page.locator("#plot-quality").evaluate(LINES_JS) >= 4
+    summary = page.inner_text("#q-summary")  # above the plot, outside the accordion
+    assert "Who wins at which N" in summary and "N = 1:" in summary and "N = 8:" in summary, summary
     accordion.click()  # closed again: the screenshot shows the plot
     _shot(page, "quality")
 
