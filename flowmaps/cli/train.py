@@ -192,6 +192,12 @@ def _add_run_flags(rn: Any) -> None:
     )
     rn.add_argument("--note", default=None, help="a sentence for the model card's notes")
     rn.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (default on a CPU: 1 for 2-D data, torch's own choice for images)",
+    )
+    rn.add_argument(
         "--tf32",
         action=argparse.BooleanOptionalAction,
         default=None,

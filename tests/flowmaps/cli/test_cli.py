@@ -326,3 +326,21 @@ def test_guard_flags_come_from_the_train_config(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["train", "--data", "checkerboard", "--out", "x", *argv])
         assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_train_on_a_cpu_takes_one_thread_for_2d_data_unless_told(tmp_path):
+    """A 2-D step is too small for a second thread; on a shared CPU two threads cost ~15x (the
+    new-user check measured 534 ms against 34 ms a step). --threads overrides the default."""
+    from flowmaps.cli import main
+
+    before = torch.get_num_threads()
+    base = ["train", "--data", "checkerboard", "--method", "fm", "--steps", "2", "--batch-size", "64"]
+    base += ["--width", "16", "--depth", "1", "--device", "cpu", "--eval-n", "0", "--no-progress"]
+    try:
+        torch.set_num_threads(2)
+        assert main([*base, "--out", str(tmp_path / "a")]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*base, "--out", str(tmp_path / "b"), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
