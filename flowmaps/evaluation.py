@@ -175,7 +175,7 @@ def evaluate_model(
         if data == "checkerboard":
             kl = checkerboard_kl(x)
             row["KL"] = kl.kl
-            row["KL_floor"] = checkerboard_kl_floor(n)
+            row["KL_floor"] = checkerboard_kl_floor(n, seed=seed)  # the floor on the same noise seed
         if reference is not None:
             g = torch.Generator().manual_seed(seed + 2)
             xs, ref = x[:SW_MAX_POINTS], reference[:SW_MAX_POINTS]
@@ -185,7 +185,7 @@ def evaluate_model(
         if data == "checkerboard" and kl.empty_bins:  # inf: how many bins are empty, the half-sample KL
             row["empty_bins"] = kl.empty_bins
             row["KL_half"] = checkerboard_kl(x, eps=0.5).kl
-            row["floor_half"] = checkerboard_kl_floor(n, eps=0.5)
+            row["floor_half"] = checkerboard_kl_floor(n, seed=seed, eps=0.5)
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -197,17 +197,16 @@ def aggregate_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
 
     Each numeric column c becomes c (the mean) and c_sd (the sample sd over seeds); a column that
     only some seeds' rows have (KL_half, empty_bins, floor_half appear only with empty bins) is filled
-    for the others from the row itself (no empty bin: KL_half = KL, empty_bins = 0).
+    for the others from the row itself (no empty bin: KL_half = KL, floor_half = KL_floor, empty_bins = 0).
     """
     out = []
     for rows in zip(*runs):
         rows = [dict(r) for r in rows]
         if any("KL_half" in r for r in rows):
-            half_floor = next(r["floor_half"] for r in rows if "floor_half" in r)
-            for r in rows:
+            for r in rows:  # with no empty bin, counting empty bins as half a sample changes nothing
                 r.setdefault("empty_bins", 0)
                 r.setdefault("KL_half", r["KL"])
-                r.setdefault("floor_half", half_floor)
+                r.setdefault("floor_half", r["KL_floor"])
         agg: dict[str, Any] = {"N": rows[0]["N"], "grid": rows[0]["grid"], "seeds": len(rows)}
         for key, value in rows[0].items():
             if key in ("N", "grid") or not isinstance(value, (int, float)):

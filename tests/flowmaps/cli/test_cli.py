@@ -232,7 +232,7 @@ def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
 
     from flowmaps.evaluation import generate, grids_for
     from flowmaps.hub import from_pretrained
-    from flowmaps.metrics import checkerboard_kl
+    from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor
 
     out = tmp_path / "ck"
     assert _train(out, "--steps", "12", "--eval-n", "0") == 0
@@ -253,6 +253,9 @@ def test_evaluate_explains_inf_and_averages_seeds(tmp_path, capsys):
         assert row["KL_half"] == pytest.approx(statistics.mean(halves), rel=1e-9)
         assert row["KL_half_sd"] == pytest.approx(statistics.stdev(halves), rel=1e-9)
         assert f"{row['KL_half']:.4g} ± {row['KL_half_sd']:.2g}" in text
+        floors = [checkerboard_kl_floor(2000, seed=s, eps=0.5) for s in (0, 1, 2)]  # each seed's own exact samples
+        assert [r["floor_half"] for r in row["per_seed"]] == pytest.approx(floors, rel=1e-9)
+        assert row["floor_half_sd"] > 0
     assert main(["evaluate", "--checkpoint", str(out), "--n", "2000", "--steps", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "noise seed 0" in text and "half a sample" in text
