@@ -339,9 +339,10 @@ class MLP(nn.Module):
         tangent may cover only the last n rows: dx of shape (n, dim) and ds, dt of shape (n,) (or
         scalars) give dv of shape (n, dim) for those rows while v covers all B, so a loss runs
         its plain rows and its JVP rows in one call (see :attr:`partial_tangent` and
-        flowmaps.objectives). Each layer runs one GEMM on the rows and one on the tangents, and
-        the backward is written by hand (:class:`_TangentPass`): gradients flow to the weights
-        and to every input, once (no double backward).
+        flowmaps.objectives). Each layer runs one GEMM on the rows and one on the tangents into
+        one stacked buffer, and the backward is written by hand (:class:`_TangentPass`, one GEMM
+        per gradient over rows and tangents together): gradients flow to the weights and to every
+        input, once (no double backward).
 
         Raises:
             ValueError: the tangent has more rows than x.
