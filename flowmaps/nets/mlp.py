@@ -28,15 +28,27 @@ _ACTS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 #     gelu: a = h Phi(h),  a' = Phi(h) + h phi(h),      a'' = phi(h) (2 - h^2)
 #     silu: a = h sig(h),  a' = sig (1 + h (1 - sig)),  a'' = sig (1 - sig) (2 + h (1 - 2 sig))
 #     tanh: a = tanh(h),   a' = 1 - a^2,                a'' = -2 a a'
-def _act_backward(name: str, g: Tensor, h: Tensor, a: Tensor) -> Tensor:
-    """g * a'(h) elementwise (g, h of one shape; a = a(h), used by tanh), through the native
-    fused backward kernels of the exact (erf) GELU, SiLU and tanh."""
+def _act_out(name: str, h: Tensor, out: Tensor) -> None:
+    """a(h) written into out (same shape)."""
     ops = torch.ops.aten
     if name == "gelu":
-        return ops.gelu_backward(g, h)
-    if name == "silu":
-        return ops.silu_backward(g, h)
-    return ops.tanh_backward(g, a)
+        ops.gelu.out(h, out=out)
+    elif name == "silu":
+        ops.silu.out(h, out=out)
+    else:
+        ops.tanh.out(h, out=out)
+
+
+def _act_backward(name: str, g: Tensor, h: Tensor, a: Tensor, out: Tensor) -> None:
+    """g * a'(h) elementwise (g, h of one shape; a = a(h), used by tanh) written into out, through
+    the native fused backward kernels of the exact (erf) GELU, SiLU and tanh."""
+    ops = torch.ops.aten
+    if name == "gelu":
+        ops.gelu_backward.grad_input(g, h, grad_input=out)
+    elif name == "silu":
+        ops.silu_backward.grad_input(g, h, grad_input=out)
+    else:
+        ops.tanh_backward.grad_input(g, a, grad_input=out)
 
 
 def _act_d2(name: str, h: Tensor, a: Tensor) -> Tensor:
@@ -61,92 +73,108 @@ def _layer_loop(
 
     then the output layer gives (h W^T + b, dh W^T) (unscaled). This is the network's one loop:
     the forward pass runs it without tangents (autograd records it), the tangent pass inside
-    :class:`_TangentPass` with them. record, if given, receives [(h, dh), (z, dz)] per hidden
-    layer and then the output layer's inputs (h, dh), for the hand-written backward.
+    :class:`_TangentPass` with them. With tangents, each layer's rows and tangents share one
+    stacked buffer [h; dh] of P + n rows (so the backward runs one GEMM per gradient over both),
+    all operands must have one dtype, and record (a list) receives the stacked inputs [h; dh]
+    and pre-activations [z; dz] of each hidden layer, then the output layer's stacked input.
     """
-    n = 0 if dh is None else dh.shape[0]
+    p = h.shape[0]
+    if dh is not None:
+        n = dh.shape[0]
+        h = torch.cat([h, dh])
     for w, b in layers[:-1]:
-        z = F.linear(h, w, b)
-        a = _ACTS[act](z)
-        dz = da = None
-        if dh is not None:
-            dz = F.linear(dh, w)
-            da = _act_backward(act, dz, z[z.shape[0] - n :], a[a.shape[0] - n :])
-        if record is not None:
-            record += [(h, dh), (z, dz)]
-        h, dh = a, da
-    if record is not None:
-        record.append((h, dh))
+        if dh is None:
+            h = _ACTS[act](F.linear(h, w, b))
+            continue
+        z = h.new_empty(p + n, w.shape[0])
+        torch.addmm(b, h[:p], w.t(), out=z[:p])
+        torch.mm(h[p:], w.t(), out=z[p:])
+        a = torch.empty_like(z)
+        _act_out(act, z[:p], a[:p])
+        _act_backward(act, z[p:], z[p - n : p], a[p - n : p], out=a[p:])
+        record += [h, z]
+        h = a
     w, b = layers[-1]
-    return F.linear(h, w, b), (None if dh is None else F.linear(dh, w))
+    if dh is None:
+        return F.linear(h, w, b), None
+    record.append(h)
+    return torch.addmm(b, h[:p], w.t()), h[p:] @ w.t()
 
 
 def _loop_backward(
-    act: str, record: list, weights: list[Tensor], g: Tensor, g_d: Tensor | None
-) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    act: str, record: list, weights: list[Tensor], g: Tensor | None, g_d: Tensor | None, p: int, input_grad: bool
+) -> tuple[list[Tensor], Tensor | None, Tensor | None]:
     """Reverse mode through :func:`_layer_loop` with tangents, in closed form.
 
-    g (P, out) and g_d (n, out) or None are the gradients of the unscaled outputs. Per layer,
-    from the gradients (G, G_d) of its outputs (h, dh), with G_z = G for the output layer and,
-    for a hidden layer,
+    g (P, out) or None and g_d (n, out) or None are the gradients of the unscaled outputs; record
+    is the loop's, P the number of primal rows. Per layer, from the gradients (G, G_d) of its
+    outputs (h, dh), with G_z = G for the output layer and, for a hidden layer,
 
         G_z = a'(z) G  (+ a''(z) G_d dz on the last n rows),   G_dz = a'(z[P - n:]) G_d,
 
-    grad W = G_z^T h + G_dz^T dh, grad b = the sum of G_z over rows, and the gradients passed
-    to its inputs are (G_z W, G_dz W). Returns the parameter gradients [W_1, b_1, ..., W_out,
-    b_out] and those of the input rows and input tangents.
+    all stacked as [G_z; G_dz]: grad W = [G_z; G_dz]^T [h; dh] and the gradient passed to the
+    inputs [G_z; G_dz] W (one GEMM each), grad b = the sum of G_z over rows. Without g_d the
+    tangent rows take no part. Returns the parameter gradients [W_1, b_1, ..., W_out, b_out] and
+    those of the input rows and input tangents (None unless input_grad).
     """
-    inputs, pres = record[0::2], record[1::2]
+    hs, zs = record[0::2], record[1::2]
+    rows = hs[0].shape[0] if g_d is not None else p
+    gz = hs[-1].new_empty(rows, weights[-1].shape[0])
+    if g is None:
+        gz[:p].zero_()
+    else:
+        gz[:p].copy_(g)
+    if g_d is not None:
+        gz[p:].copy_(g_d)
+    n = rows - p
     grads: list[Tensor] = []
     for i in range(len(weights) - 1, -1, -1):
-        h, dh = inputs[i]
-        if i < len(pres):  # a hidden layer: through the activation
-            (z, dz), a = pres[i], inputs[i + 1][0]
-            g_z = _act_backward(act, g, z, a)
-            g_dz = None
-            if g_d is not None:
-                n = dz.shape[0]
-                z_t, a_t = z[z.shape[0] - n :], a[a.shape[0] - n :]
-                g_dz = _act_backward(act, g_d, z_t, a_t)
-                g_z[z.shape[0] - n :].addcmul_(g_d * dz, _act_d2(act, z_t, a_t))
-            g, g_d = g_z, g_dz
-        grad_w = g.t() @ h if g_d is None else torch.addmm(g.t() @ h, g_d.t(), dh)
-        grads[:0] = [grad_w, g.sum(0)]
-        g, g_d = g @ weights[i], (None if g_d is None else g_d @ weights[i])
-    return grads, g, g_d
+        if i < len(zs):  # a hidden layer: gz holds the gradient of its output; through the activation
+            z, a, g_h = zs[i], hs[i + 1], gz
+            gz = torch.empty_like(g_h)
+            _act_backward(act, g_h[:p], z[:p], a[:p], out=gz[:p])
+            if n:
+                z_t, a_t = z[p - n : p], a[p - n : p]
+                _act_backward(act, g_h[p:], z_t, a_t, out=gz[p:])
+                gz[p - n : p].addcmul_(g_h[p:] * z[p:], _act_d2(act, z_t, a_t))
+        grads[:0] = [gz.t() @ hs[i][:rows], gz[:p].sum(0)]
+        if i == 0 and not input_grad:
+            return grads, None, None
+        gz = gz @ weights[i]
+    return grads, gz[:p], (gz[p:] if g_d is not None else None)
 
 
 class _TangentPass(torch.autograd.Function):
     """(out, dout): the layer loop with tangents, and its closed-form backward (once differentiable).
 
     Autograd would record about ten elementwise nodes per layer for a'(z) dz and differentiate
-    them one by one; here each layer's backward is a few fused elementwise ops and the GEMMs of
-    the weight and input gradients. When dout needs no gradient (a term under stop-gradient)
-    the tangent rows leave the backward altogether.
+    them one by one; here each layer's backward is a few fused elementwise ops and one GEMM for
+    the weight gradient and one for the input gradient over the stacked rows and tangents. When
+    dout needs no gradient (a term under stop-gradient) the tangent rows leave the backward
+    altogether. Under autocast the pass runs in the autocast dtype (as F.linear would).
     """
 
     @staticmethod
     def forward(ctx, h0: Tensor, dh0: Tensor, act: str, *params: Tensor):  # type: ignore[override]
+        device_type = h0.device.type
+        dtype = h0.dtype
+        if torch.is_autocast_enabled(device_type) and dtype != torch.float64:
+            dtype = torch.get_autocast_dtype(device_type)
+        params = tuple(q.to(dtype) for q in params)
         weights = list(params[0::2])
         record: list = []
-        out, dout = _layer_loop(list(zip(weights, params[1::2])), act, h0, dh0, record)
-        ctx.act, ctx.n_record = act, len(record)
-        device_type = h0.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        ctx.save_for_backward(*[x for pair in record for x in pair], *weights)
+        out, dout = _layer_loop(list(zip(weights, params[1::2])), act, h0.to(dtype), dh0.to(dtype), record)
+        ctx.act, ctx.p, ctx.n_record = act, h0.shape[0], len(record)
+        ctx.save_for_backward(*record, *weights)
         return out, dout
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor, g_d: Tensor | None):  # type: ignore[override]
+    def backward(ctx, g: Tensor | None, g_d: Tensor | None):  # type: ignore[override]
         saved = ctx.saved_tensors
-        flat, weights = saved[: 2 * ctx.n_record], list(saved[2 * ctx.n_record :])
-        record = [(flat[2 * i], flat[2 * i + 1]) for i in range(ctx.n_record)]
-        device_type, autocast, dtype = ctx.autocast
-        if g is None:
-            g = torch.zeros_like(record[-1][0][:, :1]).expand(-1, weights[-1].shape[0])
-        with torch.autocast(device_type=device_type, dtype=dtype, enabled=autocast):
-            grads, g_h0, g_dh0 = _loop_backward(ctx.act, record, weights, g, g_d)
+        record, weights = list(saved[: ctx.n_record]), list(saved[ctx.n_record :])
+        input_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grads, g_h0, g_dh0 = _loop_backward(ctx.act, record, weights, g, g_d, ctx.p, input_grad)
         return (g_h0, g_dh0, None, *grads)
 
 
@@ -311,9 +339,10 @@ class MLP(nn.Module):
         tangent may cover only the last n rows: dx of shape (n, dim) and ds, dt of shape (n,) (or
         scalars) give dv of shape (n, dim) for those rows while v covers all B, so a loss runs
         its plain rows and its JVP rows in one call (see :attr:`partial_tangent` and
-        flowmaps.objectives). Each layer runs one GEMM on the rows and one on the tangents, and
-        the backward is written by hand (:class:`_TangentPass`): gradients flow to the weights
-        and to every input, once (no double backward).
+        flowmaps.objectives). Each layer runs one GEMM on the rows and one on the tangents into
+        one stacked buffer, and the backward is written by hand (:class:`_TangentPass`, one GEMM
+        per gradient over rows and tangents together): gradients flow to the weights and to every
+        input, once (no double backward).
 
         Raises:
             ValueError: the tangent has more rows than x.
