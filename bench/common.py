@@ -79,6 +79,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _command() -> str:
+    """The command line as a user types it from the repository root: ``python -m bench.<name> ...``
+    (no machine's path in the saved tables)."""
+    script, args = Path(sys.argv[0]), sys.argv[1:]
+    head = f"python -m bench.{script.stem}" if script.parent.name == "bench" else f"python {script.name}"
+    return " ".join([head, *(shlex.quote(a) for a in args)])
+
+
 def machine_info(device: torch.device | str) -> dict[str, Any]:
     """What the figures were measured on, and the command that measured them."""
     device = torch.device(device)
@@ -89,7 +97,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": _command(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if hasattr(os, "getloadavg"):
