@@ -11,7 +11,7 @@ probability-flow ODE, where a flow map takes N jumps along the uniform time grid
 
 Time convention: t = 0 is noise, t = 1 is data.
 
-Nothing here imports gradio (tests/test_race.py drives the race directly); the tab's layout and
+Nothing here imports gradio (tests/app/test_race.py drives the race directly); the tab's layout and
 events are in app/tabs/race.py.
 """
 

@@ -18,7 +18,7 @@ writes the state, so every event of the page returns the session as an output.
 :meth:`Sessions.admit` caps the number of sessions that hold a model at once
 (``Limits.max_sessions``); one more is refused with :class:`SpaceFull`, a message that says so.
 
-Nothing here imports gradio (tests/test_space_safety.py drives it directly).
+Nothing here imports gradio (tests/app/test_space_safety.py drives it directly).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each function raises :class:`InputError` with a message that names the field and the allowed
 range; the UI turns it into a ``gr.Error`` shown in the page. Nothing here imports gradio, so
-the rules are tested directly (tests/test_app_logic.py).
+the rules are tested directly (tests/app/test_app_logic.py).
 
 Time convention (as everywhere in flowmaps): t = 0 is noise, t = 1 is data.
 """

@@ -19,7 +19,7 @@ Variants (rows):
   along the batch, or on each apart: the default since session 10; until then "tangent" was
   stacked), unfused (the diagonal rows and the off-diagonal rows that carry gradients in two
   network calls instead of one, the reference for the fused default of LSD, ESD and PSD; the
-  same loss and gradients, see tests/test_objectives.py).
+  same loss and gradients, see tests/flowmaps/objectives/test_objectives.py).
 - GPU extras: TF32 matmuls, bf16 autocast, torch.compile of the loss (a failure is caught and
   reported), and a CUDA graph of the whole step (noise, times, loss, backward, RAdam) for the
   2-D MLP and the UNet. Each ratio is taken against the flow-matching row of the same variant

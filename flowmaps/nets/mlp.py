@@ -334,7 +334,7 @@ class MLP(nn.Module):
     def jvp(self, s: Tensor, t: Tensor, x: Tensor, ds: Tensor, dt: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
         """(v, dv): the output and its derivative along the tangent (ds, dt, dx), in one sweep.
 
-        Equal to ``torch.func.jvp(net, (s, t, x), (ds, dt, dx))`` (tests/test_mlp_options.py,
+        Equal to ``torch.func.jvp(net, (s, t, x), (ds, dt, dx))`` (tests/flowmaps/nets/test_mlp_options.py,
         float64), with s, t of shape (B,) (t = 0 noise, t = 1 data) and x of shape (B, dim). The
         tangent may cover only the last n rows: dx of shape (n, dim) and ds, dt of shape (n,) (or
         scalars) give dv of shape (n, dim) for those rows while v covers all B, so a loss runs

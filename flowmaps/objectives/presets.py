@@ -16,7 +16,7 @@ Known methods as presets of the same classes (see make_objective):
 The weight t - s of CT and CD is what makes their gradient the limit of a discrete step: for
 L_D = |X_{s,t}(x_s) - sg(X_{s+D,t}(x_s + D b))|^2 (b = x1 - x0, or the teacher's velocity),
 grad L_D / D -> (t - s) grad sum(r^2) with r the v-space residual, as D -> 0
-(tests/test_presets.py checks this against discrete steps).
+(tests/flowmaps/objectives/test_presets.py checks this against discrete steps).
 """
 
 from __future__ import annotations
