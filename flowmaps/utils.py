@@ -26,6 +26,7 @@ import torch
 
 __all__ = [
     "Range",
+    "current_umask",
     "atomic_write",
     "write_text_atomic",
     "fsync_dir",
@@ -47,6 +48,13 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it): files a user shares get ``0o666 & ~umask``."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], mode: int = 0o644) -> Path:

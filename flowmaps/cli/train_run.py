@@ -154,7 +154,8 @@ def _setup(args: argparse.Namespace) -> tuple[torch.device, int, int, bool]:
         # A 2-D MLP step is too small to gain from a second thread, and two threads spinning on a
         # CPU shared with other work cost far more than they give: the quick preset took 534 ms a
         # step with torch's default threads on a loaded 2-core machine, 34 ms with one.
-        torch.set_num_threads(args.threads or (torch.get_num_threads() if is_image_set(args.data) else 1))
+        if args.threads or not is_image_set(args.data):
+            torch.set_num_threads(args.threads or 1)
     if device.type == "cuda":
         # TF32 rounds to 10 mantissa bits: fine for a JVP, fatal for a finite difference.
         torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)

@@ -44,13 +44,7 @@ from flowmaps.hub.storage import (
     load_state_checked,
     state_for_saving,
 )
-from flowmaps.utils import fsync_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from flowmaps.utils import current_umask, fsync_dir
 
 
 def _fsync_files(folder: Path) -> None:
@@ -113,7 +107,7 @@ class HubMixin(
         tensors = state_for_saving(self._hub_module(), self._hub_weights_dtype)
         path = Path(save_directory) / WEIGHTS_NAME
         save_file(tensors, str(path), metadata={"format": "pt"})
-        os.chmod(path, 0o666 & ~_umask())  # safetensors writes 0600; a checkpoint is meant to be read
+        os.chmod(path, 0o666 & ~current_umask())  # safetensors writes 0600; a checkpoint is meant to be read
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The mixin's hook: the card of ``kwargs["config"]`` (see :func:`flowmaps.hub.model_card.model_card`)."""
@@ -155,7 +149,7 @@ class HubMixin(
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=parent))
         try:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is not
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; a checkpoint is not
             super().save_pretrained(tmp, config=full, model_card_kwargs=card_kwargs)
             if folder.is_dir():
                 _keep_other_files(folder, tmp)

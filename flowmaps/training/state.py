@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmaps.utils import atomic_write
+from flowmaps.utils import atomic_write, current_umask
 
 __all__ = [
     "load_state_file",
@@ -91,9 +91,7 @@ def save_state_file(state: dict[str, Any], path: str | os.PathLike) -> Path:
         with open(tmp, "wb") as fh:
             fh.write(data)
 
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return atomic_write(path, write, mode=0o666 & ~mask)
+    return atomic_write(path, write, mode=0o666 & ~current_umask())
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
