@@ -80,6 +80,7 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
             "--results", str(log_dir / method),
             "--docs", str(log_dir / f"{method}.md"),
             "--seed", str(args.seed),
+            "--lr", str(args.lr),
         ]  # fmt: skip
         if args.quick:
             cmd.append("--quick")
@@ -160,6 +161,10 @@ def summarise(scores: dict[str, Any], floors: list[float], budget: dict[str, Any
     return rows, note
 
 
+def _lrs(train: dict[str, Any]) -> str:
+    return "[" + ", ".join(f"{lr:g}" for lr in train.get("stage_lrs") or [train.get("lr", 1e-3)]) + "]"
+
+
 def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, sc: dict, args, info) -> None:
     """Config metrics and model card from the multi-seed scores, stating the shared budget."""
     from flowmaps.hub import save_pretrained
@@ -205,9 +210,12 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         "metrics": table,
         "notes": "KL: the paper's estimator (64,000 samples, 50 x 50 bins on [-1, 1]^2, target density at bin "
         "centres normalised to sum 1; inf = an empty target bin), mean ± sd over the noise seeds listed. "
-        f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam lr "
-        f"1e-3 cosine-annealed to 1% over the last {1 - args.anneal:.0%} of each stage, clip 10, EMA 0.999, eta 0.75. "
-        f"Command: `python -m bench.families --device cuda --steps {args.steps}`.",
+        f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam at peak "
+        f"lr {_lrs(train)} per stage, each cosine-annealed to 1% of its peak over the last "
+        f"{1 - args.anneal:.0%} of the stage, clip 10, EMA 0.999, eta 0.75, training seeds "
+        f"{train.get('stage_seeds') or [train.get('seed')]} per stage. Command of the last stage: "
+        f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} "
+        f"--seed {args.seed} --init-from <previous stage>`.",
     }
     save_pretrained(model, folder, config, card)
 
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=40_000, help="the shared step budget")
     p.add_argument("--max-seconds", type=float, default=480.0, help="safety cap on each method's training time")
     p.add_argument("--anneal", type=float, default=0.5, help="cosine lr anneal from this fraction of the steps")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of this stage (RAdam)")
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
@@ -275,11 +284,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         md = (
             "## Every family on one budget: checkerboard KL\n\n"
             f"MLP {args.width}x{args.depth} GELU, batch {args.batch:,}, {args.steps:,} steps for every method, RAdam "
-            f"lr 1e-3 cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, EMA 0.999, "
-            f"eta 0.75, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 bins on "
-            "[-1, 1]^2, target at bin centres normalised to sum 1; inf = an empty target bin), mean ± sd over "
+            f"lr {args.lr:g} cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, "
+            f"EMA 0.999, eta 0.75, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 "
+            "bins on [-1, 1]^2, target at bin centres normalised to sum 1; inf = an empty target bin), mean ± sd over "
             f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
-            f"`python -m bench.families --device cuda --steps {args.steps} --gpus {' '.join(map(str, args.gpus))}`.\n\n"
+            f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} --seed {args.seed} "
+            f"--gpus {' '.join(map(str, args.gpus))}"
+            + (" --init-from <previous stage>" if args.init_from else "")
+            + "`.\n\n"
             + machine_line(info)
             + "\n\n"
             + md_table(rows)

@@ -225,6 +225,9 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "train_seconds": round(train_s + float(previous.get("train_seconds", 0.0)), 1),
             "seed": args.seed,
             "stages": [*previous.get("stages", [previous.get("steps")] if previous else []), steps_done],
+            # earlier stages without a record ran at lr 1e-3 with training seed 0
+            "stage_lrs": [*previous.get("stage_lrs", [1e-3] * len(previous.get("stages", []))), args.lr],
+            "stage_seeds": [*previous.get("stage_seeds", [0] * len(previous.get("stages", []))), args.seed],
         }
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
