@@ -260,14 +260,15 @@ SHIPPED = sorted(p for p in (REPO / "checkpoints").iterdir() if (p / CONFIG_NAME
 # sha256 (first 16 hex digits) over (key, dtype, shape, bytes) of every tensor of the state dict
 # as loaded by the hand-written loader that preceded the mixin (flowmaps 0.1.0): loading through
 # the mixin must give the same tensors, bit for bit.
-# Digests of each shipped state dict as the loader before the mixin read it (the checkerboard
-# models: their 102,000-step weights, read by that loader).
+# Digests of each shipped state dict as the loader before the mixin read it. The checkerboard models
+# were retrained after the mixin came (186,000 steps): theirs are the tensors as safetensors' own
+# load_file reads them from the file, a reader independent of the mixin.
 LOADED_BEFORE_MIXIN = {
-    "checkerboard-esd": "68528dfad69f4b4c",
-    "checkerboard-fm": "e20c54d62cdfa3a8",
-    "checkerboard-lsd": "47bcc0b338931350",
-    "checkerboard-psd-m": "e3469a714a45cba8",
-    "checkerboard-psd-u": "2887f5d05e4ec090",
+    "checkerboard-esd": "2b352c9ce60934c2",
+    "checkerboard-fm": "4d7445bfcd582694",
+    "checkerboard-lsd": "444df9294e700ea8",
+    "checkerboard-psd-m": "46a71763cedc244b",
+    "checkerboard-psd-u": "d597a845364efcfc",
     "eight_gaussians-esd": "d5b2d3cbbf03d763",
     "eight_gaussians-lsd": "476e925b72d7e408",
     "fid-classifier": "72523edcedfde50c",
