@@ -132,6 +132,30 @@ def score(model: Any, method: str, seeds: list[int], n: int, device: torch.devic
     return out
 
 
+def _relative(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return Path(path).name
+
+
+def stage_row(method: str, steps: int, sc: dict[str, Any]) -> list[str]:
+    """One row of the stage-by-stage table: mean ± sd per N; where an empty target bin makes the
+    KL infinite, the KL with empty bins counted as half a sample and the most empty bins."""
+    cells = [method, f"{steps:,}"]
+    for k in STEPS_N:
+        runs = sc["per_seed"][str(k)]
+        m, sd = mean_sd([r["kl"] for r in runs])
+        if m == float("inf"):
+            mh, sdh = mean_sd([r["kl_eps"] for r in runs])
+            cells.append(f"inf ({mh:.4f} ± {sdh:.4f}; {max(r['empty_bins'] for r in runs)} empty)")
+        else:
+            cells.append(_fmt(m, sd))
+    return cells
+
+
 def _fmt(mean: float, sd: float) -> str:
     if mean == float("inf"):
         return "inf"
@@ -275,7 +299,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table("checkerboard KL by family (mean ± sd over noise seeds)", rows)
     print(note)
     info = machine_info(device)
-    payload = {"name": NAME, "machine": info, "args": vars(args), "walls": walls, "scores": scores, "floors": floors}
+    # paths relative to the repository, so that a saved table names no machine's folders
+    shown = {
+        k: (_relative(v) if k in ("results", "docs", "save", "log_dir", "init_from") else v)
+        for k, v in vars(args).items()
+    }
+    payload = {"name": NAME, "machine": info, "args": shown, "walls": walls, "scores": scores, "floors": floors}
     if args.results:
         write_json(Path(args.results), NAME, payload)
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
