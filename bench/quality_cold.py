@@ -7,8 +7,8 @@ on a fresh clone) and measures, in this process:
 
 1. **breakdown** (``--breakdown``): one shipped model (``--model``, default ``checkerboard-lsd``),
    point by point: its NFE, the seconds of the run that gives its metric (everything but the timed
-   runs) and the seconds of its timed runs (read through the ``clock`` that
-   :func:`app.quality.evaluate` takes);
+   runs), the seconds of its timed runs (read through the ``clock`` that
+   :func:`app.quality.evaluate` takes) and the wall time the plot shows for it;
 2. **Evaluate this model**: seconds of the ``/quality`` callback on that model, first call;
 3. **Compare the shipped checkerboard models**: seconds of the ``/quality_shipped`` callback, first
    call.
@@ -60,22 +60,25 @@ def breakdown(model_name: str, n: int) -> list[str]:
     model, _ = from_pretrained(ROOT / "checkpoints" / model_name)
     model.requires_grad_(False)
     clock = _Clock()
-    rows = ["| sampler | NFE | metric run, s | timed runs, s |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| sampler | NFE | metric run, s | timed runs, s | plotted wall time, ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     seen = 0
     totals = [0.0, 0.0]
     t0 = time.perf_counter()
     timed0 = 0.0
     for res in ql.evaluate(model, toy_source("checkerboard"), model_name, n=n, clock=clock):
-        points = [(c.sampler, nfe) for c in res.curves for nfe in c.nfe]
+        points = [(c.sampler, nfe, ms) for c in res.curves for nfe, ms in zip(c.nfe, c.ms)]
         now = time.perf_counter()
         wall, timed = now - t0, clock.timed - timed0
-        for sampler, nfe in points[seen:]:
-            rows.append(f"| {sampler} | {nfe} | {wall - timed:.2f} | {timed:.2f} |")
+        for sampler, nfe, ms in points[seen:]:
+            rows.append(f"| {sampler} | {nfe} | {wall - timed:.2f} | {timed:.2f} | {ms:.1f} |")
             totals[0] += wall - timed
             totals[1] += timed
         seen = len(points)
         t0, timed0 = time.perf_counter(), clock.timed
-    rows.append(f"| **total** | | **{totals[0]:.1f}** | **{totals[1]:.1f}** |")
+    rows.append(f"| **total** | | **{totals[0]:.1f}** | **{totals[1]:.1f}** | |")
     return rows
 
 
@@ -113,7 +116,8 @@ def main() -> None:
     if args.breakdown:
         lines += [f"Breakdown of {args.model}, {args.samples} samples per point:", ""]
         lines += breakdown(args.model, args.samples) + [""]
-        print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)
+    shown = len(lines)
     one, shipped = cold_seconds(args.samples, args.model)
     lines += [
         "| button, cold cache | samples per point | seconds |",
@@ -124,7 +128,7 @@ def main() -> None:
         f"load average after: {os.getloadavg()[0]:.2f}",
     ]
     text = "\n".join(lines)
-    print(text)
+    print("\n".join(lines[shown:]))
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality_cold.md").write_text(text + "\n")
