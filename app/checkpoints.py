@@ -11,6 +11,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -38,13 +39,31 @@ class CheckpointInfo:
     data: str | None = None
     method: str | None = None
     card: str = ""
-    stamp: str = ""  # changes when the weights change (cache key)
+    stamp: str = ""  # the weights' and config's content digest (cache key; see content_stamp)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         bits = [b for b in (self.data, self.method) if b]
         return f"{self.name} ({', '.join(bits)})" if bits else self.name
+
+
+#: Hex digits of the sha256 kept in a stamp (64 bits: no two checkpoints collide by chance).
+STAMP_DIGITS = 16
+
+
+def content_stamp(weights: Path, config: Path) -> str:
+    """A digest of a checkpoint's content: sha256 of its weights file, then its config file, cut to
+    :data:`STAMP_DIGITS` hex digits. The same files give the same stamp on any machine, whatever
+    their time stamps (a fresh clone reuses a cache written from the same weights); any changed
+    byte gives another. Raises OSError if a file cannot be read."""
+    h = hashlib.sha256()
+    for path in (weights, config):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")  # a boundary: moving bytes from one file to the other changes the digest
+    return h.hexdigest()[:STAMP_DIGITS]
 
 
 def _net(config: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +161,7 @@ class CheckpointStore:
         self._hub: dict[str, CheckpointInfo] | None = None
         self._scan_key: Any = None
         self._loaded: OrderedDict[str, tuple[FlowMap, dict[str, Any]]] = OrderedDict()
+        self._digests: dict[tuple[str, int, int, int, int], str] = {}  # file identity -> content stamp
 
     # ------------------------------------------------------------------ listing
     def _local_key(self) -> Any:
@@ -172,7 +192,11 @@ class CheckpointStore:
                 continue
             card_path = folder / "README.md"
             card = card_path.read_text(errors="replace") if card_path.is_file() else ""
-            st = weights.stat()
+            try:
+                stamp = self._stamp(weights, cfg_path)
+            except OSError as err:
+                self.warnings.append(f"skipped checkpoint {folder.name}: {err}")
+                continue
             out[folder.name] = CheckpointInfo(
                 name=folder.name,
                 source=str(folder),
@@ -181,9 +205,18 @@ class CheckpointStore:
                 data=infer_data(config, folder.name, self.known_data),
                 method=infer_method(config, folder.name),
                 card=card,
-                stamp=f"{st.st_size}-{st.st_mtime_ns}",
+                stamp=stamp,
             )
         return out
+
+    def _stamp(self, weights: Path, config: Path) -> str:
+        """:func:`content_stamp`, hashed once per file version in this process (a rescan of an
+        unchanged folder reads no weights again)."""
+        sw, sc = weights.stat(), config.stat()
+        ident = (str(weights), sw.st_size, sw.st_mtime_ns, sc.st_size, sc.st_mtime_ns)
+        if ident not in self._digests:
+            self._digests[ident] = content_stamp(weights, config)
+        return self._digests[ident]
 
     def _read_hub(self) -> dict[str, CheckpointInfo]:
         out: dict[str, CheckpointInfo] = {}

@@ -197,7 +197,8 @@ class Curve:
     sampler: str  # "flow map", "euler", "heun", "rk4", "dopri5"
     nfe: list[int] = field(default_factory=list)
     metric: list[float] = field(default_factory=list)
-    ms: list[float] = field(default_factory=list)  # wall time per 1000 samples
+    ms: list[float] = field(default_factory=list)  # wall time (ms; per how many samples: the panel's title)
+    timed_nfe: list[int] = field(default_factory=list)  # NFE of the timed runs, if not ``nfe`` (adaptive solvers)
 
     @property
     def label(self) -> str:
@@ -208,7 +209,7 @@ def quality_figure(
     curves: Sequence[Curve],
     metric_name: str,
     floor: float | None = None,
-    time_title: str = "wall time per 1000 samples (ms)",
+    time_title: str = "wall time (ms)",
 ) -> go.Figure:
     """Metric and wall time against the number of network evaluations, side by side (log x).
 
@@ -244,7 +245,7 @@ def quality_figure(
         )
         fig.add_trace(
             go.Scatter(
-                x=c.nfe,
+                x=c.timed_nfe if len(c.timed_nfe) == len(c.ms) else c.nfe,
                 y=c.ms,
                 mode="lines+markers",
                 name=c.label,

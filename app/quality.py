@@ -8,14 +8,21 @@ a finite, stable number; its floor is the score of as many exact samples on the 
 estimator) or, for other data, the sliced Wasserstein distance to fresh data (its floor is the
 distance between two fresh data sets of the same size).
 
-Results are cached in memory and, for shipped checkpoints, on disk (keyed by the weights' size
-and time stamp), so the tab is quick after the first evaluation.
+Wall times are measured on a smaller batch than the metric (:data:`TIMING_BATCH` samples, the
+median of :data:`REPEATS` runs after a warm-up), so that timing costs a fraction of the metric run;
+the panel's title says so (:data:`TIME_TITLE`).
+
+Results are cached in memory and, for shipped checkpoints, on disk, keyed by the weights' content
+(:attr:`app.checkpoints.CheckpointInfo.stamp`) and the evaluation's settings
+(:func:`cache_suffix`), so the tab is quick after the first evaluation and a changed evaluation
+is never served from an old file.
 
 Time convention: t = 0 is noise, t = 1 is data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -38,19 +45,28 @@ from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
 log = logging.getLogger(__name__)
 
 FLOW_STEPS = (1, 2, 4, 8, 16, 32, 64)
+#: Flow-map budgets of the side-by-side comparison of the shipped models (one evaluation runs
+#: :data:`FLOW_STEPS`): the families' contest is at few steps, and N = 32, 64 for four models
+#: were two thirds of the comparison's network work.
+COMPARE_FLOW_STEPS = (1, 2, 4, 8, 16)
 EULER_STEPS = (4, 16, 64)
 HEUN_STEPS = (2, 8, 32)
 DOPRI_RTOL = (1e-2, 1e-3)
 KL_BINS = 20
 KL_EPS = 0.5  # pseudo-count per bin: a finite KL even when a bin is empty (few samples, poor model)
-DOPRI_MAX_STEPS = 100
+#: Attempted steps of one dopri5 solve (about 6 NFE each, so at most about 150 NFE): a solve
+#: that needs more is left out of the plot, and the summary says so.
+DOPRI_MAX_STEPS = 24
 #: Wall times are the median of this many timed repeats, after one untimed warm-up call per model.
 REPEATS = 3
-#: Samples per timed repeat (the times are then in ms per 1000 samples without rescaling).
-TIMING_BATCH = 1000
+#: Samples per timed repeat; the wall times are in ms per this many samples (not rescaled).
+TIMING_BATCH = 250
+#: Bump when the evaluation changes in a way its settings below do not show (cache files then
+#: stop being read).
+EVAL_VERSION = 2
 
 #: Title of the wall-time panel: how its numbers were taken.
-TIME_TITLE = f"median wall time per 1000 samples (ms; {REPEATS} runs after a warm-up)"
+TIME_TITLE = f"median wall time per {TIMING_BATCH} samples (ms; {REPEATS} runs after a warm-up)"
 
 LESSON = (
     "**The lesson.** One network serves every number of steps. A flow map reaches in 1 to 4 jumps "
@@ -58,19 +74,42 @@ LESSON = (
     "time in proportion to its steps, so the left plot is also a speed plot (the right plot: the median "
     f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model). More steps is not "
     "always better: a flow map's error can flatten or even grow past a few steps, because each "
-    "jump adds its own small error, while the ODE keeps improving only as its step shrinks."
+    "jump adds its own small error, while the ODE keeps improving only as its step shrinks. "
+    f"The comparison of the shipped models runs each flow map at N = {COMPARE_FLOW_STEPS[0]} to "
+    f"{COMPARE_FLOW_STEPS[-1]}; one model's evaluation goes to N = {FLOW_STEPS[-1]}."
 )
+
+
+def cache_suffix(n: int, seed: int, flow_steps: Sequence[int] = FLOW_STEPS) -> str:
+    """The part of a cache key that names how a result was computed: sample count, seed, and a
+    digest of every setting of the evaluation (budgets, tolerances, metric, timing), so a result
+    computed otherwise is never reused."""
+    settings = (
+        EVAL_VERSION,
+        tuple(flow_steps),
+        EULER_STEPS,
+        HEUN_STEPS,
+        DOPRI_RTOL,
+        DOPRI_MAX_STEPS,
+        KL_BINS,
+        KL_EPS,
+        REPEATS,
+        TIMING_BATCH,
+    )
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+    return f"n{int(n)}-s{int(seed)}-e{digest}"
 
 
 @dataclass
 class QualityResult:
-    """Curves of one evaluation, the metric's name and its floor."""
+    """Curves of one evaluation, the metric's name and its floor; ``notes``: points left out and why."""
 
     metric_name: str
     floor: float | None
     curves: list[Curve] = field(default_factory=list)
     n: int = 0
     done: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -79,6 +118,7 @@ class QualityResult:
                 "floor": self.floor,
                 "n": self.n,
                 "curves": [asdict(c) for c in self.curves],
+                "notes": self.notes,
             }
         )
 
@@ -91,6 +131,7 @@ class QualityResult:
             n=d["n"],
             done=True,
             curves=[Curve(**c) for c in d["curves"]],
+            notes=[str(x) for x in d.get("notes", [])],
         )
 
 
@@ -145,26 +186,33 @@ def evaluate(
     metric: Metric | None = None,
     repeats: int = REPEATS,
     clock=time.perf_counter,
+    flow_steps: Sequence[int] = FLOW_STEPS,
 ) -> Iterator[QualityResult]:
     """Fill a :class:`QualityResult` point by point, yielding it after each new point.
 
-    Each point's metric comes from one run on ``n`` samples; its wall time (``Curve.ms``, ms per
-    1000 samples) is the median of ``repeats`` runs of the same sampler on :data:`TIMING_BATCH`
-    samples, read from ``clock`` (seconds), after one untimed warm-up run of the model (the first
-    model evaluated would otherwise pay one-time costs).
+    Each point's metric comes from one run on ``n`` samples (start points drawn with ``seed``);
+    its wall time (``Curve.ms``, ms per :data:`TIMING_BATCH` samples) is the median of ``repeats``
+    runs of the same sampler on the first :data:`TIMING_BATCH` of those start points, read from
+    ``clock`` (seconds), after one untimed warm-up run of the model (the first model evaluated
+    would otherwise pay one-time costs). ``Curve.timed_nfe`` is the NFE of the timed runs: the
+    same as ``Curve.nfe`` except for dopri5, whose steps depend on the batch. Flow maps run at
+    ``flow_steps`` jumps on a uniform grid; a dopri5 solve over :data:`DOPRI_MAX_STEPS` steps is
+    left out and named in ``notes``.
     """
     metric = metric or Metric(data, n, seed)
     res = result or QualityResult(metric.name, metric.floor, n=n)
     x0 = model.sigma * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     xt = x0[:TIMING_BATCH] if n >= TIMING_BATCH else x0.repeat(-(-TIMING_BATCH // n), 1)[:TIMING_BATCH]
-    per_k = 1e6 / TIMING_BATCH  # seconds per TIMING_BATCH samples -> ms per 1000 samples
 
     def point(curve: Curve, run) -> None:
         with torch.no_grad():
             out = run(x0)
+        timed = []
+        seconds = median_seconds(lambda: timed.append(run(xt).nfe), repeats, clock)
         curve.nfe.append(int(out.nfe))
         curve.metric.append(metric(out.x))
-        curve.ms.append(median_seconds(lambda: run(xt), repeats, clock) * per_k)
+        curve.ms.append(seconds * 1e3)
+        curve.timed_nfe.append(int(timed[-1]))
 
     model = model.eval()
     with torch.no_grad():  # the warm-up run: not timed
@@ -174,7 +222,7 @@ def evaluate(
     if flow_map:
         c = Curve(label, "flow map")
         res.curves.append(c)
-        for steps in FLOW_STEPS:
+        for steps in flow_steps:
             point(c, lambda x, s=steps: flowmap_sample(model, x, make_grid("uniform", s)))
             yield res
     if ode:
@@ -194,9 +242,9 @@ def evaluate(
                         model.velocity, x, method="dopri5", rtol=r, atol=r * 0.1, max_steps=DOPRI_MAX_STEPS
                     ),
                 )
-            except RuntimeError as err:  # too many steps at this tolerance: leave the point out
+            except RuntimeError as err:  # too many steps at this tolerance: the point is left out, and said
                 log.info("dopri5 at rtol %g skipped: %s", rtol, err)
-                del c.nfe[len(c.ms) :], c.metric[len(c.ms) :]  # a point whose timing failed is dropped whole
+                res.notes.append(f"{label}: dopri5 at rtol {rtol:g} left out (more than {DOPRI_MAX_STEPS} steps)")
                 continue
             yield res
     res.done = True
@@ -226,6 +274,8 @@ class QualityCache:
         if self.folder is None:
             return None
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+        if len(safe) > 150:  # file names are limited (255 bytes on most disks): keep a readable head and a digest
+            safe = safe[:100] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.folder / f"{safe}.json"
 
     def get(self, key: str) -> QualityResult | None:
@@ -311,7 +361,7 @@ def summary_sentence(res: QualityResult) -> str:
     steps and its best ODE solve with the evaluations it took, all read from the result's numbers."""
     sentence = comparison_sentence(res)
     if sentence:
-        return sentence
+        return sentence + _notes_sentence(res)
     parts = []
     for c in res.curves:
         if c.sampler == "flow map" and c.nfe:
@@ -327,20 +377,28 @@ def summary_sentence(res: QualityResult) -> str:
     if not parts:
         return ""
     floor = f" (floor {res.floor:.3f})" if res.floor is not None else ""
-    return "; ".join(parts) + floor + "."
+    return "; ".join(parts) + floor + "." + _notes_sentence(res)
+
+
+def _notes_sentence(res: QualityResult) -> str:
+    return (" " + "; ".join(res.notes) + ".") if res.notes else ""
 
 
 def table_markdown(res: QualityResult) -> str:
     """The numbers of a result as a Markdown table (one row per curve and budget); the sentence
-    that reads them is :func:`summary_sentence`, shown above the plot."""
+    that reads them is :func:`summary_sentence`, shown above the plot. A timed run whose NFE
+    differs from the metric run's (dopri5 on the smaller timing batch) says its own."""
     lines = [
-        f"| model | sampler | NFE | metric | ms / 1000 samples (median of {REPEATS}) |",
+        f"| model | sampler | NFE | metric | ms / {TIMING_BATCH} samples (median of {REPEATS}) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for c in res.curves:
-        for nfe, m, ms in zip(c.nfe, c.metric, c.ms):
-            ms_text = f"{ms:.1f}"
+        timed = c.timed_nfe if len(c.timed_nfe) == len(c.nfe) else c.nfe
+        for nfe, m, ms, tn in zip(c.nfe, c.metric, c.ms, timed):
+            ms_text = f"{ms:.1f}" if tn == nfe else f"{ms:.1f} (timed solves: {tn} NFE)"
             lines.append(f"| {c.model} | {c.sampler} | {nfe} | {m:.4f} | {ms_text} |")
     if res.floor is not None:
         lines.append(f"\nFloor (exact samples, same estimator): **{res.floor:.4f}**.")
+    if res.notes:
+        lines.append("\nLeft out: " + "; ".join(res.notes) + ".")
     return "\n".join(lines)

@@ -28,9 +28,13 @@ class QualityCallbacks(AppBase):
     """The tab's events: three outputs each (figure, table, summary sentence), streamed as the
     evaluation computes."""
 
-    def _quality_stream(self, jobs, n: int, key: str | None, persist: bool):
+    def _quality_stream(self, jobs, n: int, key: str | None, persist: bool, flow_steps=ql.FLOW_STEPS):
+        """Stream (figure, table, sentence) as ``jobs`` ((model, data, label, flow map?, ODE?) each)
+        are evaluated; ``key``: the model part of the cache key (None: not cached), completed here
+        by :func:`app.quality.cache_suffix` with n, the seed and the evaluation's settings."""
+        seed = 0
         if key is not None:
-            key += f"-median{ql.REPEATS}"  # results timed otherwise (older caches) are not reused
+            key += ("" if key.endswith("-") else "-") + ql.cache_suffix(n, seed, flow_steps)
             cached = self.quality_cache.get(key)
             if cached is not None:
                 yield (
@@ -43,10 +47,21 @@ class QualityCallbacks(AppBase):
         metric = None
         for model, data, label, flow, ode in jobs:
             if metric is None:
-                metric = ql.Metric(data, n)
+                metric = ql.Metric(data, n, seed)
                 res = ql.QualityResult(metric.name, metric.floor, n=n)
             count = 0
-            for partial in ql.evaluate(model, data, label, n=n, flow_map=flow, ode=ode, result=res, metric=metric):
+            for partial in ql.evaluate(
+                model,
+                data,
+                label,
+                n=n,
+                seed=seed,
+                flow_map=flow,
+                ode=ode,
+                result=res,
+                metric=metric,
+                flow_steps=flow_steps,
+            ):
                 res = partial
                 count += 1
                 if count % 3 == 0:
@@ -72,15 +87,15 @@ class QualityCallbacks(AppBase):
             raise InputError(f"model {label}: its data set is unknown, so there is nothing to compare samples with")
         fm_only = (session.method if source in (None, "", SESSION) else self.store.info(source).method) == "fm"
         if key is None:
-            key = None if training else ql.session_key(session.token, version) + f"n{n}"
+            key = None if training else ql.session_key(session.token, version)
             persist = False
         else:
-            key += f"-n{n}"
             persist = True
         yield from self._quality_stream([(model, data, label, not fm_only, True)], n, key, persist)
 
     def quality_shipped(self, n_samples):
-        """The shipped checkerboard models side by side: flow maps and the ODE on the FM model."""
+        """The shipped checkerboard models side by side: flow maps at
+        :data:`app.quality.COMPARE_FLOW_STEPS` and the ODE on the FM model."""
         n = parse_int(n_samples, "samples", 500, 20_000)
         names = self.checkerboard_models()
         if not names:
@@ -95,8 +110,8 @@ class QualityCallbacks(AppBase):
             is_fm = info.method == "fm"
             jobs.append((model, toy_source("checkerboard"), info.name, not is_fm, name == ode_on))
             keys.append(f"{name}@{info.stamp}")
-        key = "shipped-" + "+".join(keys) + f"-n{n}"
-        yield from self._quality_stream(jobs, n, key, True)
+        key = "shipped-" + "+".join(keys)
+        yield from self._quality_stream(jobs, n, key, True, flow_steps=ql.COMPARE_FLOW_STEPS)
 
 
 def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> gr.Dropdown:

@@ -799,14 +799,18 @@ def test_timings_are_medians_of_the_stated_repeats_and_the_lesson_says_so(fm_app
     points = sum(len(c.nfe) for c in res.curves)
     assert points == len(ql.FLOW_STEPS) + len(ql.EULER_STEPS) + len(ql.HEUN_STEPS) + len(ql.DOPRI_RTOL)
     assert clock.reads == 2 * ql.REPEATS * points  # every point timed REPEATS times; the warm-up not timed
-    # 5 ms per TIMING_BATCH samples -> ms per 1000 samples
-    assert all(ms == pytest.approx(5.0 * 1000 / ql.TIMING_BATCH) for c in res.curves for ms in c.ms)
+    # the median run lasts 5 ms: the panel reads ms per TIMING_BATCH samples, not rescaled
+    assert all(ms == pytest.approx(5.0) for c in res.curves for ms in c.ms)
+    assert all(len(c.timed_nfe) == len(c.nfe) for c in res.curves)
+    assert all(t == n for c in res.curves if c.sampler != "dopri5" for t, n in zip(c.timed_nfe, c.nfe))
     assert f"median of {ql.REPEATS} timed runs of {ql.TIMING_BATCH} samples" in ql.LESSON
     assert "warm-up" in ql.LESSON and f"median of {ql.REPEATS}" in ql.table_markdown(res)
     fig = fm_app._quality_stream  # the page's figure carries the same title
     plot, _, _ = list(fig([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False))[-1]
     titles = [a.text for a in plot.layout.annotations]
     assert ql.TIME_TITLE in titles and f"{ql.REPEATS} runs after a warm-up" in ql.TIME_TITLE
+    assert f"per {ql.TIMING_BATCH} samples" in ql.TIME_TITLE
+    assert f"ms / {ql.TIMING_BATCH} samples" in ql.table_markdown(res)
 
 
 def test_median_seconds_is_the_median_of_its_repeats():
@@ -817,6 +821,96 @@ def test_median_seconds_is_the_median_of_its_repeats():
     assert median_seconds(lambda: None, 1, _StepClock()) == pytest.approx(0.005)
     with pytest.raises(ValueError, match="repeats"):
         median_seconds(lambda: None, 0)
+
+
+def test_quality_cache_follows_the_weights_content_not_their_file_times(tmp_path):
+    """A fresh clone has the same weights under other file times: it must reuse a cache written from
+    them (a second app, a copy of the folder with new times, one shared cache folder); changed
+    weights must not."""
+    import shutil
+
+    from app.checkpoints import CheckpointStore
+    from app.live import LiveSession
+    from app.ui import FlowMapsApp
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+
+    cfg = {"net": {"name": "mlp", "dim": 2, "width": 8, "depth": 1}, "sigma": 0.5, "data": "checkerboard"}
+    torch.manual_seed(0)
+    save_pretrained(build_model(cfg), tmp_path / "a" / "checkerboard-lsd", cfg)
+    stamp = CheckpointStore(tmp_path / "a").info("checkerboard-lsd").stamp
+    weights = tmp_path / "a" / "checkerboard-lsd" / "model.safetensors"
+    os.utime(weights, ns=(10**18, 10**18))  # only the time changes
+    assert CheckpointStore(tmp_path / "a").info("checkerboard-lsd").stamp == stamp
+    shutil.copytree(tmp_path / "a", tmp_path / "clone", copy_function=shutil.copy)  # new file times
+    assert (tmp_path / "clone" / "checkerboard-lsd" / "model.safetensors").stat().st_mtime_ns != 10**18
+
+    def app(root):
+        return FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
+
+    first = list(app(tmp_path / "a").quality(LiveSession(), "checkerboard-lsd", 500))
+    again = list(app(tmp_path / "clone").quality(LiveSession(), "checkerboard-lsd", 500))
+    assert len(first) > 1 and len(again) == 1 and again[0][1:] == first[-1][1:]  # read from the file
+    torch.manual_seed(1)
+    save_pretrained(build_model(cfg), tmp_path / "clone" / "checkerboard-lsd", cfg)  # other weights
+    assert CheckpointStore(tmp_path / "clone").info("checkerboard-lsd").stamp != stamp
+    assert len(list(app(tmp_path / "clone").quality(LiveSession(), "checkerboard-lsd", 500))) > 1
+
+
+def test_quality_cache_suffix_names_every_setting_of_the_evaluation(monkeypatch):
+    from app import quality as ql
+
+    base = ql.cache_suffix(3000, 0)
+    assert base == ql.cache_suffix(3000, 0, ql.FLOW_STEPS)
+    others = {ql.cache_suffix(2000, 0), ql.cache_suffix(3000, 1), ql.cache_suffix(3000, 0, ql.COMPARE_FLOW_STEPS)}
+    for name, value in (("TIMING_BATCH", 100), ("REPEATS", 5), ("DOPRI_RTOL", (1e-2,)), ("EVAL_VERSION", 0)):
+        with monkeypatch.context() as m:
+            m.setattr(ql, name, value)
+            others.add(ql.cache_suffix(3000, 0))
+    assert base not in others and len(others) == 7
+
+
+def test_dopri5_past_its_step_cap_is_left_out_and_the_summary_says_so(monkeypatch):
+    from app import quality as ql
+    from app.datasets import toy_source
+    from flowmaps.flowmap import FlowMap
+    from flowmaps.nets.mlp import MLP
+
+    monkeypatch.setattr(ql, "DOPRI_MAX_STEPS", 0)  # no solve fits: every dopri5 point is left out
+    model = FlowMap(MLP(dim=2, width=8, depth=1), sigma=0.5)
+    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=300, flow_map=False, repeats=1))[-1]
+    dopri = next(c for c in res.curves if c.sampler == "dopri5")
+    assert dopri.nfe == dopri.metric == dopri.ms == dopri.timed_nfe == []
+    assert res.notes == [f"m: dopri5 at rtol {r:g} left out (more than 0 steps)" for r in ql.DOPRI_RTOL]
+    assert res.notes[0] in ql.summary_sentence(res) and res.notes[-1] in ql.table_markdown(res)
+    assert ql.QualityResult.from_json(res.to_json()).notes == res.notes
+
+
+def test_wall_time_panel_plots_each_time_at_the_nfe_of_the_runs_it_timed():
+    """dopri5's steps depend on the batch: the timed runs (TIMING_BATCH samples) may take other NFE
+    than the metric's run; the time is drawn at, and the table names, the NFE it was measured at."""
+    from app import plots
+    from app import quality as ql
+
+    res = ql.QualityResult("KL", 0.05, n=3000)
+    res.curves = [plots.Curve("m", "dopri5", [38, 62], [0.2, 0.1], [9.0, 12.0], [38, 50])]
+    fig = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
+    left, right = fig.data
+    assert list(left.x) == [38, 62] and list(right.x) == [38, 50] and list(right.y) == [9.0, 12.0]
+    rows = ql.table_markdown(res).splitlines()
+    assert "| m | dopri5 | 38 | 0.2000 | 9.0 |" in rows
+    assert "| m | dopri5 | 62 | 0.1000 | 12.0 (timed solves: 50 NFE) |" in rows
+
+
+def test_shipped_comparison_runs_the_flow_maps_at_the_budgets_the_lesson_states(fm_app):
+    from app import quality as ql
+
+    *_, (plot, table, summary) = fm_app.quality_shipped(500)
+    maps = [t for t in plot.data if t.name.endswith(": flow map")]
+    assert maps and all(list(t.x) == list(ql.COMPARE_FLOW_STEPS) for t in maps)
+    assert f"N = {ql.COMPARE_FLOW_STEPS[0]} to {ql.COMPARE_FLOW_STEPS[-1]}" in ql.LESSON
+    assert f"goes to N = {ql.FLOW_STEPS[-1]}" in ql.LESSON
+    assert "checkerboard-fm: heun" in {t.name for t in plot.data}  # the ODE on flow matching's velocity
 
 
 def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
