@@ -1,8 +1,11 @@
 """The shared plumbing of every tab's events: input checks on components, errors, sessions.
 
-A user's mistake (an :class:`app.validation.InputError`, a full Space) becomes a ``gr.Error``
-that names the field and what to change, logged as one line at INFO without a traceback; a
-fault of the app becomes a short message and one traceback in the server log. Events that
+A user's mistake (an :class:`app.validation.InputError`) names the field and what to change and
+is logged as one line at INFO without a traceback. Where an event has gradio's validator
+(:class:`InputCheck`: the live and race tabs), the message is shown beside the field and the
+event does not run (gradio_client: ``ValidationError``); the plotting tabs answer it in their
+text and keep their plots (:func:`keep_plots`); elsewhere, and for a full Space, it is a
+``gr.Error``. A fault of the app becomes a short message and one traceback in the server log. Events that
 use a visitor's model run through :func:`visiting`, which marks the session busy and returns
 it as the last output (restarting its time to live).
 
