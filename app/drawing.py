@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.events import input_error
+from app.events import refusing
 from app.validation import InputError
 
 log = logging.getLogger("flowmaps.app")
@@ -67,7 +67,8 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
     The pad's own preprocess decodes every image it is sent (background, layers, composite),
     whatever its size: a flat 8000 x 8000 PNG of a few hundred kB costs gigabytes. This reads each
     image's size from its header first and refuses more than ``max_images`` images or any side
-    above ``max_side`` with a message. Blobs (the browser's upload path) are checked on arrival,
+    above ``max_side`` with a message (:func:`app.events.refusing`: raised, or handed to the
+    event's validator). Blobs (the browser's upload path) are checked on arrival,
     and at most ``budget`` bytes of them are held. The checks are instance attributes, so nothing
     may update the pad (gradio would give the session an unchecked copy).
     """
@@ -75,6 +76,8 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
     refused: dict[str, str] = {}  # blob id -> why its blob was not kept
     lock = threading.Lock()
     need = f"the canvas is {pad.canvas_size[0]} x {pad.canvas_size[1]}"
+
+    reread: set[str] = set()  # blobs read once, kept for a second read (below)
 
     def check(payload: Any) -> Any:
         if payload is None:
@@ -88,11 +91,24 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
                 raise InputError(f"drawing: {len(images)} images in one value; at most {max_images} are accepted")
             for image in images:
                 check_image_size(image, "drawing", max_side, max_side, need)
-        except InputError as err:
+        except InputError:
             if pid is not None:
                 pad.blob_storage.pop(pid, None)
-            raise input_error(str(err), action="Drawing") from None
-        return preprocess(payload)
+            raise
+        kept = pad.blob_storage.get(pid) if pid is not None else None
+        value = preprocess(payload)  # gradio's pad drops a blob once it has read it
+        # An event with a validator reads its inputs twice (the validator's read, then the
+        # event's), so a blob is kept for one more read; a blob read only once stays until the
+        # budget below drops it.
+        with lock:
+            if kept is not None and pid not in reread:
+                pad.blob_storage[pid] = kept
+                reread.add(pid)
+                while len(reread) > 1024:
+                    reread.pop()
+            else:
+                reread.discard(pid)
+        return value
 
     def guarded_accept(data: Any) -> Any:
         pid = str(data.data.get("id"))
@@ -119,7 +135,7 @@ def guard_drawing(pad: gr.ImageEditor, max_side: int, max_images: int, budget: i
         return out
 
     guarded_accept._is_server_fn = True  # what gradio's component server looks for
-    pad.preprocess = check
+    pad.preprocess = refusing(pad, check)
     pad.accept_blobs = guarded_accept
     return pad
 

@@ -1,8 +1,11 @@
 """The shared plumbing of every tab's events: input checks on components, errors, sessions.
 
-A user's mistake (an :class:`app.validation.InputError`, a full Space) becomes a ``gr.Error``
-that names the field and what to change, logged as one line at INFO without a traceback; a
-fault of the app becomes a short message and one traceback in the server log. Events that
+A user's mistake (an :class:`app.validation.InputError`) names the field and what to change and
+is logged as one line at INFO without a traceback. Where an event has gradio's validator
+(:class:`InputCheck`: the live and race tabs), the message is shown beside the field and the
+event does not run (gradio_client: ``ValidationError``); the plotting tabs answer it in their
+text and keep their plots (:func:`keep_plots`); elsewhere, and for a full Space, it is a
+``gr.Error``. A fault of the app becomes a short message and one traceback in the server log. Events that
 use a visitor's model run through :func:`visiting`, which marks the session busy and returns
 it as the last output (restarting its time to live).
 
@@ -20,11 +23,10 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
-import numpy as np
 
 from app.live import LiveSession
-from app.sessions import Sessions, SpaceFull
-from app.validation import InputError
+from app.sessions import SessionClosed, Sessions, SpaceFull
+from app.validation import InputError, parse_float
 
 log = logging.getLogger("flowmaps.app")
 
@@ -38,28 +40,82 @@ def input_error(message: str, title: str = "Check this input", action: str = "in
 
 
 # ------------------------------------------------------------------------------ components
-def _named_preprocess(slider: gr.Slider, payload: Any) -> float:
-    name = slider.label or "value"
-    if payload is None or isinstance(payload, bool):
-        raise input_error(f"{name}: expected a number, got {payload!r}")
+class Refused:
+    """A value that an input's own check refused, carried to the event instead of raised.
+
+    Where an event has a validator (:class:`InputCheck`), gradio preprocesses the inputs for the
+    validator too, and answers an exception raised there with a bare HTTP 400 (a toast and a red
+    badge in the page; an ``httpx`` error without the message for gradio_client). A refused value
+    therefore reaches the validator as this object, whose ``message`` names the field; the
+    validator shows it beside that field, and an event that still receives one (an API call on
+    gradio's direct route, which runs no validator) raises it as an :class:`InputError`.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Refused({self.message!r})"
+
+
+def refusing(component: Any, check) -> Any:
+    """``component``'s preprocess through ``check(payload)``, which raises :class:`InputError`
+    naming the field: raised as the page's message (:func:`input_error`), or handed on as a
+    :class:`Refused` once an :class:`InputCheck` validates the component's events."""
+
+    @functools.wraps(check)  # named as the check it runs
+    def preprocess(payload: Any) -> Any:
+        try:
+            return check(payload)
+        except InputError as err:
+            if getattr(component, "refused_to_validator", False):
+                return Refused(str(err))
+            raise input_error(str(err)) from None
+
+    return preprocess
+
+
+def _slider_value(slider: gr.Slider, payload: Any) -> float:
+    return parse_float(payload, slider.label or "value", slider.minimum, slider.maximum)
+
+
+def _clamp_note(slider: gr.Slider, info: str, typed: Any) -> dict:
+    """The slider's info line once its number box loses focus, given the number ``typed`` there.
+
+    gradio's slider clamps a typed number into its range on blur, without a word, and sends the
+    clamped value with the next event; so an out-of-range number is named here, beside the field,
+    with the value the slider kept (the same clamp as the page's). Otherwise its own ``info``."""
     try:
-        value = float(payload)
-    except (TypeError, ValueError):
-        raise input_error(f"{name}: {payload!r} is not a number") from None
-    if not np.isfinite(value) or value < slider.minimum or value > slider.maximum:
-        raise input_error(f"{name}: {payload} is outside the allowed range [{slider.minimum:g}, {slider.maximum:g}]")
-    return value
+        _slider_value(slider, typed)
+    except InputError as err:
+        number = float(typed) if isinstance(typed, int | float) and not isinstance(typed, bool) else 0.0
+        kept = min(max(number, slider.minimum), slider.maximum)  # the page's own clamp (null counts as 0)
+        why = f"{slider.label}: the box was left empty" if typed is None else str(err)
+        return gr.update(info=f"{why}; the slider set it to {kept:g}")
+    return gr.update(info=info)
 
 
 def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A gr.Slider whose out-of-range error names the field and the allowed range.
 
     gr.Slider refuses an out-of-range value from an API client before the callback runs, with a
-    message that does not say which field; this one says it. (An instance attribute rather than a
-    subclass: gradio writes a .pyi stub beside any module that subclasses a component.)
+    message that does not say which field; this one says it (app/validation.py's wording). In the
+    page, gradio clamps a number typed into the slider's box on blur without telling the user;
+    this one then names the typed value and the range in its info line (:func:`_clamp_note`; the
+    slider's release event carries the typed number, its value the clamped one).
+    (An instance attribute rather than a subclass: gradio writes a .pyi stub beside any module
+    that subclasses a component.) Must be built inside ``gr.Blocks`` (it listens to its release).
     """
     slider = gr.Slider(*args, **kwargs)
-    slider.preprocess = functools.partial(_named_preprocess, slider)
+    slider.preprocess = refusing(slider, functools.partial(_slider_value, slider))
+    info = kwargs.get("info") or ""
+
+    def note(evt: gr.EventData) -> dict:
+        return _clamp_note(slider, info, getattr(evt, "_data", None))  # the typed number, before the clamp
+
+    slider.release(note, None, slider, queue=False, show_progress="hidden", api_visibility="private")
     return slider
 
 
@@ -67,14 +123,14 @@ def named(component: Any) -> Any:
     """Prefix gradio's own input errors (e.g. a value not among a dropdown's choices) with the field."""
     original = component.preprocess
 
-    def preprocess(payload: Any) -> Any:
+    def check(payload: Any) -> Any:
         try:
             return original(payload)
         except Exception as err:
             message = getattr(err, "message", None) or str(err)
-            raise input_error(f"{component.label or 'input'}: {message}") from None
+            raise InputError(f"{component.label or 'input'}: {message}") from None
 
-    component.preprocess = preprocess
+    component.preprocess = refusing(component, check)
     return component
 
 
@@ -164,6 +220,67 @@ def keep_plots(fn, n_out: int, message_at: int | None = None):
     return call
 
 
+# ------------------------------------------------------------------------------ validators
+def _refused(values: tuple) -> None:
+    """Raise the first :class:`Refused` among an event's input values as an InputError."""
+    for value in values:
+        if isinstance(value, Refused):
+            raise InputError(value.message)
+
+
+class InputCheck:
+    """gradio's validator for one event: the callback's own input checks, run before it is queued.
+
+    ``check(session, *values)`` is the check the callback itself runs first (the same function,
+    so each rule and message is written once, in app/validation.py): it raises
+    :class:`InputError` with a message that starts with the field's name. As the event's
+    ``validator=``, a refusal is shown beside that field (the component in ``fields`` under the
+    message's leading name; a message that names no input, e.g. "nothing to continue", beside
+    ``anchor``), the event is not run, so its plots and progress bar keep what they show, and
+    one line is logged at INFO. gradio_client gets an HTTP 422 and raises ``ValidationError``
+    with the message. The callback still runs its check (an API call on gradio's direct route,
+    or a session that changed since, meets it there as a ``gr.Error``).
+
+    Args:
+        sessions: the app's :class:`app.sessions.Sessions` (a freed session is refused here too).
+        inputs: the event's inputs, the session's ``gr.State`` first.
+        check: as above; its return value is ignored.
+        fields: field name at the start of a message -> the input that shows it (fields of
+            components that are not among ``inputs`` are left out).
+        anchor: the input beside which a message naming no input is shown.
+        action: what the event does, for the log line (e.g. "Training").
+    """
+
+    def __init__(self, sessions: Sessions, inputs: list[Any], check, fields: dict[str, Any], anchor: Any, action: str):
+        self.sessions, self.inputs, self.check, self.action = sessions, list(inputs), check, action
+        where = {id(comp): i for i, comp in enumerate(self.inputs)}
+        self.position = {name: where[id(comp)] for name, comp in fields.items() if id(comp) in where}
+        self.anchor = where[id(anchor)]
+        for comp in self.inputs:  # their own refusals now come here (see Refused)
+            comp.refused_to_validator = True
+
+    def __call__(self, session: LiveSession, *values: Any) -> list[dict]:
+        at, message = None, ""
+        try:
+            for i, value in enumerate(values, start=1):
+                if isinstance(value, Refused):
+                    at, message = i, value.message
+                    break
+            else:
+                if session.closed:
+                    raise SessionClosed(self.sessions.closed_message())
+                self.check(session, *values)
+        except InputError as err:
+            message = str(err)
+            at = self.position.get(message.split(": ", 1)[0], self.anchor)
+        except Exception:  # a fault of the app, not of the input: the event meets it and reports it
+            pass
+        if at is None:
+            return [gr.validate(True, "") for _ in range(1 + len(values))]
+        log.info("%s refused: %s", self.action, message.splitlines()[0][:200])
+        return [gr.validate(i != at, message if i == at else "") for i in range(1 + len(values))]
+
+
 # ------------------------------------------------------------------------------ visitors
 def _with_state(out: Any, session: LiveSession) -> tuple:
     return (*out, session) if isinstance(out, tuple) else (out, session)
@@ -174,7 +291,8 @@ def visiting(sessions: Sessions, fn, action: str):
     gr.State, whose time to live restarts whenever an event writes it), run while the session
     is marked busy (an idle expiry then leaves it alone) and recorded under the visitor's
     browser-session hash (the unload event frees it by that hash). Errors as :func:`guarded`.
-    A session freed already is refused with a message."""
+    A session freed already is refused with a message, and so is an input its own check refused
+    (a :class:`Refused` value, met here when no validator ran)."""
 
     def using(session: LiveSession, request: Any):
         return sessions.using(session, getattr(request, "session_hash", None))
@@ -182,6 +300,7 @@ def visiting(sessions: Sessions, fn, action: str):
     if inspect.isgeneratorfunction(fn):
 
         def event(request: gr.Request, session, *args):
+            _refused(args)
             with using(session, request):
                 for out in fn(session, *args):
                     yield _with_state(out, session)
@@ -189,6 +308,7 @@ def visiting(sessions: Sessions, fn, action: str):
     else:
 
         def event(request: gr.Request, session, *args):
+            _refused(args)
             with using(session, request):
                 return _with_state(fn(session, *args), session)
 

@@ -17,7 +17,7 @@ import gradio as gr
 from app import plots
 from app.config import Limits
 from app.datasets import toy_source
-from app.events import NamedSlider, named, visiting
+from app.events import InputCheck, NamedSlider, named, visiting
 from app.race import (
     CHUNK_STEPS,
     RACE_DATA,
@@ -31,6 +31,7 @@ from app.race import (
     table_markdown,
     winner_sentence,
 )
+from app.tabs.train_callbacks import ALREADY_TRAINING
 from app.validation import InputError, TrainSettings, parse_int, parse_seed
 
 
@@ -58,19 +59,33 @@ class RaceHandlers:
             )
         return max(1.0, min(self.limits.live_seconds, left))
 
-    def start(self, session, data_choice, methods, steps, seed, chunk: int = CHUNK_STEPS, settings=None):
-        """Race the picked families on ``data_choice``; yields (figure, table, sentence, progress)."""
+    def check(self, session, data_choice, methods, steps, seed) -> tuple:
+        """The race's input checks, also its validator in the page (app/events.InputCheck):
+        families, data set, steps, seed, the session's time, an idle session. Returns (families,
+        steps, seed).
+
+        Raises:
+            InputError: naming the first field that is wrong and what to change.
+        """
         picked = parse_methods(methods)
         if not isinstance(data_choice, str) or data_choice not in RACE_DATA:
             raise InputError(f"data set: {data_choice!r} is not one of {', '.join(RACE_DATA)}")
         n_steps = parse_int(steps, "steps per family", 1, self.limits.max_steps)
         seed_v = parse_seed(seed)
+        self._cap(session)
+        if session.running:
+            raise InputError(ALREADY_TRAINING)
+        return picked, n_steps, seed_v
+
+    def start(self, session, data_choice, methods, steps, seed, chunk: int = CHUNK_STEPS, settings=None):
+        """Race the picked families on ``data_choice``; yields (figure, table, sentence, progress)."""
+        picked, n_steps, seed_v = self.check(session, data_choice, methods, steps, seed)
         base = settings or RACE_DEFAULTS
         s = TrainSettings(**{**base.as_dict(), "steps": n_steps, "seed": seed_v})
         cap = self._cap(session)
         self.sessions.admit(session)
         if not session.run_lock.acquire(blocking=False):
-            raise InputError("this session is already training: press Stop first")
+            raise InputError(ALREADY_TRAINING)
         try:
             session.stop_event.clear()
             data = toy_source(data_choice)
@@ -156,11 +171,15 @@ def build_race_tab(fm: Any, session: gr.State, lim: Limits) -> None:
             elem_id="race-samples",
         )
         gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")
+        inputs = [session, r_data, r_methods, r_steps, r_seed]
+        fields = {"data set": r_data, "families": r_methods, "steps per family": r_steps, "seed": r_seed}
         r_go.click(
             visiting(fm.sessions, handlers.start, "race"),
-            [session, r_data, r_methods, r_steps, r_seed],
+            inputs,
             [r_fig, r_table, r_sentence, r_bar, session],
             concurrency_limit=lim.train_concurrency,
             concurrency_id="train",
+            # a mistake beside its field (one that names no input beside the families); the race keeps its view
+            validator=InputCheck(fm.sessions, inputs, handlers.check, fields, r_methods, "race"),
         )
         r_stop.click(visiting(fm.sessions, handlers.stop, "stop"), [session], [session], concurrency_limit=None)

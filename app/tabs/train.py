@@ -22,11 +22,11 @@ from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
-from app.events import NamedSlider, named, plain, visiting
+from app.events import InputCheck, NamedSlider, named, plain, visiting
 from app.live import VIEW_STEPS
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import TrainCallbacks
-from app.validation import METHODS
+from app.validation import ETA, METHODS
 from flowmaps.objectives import DESCRIPTIONS
 
 #: Captions of a method's loss curve, where it does not behave as a loss usually does.
@@ -193,11 +193,17 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         method_help, c.method, c.method_md, api_name="_method_help", api_visibility="undocumented", queue=False
     )
     visit = functools.partial(visiting, fm.sessions)
+    # A mistake is shown beside its field by gradio's validator running the callback's own check
+    # (app/events.InputCheck); one that names no input, beside the input next to the button.
+    fields = {"data set": c.data, "drawing": c.draw, "CSV file": c.csv, "shipped model": c.pretrained}
+    fields.update(zip(("method", "steps", "batch size", "learning rate", ETA, "width", "depth", "seed"), settings))
+    start_inputs = [session, c.data, c.draw, c.csv, *settings]
     c.start.click(
         visit(fm.train_start, "Training"),
-        [session, c.data, c.draw, c.csv, *settings],
+        start_inputs,
         [*live_out, session],
         api_name="train_start",
+        validator=InputCheck(fm.sessions, start_inputs, fm.check_start, fields, c.method, "Training"),
         **train,
     )
     c.cont.click(
@@ -205,6 +211,7 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         [session, *settings],
         [*live_out, session],
         api_name="train_continue",
+        validator=InputCheck(fm.sessions, [session, *settings], fm.check_continue, fields, c.method, "Training"),
         **train,
     )
     c.stop.click(
@@ -215,11 +222,13 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         concurrency_limit=None,
         show_progress="hidden",
     )
+    load_inputs = [session, c.pretrained, *settings]
     c.load.click(
         visit(fm.load_pretrained, "Loading the model"),
-        [session, c.pretrained, *settings],
+        load_inputs,
         [*live_out, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
         api_name="load_pretrained",
+        validator=InputCheck(fm.sessions, load_inputs, fm.check_load, fields, c.pretrained, "Loading the model"),
         **heavy,
     )
     c.download.click(

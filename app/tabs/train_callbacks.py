@@ -26,6 +26,8 @@ from app.live_settings import CONTINUE_FACTOR, refresh_seconds, settings_from_ch
 from app.tabs.base import AppBase
 from app.validation import METHOD_LABELS, InputError, parse_train_settings, points_from_drawing, points_from_upload
 
+#: The answer to a run asked for while this session trains (or races) already.
+ALREADY_TRAINING = "this session is already training: press Stop first"
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
 STOP_WAIT = 10.0
 
@@ -86,7 +88,7 @@ class TrainCallbacks(AppBase):
 
     def _stream(self, session: LiveSession, steps: int, prepare):
         if not session.run_lock.acquire(blocking=False):
-            raise InputError("this session is already training: press Stop first")
+            raise InputError(ALREADY_TRAINING)
         try:
             session.stop_event.clear()
             session.begin_run()
@@ -98,19 +100,44 @@ class TrainCallbacks(AppBase):
             session.end_run()
             session.run_lock.release()
 
-    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
-        """Start a fresh model on the chosen data and stream its training."""
+    def _check_idle(self, session: LiveSession) -> None:
+        if session.running:
+            raise InputError(ALREADY_TRAINING)
+
+    def check_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+        """Start's input checks, also its validator in the page (app/events.InputCheck): the
+        settings, the data and the session's time. Returns (settings, data source).
+
+        Raises:
+            InputError: naming the first field that is wrong and what to change.
+        """
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         data = self.resolve_data(data_choice, drawing, csv_file)
         self._run_cap(session)
+        self._check_idle(session)
+        return s, data
+
+    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+        """Start a fresh model on the chosen data and stream its training."""
+        s, data = self.check_start(
+            session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed
+        )
         self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
-    def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
-        """Continue training this session's model (new lr / batch / eta / method apply)."""
+    def check_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue's input checks (and its validator): a model to continue, the settings, the
+        session's time. Returns the settings. Raises InputError as :meth:`check_start`."""
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        self._run_cap(session)
+        self._check_idle(session)
+        return s
+
+    def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue training this session's model (new lr / batch / eta / method apply)."""
+        s = self.check_continue(session, method, steps, batch, lr, eta, width, depth, seed)
         yield from self._stream(session, s.steps, lambda: session.update_settings(s))
 
     def train_stop(self, session, wait: float = STOP_WAIT):
@@ -128,6 +155,17 @@ class TrainCallbacks(AppBase):
             return self.status_text(session)
         return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
 
+    def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+        """Load's input checks (and its validator): a shipped 2-D model with a known data set, an
+        idle session, valid settings. Returns (data source, the page's settings)."""
+        if not isinstance(name, str) or name not in self.store.names(KIND_2D):
+            raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
+        data = self.data_of(name)
+        if data is None:
+            raise InputError(f"shipped model {name}: its data set is not recorded in its config")
+        self._check_idle(session)
+        return data, parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+
     def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
         """Load a shipped 2-D checkpoint into this session (an instant, trained model).
 
@@ -135,14 +173,7 @@ class TrainCallbacks(AppBase):
         batch size; :func:`app.live.settings_from_checkpoint`) and the page's Settings show them,
         so a Continue trains it as it was trained, not at the page's rate. Outputs: the four live
         outputs, then the method label, batch, lr, eta, width and depth."""
-        if not isinstance(name, str) or name not in self.store.names(KIND_2D):
-            raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
-        data = self.data_of(name)
-        if data is None:
-            raise InputError(f"shipped model {name}: its data set is not recorded in its config")
-        if session.running:
-            raise InputError("this session is training: press Stop first")
-        page = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
+        data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
         self.sessions.admit(session)
         model, config = self.store.load(name)
         s = settings_from_checkpoint(config, page, self.limits)

@@ -16,6 +16,10 @@ One test walks the four tabs the way a user would and checks what the page shows
   A bad custom grid (``0, 0.7, 0.5, 1``, not increasing) shows gradio's error toast with the
   reason, and no traceback anywhere in the page.
 
+Another test makes the live and race tabs' input mistakes (Start with nothing drawn, a race with
+no family, a number typed beyond a slider's range) and checks that each is named beside its
+field, with no error badge and the last plot kept.
+
 Uncaught JavaScript errors fail the test. With ``FLOWMAPS_SCREENSHOTS=1`` it also writes a
 full-page PNG of each tab after its main action to ``docs/screenshots/`` (otherwise it writes
 nothing in the tree). Skipped only where ``/usr/bin/chromium`` is missing; scripts/test.sh
@@ -379,6 +383,75 @@ def test_browser_race(browser_page):
     for n in (1, 2, 4, 8):
         assert f"N = {n}" in table and f"N = {n}:" in page.inner_text("#race-status")
     _shot(page, "race")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_input_mistakes_show_beside_the_field(browser_page):
+    """Input mistakes in the live and race tabs: the message beside the field (gradio's validator),
+    the last good plot kept, no error badge on the progress bar; a number typed beyond a slider's
+    range is named beside the slider with the value the page kept."""
+    page, js_errors = browser_page
+    samples = page.locator("#plot-samples")
+    page.click("#btn-load")  # a shipped model: the samples plot at once, without training
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=30_000)
+    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)")
+    drawn, bar = samples.evaluate(POINTS_JS), page.inner_text("#live-progress")
+
+    # ---- draw, nothing drawn, Start: the reason on the pad, the plot and the bar as they were
+    _choose(page, "data-set", "draw")
+    page.locator("#draw-pad canvas").first.wait_for(state="visible")
+    page.click("#btn-start")
+    message = page.locator("#draw-pad .validation-error")
+    message.wait_for(timeout=20_000)
+    assert re.search(r"drawing: .*draw a shape", message.inner_text()), message.inner_text()
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    assert page.locator("#live-progress .error").count() == 0  # no red "Error" badge
+    assert page.inner_text("#live-progress") == bar and "loaded" in page.inner_text("#live-status")
+    assert samples.evaluate(POINTS_JS) == drawn  # the last good plot, point for point
+
+    # ---- a number above a slider's range: the page clamps it on blur, and the slider says so
+    box = page.locator("#steps input[type=number]")
+    box.fill("99999")
+    box.blur()
+    page.wait_for_function("() => document.querySelector('#steps').innerText.includes('the slider set it to')")
+    note = page.inner_text("#steps")
+    kept = re.search(
+        r"Steps per run: 99999 is outside the allowed range \[10, (\d+)\]; the slider set it to (\d+)", note
+    )
+    assert kept and kept.group(1) == kept.group(2) == box.input_value(), note
+
+    # ---- the pad still takes strokes under the message; a good Start clears it and trains
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
+        " return b && b.classList.contains('highlight'); }",
+        timeout=20_000,
+    )
+    canvas = page.locator("#draw-pad canvas").first.bounding_box()
+    x0, y0 = canvas["x"] + 0.3 * canvas["width"], canvas["y"] + 0.4 * canvas["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(20):
+        page.mouse.move(x0 + 5 * k, y0 + 3 * k)
+    page.mouse.up()
+    page.click("#btn-start")
+    page.wait_for_function(
+        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
+    )
+    assert message.count() == 0  # a run that starts clears the message
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+
+    # ---- a race with no family picked: the reason beside the families, nothing raced
+    _tab(page, "race")
+    for checkbox in page.locator("#race-families input[type=checkbox]").all():
+        if checkbox.is_checked():
+            checkbox.click()
+    page.click("#race-start")
+    message = page.locator("#race-families .validation-error")
+    message.wait_for(timeout=20_000)
+    assert "families: pick at least one" in message.inner_text(), message.inner_text()
+    assert page.locator("#race-progress .error").count() == 0 and page.inner_text("#race-table").strip() == ""
     _no_traceback(page)
     assert not js_errors, js_errors
 

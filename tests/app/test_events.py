@@ -1,0 +1,109 @@
+"""The event plumbing of app/events.py without a server: where gradio's validator shows each
+mistake, what a refused component value becomes, and the slider's note after the page clamped a
+typed number. (The same paths through a launched server and a browser: test_app.py,
+test_space_safety.py, test_browser.py.)
+
+Time convention: t = 0 is noise, t = 1 is data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+
+from app.events import InputCheck, NamedSlider, Refused, named
+from app.live import LiveSession
+from app.sessions import Sessions
+from app.validation import InputError, parse_int
+
+
+def _check(session, data, steps):
+    """A callback's own check, as the tabs' check_start: fields named at the start of messages."""
+    parse_int(steps, "steps", 1, 10)
+    if data == "boom":
+        raise RuntimeError("a fault of the app")
+    if data != "x":
+        raise InputError("nothing to do: pick x first")
+
+
+@pytest.fixture
+def form():
+    with gr.Blocks():
+        state = gr.State()
+        data = named(gr.Dropdown(["x", "y"], value="x", label="Data"))
+        steps = NamedSlider(1, 10, value=5, step=1, label="Steps")
+        other = gr.Textbox(label="Other")
+    inputs = [state, data, steps, other]
+    check = InputCheck(Sessions(2, 60.0), inputs, lambda s, d, n, o: _check(s, d, n), {"steps": steps}, data, "Doing")
+    return check, data, steps
+
+
+def _verdict(answer: list[dict]) -> list[tuple[bool, str]]:
+    assert all(a["__type__"] == "validate" for a in answer)
+    return [(a["is_valid"], a["message"]) for a in answer]
+
+
+def test_each_mistake_is_shown_beside_its_field_and_logged_once(form, caplog):
+    check, _, _ = form
+    session = LiveSession()
+    assert _verdict(check(session, "x", 3, "")) == [(True, "")] * 4
+    with caplog.at_level(logging.INFO, logger="flowmaps.app"):
+        steps_wrong = _verdict(check(session, "x", 30, ""))
+        no_field = _verdict(check(session, "y", 3, ""))
+    # the field the message starts with: the steps slider, position 2 (the session state is 0)
+    assert [ok for ok, _ in steps_wrong] == [True, True, False, True]
+    assert steps_wrong[2][1] == "steps: 30 is outside the allowed range [1, 10]"
+    # a message that names no input: beside the anchor (the data dropdown)
+    assert no_field[1] == (False, "nothing to do: pick x first") and sum(not ok for ok, _ in no_field) == 1
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO] * 2 and not any(r.exc_info for r in refused)
+    assert refused[0].getMessage() == "Doing refused: steps: 30 is outside the allowed range [1, 10]"
+
+
+def test_a_fault_of_the_app_is_left_to_the_event_and_a_freed_session_is_refused(form):
+    check, _, _ = form
+    session = LiveSession()
+    # not an input mistake: the event meets it and reports it (with its traceback, once)
+    assert _verdict(check(session, "boom", 3, "")) == [(True, "")] * 4
+    session.close()
+    freed = _verdict(check(session, "x", 3, ""))
+    assert not freed[1][0] and "reload the page" in freed[1][1]
+
+
+def test_a_refused_component_value_reaches_the_validator(form):
+    """Before a validator takes them, a slider's and a dropdown's own refusals are raised (a
+    gr.Error naming the field); once it does, they arrive there as Refused, beside their field."""
+    check, data, steps = form
+    assert isinstance(steps.preprocess(99), Refused) and isinstance(data.preprocess("z"), Refused)
+    answer = _verdict(check(LiveSession(), data.preprocess("z"), steps.preprocess(99), ""))
+    assert not answer[1][0] and answer[1][1].startswith("Data: ") and answer[2] == (True, "")
+    with gr.Blocks():
+        alone = NamedSlider(1, 10, value=5, label="Alone")
+    with pytest.raises(gr.Error, match=r"Alone: 99 is outside the allowed range \[1, 10\]"):
+        alone.preprocess(99)
+    assert alone.preprocess(7) == 7.0
+
+
+@pytest.mark.parametrize(
+    "typed, note",
+    [
+        (99, "Steps: 99 is outside the allowed range [1, 10]; the slider set it to 10"),
+        (-4, "Steps: -4 is outside the allowed range [1, 10]; the slider set it to 1"),
+        (None, "Steps: the box was left empty; the slider set it to 1"),
+        (7, "counts"),
+    ],
+)
+def test_a_typed_number_beyond_the_range_is_named_beside_the_slider(typed, note):
+    """gradio's slider clamps a typed number on blur; its release event carries the typed number,
+    and the slider's info line names it with the value kept (else its own info)."""
+    from app.events import _clamp_note
+
+    with gr.Blocks():
+        slider = NamedSlider(1, 10, value=5, label="Steps", info="counts")
+    assert _clamp_note(slider, "counts", typed)["info"] == note
