@@ -2,9 +2,9 @@
 
 Time convention: t = 0 is noise, t = 1 is data.
 
-It prints a duration estimate after its first steps; Ctrl-C or SIGTERM stops it after the current
-step and saves the model trained so far, marked as interrupted (exit status 128 + the signal's
-number). A diverged run (:class:`~flowmaps.training.DivergenceError`) exits with status 1 and
+It prints a duration estimate (:mod:`flowmaps.cli.pace`) after its first steps; Ctrl-C or SIGTERM
+stops it after the current step and saves the model trained so far, marked as interrupted (exit
+status 128 + the signal's number). A diverged run (:class:`~flowmaps.training.DivergenceError`) exits with status 1 and
 writes no final model. Under torchrun every rank trains and rank 0 writes.
 """
 
