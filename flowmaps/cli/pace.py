@@ -4,10 +4,12 @@ A run's first steps pay one-time costs (allocations, the first kernels), and on 
 with other work the pace moves with the load over a second or two: a handful of steps says little.
 So the estimate skips :data:`WARMUP_STEPS` steps, then waits for at least :data:`MIN_STEPS` steps
 and :data:`MIN_SECONDS` seconds, and takes the pace of the later half of that time only (whatever
-the first steps still paid stays out). It looks again each time the timed seconds double and prints
-an updated line when the pace of the later half has moved by more than :data:`CHANGE` from the
-last line printed. The pace is wall-clock seconds between the ends of consecutive steps, so it
-includes what runs between steps in the real run too (callbacks, logs, periodic writes).
+the first steps still paid stays out). Later it takes the average pace since the start of that half,
+looking again each time the timed seconds double, and prints an updated line when that average has
+moved by more than :data:`CHANGE` from the last line printed: a load that stays changes the line, a
+burst of a few seconds does not (the progress bar's time left follows the last few seconds). The
+pace is wall-clock seconds between the ends of consecutive steps, so it includes what runs between
+steps in the real run too (callbacks, logs, periodic writes).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class StepClock:
         self.mark_steps: list[int] = []  # sparse marks (step, time) from the end of the warm-up on
         self.mark_times: list[float] = []
         self.next_look = MIN_SECONDS
+        self.origin: int | None = None  # the mark the pace is timed from, once the first line is out
         self.printed: float | None = None  # seconds per step of the last line printed
 
     def tick(self, step: int) -> str | None:
@@ -71,19 +74,22 @@ class StepClock:
             return None
         if not self.mark_steps or step < self.mark_steps[-1]:  # the start, or a rollback of the guard
             self.mark_steps, self.mark_times = [step], [now]
-            self.next_look = MIN_SECONDS
+            self.next_look, self.origin = MIN_SECONDS, None
             return None
         timed = now - self.mark_times[0]
         # Marks 1 % of the timed time apart are enough to find the later half, and stay few.
-        if step > self.mark_steps[-1] and now - self.mark_times[-1] >= 0.01 * timed:
+        if self.origin is None and step > self.mark_steps[-1] and now - self.mark_times[-1] >= 0.01 * timed:
             self.mark_steps.append(step)
             self.mark_times.append(now)
         if step - self.mark_steps[0] < MIN_STEPS or timed < self.next_look or step >= self.steps:
             return None
         self.next_look = 2 * timed
-        i = bisect.bisect_right(self.mark_times, self.mark_times[0] + timed / 2) - 1
-        if self.mark_steps[i] >= step:  # only when the half has no mark of its own
-            i = 0
+        i = self.origin
+        if i is None:  # the first look: the later half
+            i = bisect.bisect_right(self.mark_times, self.mark_times[0] + timed / 2) - 1
+            if self.mark_steps[i] >= step:  # only when the half has no mark of its own
+                i = 0
+            self.origin = i
         pace = (now - self.mark_times[i]) / (step - self.mark_steps[i])
         if self.printed is not None and abs(pace / self.printed - 1) <= CHANGE:
             return None

@@ -72,14 +72,25 @@ def test_slow_steps_estimate_after_min_steps():
     assert _ms(line) == pytest.approx(1000.0, abs=0.05)
 
 
-def test_a_changed_pace_prints_an_update_and_a_small_change_does_not():
-    """20 ms a step for 10 s, then 60 ms (the machine got busy): updated lines follow the new pace
-    (the first update may still time a mix of the two). A 10 % change (under CHANGE) prints nothing more."""
-    lines = _run([0.02] * 500 + [0.06] * 3000)
+def _timed(line: str) -> tuple[int, int]:
+    first, last = re.search(r"timed over steps (\d+)-(\d+)", line).groups()
+    return int(first) - 1, int(last)
+
+
+def test_a_load_that_stays_updates_the_line_and_a_burst_does_not():
+    """20 ms a step for 10 s, then 60 ms for good (the machine got busy): updated lines follow, each
+    with the exact average pace over the steps it names. A 3 s burst at 60 ms in a steady run, or a
+    10 % change (under CHANGE), prints nothing more."""
+    times = [0.02] * 500 + [0.06] * 3000
+    lines = _run(times)
     assert _ms(lines[0][1]) == pytest.approx(20.0, abs=0.05)
-    assert len(lines) >= 2 and "was 20.0" in lines[1][1]
-    assert all(line.startswith("duration estimate, updated:") for _, line in lines[1:])
-    assert _ms(lines[-1][1]) == pytest.approx(60.0, abs=0.05)
+    assert len(lines) >= 3 and "was 20.0" in lines[1][1]
+    for _, line in lines[1:]:
+        assert line.startswith("duration estimate, updated:")
+        first, last = _timed(line)
+        assert _ms(line) == pytest.approx(1000 * sum(times[first:last]) / (last - first), abs=0.05)
+    assert _ms(lines[-1][1]) > 50.0
+    assert len(_run([0.02] * 500 + [0.06] * 50 + [0.02] * 3000)) == 1
     assert 0.1 < CHANGE
     assert len(_run([0.02] * 500 + [0.022] * 3000)) == 1
 
