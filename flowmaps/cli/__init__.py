@@ -14,8 +14,9 @@ Examples::
     torchrun --nproc-per-node 2 -m flowmaps train --data fashion-mnist --method lsd --out runs/fm
 
 Sub-commands: :mod:`~flowmaps.cli.train` (the flags, derived from TrainConfig's fields, and the
-defaults) with :mod:`~flowmaps.cli.train_run` (the run) and :mod:`~flowmaps.cli.lineage`
-(``--init-from``); :mod:`~flowmaps.cli.sample`; :mod:`~flowmaps.cli.evaluate`. Every option is typed
+defaults) with :mod:`~flowmaps.cli.train_run` (the run), :mod:`~flowmaps.cli.pace` (its duration
+estimate) and :mod:`~flowmaps.cli.lineage` (``--init-from``); :mod:`~flowmaps.cli.sample`;
+:mod:`~flowmaps.cli.evaluate`. Every option is typed
 and range-checked (:mod:`~flowmaps.cli.options`); a bad value exits with status 2 and a message
 that names the option.
 """

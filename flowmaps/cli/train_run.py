@@ -2,9 +2,9 @@
 
 Time convention: t = 0 is noise, t = 1 is data.
 
-It prints a duration estimate after its first steps; Ctrl-C or SIGTERM stops it after the current
-step and saves the model trained so far, marked as interrupted (exit status 128 + the signal's
-number). A diverged run (:class:`~flowmaps.training.DivergenceError`) exits with status 1 and
+It prints a duration estimate (:mod:`flowmaps.cli.pace`) after its first steps; Ctrl-C or SIGTERM
+stops it after the current step and saves the model trained so far, marked as interrupted (exit
+status 128 + the signal's number). A diverged run (:class:`~flowmaps.training.DivergenceError`) exits with status 1 and
 writes no final model. Under torchrun every rank trains and rank 0 writes.
 """
 
@@ -26,12 +26,10 @@ from torch import nn
 
 from flowmaps.cli import train as opts
 from flowmaps.cli.lineage import Lineage
+from flowmaps.cli.pace import MIN_SECONDS, MIN_STEPS, WARMUP_STEPS, StepClock
 from flowmaps.cli.sample import device_or_exit
 from flowmaps.evaluation import grids_for, is_image_set
 from flowmaps.utils import text_table
-
-TIMING_STEPS = 20
-"""Steps timed (after two warm-up steps) for the duration estimate that ``train`` prints."""
 
 logger = logging.getLogger("flowmaps.cli")
 
@@ -246,7 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(run: _Run, signals: list[int]) -> None:
     """trainer.train with the duration estimate, the periodic model writes and the signal handlers."""
     trainer, c = run.trainer, run.trainer.config
-    clock = _StepClock(run.start_step, c.steps, c.max_seconds)
+    clock = StepClock(run.start_step, c.steps, c.max_seconds)
     every = c.checkpoint_every if c.checkpoint_every else max(c.steps, 1) + 1
 
     def each_step(tr: Any, logs: dict[str, Any]) -> None:
@@ -288,18 +286,11 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _plan_line(args: argparse.Namespace, start_step: int, steps: int, device: torch.device) -> str:
     """What ``train`` is about to do, and the quick recipe on a CPU."""
     left = steps - start_step
-    estimate = f"a duration estimate follows after {2 + TIMING_STEPS} steps; " if left > 2 + TIMING_STEPS else ""
+    first = WARMUP_STEPS + MIN_STEPS
+    estimate = f"a duration estimate follows after {first} steps and {MIN_SECONDS:g} s; " if left > first else ""
     line = f"training {left} steps (preset {args.preset}); {estimate}Ctrl-C stops and keeps the model trained so far"
     if device.type == "cpu" and args.preset == "default" and not is_image_set(args.data):
         line += (
@@ -307,39 +298,6 @@ def _plan_line(args: argparse.Namespace, start_step: int, steps: int, device: to
             "(MLP 4x128, 6000 steps: about a minute)"
         )
     return line
-
-
-class _StepClock:
-    """Times steps ``start + 3 .. start + 2 + TIMING_STEPS`` (two warm-up steps first) and turns the
-    per-step cost into the run's remaining duration (bounded by ``max_seconds``)."""
-
-    def __init__(self, start_step: int, steps: int, max_seconds: float | None) -> None:
-        self.warm = start_step + 2
-        self.done = self.warm + TIMING_STEPS
-        self.steps = steps
-        self.max_seconds = max_seconds
-        self.run_start = time.perf_counter()
-        self.t0: float | None = None
-
-    def tick(self, step: int) -> str | None:
-        """Call after each step; returns the estimate line once, at the end of the timing."""
-        now = time.perf_counter()
-        if step == self.warm:
-            self.t0 = now
-        if step != self.done or self.t0 is None or step >= self.steps:
-            return None
-        per_step = (now - self.t0) / TIMING_STEPS
-        left = per_step * (self.steps - step)
-        capped = ""
-        if self.max_seconds is not None and now - self.run_start + left > self.max_seconds:
-            left = max(0.0, self.max_seconds - (now - self.run_start))
-            capped = f", cut by --max-seconds at about step {step + int(left / per_step)}"
-        finish = time.strftime("%H:%M", time.localtime(time.time() + left))
-        return (
-            f"duration estimate: {1000 * per_step:.1f} ms per step (timed over steps {self.warm + 1}-{step}), "
-            f"so about {_fmt_duration(left)} for the {self.steps - step} steps left{capped} (done near {finish}; "
-            "plus the evaluation)"
-        )
 
 
 @contextlib.contextmanager

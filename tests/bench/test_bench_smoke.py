@@ -102,3 +102,13 @@ def test_guard_esd_quick(tmp_path: Path) -> None:
     assert summary["outcome"] == "finished" and summary["steps"] == 60 and len(summary["rows"]) == 3
     assert 0.0 <= summary["final_in_square"] <= 1.0
     assert json.loads((tmp_path / "guard.json").read_text())["drift_rollbacks"] == 0
+
+
+def test_duration_estimate_quick() -> None:
+    """A tiny 2-D net for 8 s (the estimate needs 4 s of steps): the estimate is printed and compared."""
+    mod = _load("duration_estimate")
+    tiny = ["--width", "16", "--depth", "2", "--batch-size", "64", "--log-every", "1000", "--no-progress"]
+    result = mod.main(["--data", "checkerboard", "--steps", "1000000", "--max-seconds", "8", *tiny])
+    assert result["old_estimate"]["step"] == 22 and result["real_ms_after_warmup"] > 0
+    first = result["estimates"][0]
+    assert first["step"] > 22 and first["ms"] > 0 and first["rest_ms"] > 0
