@@ -9,7 +9,8 @@ estimator) or, for other data, the sliced Wasserstein distance to fresh data (it
 distance between two fresh data sets of the same size).
 
 Wall times are measured on a smaller batch than the metric (:data:`TIMING_BATCH` samples, the
-median of :data:`REPEATS` runs after a warm-up), so that timing costs a fraction of the metric run;
+median of :data:`REPEATS` runs after a warm-up, each run at least :data:`MIN_REPEAT_SECONDS` long),
+so that timing costs a fraction of the metric run;
 the panel's title says so (:data:`TIME_TITLE`).
 
 Results are cached in memory and, for shipped checkpoints, on disk, keyed by the weights' content
@@ -61,18 +62,28 @@ DOPRI_MAX_STEPS = 24
 REPEATS = 3
 #: Samples per timed repeat; the wall times are in ms per this many samples (not rescaled).
 TIMING_BATCH = 250
+#: A timed repeat lasts at least this long: a sampler faster than that is called several times
+#: in a row within one repeat and its mean taken. On 250 samples a 1-step flow map takes a few ms,
+#: so a single call is at the mercy of one scheduler slice on a shared CPU (the shipped
+#: comparison's timing panel zig-zagged by 5x between N = 1, 2 and 4 under load); 50 ms spans many.
+MIN_REPEAT_SECONDS = 0.05
 #: Bump when the evaluation changes in a way its settings below do not show (cache files then
 #: stop being read).
 EVAL_VERSION = 2
 
 #: Title of the wall-time panel: how its numbers were taken.
-TIME_TITLE = f"median wall time per {TIMING_BATCH} samples (ms; {REPEATS} runs after a warm-up)"
+TIME_TITLE = (
+    f"median wall time per {TIMING_BATCH} samples (ms; {REPEATS} runs of at least "
+    f"{1000 * MIN_REPEAT_SECONDS:g} ms after a warm-up)"
+)
 
 LESSON = (
     "**The lesson.** One network serves every number of steps. A flow map reaches in 1 to 4 jumps "
     "what an ODE solver on the same network's velocity needs tens of evaluations for, and costs "
     "time in proportion to its steps, so the left plot is also a speed plot (the right plot: the median "
-    f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model). More steps is not "
+    f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model; a sampler "
+    f"faster than {1000 * MIN_REPEAT_SECONDS:g} ms is repeated within each timed run and its mean taken). "
+    "More steps is not "
     "always better: a flow map's error can flatten or even grow past a few steps, because each "
     "jump adds its own small error, while the ODE keeps improving only as its step shrinks. "
     f"The comparison of the shipped models runs each flow map at N = {COMPARE_FLOW_STEPS[0]} to "
@@ -95,6 +106,7 @@ def cache_suffix(n: int, seed: int, flow_steps: Sequence[int] = FLOW_STEPS) -> s
         KL_EPS,
         REPEATS,
         TIMING_BATCH,
+        MIN_REPEAT_SECONDS,
     )
     digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
     return f"n{int(n)}-s{int(seed)}-e{digest}"
@@ -161,16 +173,37 @@ class Metric:
         return sliced_wasserstein(x, self.ref, n_projections=256, generator=torch.Generator().manual_seed(7))
 
 
-def median_seconds(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
-    """The median wall time of ``repeats`` calls of ``fn`` (seconds, read from ``clock``)."""
+def median_seconds(
+    fn, repeats: int = REPEATS, clock=time.perf_counter, min_seconds: float = MIN_REPEAT_SECONDS
+) -> float:
+    """The median over ``repeats`` timed runs of the wall time of one call of ``fn`` (seconds,
+    read from ``clock``).
+
+    With ``min_seconds`` > 0, one untimed-for-the-result call first measures ``fn``; each timed run
+    then calls it ``loops = ceil(min_seconds / that time)`` times in a row (at most 1000) and
+    counts the mean of those calls, so that no timed run is shorter than about ``min_seconds``.
+    With ``min_seconds`` = 0 every timed run is one call.
+
+    Raises:
+        ValueError: ``repeats`` < 1 or ``min_seconds`` < 0.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1; got {repeats}")
+    if min_seconds < 0:
+        raise ValueError(f"min_seconds must be at least 0; got {min_seconds}")
     times = []
     with torch.no_grad():  # here, not around the caller's loop: a generator must not yield inside no_grad
-        for _ in range(repeats):
+        loops = 1
+        if min_seconds > 0:
             t = clock()
             fn()
-            times.append(clock() - t)
+            once = clock() - t
+            loops = min(1000, max(1, math.ceil(min_seconds / max(once, 1e-9))))
+        for _ in range(repeats):
+            t = clock()
+            for _ in range(loops):
+                fn()
+            times.append((clock() - t) / loops)
     return float(statistics.median(times))
 
 
@@ -187,13 +220,15 @@ def evaluate(
     repeats: int = REPEATS,
     clock=time.perf_counter,
     flow_steps: Sequence[int] = FLOW_STEPS,
+    min_seconds: float = MIN_REPEAT_SECONDS,
 ) -> Iterator[QualityResult]:
     """Fill a :class:`QualityResult` point by point, yielding it after each new point.
 
     Each point's metric comes from one run on ``n`` samples (start points drawn with ``seed``);
     its wall time (``Curve.ms``, ms per :data:`TIMING_BATCH` samples) is the median of ``repeats``
     runs of the same sampler on the first :data:`TIMING_BATCH` of those start points, read from
-    ``clock`` (seconds), after one untimed warm-up run of the model (the first model evaluated
+    ``clock`` (seconds; each run at least ``min_seconds`` long, see :func:`median_seconds`), after
+    one untimed warm-up run of the model (the first model evaluated
     would otherwise pay one-time costs). ``Curve.timed_nfe`` is the NFE of the timed runs: the
     same as ``Curve.nfe`` except for dopri5, whose steps depend on the batch. Flow maps run at
     ``flow_steps`` jumps on a uniform grid; a dopri5 solve over :data:`DOPRI_MAX_STEPS` steps is
@@ -208,7 +243,7 @@ def evaluate(
         with torch.no_grad():
             out = run(x0)
         timed = []
-        seconds = median_seconds(lambda: timed.append(run(xt).nfe), repeats, clock)
+        seconds = median_seconds(lambda: timed.append(run(xt).nfe), repeats, clock, min_seconds)
         curve.nfe.append(int(out.nfe))
         curve.metric.append(metric(out.x))
         curve.ms.append(seconds * 1e3)

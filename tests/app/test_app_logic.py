@@ -795,7 +795,8 @@ def test_timings_are_medians_of_the_stated_repeats_and_the_lesson_says_so(fm_app
     assert ql.REPEATS == 3  # the clock below cycles through three durations
     model, _ = fm_app.store.load("checkerboard-lsd")
     clock = _StepClock()
-    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=500, clock=clock))[-1]
+    # min_seconds=0: one call per timed run, so the clock's reads are the runs (the loops are tested below)
+    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=500, clock=clock, min_seconds=0))[-1]
     points = sum(len(c.nfe) for c in res.curves)
     assert points == len(ql.FLOW_STEPS) + len(ql.EULER_STEPS) + len(ql.HEUN_STEPS) + len(ql.DOPRI_RTOL)
     assert clock.reads == 2 * ql.REPEATS * points  # every point timed REPEATS times; the warm-up not timed
@@ -808,7 +809,8 @@ def test_timings_are_medians_of_the_stated_repeats_and_the_lesson_says_so(fm_app
     fig = fm_app._quality_stream  # the page's figure carries the same title
     plot, _, _ = list(fig([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False))[-1]
     titles = [a.text for a in plot.layout.annotations]
-    assert ql.TIME_TITLE in titles and f"{ql.REPEATS} runs after a warm-up" in ql.TIME_TITLE
+    assert ql.TIME_TITLE in titles and f"{ql.REPEATS} runs of at least 50 ms after a warm-up" in ql.TIME_TITLE
+    assert ql.MIN_REPEAT_SECONDS == 0.05 and "faster than 50 ms is repeated within each timed run" in ql.LESSON
     assert f"per {ql.TIMING_BATCH} samples" in ql.TIME_TITLE
     assert f"ms / {ql.TIMING_BATCH} samples" in ql.table_markdown(res)
 
@@ -817,10 +819,34 @@ def test_median_seconds_is_the_median_of_its_repeats():
     from app.quality import median_seconds
 
     clock = _StepClock()
-    assert median_seconds(lambda: None, 3, clock) == pytest.approx(0.005)
-    assert median_seconds(lambda: None, 1, _StepClock()) == pytest.approx(0.005)
+    assert median_seconds(lambda: None, 3, clock, min_seconds=0) == pytest.approx(0.005)
+    assert median_seconds(lambda: None, 1, _StepClock(), min_seconds=0) == pytest.approx(0.005)
     with pytest.raises(ValueError, match="repeats"):
         median_seconds(lambda: None, 0)
+    with pytest.raises(ValueError, match="min_seconds"):
+        median_seconds(lambda: None, 3, min_seconds=-1)
+
+
+def test_median_seconds_repeats_a_fast_call_within_each_timed_run():
+    """A call of 4 ms against a 20 ms minimum: each timed run makes ceil(20 / 4) = 5 calls and
+    counts their mean; one slow call (a scheduler slice) then moves its run's mean by a fifth of
+    its excess, and the median over runs ignores it, where single calls would give a 5x outlier."""
+    from app.quality import median_seconds
+
+    now, calls = [0.0], []
+    durations = iter([0.004] * 6 + [0.024] + [0.004] * 20)  # the 7th call (2nd of run 1) is slow
+
+    def fn() -> None:
+        calls.append(1)
+        now[0] += next(durations)
+
+    got = median_seconds(fn, 3, clock=lambda: now[0], min_seconds=0.02)
+    assert len(calls) == 1 + 3 * 5  # one measuring call, then three runs of five
+    assert got == pytest.approx(0.004)
+    # single calls (min_seconds=0): two slow calls among three one-call runs make the median slow
+    now[0], calls[:] = 0.0, []
+    durations = iter([0.004, 0.024, 0.024, 0.004])
+    assert median_seconds(fn, 3, clock=lambda: now[0], min_seconds=0) == pytest.approx(0.024)
 
 
 def test_quality_cache_follows_the_weights_content_not_their_file_times(tmp_path):
