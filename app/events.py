@@ -78,7 +78,14 @@ def refusing(component: Any, check) -> Any:
 
 
 def _slider_value(slider: gr.Slider, payload: Any) -> float:
-    return parse_float(payload, slider.label or "value", slider.minimum, slider.maximum)
+    """The slider's value in its range; on a slider of whole steps, a whole number (the page
+    keeps a typed 2.5 in the box while its knob shows 3, so the user must be told)."""
+    name = slider.label or "value"
+    value = parse_float(payload, name, slider.minimum, slider.maximum)
+    step = getattr(slider, "step", None)
+    if step is not None and float(step).is_integer() and not float(value).is_integer():
+        raise InputError(f"{name}: {value:g} is not a whole number; type a whole number, e.g. {round(value)}")
+    return value
 
 
 def _clamp_note(slider: gr.Slider, info: str, typed: Any) -> dict:
@@ -90,6 +97,8 @@ def _clamp_note(slider: gr.Slider, info: str, typed: Any) -> dict:
     try:
         _slider_value(slider, typed)
     except InputError as err:
+        if "whole number" in str(err):  # in range but between steps: the page does not change it
+            return gr.update(info=str(err))
         number = float(typed) if isinstance(typed, int | float) and not isinstance(typed, bool) else 0.0
         kept = min(max(number, slider.minimum), slider.maximum)  # the page's own clamp (null counts as 0)
         why = f"{slider.label}: the box was left empty" if typed is None else str(err)
@@ -235,11 +244,12 @@ class InputCheck:
     so each rule and message is written once, in app/validation.py): it raises
     :class:`InputError` with a message that starts with the field's name. As the event's
     ``validator=``, a refusal is shown beside that field (the component in ``fields`` under the
-    message's leading name; a message that names no input, e.g. "nothing to continue", beside
-    ``anchor``), the event is not run, so its plots and progress bar keep what they show, and
-    one line is logged at INFO. gradio_client gets an HTTP 422 and raises ``ValidationError``
-    with the message. The callback still runs its check (an API call on gradio's direct route,
-    or a session that changed since, meets it there as a ``gr.Error``).
+    message's leading name, and beside ``anchor`` too, which sits next to the button; a message
+    that names no input, e.g. "nothing to continue", beside ``anchor`` only), the event is not
+    run, so its plots and progress bar keep what they show, and one line is logged at INFO.
+    gradio_client gets an HTTP 422 and raises ``ValidationError`` with the message. The callback
+    still runs its check (an API call on gradio's direct route, or a session that changed since,
+    meets it there as a ``gr.Error``).
 
     Args:
         sessions: the app's :class:`app.sessions.Sessions` (a freed session is refused here too).
@@ -278,7 +288,10 @@ class InputCheck:
         if at is None:
             return [gr.validate(True, "") for _ in range(1 + len(values))]
         log.info("%s refused: %s", self.action, message.splitlines()[0][:200])
-        return [gr.validate(i != at, message if i == at else "") for i in range(1 + len(values))]
+        # also beside the anchor, the input next to the button: the field may be scrolled out of
+        # view (the settings sit below Start on a laptop screen)
+        shown = {at, self.anchor}
+        return [gr.validate(i not in shown, message if i in shown else "") for i in range(1 + len(values))]
 
 
 # ------------------------------------------------------------------------------ visitors

@@ -247,7 +247,12 @@ def parse_time_grid(kind: Any, steps: Any, custom: Any = "", max_steps: int = 25
         except ValueError as err:
             # The library's advice on sub-intervals (a keyword argument) means nothing in a text box.
             why = re.sub(r", or pass partial=True [^;]*", "", str(err))
-            for lib, field in (("time grid entry", "entry"), ("time grid needs", "needs"), ("time grid", "the times")):
+            pairs = (
+                ("time grid is empty", "the box is empty"),
+                ("time grid entry", "entry"),
+                ("time grid needs", "needs"),
+            )
+            for lib, field in (*pairs, ("time grid", "the times")):
                 why = why.replace(lib, field, 1)
             raise InputError(f"custom times: {why}") from None
     n = parse_int(steps, "steps", 1, max_steps)

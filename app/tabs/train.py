@@ -195,7 +195,8 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     visit = functools.partial(visiting, fm.sessions)
     # A mistake is shown beside its field by gradio's validator running the callback's own check
     # (app/events.InputCheck); one that names no input, beside the input next to the button.
-    fields = {"data set": c.data, "drawing": c.draw, "CSV file": c.csv, "shipped model": c.pretrained}
+    # (a drawing's message goes on the data set choice: on the pad it would cover the pad's tools)
+    fields = {"data set": c.data, "drawing": c.data, "CSV file": c.csv, "shipped model": c.pretrained}
     fields.update(zip(("method", "steps", "batch size", "learning rate", ETA, "width", "depth", "seed"), settings))
     start_inputs = [session, c.data, c.draw, c.csv, *settings]
     c.start.click(

@@ -243,7 +243,8 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
         if len(rows) > max_rows:
             raise ValueError(f"the CSV has more than max_rows={max_rows} rows; subsample it or raise the cap")
     if len(rows) < 2:
-        raise ValueError(f"the CSV holds {len(rows)} data rows; need at least 2 rows of x, y")
+        rows_held = f"{len(rows)} data row{'' if len(rows) == 1 else 's'}"
+        raise ValueError(f"the CSV holds {rows_held}; need at least 2 rows of x, y")
     return points_from_array(np.asarray(rows), max_points=max_rows, dtype=dtype)
 
 

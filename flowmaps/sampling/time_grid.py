@@ -220,7 +220,7 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
     if outside.any():
         pos = int(outside.nonzero()[0])
         raise ValueError(
-            f"time grid entry {pos + 1} is {g[pos].item():g}, outside [0, 1]; times run from 0 (noise) to 1 (data)"
+            f"time grid entry {pos + 1} is {g[pos].item():.10g}, outside [0, 1]; times run from 0 (noise) to 1 (data)"
         )
     diffs = g[1:] - g[:-1]
     nonpos = diffs <= 0

@@ -402,7 +402,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     _choose(page, "data-set", "draw")
     page.locator("#draw-pad canvas").first.wait_for(state="visible")
     page.click("#btn-start")
-    message = page.locator("#draw-pad .validation-error")
+    message = page.locator("#data-set .validation-error")  # on the data set choice, clear of the pad
     message.wait_for(timeout=20_000)
     assert re.search(r"drawing: .*draw a shape", message.inner_text()), message.inner_text()
     page.wait_for_timeout(1000)  # anything still on its way lands

@@ -57,8 +57,9 @@ def test_each_mistake_is_shown_beside_its_field_and_logged_once(form, caplog):
         steps_wrong = _verdict(check(session, "x", 30, ""))
         no_field = _verdict(check(session, "y", 3, ""))
     # the field the message starts with: the steps slider, position 2 (the session state is 0)
-    assert [ok for ok, _ in steps_wrong] == [True, True, False, True]
-    assert steps_wrong[2][1] == "steps: 30 is outside the allowed range [1, 10]"
+    # ... and beside the anchor too (the input next to the button; position 1, the data dropdown)
+    assert [ok for ok, _ in steps_wrong] == [True, False, False, True]
+    assert steps_wrong[2][1] == steps_wrong[1][1] == "steps: 30 is outside the allowed range [1, 10]"
     # a message that names no input: beside the anchor (the data dropdown)
     assert no_field[1] == (False, "nothing to do: pick x first") and sum(not ok for ok, _ in no_field) == 1
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -88,6 +89,13 @@ def test_a_refused_component_value_reaches_the_validator(form):
     with pytest.raises(gr.Error, match=r"Alone: 99 is outside the allowed range \[1, 10\]"):
         alone.preprocess(99)
     assert alone.preprocess(7) == 7.0
+    # a slider of whole steps refuses a fraction, which the page would keep in its box
+    with gr.Blocks():
+        layers = NamedSlider(1, 6, value=4, step=1, label="Hidden layers")
+        rate = NamedSlider(0.05, 1, value=0.5, step=0.05, label="eta")
+    with pytest.raises(gr.Error, match=r"Hidden layers: 2.5 is not a whole number"):
+        layers.preprocess(2.5)
+    assert layers.preprocess(3) == 3.0 and rate.preprocess(0.55) == 0.55
 
 
 @pytest.mark.parametrize(

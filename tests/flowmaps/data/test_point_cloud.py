@@ -62,7 +62,7 @@ def test_points_from_csv_formats(tmp_path) -> None:
         ("1,2\n3,inf\n", "non-finite"),
         ("1,2\n3,4,5\n", "line 2 has 3 values; each row must have exactly 2"),
         ("1,2\n3\n", "line 2 has 1 values"),
-        ("x,y\n1,2\n", "holds 1 data rows; need at least 2"),
+        ("x,y\n1,2\n", "holds 1 data row; need at least 2"),
         ("", "holds 0 data rows"),
         ("1,2\n3,4\n5,6\n7,8\n", "more than max_rows=3 rows"),
     ],

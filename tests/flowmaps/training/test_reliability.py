@@ -167,7 +167,7 @@ def test_bad_csv_uploads(tmp_path):
         ("1,2\n3,4,5\n", ["CSV file", "line 2 has 3 values", "exactly 2"]),
         ("1\n2\n", ["CSV file", "line 1 has 1 values"]),
         ("x,y\n", ["CSV file", "0 data rows", "at least 2"]),
-        ("1,2\n", ["CSV file", "1 data rows"]),
+        ("1,2\n", ["CSV file", "1 data row;"]),
         ("1,2\n1,2\n1,2\n", ["CSV file", "the same"]),
         ("1e39,1\n2,3\n", ["CSV file", "too large"]),
         (b"\x00\x01binary\x00", ["CSV file", "binary"]),
