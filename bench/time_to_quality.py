@@ -82,6 +82,17 @@ def lr_at(step: int, lr0: float, decay_start: int) -> float:
     return lr0 / math.sqrt(step / decay_start)
 
 
+def stage_lr(k: int, frac: float, lr0: float, anneal: float, decay_start: int, previous_steps: int = 0) -> float:
+    """The learning rate at step ``k`` of this run (``frac``: the fraction of its budget spent).
+
+    With ``anneal`` < 1 each run (stage) anneals its own lr (:func:`annealed_lr`); otherwise the
+    paper's schedule (:func:`lr_at`) at the global step ``previous_steps + k``, so that a run
+    continued with ``--init-from`` picks the decay up where the earlier stages left it."""
+    if anneal < 1.0:
+        return annealed_lr(lr0, frac, anneal)
+    return lr_at(previous_steps + k, lr0, decay_start)
+
+
 def annealed_lr(lr0: float, frac: float, start: float, floor: float = 0.01) -> float:
     """lr0 until the fraction ``start`` of the time budget, then a cosine down to floor * lr0 at its end."""
     if start >= 1.0 or frac <= start:
@@ -151,7 +162,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             opt.zero_grad(set_to_none=True)
             forward_backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip, foreach=True)
-        lr = annealed_lr(args.lr, frac, args.anneal) if args.anneal < 1.0 else lr_at(k, args.lr, args.lr_decay_start)
+        lr = stage_lr(k, frac, args.lr, args.anneal, args.lr_decay_start, int(previous.get("steps") or 0))
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()

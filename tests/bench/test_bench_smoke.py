@@ -112,3 +112,19 @@ def test_duration_estimate_quick() -> None:
     assert result["old_estimate"]["step"] == 22 and result["real_ms_after_warmup"] > 0
     first = result["estimates"][0]
     assert first["step"] > 22 and first["ms"] > 0 and first["rest_ms"] > 0
+
+
+def test_stage_lr_continues_the_papers_schedule_across_stages():
+    """Without an anneal, a stage continued from 186,000 earlier steps is at lr0 / sqrt(step / 35k)
+    of the global step, as one uninterrupted run would be; with one, each stage anneals its own."""
+    import math
+
+    from bench.time_to_quality import lr_at, stage_lr
+
+    one_run = [lr_at(k, 1e-3, 35_000) for k in (0, 34_999, 35_000, 140_000, 186_000 + 500)]
+    assert one_run[:2] == [1e-3, 1e-3] and math.isclose(one_run[3], 1e-3 / 2)
+    assert math.isclose(stage_lr(500, 0.1, 1e-3, 1.0, 35_000, previous_steps=186_000), one_run[4])
+    assert stage_lr(500, 0.1, 1e-3, 1.0, 35_000, previous_steps=0) == 1e-3  # a fresh run starts at lr0
+    # an annealed stage: lr0 in its first half, 1% of lr0 at its end, whatever came before
+    assert stage_lr(10, 0.25, 5e-4, 0.5, 35_000, previous_steps=186_000) == 5e-4
+    assert math.isclose(stage_lr(10, 1.0, 5e-4, 0.5, 35_000, previous_steps=186_000), 5e-6)
