@@ -201,6 +201,11 @@ class Curve:
     timed_nfe: list[int] = field(default_factory=list)  # NFE of the timed runs, if not ``nfe`` (adaptive solvers)
 
     @property
+    def time_nfe(self) -> list[int]:
+        """The NFE each wall time was measured at: ``timed_nfe`` where every time has one, else ``nfe``."""
+        return self.timed_nfe if len(self.timed_nfe) == len(self.ms) else self.nfe
+
+    @property
     def label(self) -> str:
         return f"{self.model}: {self.sampler}"
 
@@ -245,7 +250,7 @@ def quality_figure(
         )
         fig.add_trace(
             go.Scatter(
-                x=c.timed_nfe if len(c.timed_nfe) == len(c.ms) else c.nfe,
+                x=c.time_nfe,
                 y=c.ms,
                 mode="lines+markers",
                 name=c.label,

@@ -428,8 +428,7 @@ def table_markdown(res: QualityResult) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for c in res.curves:
-        timed = c.timed_nfe if len(c.timed_nfe) == len(c.nfe) else c.nfe
-        for nfe, m, ms, tn in zip(c.nfe, c.metric, c.ms, timed):
+        for nfe, m, ms, tn in zip(c.nfe, c.metric, c.ms, c.time_nfe):
             ms_text = f"{ms:.1f}" if tn == nfe else f"{ms:.1f} (timed solves: {tn} NFE)"
             lines.append(f"| {c.model} | {c.sampler} | {nfe} | {m:.4f} | {ms_text} |")
     if res.floor is not None:

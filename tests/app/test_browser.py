@@ -178,6 +178,23 @@ def _set_number(page, elem_id: str, value: float) -> None:
     assert float(box.input_value()) == float(value), (elem_id, box.input_value())
 
 
+def _stroke(page, at: tuple[float, float]) -> None:
+    """Wait until the drawing pad's brush is picked, then draw one stroke from ``at`` (fractions of
+    the canvas's width and height) down and to the right."""
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
+        " return b && b.classList.contains('highlight'); }",
+        timeout=20_000,
+    )
+    box = page.locator("#draw-pad canvas").first.bounding_box()
+    x0, y0 = box["x"] + at[0] * box["width"], box["y"] + at[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(20):
+        page.mouse.move(x0 + 5 * k, y0 + 3 * k)
+    page.mouse.up()
+
+
 def _step(page) -> int:
     m = STEP_RE.search(page.inner_text("#live-status"))
     return int(m.group(1)) if m else -1
@@ -257,18 +274,7 @@ def test_browser_walkthrough(browser_page):
     _choose(page, "data-set", "draw")
     canvas = page.locator("#draw-pad canvas").first
     canvas.wait_for(state="visible")
-    page.wait_for_function(
-        "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
-        " return b && b.classList.contains('highlight'); }",
-        timeout=20_000,
-    )
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for k in range(20):
-        page.mouse.move(x0 + 5 * k, y0 + 3 * k)
-    page.mouse.up()
+    _stroke(page, at=(0.3, 0.3))
     page.click("#btn-start")
     page.wait_for_function(
         "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
@@ -422,18 +428,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     assert kept and kept.group(1) == kept.group(2) == box.input_value(), note
 
     # ---- the pad still takes strokes under the message; a good Start clears it and trains
-    page.wait_for_function(
-        "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
-        " return b && b.classList.contains('highlight'); }",
-        timeout=20_000,
-    )
-    canvas = page.locator("#draw-pad canvas").first.bounding_box()
-    x0, y0 = canvas["x"] + 0.3 * canvas["width"], canvas["y"] + 0.4 * canvas["height"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for k in range(20):
-        page.mouse.move(x0 + 5 * k, y0 + 3 * k)
-    page.mouse.up()
+    _stroke(page, at=(0.3, 0.4))
     page.click("#btn-start")
     page.wait_for_function(
         "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
