@@ -88,22 +88,23 @@ def _slider_value(slider: gr.Slider, payload: Any) -> float:
     return value
 
 
-def _clamp_note(slider: gr.Slider, info: str, typed: Any) -> dict:
-    """The slider's info line once its number box loses focus, given the number ``typed`` there.
+def _clamp_note(slider: gr.Slider, typed: Any) -> str:
+    """What to say under the slider once its number box loses focus, given the number ``typed`` there.
 
     gradio's slider clamps a typed number into its range on blur, without a word, and sends the
-    clamped value with the next event; so an out-of-range number is named here, beside the field,
-    with the value the slider kept (the same clamp as the page's). Otherwise its own ``info``."""
+    clamped value with the next event; so an out-of-range number is named, with the value the
+    slider kept (the same clamp as the page's), and so is a fraction on a slider of whole steps
+    (the page keeps it in the box). An empty string when there is nothing to say."""
     try:
         _slider_value(slider, typed)
     except InputError as err:
         if "whole number" in str(err):  # in range but between steps: the page does not change it
-            return gr.update(info=str(err))
+            return str(err)
         number = float(typed) if isinstance(typed, int | float) and not isinstance(typed, bool) else 0.0
         kept = min(max(number, slider.minimum), slider.maximum)  # the page's own clamp (null counts as 0)
         why = f"{slider.label}: the box was left empty" if typed is None else str(err)
-        return gr.update(info=f"{why}; the slider set it to {kept:g}")
-    return gr.update(info=info)
+        return f"{why}; the slider set it to {kept:g}"
+    return ""
 
 
 def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
@@ -112,19 +113,29 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     gr.Slider refuses an out-of-range value from an API client before the callback runs, with a
     message that does not say which field; this one says it (app/validation.py's wording). In the
     page, gradio clamps a number typed into the slider's box on blur without telling the user;
-    this one then names the typed value and the range in its info line (:func:`_clamp_note`; the
-    slider's release event carries the typed number, its value the clamped one).
-    (An instance attribute rather than a subclass: gradio writes a .pyi stub beside any module
-    that subclasses a component.) Must be built inside ``gr.Blocks`` (it listens to its release).
+    this one then names the typed value and the range in a note just under the slider (its
+    ``note`` attribute, a gr.Markdown with ``elem_id`` "<slider's elem_id>-note", hidden while
+    there is nothing to say; :func:`_clamp_note`). The slider's release event carries the typed
+    number, its value the clamped one.
+
+    The check is an instance attribute (a subclass would make gradio write a .pyi stub beside
+    the module), so nothing may update the slider itself: gradio answers an update of a
+    component by giving the session a fresh plain copy, without the check. The note is a
+    separate element for that reason. Must be built inside ``gr.Blocks`` (it listens to its release).
     """
     slider = gr.Slider(*args, **kwargs)
     slider.preprocess = refusing(slider, functools.partial(_slider_value, slider))
-    info = kwargs.get("info") or ""
+    note_id = f"{slider.elem_id}-note" if slider.elem_id else None
+    slider.note = gr.Markdown("", visible=False, elem_id=note_id, elem_classes=["slider-note"])
+    # The note goes where the slider goes: into the box in which gradio groups consecutive form
+    # fields (an element of another kind would end that box there and sit outside it).
+    slider.note.get_expected_parent = slider.get_expected_parent
 
     def note(evt: gr.EventData) -> dict:
-        return _clamp_note(slider, info, getattr(evt, "_data", None))  # the typed number, before the clamp
+        text = _clamp_note(slider, getattr(evt, "_data", None))  # the typed number, before the clamp
+        return gr.update(value=text, visible=bool(text))
 
-    slider.release(note, None, slider, queue=False, show_progress="hidden", api_visibility="private")
+    slider.release(note, None, slider.note, queue=False, show_progress="hidden", api_visibility="private")
     return slider
 
 

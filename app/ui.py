@@ -76,6 +76,10 @@ flow-matching velocity, so the same network also drives an ODE solver. Trained b
 CSS = """
 #live-status p, #cmp-info p {margin: 0.2em 0;}
 .fm-progress {padding: 2px 4px;}
+/* a slider's note (app/events.NamedSlider): in the fields' box, under its slider (beside it in a row) */
+.form > .block.slider-note {background: var(--block-background-fill); padding: var(--block-padding);}
+.column > .form > .block.slider-note {padding-top: 0;}
+.slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 """
 
 

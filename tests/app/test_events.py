@@ -8,14 +8,18 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from gradio.events import EventData
+from gradio.state_holder import SessionState
 
 from app.events import InputCheck, NamedSlider, Refused, named
 from app.live import LiveSession
@@ -104,14 +108,50 @@ def test_a_refused_component_value_reaches_the_validator(form):
         (99, "Steps: 99 is outside the allowed range [1, 10]; the slider set it to 10"),
         (-4, "Steps: -4 is outside the allowed range [1, 10]; the slider set it to 1"),
         (None, "Steps: the box was left empty; the slider set it to 1"),
-        (7, "counts"),
+        (2.5, "Steps: 2.5 is not a whole number; type a whole number, e.g. 2"),
+        (7, ""),
     ],
 )
 def test_a_typed_number_beyond_the_range_is_named_beside_the_slider(typed, note):
     """gradio's slider clamps a typed number on blur; its release event carries the typed number,
-    and the slider's info line names it with the value kept (else its own info)."""
+    and the note under the slider names it with the value kept (nothing for a number in range)."""
     from app.events import _clamp_note
 
     with gr.Blocks():
-        slider = NamedSlider(1, 10, value=5, label="Steps", info="counts")
-    assert _clamp_note(slider, "counts", typed)["info"] == note
+        slider = NamedSlider(1, 10, value=5, step=1, label="Steps", info="counts")
+    assert _clamp_note(slider, typed) == note
+
+
+def _run(demo: gr.Blocks, target: Any, event: str, inputs: list, state: SessionState, data: Any = None) -> dict:
+    """Run the page's ``event`` on ``target`` for one session, through gradio's own event path."""
+    fn = next(f for f in demo.fns.values() if (target._id, event) in f.targets)
+    return asyncio.run(demo.process_api(fn, inputs, state=state, event_data=EventData(target, data)))
+
+
+def test_a_clamp_note_leaves_the_slider_and_its_check_in_place():
+    """gradio answers an update of a component by giving the session a plain copy of it, without
+    NamedSlider's check: after a note has been shown, a fraction must still be refused under the
+    slider's label. So the note is its own element under the slider, and the slider is never updated."""
+    with gr.Blocks() as demo:
+        layers = NamedSlider(1, 6, value=4, step=1, label="Hidden layers", info="of the MLP", elem_id="depth")
+        used = gr.Number()
+        start = gr.Button()
+        start.click(lambda n: n, layers, used)
+    session = SessionState(demo)
+    answer = _run(demo, layers, "release", [], session, data=99)  # 99 typed, the page kept 6
+    with pytest.raises(gr.Error) as refused:
+        _run(demo, start, "click", [2.5], session)
+    assert refused.value.message == "Hidden layers: 2.5 is not a whole number; type a whole number, e.g. 2"
+    assert session[layers._id] is layers and layers.info == "of the MLP"  # the session's slider: this one, as built
+    assert _run(demo, start, "click", [3], session)["data"] == [3.0]
+    # the note: its own element, under the slider (named after it), shown with the message
+    note = layers.note
+    assert note.elem_id == "depth-note" and not note.visible and note.parent is layers.parent
+    assert note.parent.children.index(note) == note.parent.children.index(layers) + 1
+    shown = answer["data"][0]
+    assert (
+        shown["visible"]
+        and shown["value"] == "Hidden layers: 99 is outside the allowed range [1, 6]; the slider set it to 6"
+    )
+    hidden = _run(demo, layers, "release", [], session, data=5)["data"][0]  # a number in range: no note
+    assert hidden["visible"] is False and hidden["value"] == ""
