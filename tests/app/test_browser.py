@@ -17,8 +17,8 @@ One test walks the four tabs the way a user would and checks what the page shows
   reason, and no traceback anywhere in the page.
 
 Another test makes the live and race tabs' input mistakes (Start with nothing drawn, a race with
-no family, a number typed beyond a slider's range) and checks that each is named beside its
-field, with no error badge and the last plot kept.
+no family, a number typed beyond a slider's range, then a fraction in that slider) and checks that
+each is named beside its field, with no error badge and the last plot kept.
 
 Uncaught JavaScript errors fail the test. With ``FLOWMAPS_SCREENSHOTS=1`` it also writes a
 full-page PNG of each tab after its main action to ``docs/screenshots/`` (otherwise it writes
@@ -193,6 +193,13 @@ def _stroke(page, at: tuple[float, float]) -> None:
     for k in range(20):
         page.mouse.move(x0 + 5 * k, y0 + 3 * k)
     page.mouse.up()
+
+
+def _just_under(page, above: str, below: str) -> None:
+    """``below`` is shown right under ``above``, across the same width (a slider and its note)."""
+    a, b = page.locator(above).bounding_box(), page.locator(below).bounding_box()
+    assert a and b and abs(b["y"] - (a["y"] + a["height"])) <= 2, (a, b)
+    assert abs(b["x"] - a["x"]) <= 2 and abs(b["width"] - a["width"]) <= 2, (a, b)
 
 
 def _step(page) -> int:
@@ -396,7 +403,8 @@ def test_browser_race(browser_page):
 def test_browser_input_mistakes_show_beside_the_field(browser_page):
     """Input mistakes in the live and race tabs: the message beside the field (gradio's validator),
     the last good plot kept, no error badge on the progress bar; a number typed beyond a slider's
-    range is named beside the slider with the value the page kept."""
+    range is named in a note just under the slider with the value the page kept, after which the
+    same slider still refuses a fraction under its own label."""
     page, js_errors = browser_page
     samples = page.locator("#plot-samples")
     page.click("#btn-load")  # a shipped model: the samples plot at once, without training
@@ -416,16 +424,20 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     assert page.inner_text("#live-progress") == bar and "loaded" in page.inner_text("#live-status")
     assert samples.evaluate(POINTS_JS) == drawn  # the last good plot, point for point
 
-    # ---- a number above a slider's range: the page clamps it on blur, and the slider says so
+    # ---- a number above a slider's range: the page clamps it on blur, and a note under the slider says so
+    note = page.locator("#steps-note")
+    assert not note.is_visible()  # nothing to say: no note, and no gap for one
     box = page.locator("#steps input[type=number]")
     box.fill("99999")
     box.blur()
-    page.wait_for_function("() => document.querySelector('#steps').innerText.includes('the slider set it to')")
-    note = page.inner_text("#steps")
+    note.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#steps-note').innerText.includes('the slider set it to')")
     kept = re.search(
-        r"Steps per run: 99999 is outside the allowed range \[10, (\d+)\]; the slider set it to (\d+)", note
+        r"Steps per run: 99999 is outside the allowed range \[10, (\d+)\]; the slider set it to (\d+)",
+        note.inner_text(),
     )
-    assert kept and kept.group(1) == kept.group(2) == box.input_value(), note
+    assert kept and kept.group(1) == kept.group(2) == box.input_value(), note.inner_text()
+    _just_under(page, "#steps", "#steps-note")
 
     # ---- the pad still takes strokes under the message; a good Start clears it and trains
     _stroke(page, at=(0.3, 0.4))
@@ -438,6 +450,25 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     message.wait_for(state="detached", timeout=15_000)
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+
+    # ---- after a note, the same slider still names a fraction by its label (the note never updates
+    # the slider: gradio would give the session a plain slider, and the settings check would say "depth")
+    box = page.locator("#depth input[type=number]")
+    box.fill("99999")
+    box.blur()
+    page.wait_for_function("() => /the slider set it to/.test(document.querySelector('#depth-note')?.innerText)")
+    _just_under(page, "#depth", "#depth-note")
+    box.fill("2.5")
+    box.press("Enter")
+    box.blur()
+    page.click("#btn-start")
+    message = page.locator("#depth .validation-error")
+    message.wait_for(timeout=20_000)
+    assert message.inner_text().startswith("Hidden layers: 2.5 is not a whole number"), message.inner_text()
+    box.fill("4")
+    box.press("Enter")
+    box.blur()
+    page.wait_for_function("() => !document.querySelector('#depth-note')?.checkVisibility()")  # said, then gone
 
     # ---- a race with no family picked: the reason beside the families, nothing raced
     _tab(page, "race")
