@@ -80,6 +80,10 @@ CSS = """
 .form > .block.slider-note {background: var(--block-background-fill); padding: var(--block-padding);}
 .column > .form > .block.slider-note {padding-top: 0;}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
+/* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
+.block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}
+.block > .wrap > .validation-error {position: static; align-self: stretch; border: 1px solid var(--error-border-color);
+  border-radius: var(--radius-sm);}
 """
 
 

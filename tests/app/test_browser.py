@@ -202,6 +202,13 @@ def _just_under(page, above: str, below: str) -> None:
     assert abs(b["x"] - a["x"]) <= 2 and abs(b["width"] - a["width"]) <= 2, (a, b)
 
 
+def _above_label(page, field: str) -> None:
+    """The validation message shown in ``field`` sits above the field's label, leaving it readable."""
+    message = page.locator(f"{field} .validation-error").bounding_box()
+    label = page.locator(f"{field} [data-testid=block-info]").first.bounding_box()
+    assert message and label and message["y"] + message["height"] <= label["y"] + 1, (message, label)
+
+
 def _step(page) -> int:
     m = STEP_RE.search(page.inner_text("#live-status"))
     return int(m.group(1)) if m else -1
@@ -419,6 +426,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     message = page.locator("#data-set .validation-error")  # on the data set choice, clear of the pad
     message.wait_for(timeout=20_000)
     assert re.search(r"drawing: .*draw a shape", message.inner_text()), message.inner_text()
+    _above_label(page, "#data-set")
     page.wait_for_timeout(1000)  # anything still on its way lands
     assert page.locator("#live-progress .error").count() == 0  # no red "Error" badge
     assert page.inner_text("#live-progress") == bar and "loaded" in page.inner_text("#live-status")
@@ -465,6 +473,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     message = page.locator("#depth .validation-error")
     message.wait_for(timeout=20_000)
     assert message.inner_text().startswith("Hidden layers: 2.5 is not a whole number"), message.inner_text()
+    _above_label(page, "#depth")
     box.fill("4")
     box.press("Enter")
     box.blur()
@@ -479,6 +488,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     message = page.locator("#race-families .validation-error")
     message.wait_for(timeout=20_000)
     assert "families: pick at least one" in message.inner_text(), message.inner_text()
+    _above_label(page, "#race-families")
     assert page.locator("#race-progress .error").count() == 0 and page.inner_text("#race-table").strip() == ""
     _no_traceback(page)
     assert not js_errors, js_errors
