@@ -282,11 +282,13 @@ def quality_figure(
         )
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
+    # room above the panels for their titles' lines and, over them, plotly's hover toolbar (about 30 px)
+    lines = 1 + max(title.count("<br>") for title in (metric_name, time_title))
     fig.update_layout(
         height=460,
         template="plotly_white",
         font=FONT,
-        margin={"l": 50, "r": 10, "t": 40, "b": 50},
+        margin={"l": 50, "r": 10, "t": 30 + 20 * lines, "b": 50},
         legend={"orientation": "h", "y": -0.18, "x": 0, "yanchor": "top"},
     )
     return fig
