@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from app.checked import component_class
 from app.live import LiveSession
 from app.sessions import SessionClosed, Sessions, SpaceFull
 from app.validation import InputError, parse_float
@@ -60,21 +61,69 @@ class Refused:
         return f"Refused({self.message!r})"
 
 
+def _refuse(component: Any, err: InputError) -> Refused:
+    """The answer to a value ``component``'s check refused: a :class:`Refused` where an
+    :class:`InputCheck` validates the component's events, else the page's message, raised."""
+    if getattr(component, "refused_to_validator", False):
+        return Refused(str(err))
+    raise input_error(str(err)) from None
+
+
 def refusing(component: Any, check) -> Any:
     """``component``'s preprocess through ``check(payload)``, which raises :class:`InputError`
     naming the field: raised as the page's message (:func:`input_error`), or handed on as a
-    :class:`Refused` once an :class:`InputCheck` validates the component's events."""
+    :class:`Refused` once an :class:`InputCheck` validates the component's events.
+
+    Set on an instance, this check holds only while no event updates the component (see
+    :func:`_checked_class`); app/drawing.py's pad is shown and hidden through its column for that reason."""
 
     @functools.wraps(check)  # named as the check it runs
     def preprocess(payload: Any) -> Any:
         try:
             return check(payload)
         except InputError as err:
-            if getattr(component, "refused_to_validator", False):
-                return Refused(str(err))
-            raise input_error(str(err)) from None
+            return _refuse(component, err)
 
     return preprocess
+
+
+@functools.cache
+def _checked_class(base: type, check, validated: bool) -> type:
+    """``base`` (a gradio component class) whose preprocess is ``check(component, payload)``.
+
+    ``check`` raises :class:`InputError` naming the field; the refusal is answered as
+    :func:`refusing` does, a :class:`Refused` when ``validated`` (the component's events have an
+    :class:`InputCheck`). The page draws it as ``base`` (:func:`app.checked.component_class`).
+
+    A class rather than an instance's attribute, because gradio answers an event that updates a
+    component (an example's click, the page's load refreshing a dropdown's choices) by giving
+    that browser session a fresh ``block.__class__(**constructor args)`` (gradio/blocks.py,
+    postprocess_data) and preprocesses the session's inputs with that copy: a check set on the
+    instance is lost there, one of its class is kept, and reads the copy's own label, range and
+    choices. (Lessons whose click returned plain values instead of updates would be needed for
+    each gr.Examples, and would leave the page's load, which must update the choices, unchecked.)
+    """
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return check(self, payload)
+        except InputError as err:
+            return _refuse(self, err)
+
+    attrs = {
+        "__doc__": f"gr.{base.__name__} whose preprocess is {check.__name__} (app/events.py).",
+        "field_check": staticmethod(check),
+        "refused_to_validator": validated,
+        "preprocess": preprocess,
+    }
+    return component_class(base, f"Checked{base.__name__}" + ("ForValidator" if validated else ""), attrs)
+
+
+def _check_by_class(component: Any, check, validated: bool = False) -> Any:
+    """Give ``component`` (built) the checked class of its gradio class (:func:`_checked_class`)."""
+    base = getattr(type(component), "gradio_class", type(component))
+    component.__class__ = _checked_class(base, check, validated)
+    return component
 
 
 def _slider_value(slider: gr.Slider, payload: Any) -> float:
@@ -118,13 +167,12 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     there is nothing to say; :func:`_clamp_note`). The slider's release event carries the typed
     number, its value the clamped one.
 
-    The check is an instance attribute (a subclass would make gradio write a .pyi stub beside
-    the module), so nothing may update the slider itself: gradio answers an update of a
-    component by giving the session a fresh plain copy, without the check. The note is a
-    separate element for that reason. Must be built inside ``gr.Blocks`` (it listens to its release).
+    The check is the slider's class (:func:`_checked_class`), so a session's copy of the slider
+    (made by gradio when an event updates it, e.g. a lesson's click) keeps it. The note is a
+    separate element, so that the release event leaves the slider alone. Must be built inside
+    ``gr.Blocks`` (it listens to its release).
     """
-    slider = gr.Slider(*args, **kwargs)
-    slider.preprocess = refusing(slider, functools.partial(_slider_value, slider))
+    slider = _checked_class(gr.Slider, _slider_value, False)(*args, **kwargs)
     note_id = f"{slider.elem_id}-note" if slider.elem_id else None
     slider.note = gr.Markdown("", visible=False, elem_id=note_id, elem_classes=["slider-note"])
     # The note goes where the slider goes: into the box in which gradio groups consecutive form
@@ -139,19 +187,22 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     return slider
 
 
+def _gradio_check(component: Any, payload: Any) -> Any:
+    """gradio's own preprocess of ``component`` (a checked class's), its errors named after the field."""
+    try:
+        return type(component).gradio_class.preprocess(component, payload)
+    except Exception as err:
+        message = getattr(err, "message", None) or str(err)
+        raise InputError(f"{component.label or 'input'}: {message}") from None
+
+
 def named(component: Any) -> Any:
-    """Prefix gradio's own input errors (e.g. a value not among a dropdown's choices) with the field."""
-    original = component.preprocess
+    """Prefix gradio's own input errors (e.g. a value not among a dropdown's choices) with the field.
 
-    def check(payload: Any) -> Any:
-        try:
-            return original(payload)
-        except Exception as err:
-            message = getattr(err, "message", None) or str(err)
-            raise InputError(f"{component.label or 'input'}: {message}") from None
-
-    component.preprocess = refusing(component, check)
-    return component
+    The check is the component's class (:func:`_checked_class`), so it holds for a session's copy
+    of it too (gradio makes one when an event updates the component: a lesson's click, the
+    page's load refreshing the model choices)."""
+    return _check_by_class(component, _gradio_check)
 
 
 # ------------------------------------------------------------------------------ error handling
@@ -278,7 +329,10 @@ class InputCheck:
         self.position = {name: where[id(comp)] for name, comp in fields.items() if id(comp) in where}
         self.anchor = where[id(anchor)]
         for comp in self.inputs:  # their own refusals now come here (see Refused)
-            comp.refused_to_validator = True
+            if hasattr(type(comp), "field_check"):  # by class, kept by a session's copy too
+                _check_by_class(comp, type(comp).field_check, validated=True)
+            else:
+                comp.refused_to_validator = True
 
     def __call__(self, session: LiveSession, *values: Any) -> list[dict]:
         at, message = None, ""

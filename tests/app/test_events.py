@@ -155,3 +155,62 @@ def test_a_clamp_note_leaves_the_slider_and_its_check_in_place():
     )
     hidden = _run(demo, layers, "release", [], session, data=5)["data"][0]  # a number in range: no note
     assert hidden["visible"] is False and hidden["value"] == ""
+
+
+def test_a_sessions_copy_of_an_updated_field_keeps_its_check():
+    """gradio answers an event that updates a component (a lesson's click fills the fields with
+    updates) by giving the session a fresh copy built from the component's class. The checks are
+    the class, so the copy keeps them, with the range and choices the update gave it; where a
+    validator takes the field's refusals, the copy hands them to it too. The page still draws
+    gradio's own components (the blocks' type), and no typing stub is written beside the app."""
+    from pathlib import Path
+
+    from gradio.queueing import create_validator_fn
+
+    import app.checked
+
+    with gr.Blocks() as demo:
+        state = gr.State()
+        layers = NamedSlider(1, 6, value=4, step=1, label="Hidden layers", elem_id="depth")
+        data = named(gr.Dropdown(["x", "y"], value="x", label="Data"))
+        seed = named(gr.Number(value=0, precision=0, label="Seed"))
+        width = NamedSlider(16, 64, value=32, step=16, label="width")
+        fill, used, start, go = gr.Button(), gr.Textbox(), gr.Button(), gr.Button()
+        fill.click(
+            lambda: (gr.update(maximum=8, value=7), gr.update(choices=["x", "z"]), gr.update(value=48)),
+            None,
+            [layers, data, width],
+        )
+        start.click(lambda n, d, s: repr((n, d, s)), [layers, data, seed], used)
+        check = InputCheck(Sessions(2, 60.0), [state, width], lambda s, w: None, {"width": width}, width, "Going")
+        go.click(lambda s, w: w, [state, width], used, validator=check)
+    session = SessionState(demo)
+    _run(demo, fill, "click", [], session)
+    copies = [session[c._id] for c in (layers, data, seed, width)]
+    assert [c is o for c, o in zip(copies, (layers, data, seed, width))] == [False, False, True, False]
+    assert copies[0].maximum == 8 and copies[1].choices == [("x", "x"), ("z", "z")]  # the session's own
+    assert _run(demo, start, "click", [7, "z", 3], session)["data"] == ["(7.0, 'z', 3)"]  # as updated
+    for typed, message in [
+        (2.5, "Hidden layers: 2.5 is not a whole number; type a whole number, e.g. 2"),
+        (9, "Hidden layers: 9 is outside the allowed range [1, 8]"),
+    ]:
+        with pytest.raises(gr.Error) as refused:
+            _run(demo, start, "click", [typed, "x", 0], session)
+        assert refused.value.message == message
+    with pytest.raises(gr.Error) as refused:
+        _run(demo, start, "click", [3, "y", 0], session)
+    assert refused.value.message == "Data: Value: y is not in the list of choices: ['x', 'z']"  # as updated
+    # the validator shows the copy's refusal beside its field, as the queue runs it before the event
+    fn = next(f for f in demo.fns.values() if (go._id, "click") in f.targets)
+    answer = asyncio.run(demo.process_api(create_validator_fn(fn), [None, 40.5], state=session))["data"]
+    assert _verdict(answer)[1] == (False, "width: 40.5 is not a whole number; type a whole number, e.g. 40")
+    # the page draws gradio's own components; the classes add no events and write no stub
+    types = {c["props"].get("label"): c["type"] for c in demo.get_config_file()["components"]}
+    assert (types["Hidden layers"], types["Data"], types["Seed"], types["width"]) == (
+        "slider",
+        "dropdown",
+        "number",
+        "slider",
+    )
+    assert type(layers).EVENTS is gr.Slider.EVENTS and isinstance(layers, gr.Slider)
+    assert not list(Path(app.checked.__file__).parent.glob("**/*.pyi"))
