@@ -1074,3 +1074,73 @@ def test_train_lessons_name_choices_the_tab_offers():
     for data, method in TRAIN_EXAMPLES:
         assert data in DATA_CHOICES and method in METHODS, (data, method)
     assert {m for _, m in TRAIN_EXAMPLES} >= {"LSD (Lagrangian)", "ESD (Eulerian)", "PSD-M (progressive, gamma = 1/2)"}
+
+
+def _page_event(demo, target, event: str, inputs: list, session, validator: bool = False):
+    """Run the page's ``event`` on ``target`` for one browser session through gradio's own event
+    path (its validator instead, with ``validator=True``, as the queue runs it before the event)."""
+    import asyncio
+
+    from gradio.queueing import create_validator_fn
+
+    fn = next(f for f in demo.fns.values() if (getattr(target, "_id", None), event) in f.targets)
+    return asyncio.run(demo.process_api(create_validator_fn(fn) if validator else fn, inputs, state=session))
+
+
+def test_an_event_that_fills_a_field_leaves_its_check_in_place(page):
+    """gradio answers an event that updates a component (a lesson's click, the page's load that
+    refreshes the model choices) by giving that browser session a fresh copy of the component,
+    built from its class. The copy keeps the field's check: a fraction on a slider of whole steps,
+    or a model not offered, is refused under the field's label, beside the field where the event
+    has a validator."""
+    import asyncio
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    session = SessionState(demo)
+    for fn in [f for f in demo.fns.values() if any(ev == "load" for _, ev in f.targets)]:  # the page opens
+        asyncio.run(demo.process_api(fn, [], state=session))
+    race_lessons = next(b for b in demo.blocks.values() if by_id["race-steps"] in getattr(b, "_components", []))
+    _page_event(demo, race_lessons, "click", [1], session)
+    _page_event(demo, by_id["cmp-examples"], "click", [0], session)
+    # each was given to this session as a fresh copy (else there would be nothing to test here)
+    for name in ("race-steps", "race-data", "cmp-steps", "cmp-points", "cmp-model", "pretrained", "q-model"):
+        assert session[by_id[name]._id] is not by_id[name], name
+    # the race: its validator shows the slider's refusal beside the slider
+    race = [None, "eight_gaussians", ["LSD"], 1550.5, 0]
+    answer = _page_event(demo, by_id["race-start"], "click", race, session, validator=True)["data"]
+    steps_message = "steps per family: 1550.5 is not a whole number; type a whole number, e.g. 1550"
+    assert (answer[3]["is_valid"], answer[3]["message"]) == (False, steps_message)
+    with pytest.raises(gr.Error) as refused:  # gradio's direct route runs no validator: the event refuses it
+        _page_event(demo, by_id["race-start"], "click", race, session)
+    assert refused.value.message == steps_message
+    # the flow-map-vs-ODE tab, whose lesson filled its sliders and its model
+    traj = [None, "eight_gaussians-lsd", "uniform", 2.5, "0, 1", 24, 0]
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, by_id["btn-trajectories"], "click", traj, session)
+    assert refused.value.message == "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, by_id["btn-trajectories"], "click", [None, "nope", *traj[2:]], session)
+    assert refused.value.message.startswith("Model: ") and "nope" in refused.value.message
+
+
+def test_no_event_of_the_page_updates_a_component_checked_by_its_instance(page):
+    """A check set on a component instance (app/drawing.py's sketch pad) is lost for a session
+    once an event updates the component (gradio gives the session a copy built from its class),
+    so no event of the page outputs to one; the named fields are checked by their class."""
+    from app.events import _gradio_check, _slider_value
+
+    demo = page
+    own = [b for b in demo.blocks.values() if "preprocess" in vars(b)]
+    assert [getattr(b, "elem_id", None) for b in own] == ["draw-pad"]  # the one there is (else nothing to test)
+    for fn in demo.fns.values():
+        for block in fn.outputs:
+            assert block not in own, (fn.name, getattr(block, "elem_id", None))
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    for name in ("steps", "depth", "race-steps", "cmp-steps", "cmp-points", "q-samples", "img-steps", "img-count"):
+        assert getattr(type(by_id[name]), "field_check", None) is _slider_value, name
+    for name in ("data-set", "method", "pretrained", "race-data", "race-families", "cmp-model", "q-model", "img-model"):
+        assert getattr(type(by_id[name]), "field_check", None) is _gradio_check, name
