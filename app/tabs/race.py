@@ -170,7 +170,12 @@ def build_race_tab(fm: Any, session: gr.State, lim: Limits) -> None:
             show_label=False,
             elem_id="race-samples",
         )
-        gr.Examples(EXAMPLES, [r_data, r_methods, r_steps, r_seed], label="lessons (click, then press Race)")
+        gr.Examples(
+            EXAMPLES,
+            [r_data, r_methods, r_steps, r_seed],
+            label="lessons (click, then press Race)",
+            elem_id="race-examples",
+        )
         inputs = [session, r_data, r_methods, r_steps, r_seed]
         fields = {"data set": r_data, "families": r_methods, "steps per family": r_steps, "seed": r_seed}
         r_go.click(

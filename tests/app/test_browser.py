@@ -494,6 +494,27 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     assert not js_errors, js_errors
 
 
+def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
+    """A race lesson's click fills the fields with updates, after which gradio gives the session
+    its own copies of them; the copies keep the fields' checks: a fraction typed into the steps
+    slider is refused beside it under its own label (not the race's own wording), nothing raced."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-examples [data-testid=dataset-cell-1-0]")  # the eight_gaussians lesson
+    page.wait_for_function("() => document.querySelector('#race-data input').value === 'eight_gaussians'")
+    box = page.locator("#race-steps input[type=number]")
+    box.fill("1550.5")
+    box.press("Enter")
+    box.blur()
+    page.click("#race-start")
+    message = page.locator("#race-steps .validation-error")
+    message.wait_for(timeout=20_000)
+    assert message.inner_text().startswith("steps per family: 1550.5 is not a whole number"), message.inner_text()
+    assert page.inner_text("#race-table").strip() == ""
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 # Each tab's main button on a fresh page, nothing else touched: the tab must open on a shipped
 # model and draw on the first click (no error badge, no traceback, no JavaScript error).
 FIRST_CLICKS = {
