@@ -81,6 +81,7 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
             "--docs", str(log_dir / f"{method}.md"),
             "--seed", str(args.seed),
             "--lr", str(args.lr),
+            "--reduction", args.reduction,
         ]  # fmt: skip
         if args.quick:
             cmd.append("--quick")
@@ -237,9 +238,11 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam at peak "
         f"lr {_lrs(train)} per stage, each cosine-annealed to 1% of its peak over the last "
         f"{1 - args.anneal:.0%} of the stage, clip 10, EMA 0.999, eta 0.75, training seeds "
-        f"{train.get('stage_seeds') or [train.get('seed')]} per stage. Command of the last stage: "
+        f"{train.get('stage_seeds') or [train.get('seed')]} per stage, branches combined per stage as "
+        f"{train.get('stage_reductions') or ['mean']} (mean: over all samples, 3:1; sum_of_means: the paper's "
+        "Algorithm 1). Command of the last stage: "
         f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} "
-        f"--seed {args.seed} --init-from <previous stage>`.",
+        f"--seed {args.seed} --reduction {args.reduction} --init-from <previous stage>`.",
     }
     save_pretrained(model, folder, config, card)
 
@@ -252,6 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-seconds", type=float, default=480.0, help="safety cap on each method's training time")
     p.add_argument("--anneal", type=float, default=0.5, help="cosine lr anneal from this fraction of the steps")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of this stage (RAdam)")
+    p.add_argument(
+        "--reduction",
+        choices=("mean", "sum_of_means"),
+        default="mean",
+        help="how the two branches are combined: mean over all samples (3:1 at eta 0.75) or sum of branch means",
+    )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
@@ -314,11 +323,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "## Every family on one budget: checkerboard KL\n\n"
             f"MLP {args.width}x{args.depth} GELU, batch {args.batch:,}, {args.steps:,} steps for every method, RAdam "
             f"lr {args.lr:g} cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, "
-            f"EMA 0.999, eta 0.75, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 "
+            f"EMA 0.999, eta 0.75, branches combined by {args.reduction!r}, training seed {args.seed}. KL: the paper's estimator (64,000 samples, 50 x 50 "
             "bins on [-1, 1]^2, target at bin centres normalised to sum 1; inf = an empty target bin), mean ± sd over "
             f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
             f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} --seed {args.seed} "
-            f"--gpus {' '.join(map(str, args.gpus))}"
+            f"--reduction {args.reduction} --gpus {' '.join(map(str, args.gpus))}"
             + (" --init-from <previous stage>" if args.init_from else "")
             + "`.\n\n"
             + machine_line(info)

@@ -124,7 +124,9 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema_params = [p for p in ema.parameters()]
     fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
-    objective = make_objective(method, eta=args.eta, fuse_branches=fused, return_logs=False)
+    objective = make_objective(
+        method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False
+    )
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
@@ -239,6 +241,11 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             # earlier stages without a record ran at lr 1e-3 with training seed 0
             "stage_lrs": [*previous.get("stage_lrs", [1e-3] * len(previous.get("stages", []))), args.lr],
             "stage_seeds": [*previous.get("stage_seeds", [0] * len(previous.get("stages", []))), args.seed],
+            # earlier stages without a record averaged over all samples ("mean")
+            "stage_reductions": [
+                *previous.get("stage_reductions", ["mean"] * len(previous.get("stages", []))),
+                args.reduction,
+            ],
         }
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
@@ -366,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eta", type=float, default=0.75)
+    p.add_argument(
+        "--reduction",
+        choices=("mean", "sum_of_means"),
+        default="mean",
+        help="mean over all samples (the released code: 3:1 at eta 0.75) or the sum of the two branch means "
+        "(the paper's Algorithm 1)",
+    )
     p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
     p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")
     p.add_argument(

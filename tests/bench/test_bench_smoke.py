@@ -65,6 +65,22 @@ def test_time_to_quality_quick(tmp_path: Path) -> None:
     assert config["method"] == "lsd" and config["training"]["steps"] == run["steps"]
 
 
+def test_time_to_quality_records_each_stages_reduction(tmp_path: Path) -> None:
+    """A later stage (--init-from) appends its own way of combining the branches to the record."""
+    mod = _load("time_to_quality")
+    mod.main(["--quick", "--methods", "psd-m", "--save", str(tmp_path / "a")])
+    mod.main(
+        ["--quick", "--methods", "psd-m", "--reduction", "sum_of_means", "--init-from", str(tmp_path / "a"),
+         "--save", str(tmp_path / "b")]
+    )  # fmt: skip
+    from flowmaps.hub import from_pretrained
+
+    _, config = from_pretrained(str(tmp_path / "b" / "checkerboard-psd-m"))
+    training = config["training"]
+    assert training["stage_reductions"] == ["mean", "sum_of_means"]
+    assert len(training["stages"]) == 2 and training["steps"] == sum(training["stages"])
+
+
 def test_live_cpu_quick(tmp_path: Path) -> None:
     mod = _load("live_cpu")
     payload = mod.main(["--quick", *_out(tmp_path)])
