@@ -124,9 +124,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema_params = [p for p in ema.parameters()]
     fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
-    objective = make_objective(
-        method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False
-    )
+    objective = make_objective(method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False)
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
