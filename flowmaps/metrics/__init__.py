@@ -3,7 +3,9 @@
 Time convention: **t = 0 is noise, t = 1 is data.**
 
 - :mod:`~flowmaps.metrics.histogram`: :func:`checkerboard_kl`, the paper's histogram KL for the
-  checkerboard, with :func:`checkerboard_kl_floor` (the score of exact samples) to report beside it.
+  checkerboard, with :func:`checkerboard_kl_floor` (the score of exact samples) to report beside it
+  and :func:`checkerboard_kl_parts` (how much of it is mass off the squares, and the shape at their
+  edges and inside).
 - :mod:`~flowmaps.metrics.distances`: :func:`sliced_wasserstein` and :func:`energy_distance`
   between any two point sets in d dimensions.
 - :mod:`~flowmaps.metrics.flowmap_error`: :func:`flowmap_error` and :func:`flowmap_error_grid`,
@@ -25,6 +27,7 @@ from flowmaps.metrics.histogram import (
     CheckerboardKL,
     checkerboard_kl,
     checkerboard_kl_floor,
+    checkerboard_kl_parts,
     checkerboard_target,
     histogram2d,
 )
@@ -35,6 +38,7 @@ __all__ = [
     "ExactMap",
     "checkerboard_kl",
     "checkerboard_kl_floor",
+    "checkerboard_kl_parts",
     "checkerboard_target",
     "histogram2d",
     "sliced_wasserstein",

@@ -35,7 +35,14 @@ from torch import Tensor
 
 from flowmaps.inputs import PointsLike, check_points
 
-__all__ = ["CheckerboardKL", "checkerboard_kl", "checkerboard_kl_floor", "checkerboard_target", "histogram2d"]
+__all__ = [
+    "CheckerboardKL",
+    "checkerboard_kl",
+    "checkerboard_kl_floor",
+    "checkerboard_kl_parts",
+    "checkerboard_target",
+    "histogram2d",
+]
 
 
 @dataclass
@@ -179,3 +186,60 @@ def checkerboard_kl_floor(
 
     x = sample_toy("checkerboard", n, torch.Generator().manual_seed(seed), dtype=torch.float64)
     return checkerboard_kl(x, bins, range, eps).kl
+
+
+def checkerboard_kl_parts(
+    samples: PointsLike, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0), eps: float = 0.5
+) -> dict[str, float]:
+    """Where a checkerboard KL comes from: mass off the target, and the shape on it, edge and interior.
+
+    With ``S`` the target's bins (``q_b > 0``), ``P_S = sum_{b in S} p_b`` and ``p'_b = p_b / P_S``,
+    the KL of :func:`checkerboard_kl` (with ``eps``) splits exactly as
+
+        ``KL = -log P_S + sum_{b in E} q_b log(q_b / p'_b) + sum_{b in S - E} q_b log(q_b / p'_b)``
+
+    where ``E`` are the edge bins: target bins with one of their four neighbours off the target or
+    off the grid. The first term is the mass that fell off the squares; the other two compare the
+    shape on the squares, and sum to ``KL(q || p')`` >= 0. A map that blurs or rounds the squares
+    puts too little mass in the edge bins (a positive edge part) and too much inside (a negative
+    interior part). Exact samples score about 0.039 / 0.047 / -0.022 at 64,000 samples (docs/benchmarks.md).
+
+    Args:
+        samples: ``(N, 2)`` points (the data end, t = 1).
+        bins, range: as in :func:`checkerboard_kl`.
+        eps: count given to an empty bin (must be positive here, so that every part is finite).
+
+    Returns:
+        ``{"kl", "off_target", "edge", "interior", "mass_off_target", "edge_bins", "target_bins"}``:
+        the first four in nats (``kl`` equals ``checkerboard_kl(samples, bins, range, eps).kl`` up
+        to rounding), ``mass_off_target`` the fraction of samples in no target bin (those outside
+        ``range`` included; ``P_S`` also holds the ``eps`` of empty target bins, so where many are
+        empty ``-log P_S`` can dip below 0), and the bin counts of ``E`` and ``S``.
+
+    Raises:
+        ValueError: ``eps`` not a positive finite count, or as :func:`checkerboard_kl`.
+    """
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive count for empty bins; got {eps}")
+    x = check_points(samples, dim=2)
+    counts, _ = histogram2d(x, bins, range)
+    q = checkerboard_target(bins, range)
+    target = q > 0
+    p = torch.clamp(counts, min=eps) / x.shape[0]
+    p_target = float(p[target].sum())
+    padded = torch.nn.functional.pad(target.to(torch.float64)[None, None], (1, 1, 1, 1))[0, 0]
+    neighbours = torch.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])
+    edge = target & (neighbours.min(dim=0).values < 1)
+    terms = torch.zeros_like(q)
+    terms[target] = q[target] * torch.log(q[target] * p_target / p[target])
+    off = -math.log(p_target)
+    edge_part, interior_part = float(terms[edge].sum()), float(terms[target & ~edge].sum())
+    return {
+        "kl": off + edge_part + interior_part,
+        "off_target": off,
+        "edge": edge_part,
+        "interior": interior_part,
+        "mass_off_target": 1.0 - float(counts[target].sum()) / x.shape[0],
+        "edge_bins": int(edge.sum()),
+        "target_bins": int(target.sum()),
+    }

@@ -81,6 +81,18 @@ def test_time_to_quality_records_each_stages_reduction(tmp_path: Path) -> None:
     assert len(training["stages"]) == 2 and training["steps"] == sum(training["stages"])
 
 
+def test_kl_parts_quick(tmp_path: Path) -> None:
+    """The parts of every shipped checkerboard model's KL add up to its KL, exact samples first."""
+    mod = _load("kl_parts")
+    payload = mod.main(["--quick", "--methods", "lsd", "esd"])
+    parts = payload["parts"]
+    assert set(parts) == {"exact", "lsd/N=1", "esd/N=1"}
+    for runs in parts.values():
+        assert len(runs) == 2
+        for r in runs:
+            assert abs(r["off_target"] + r["edge"] + r["interior"] - r["kl"]) < 1e-9
+
+
 def test_live_cpu_quick(tmp_path: Path) -> None:
     mod = _load("live_cpu")
     payload = mod.main(["--quick", *_out(tmp_path)])

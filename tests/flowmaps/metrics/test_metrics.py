@@ -19,6 +19,7 @@ from flowmaps.metrics import (
     CheckerboardKL,
     checkerboard_kl,
     checkerboard_kl_floor,
+    checkerboard_kl_parts,
     checkerboard_target,
     energy_distance,
     flowmap_error,
@@ -346,3 +347,64 @@ def test_mean_sd_over_seeds():
     assert m == float("inf") and sd != sd  # an empty bin on one seed: no mean to report
     with pytest.raises(ValueError):
         mean_sd([])
+
+
+# ------------------------------------------------------------------------- KL parts
+def _edge_bins_by_loops(bins: int = 50) -> set[tuple[int, int]]:
+    """Target bins with a 4-neighbour off the target or off the grid, from the density at each centre."""
+    w = 2.0 / bins
+    centre = [-1.0 + (k + 0.5) * w for k in range(bins)]
+
+    def on(i: int, j: int) -> bool:
+        if not (0 <= i < bins and 0 <= j < bins):
+            return False
+        pt = torch.tensor([[centre[i], centre[j]]], dtype=F64)
+        return bool(checkerboard_density(pt)[0] > 0)
+
+    return {
+        (i, j)
+        for i in range(bins)
+        for j in range(bins)
+        if on(i, j) and not all(on(i + di, j + dj) for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)))
+    }
+
+
+def test_kl_parts_add_up_to_the_kl_and_name_the_edge_bins():
+    g = torch.Generator().manual_seed(3)
+    exact = sample_toy("checkerboard", 20_000, g, dtype=F64)
+    noisy = torch.cat(
+        [
+            exact[:15_000] + 0.05 * torch.randn(15_000, 2, generator=g, dtype=F64),
+            1.5 * torch.randn(500, 2, generator=g, dtype=F64),
+        ]
+    )
+    for x in (exact, noisy):
+        parts = checkerboard_kl_parts(x)
+        assert parts["kl"] == pytest.approx(checkerboard_kl(x, eps=0.5).kl, rel=1e-10, abs=1e-12)
+        assert parts["off_target"] + parts["edge"] + parts["interior"] == pytest.approx(parts["kl"], abs=1e-12)
+        assert parts["edge"] + parts["interior"] >= 0.0  # KL(q || p') of the shape on the squares
+    assert parts["target_bins"] == int((checkerboard_target() > 0).sum())
+    assert parts["edge_bins"] == len(_edge_bins_by_loops())
+
+
+def test_kl_parts_tell_a_shrunken_board_from_mass_thrown_off_it():
+    g = torch.Generator().manual_seed(0)
+    exact = sample_toy("checkerboard", 64_000, g, dtype=F64)
+    # each point pulled 10 % of the way to its square's centre (0.025 < a bin): nothing leaves, edge bins thin out
+    centre = (torch.floor(exact * 2.0) + 0.5) / 2.0
+    shrunk = centre + 0.9 * (exact - centre)
+    # a tenth of the points thrown far off the board, the rest exact
+    thrown = exact.clone()
+    thrown[:6_400] = 5.0
+    base, s, t = checkerboard_kl_parts(exact), checkerboard_kl_parts(shrunk), checkerboard_kl_parts(thrown)
+    assert s["mass_off_target"] == 0.0 and -0.01 < s["off_target"] <= 0.0  # only the eps of empty bins
+    assert s["edge"] > base["edge"] + 0.3 and s["interior"] < base["interior"] - 0.05
+    assert t["off_target"] == pytest.approx(base["off_target"] - math.log(0.9), abs=0.01)
+    assert abs(t["edge"] - base["edge"]) < 0.01 and abs(t["interior"] - base["interior"]) < 0.01
+
+
+def test_kl_parts_refuse_an_eps_that_is_not_a_positive_count():
+    x = sample_toy("checkerboard", 1000, torch.Generator().manual_seed(0), dtype=F64)
+    for eps in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a positive count"):
+            checkerboard_kl_parts(x, eps=eps)
