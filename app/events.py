@@ -215,7 +215,8 @@ def _friendly(err: Exception, action: str) -> gr.Error:
         return input_error(str(err), action=action)
     log.exception("%s failed", action)  # a fault of the app, not of the input: its traceback, once
     return gr.Error(
-        f"{action} failed ({type(err).__name__}: {str(err)[:300]}). The app is still running: try other settings.",
+        f"{action} failed ({type(err).__name__}: {str(err)[:300]}). This is a fault of the app, not of your "
+        "input, and the app is still running: try again, or reload the page if it fails again.",
         title="Something went wrong",
         print_exception=False,
     )
@@ -342,6 +343,8 @@ class InputCheck:
                     at, message = i, value.message
                     break
             else:
+                if not isinstance(session, LiveSession):  # the event replaces it (visiting), and says so
+                    session = LiveSession()
                 if session.closed:
                     raise SessionClosed(self.sessions.closed_message())
                 self.check(session, *values)
@@ -360,8 +363,25 @@ class InputCheck:
 
 
 # ------------------------------------------------------------------------------ visitors
-def _with_state(out: Any, session: LiveSession) -> tuple:
+def _with_state(out: Any, session: LiveSession) -> Any:
+    """A handler's outputs followed by the session (the event's last output, the page's gr.State).
+
+    A handler with no output of its own (its event's only output is the state) returns None or
+    ``()``: the event then returns the session itself, since gradio stores whatever an event of
+    one output returns, a 1-tuple included, in that output. A handler whose one output should be
+    cleared returns ``gr.update(value=None)``, not None."""
+    if out is None or (isinstance(out, tuple) and not out):
+        return session
     return (*out, session) if isinstance(out, tuple) else (out, session)
+
+
+def _own_session(value: Any) -> LiveSession:
+    """The page's gr.State value as a session: a fresh one (logged as a fault of the app) where the
+    state holds anything else, so that one wrong write cannot break every later click of the page."""
+    if isinstance(value, LiveSession):
+        return value
+    log.error("the page's session state held a %s, not a session: a fresh session replaces it", type(value).__name__)
+    return LiveSession()
 
 
 def visiting(sessions: Sessions, fn, action: str):
@@ -369,6 +389,8 @@ def visiting(sessions: Sessions, fn, action: str):
     gr.State, whose time to live restarts whenever an event writes it), run while the session
     is marked busy (an idle expiry then leaves it alone) and recorded under the visitor's
     browser-session hash (the unload event frees it by that hash). Errors as :func:`guarded`.
+    ``fn`` returns its own outputs, None or ``()`` where the session is the event's only output
+    (:func:`_with_state`); a state that holds no session gets a fresh one (:func:`_own_session`).
     A session freed already is refused with a message, and so is an input its own check refused
     (a :class:`Refused` value, met here when no validator ran)."""
 
@@ -378,6 +400,7 @@ def visiting(sessions: Sessions, fn, action: str):
     if inspect.isgeneratorfunction(fn):
 
         def event(request: gr.Request, session, *args):
+            session = _own_session(session)
             _refused(args)
             with using(session, request):
                 for out in fn(session, *args):
@@ -386,6 +409,7 @@ def visiting(sessions: Sessions, fn, action: str):
     else:
 
         def event(request: gr.Request, session, *args):
+            session = _own_session(session)
             _refused(args)
             with using(session, request):
                 return _with_state(fn(session, *args), session)

@@ -1144,3 +1144,44 @@ def test_no_event_of_the_page_updates_a_component_checked_by_its_instance(page):
         assert getattr(type(by_id[name]), "field_check", None) is _slider_value, name
     for name in ("data-set", "method", "pretrained", "race-data", "race-families", "cmp-model", "q-model", "img-model"):
         assert getattr(type(by_id[name]), "field_check", None) is _gradio_check, name
+
+
+def _page_stream(demo, target, event: str, inputs: list, session) -> list:
+    """Every update of the page's streaming ``event`` on ``target`` for one browser session,
+    through gradio's own event path (its iterator driven to the end)."""
+    import asyncio
+
+    fn = next(f for f in demo.fns.values() if (getattr(target, "_id", None), event) in f.targets)
+    updates, iterator = [], None
+    while True:
+        out = asyncio.run(demo.process_api(fn, inputs, state=session, iterator=iterator))
+        if not out["is_generating"]:
+            return updates
+        updates.append(out["data"])
+        iterator = out["iterator"]
+
+
+def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
+    """The race's Stop and the live tab's Stop, pressed with nothing running, answer without
+    harm: the page's session state still holds the session (a handler with no output of its own
+    must not leave a tuple there), and a Start afterwards trains in that browser session."""
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
+    session = SessionState(demo)
+    first = session[state._id]
+    assert isinstance(first, LiveSession)
+    assert _page_event(demo, by_id["race-stop"], "click", [None], session)["data"] == [None]  # the state's update
+    assert session[state._id] is first  # the same session, not (session,)
+    said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
+    assert "nothing is training" in said and session[state._id] is first
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
+    assert all(v["is_valid"] for v in verdict), verdict
+    updates = _page_stream(demo, by_id["btn-start"], "click", start, session)
+    assert "**done**" in updates[-1][3] and "step 20" in updates[-1][3], updates[-1][3]
+    assert session[state._id] is first and first.has_model

@@ -515,6 +515,28 @@ def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
     assert not js_errors, js_errors
 
 
+def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
+    """Stop on the race tab with no race running answers without harm: Start on the live tab then
+    trains in the same browser session (live samples drawn, no error anywhere in the page)."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-stop")
+    page.wait_for_timeout(1000)  # Stop's answer lands
+    _tab(page, "train")
+    page.click("#btn-start")
+    samples = page.locator("#plot-samples")
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=30_000)
+    page.wait_for_function(
+        "() => /training · LSD on checkerboard · step [1-9]/.test(document.querySelector('#live-status').innerText)",
+        timeout=30_000,
+    )
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    assert "failed" not in page.inner_text("body") and page.locator("[data-testid=toast-body]").count() == 0
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 # Each tab's main button on a fresh page, nothing else touched: the tab must open on a shipped
 # model and draw on the first click (no error badge, no traceback, no JavaScript error).
 FIRST_CLICKS = {

@@ -214,3 +214,42 @@ def test_a_sessions_copy_of_an_updated_field_keeps_its_check():
     )
     assert type(layers).EVENTS is gr.Slider.EVENTS and isinstance(layers, gr.Slider)
     assert not list(Path(app.checked.__file__).parent.glob("**/*.pyi"))
+
+
+def test_a_handler_without_outputs_leaves_the_session_in_the_state_and_a_bad_state_is_replaced(caplog):
+    """A visitor's event returns the session last, for the page's gr.State. A handler with no
+    output of its own (a Stop with nothing to stop) returns () or None: the state must still
+    hold the session itself (gradio stores what an event of one output returns, a 1-tuple too).
+    A state that holds anything else (as that bug left it) gets a fresh session, once, instead of
+    every later click failing; a fault of the app is not called an input mistake."""
+    from app.events import visiting
+
+    def fail(session):
+        raise RuntimeError("the disk is full")
+
+    sessions = Sessions(4, 60.0)
+    with gr.Blocks() as demo:
+        state = gr.State(LiveSession)
+        out = gr.Textbox()
+        go, stop, stop_none, boom = gr.Button(), gr.Button(), gr.Button(), gr.Button()
+        go.click(visiting(sessions, lambda s: f"session {s.token}", "Going"), state, [out, state])
+        stop.click(visiting(sessions, lambda s: (), "Stop"), state, state)
+        stop_none.click(visiting(sessions, lambda s: None, "Stop"), state, state)
+        boom.click(visiting(sessions, fail, "Drawing"), state, [out, state])
+    session = SessionState(demo)
+    first = session[state._id]
+    for button in (stop, stop_none, go):
+        _run(demo, button, "click", [None], session)
+        assert session[state._id] is first
+    assert _run(demo, go, "click", [None], session)["data"][0] == f"session {first.token}"
+    session[state._id] = (first,)  # what a Stop left there before
+    with caplog.at_level(logging.INFO, logger="flowmaps.app"):
+        said = _run(demo, go, "click", [None], session)["data"][0]
+    fresh = session[state._id]
+    assert isinstance(fresh, LiveSession) and fresh is not first and said == f"session {fresh.token}"
+    assert [r.levelno for r in caplog.records if "not a session" in r.getMessage()] == [logging.ERROR]
+    with pytest.raises(gr.Error) as failed:
+        _run(demo, boom, "click", [None], session)
+    message = failed.value.message
+    assert message.startswith("Drawing failed (RuntimeError: the disk is full)") and "fault of the app" in message
+    assert "settings" not in message and "try again" in message, message
