@@ -1127,6 +1127,103 @@ def test_an_event_that_fills_a_field_leaves_its_check_in_place(page):
     assert refused.value.message.startswith("Model: ") and "nope" in refused.value.message
 
 
+def _verdicts(answer: dict) -> list[tuple[bool, str]]:
+    """A validator's answer through gradio's event path: (valid, message) per input."""
+    assert all(a["__type__"] == "validate" for a in answer["data"])
+    return [(a["is_valid"], a["message"]) for a in answer["data"]]
+
+
+def _refused_at(answer: dict) -> dict[int, str]:
+    """Where a validator's answer shows a message: input position -> message."""
+    return {i: message for i, (ok, message) in enumerate(_verdicts(answer)) if not ok}
+
+
+def test_the_plotting_tabs_show_a_mistake_beside_its_field_before_the_event_runs(page):
+    """The "Flow map vs ODE" and Images buttons have gradio's validator: a fraction on a slider of
+    whole steps, a bad custom grid, a model not offered or a session without a model is refused
+    beside that one field (the event does not run, so the plots stay as they are), in the words
+    of the callback's own check; good values pass. On gradio's direct route (no validator) the
+    event itself refuses a slider's fraction (a gr.Error) and answers a bad grid in its text with
+    the plots unchanged."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    session = SessionState(demo)
+    traj = by_id["btn-trajectories"]
+    # inputs: [session, model, grid, steps, custom times, start points, seed]
+    good = [None, "eight_gaussians-lsd", "uniform", 4, "0, 0.4, 0.75, 1", 24, 0]
+
+    def traj_refused(**changes) -> dict[int, str]:
+        names = ["session", "model", "grid", "steps", "times", "points", "seed"]
+        values = [changes.get(n, v) for n, v in zip(names, good)]
+        return _refused_at(_page_event(demo, traj, "click", values, session, validator=True))
+
+    assert traj_refused() == {}
+    assert traj_refused(steps=2.5) == {3: "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+    assert traj_refused(points=3.5) == {5: "Start points: 3.5 is not a whole number; type a whole number, e.g. 4"}
+    bad_grid = traj_refused(grid="custom", times="0, 0.7, 0.3, 1")
+    assert list(bad_grid) == [4] and bad_grid[4].startswith("custom times: ") and "increasing" in bad_grid[4]
+    assert list(traj_refused(seed=-1)) == [6]
+    no_model = traj_refused(model="__session__")  # a message that names no field: beside the model
+    assert list(no_model) == [1] and "no model yet" in no_model[1]
+    # the direct route: the event refuses the fraction itself, and keeps the plots for a bad grid
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, traj, "click", [None, *good[1:3], 2.5, *good[4:]], session)
+    assert refused.value.message.startswith("Flow-map steps N: 2.5 is not a whole number")
+    bad_grid = [None, good[1], "custom", 4, "0, 0.7, 0.3, 1", 24, 0]
+    fig, info, heat, _ = _page_event(demo, traj, "click", bad_grid, session)["data"]
+    assert fig == heat == {"__type__": "update"} and "custom times" in info
+
+    images = by_id["btn-images"]
+    # inputs: [image model, steps, grid, custom times, seed, images, ODE baseline]
+    good = ["fashion-mnist-lsd", 2, "uniform", "0, 0.4, 0.75, 1", 0, 2, "none"]
+
+    def img_refused(**changes) -> dict[int, str]:
+        names = ["model", "steps", "grid", "times", "seed", "count", "ode"]
+        values = [changes.get(n, v) for n, v in zip(names, good)]
+        return _refused_at(_page_event(demo, images, "click", values, session, validator=True))
+
+    assert img_refused() == {}
+    assert img_refused(steps=2.5) == {1: "Steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+    assert img_refused(count=3.5) == {5: "Images: 3.5 is not a whole number; type a whole number, e.g. 4"}
+    bad_grid = img_refused(grid="custom", times="1, 0")
+    assert list(bad_grid) == [3] and bad_grid[3].startswith("custom times: ")
+    assert img_refused(grid="custom", times="0, 0.5, 1") == {}  # the steps slider plays no part in a custom grid
+    assert list(img_refused(model="nope")) == [0] and list(img_refused(ode="nope")) == [6]
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, images, "click", ["fashion-mnist-lsd", 2.5, *good[2:]], session)
+    assert refused.value.message.startswith("Steps N: 2.5 is not a whole number")
+
+
+def test_a_lesson_leaves_the_custom_times_a_user_typed(page):
+    """The "Flow map vs ODE" lessons on a uniform grid fill every field but "Custom times", which
+    keeps what the user typed there; the custom-grid lesson fills its own times. The lesson then
+    draws, through the same validator as the button (a fraction in a slider is refused beside it)."""
+    import asyncio
+
+    from gradio.queueing import create_validator_fn
+    from gradio.state_holder import SessionState
+
+    from app.tabs.flowmap_vs_ode import COMPARE_EXAMPLES
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    lessons = by_id["cmp-examples"]
+    session = SessionState(demo)
+    for index, (_, model, grid, steps, times, points, seed) in enumerate(COMPARE_EXAMPLES):
+        filled = _page_event(demo, lessons, "click", [index], session)["data"]
+        assert [f.get("value") for f in filled] == [model, grid, steps, times or None, points, seed]
+        assert ("value" in filled[3]) == (grid == "custom"), filled[3]  # no value: the box is left alone
+    draw = next(f for f in demo.fns.values() if f.name == "draw")
+    assert draw.validator is not None and draw.inputs == lessons._components
+    answer = asyncio.run(
+        demo.process_api(create_validator_fn(draw), ["eight_gaussians-lsd", "uniform", 2.5, "", 24, 0], state=session)
+    )
+    assert _refused_at(answer) == {2: "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+
+
 def test_no_event_of_the_page_updates_a_component_checked_by_its_instance(page):
     """A check set on a component instance (app/drawing.py's sketch pad) is lost for a session
     once an event updates the component (gradio gives the session a copy built from its class),

@@ -81,6 +81,33 @@ def test_a_fault_of_the_app_is_left_to_the_event_and_a_freed_session_is_refused(
     assert not freed[1][0] and "reload the page" in freed[1][1]
 
 
+def test_an_event_without_a_session_is_checked_on_its_fields_and_shows_a_message_once():
+    """A plotting tab's validator (no session among its inputs, ``echo=False``): the check gets
+    the fields alone; a mistake is shown beside its field only, a message that names no input
+    beside the anchor, and a field's own refusal beside that field."""
+    seen = []
+
+    def check(data, steps, other):
+        seen.append((data, steps, other))
+        _check(None, data, steps)
+
+    with gr.Blocks():
+        data = named(gr.Dropdown(["x", "y"], value="x", label="Data"))
+        steps = NamedSlider(1, 10, value=5, step=1, label="Steps")
+        other = gr.Textbox(label="Other")
+    check_fields = InputCheck(None, [data, steps, other], check, {"steps": steps}, data, "Drawing", echo=False)
+    assert _verdict(check_fields("x", 3, "")) == [(True, "")] * 3 and seen == [("x", 3, "")]
+    assert _verdict(check_fields("x", 30, "")) == [
+        (True, ""),
+        (False, "steps: 30 is outside the allowed range [1, 10]"),
+        (True, ""),
+    ]
+    assert _verdict(check_fields("y", 3, "")) == [(False, "nothing to do: pick x first"), (True, ""), (True, "")]
+    refused = _verdict(check_fields("x", steps.preprocess(2.5), ""))
+    assert refused[1] == (False, "Steps: 2.5 is not a whole number; type a whole number, e.g. 2")
+    assert [ok for ok, _ in refused] == [True, False, True] and len(seen) == 3  # not checked again
+
+
 def test_a_refused_component_value_reaches_the_validator(form):
     """Before a validator takes them, a slider's and a dropdown's own refusals are raised (a
     gr.Error naming the field); once it does, they arrive there as Refused, beside their field."""
