@@ -70,7 +70,7 @@ class AppBase:
 
     def default_mixture_model(self) -> str | None:
         """The shipped 2-D model the "Flow map vs ODE" tab opens on: a flow map trained on a
-        Gaussian mixture (its exact map gives the error heat map at once), else the default
+        Gaussian mixture (its exact map gives the error heat map on the first Draw), else the default
         2-D model; None if nothing is shipped."""
         names = self.store.names(KIND_2D)
         gmm = [n for n in names if self.store.info(n).data in GMM_PRESETS]

@@ -64,8 +64,8 @@ class CompareCallbacks(AppBase):
             heat = cmp.error_heatmap(s_vals, t_vals, err)
         else:
             heat = plots.empty_figure(
-                f"the error heat map needs Gaussian-mixture data ({', '.join(GMM_PRESETS)}), "
-                "whose exact flow map is known",
+                "no heat map for this model: the flow-map error over (s, t) needs Gaussian-mixture data "
+                f"({', '.join(GMM_PRESETS)}), whose exact flow map is known",
                 height=200,
             )
         return fig, info, heat
@@ -126,7 +126,10 @@ def _views() -> list:
     )
     info = gr.Markdown(elem_id="cmp-info")
     err_plot = gr.Plot(
-        plots.empty_figure("flow-map error over (s, t): Gaussian mixtures only", height=200),
+        plots.empty_figure(
+            "press Draw trajectories: the flow-map error over (s, t) of a Gaussian-mixture model appears here",
+            height=200,
+        ),
         label="Flow-map error (Gaussian mixtures)",
         elem_id="plot-error",
     )

@@ -311,6 +311,19 @@ def test_plots_are_well_formed():
     assert "width:50%" in html_bar and "step 50 of 100" in html_bar
 
 
+def test_a_long_placeholder_is_broken_into_short_lines():
+    """plotly never wraps an annotation: a placeholder is broken into lines that fit a narrow
+    plot (the page check is tests/app/test_browser.py), every word kept in order, text escaped."""
+    from app import plots
+
+    message = "no heat map for this model: it needs <Gaussian-mixture> data (eight_gaussians, two_gaussians) " * 2
+    text = plots.empty_figure(message, height=200).layout.annotations[0].text
+    lines = text.split("<br>")
+    assert len(lines) > 1 and all(len(line) <= plots.PLACEHOLDER_LINE + 8 for line in lines), lines  # "&lt;" ...
+    assert " ".join(lines).replace("&lt;", "<").replace("&gt;", ">") == message.strip()
+    assert plots.empty_figure("press Race").layout.annotations[0].text == "press Race"
+
+
 def test_trajectories_figure_has_a_working_slider():
     from app import compare as cmp
 
@@ -940,8 +953,8 @@ def test_shipped_comparison_runs_the_flow_maps_at_the_budgets_the_lesson_states(
 
 
 def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
-    """A fresh visitor, no training: the compare tab opens on the mixture model (heat map at
-    once), the quality tab on a shipped flow map; both draw without an error."""
+    """A fresh visitor, no training: the compare tab opens on the mixture model (a heat map
+    on the first call), the quality tab on a shipped flow map; both draw without an error."""
     from app.checkpoints import KIND_2D
     from app.live import LiveSession
 
@@ -969,7 +982,7 @@ def page(fm_app):
 def test_page_opens_every_tab_on_a_shipped_model(page):
     demo = page
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
-    assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the heat map draws at once
+    assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the first Draw gives a heat map
     assert by_id["q-model"].value == "checkerboard-lsd"
     assert by_id["img-model"].value == "fashion-mnist-lsd" and "31.25" in by_id["img-fid"].value  # before Sample
     assert by_id["img-output"].show_label is False  # its label badge would hide the first row's label

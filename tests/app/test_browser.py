@@ -212,6 +212,26 @@ def _above_label(page, field: str) -> None:
     assert message and label and message["y"] + message["height"] <= label["y"] + 1, (message, label)
 
 
+def _fits_on_a_phone(page, inner: str, outer: str) -> None:
+    """On a phone's screen (420 px wide), ``inner`` (e.g. a plot's placeholder text) lies wholly
+    inside ``outer``: nothing of it is cut off. The page's own size is restored after."""
+    page.set_viewport_size({"width": 420, "height": 900})
+    try:
+        page.wait_for_timeout(800)  # plotly redraws at the new width
+        _inside(page, inner, outer)
+    finally:
+        page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(800)
+
+
+def _inside(page, inner: str, outer: str) -> None:
+    """``inner`` lies wholly inside ``outer`` (both CSS selectors, their first match)."""
+    a, b = page.locator(inner).first.bounding_box(), page.locator(outer).first.bounding_box()
+    assert a and b and a["width"] > 0, (a, b)
+    assert b["x"] <= a["x"] and a["x"] + a["width"] <= b["x"] + b["width"], (a, b)
+    assert b["y"] <= a["y"] and a["y"] + a["height"] <= b["y"] + b["height"], (a, b)
+
+
 def _type_number(page, elem_id: str, value: str) -> None:
     """Type ``value`` into a slider's number box as a user does (Enter, then leave the box)."""
     box = page.locator(f"#{elem_id} input[type=number]")
@@ -554,12 +574,14 @@ def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
 
 
 def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(browser_page):
-    """Flow map vs ODE: after a first draw, a fraction
+    """Flow map vs ODE: the heat map's placeholder fits in its plot on a phone, before the first draw
+    and after a draw of a model without a Gaussian mixture. After a first draw, a fraction
     typed into the whole-number steps slider is refused beside the slider (gradio's validator),
     with no error badge and the plots from before kept, point for point. A one-click lesson on a
     uniform grid then draws, and leaves the custom times the user typed in their box."""
     page, js_errors = browser_page
     _tab(page, "compare")
+    _fits_on_a_phone(page, "#plot-error .annotation-text", "#plot-error .js-plotly-plot")
     page.click("#btn-trajectories")
     page.wait_for_function(
         "() => /network evaluations/.test(document.querySelector('#cmp-info').innerText)", timeout=60_000
@@ -591,6 +613,16 @@ def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(
     assert page.locator("#cmp-steps input[type=number]").input_value() == "1"
     message.wait_for(state="detached", timeout=15_000)  # the lesson's good draw clears the message
     assert times.input_value() == "0, 0.2, 1"
+
+    # ---- a model without a Gaussian mixture: no heat map, and a sentence that says why, whole
+    _choose(page, "cmp-model", LSD_CHECKERBOARD)
+    page.click("#btn-trajectories")
+    page.wait_for_function(
+        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=60_000
+    )
+    page.wait_for_selector("#plot-error .annotation-text")
+    assert "Gaussian-mixture data" in page.inner_text("#plot-error")
+    _fits_on_a_phone(page, "#plot-error .annotation-text", "#plot-error .js-plotly-plot")
     _no_traceback(page)
     assert not js_errors, js_errors
 
