@@ -143,6 +143,22 @@ def test_parse_int_refuses_bools_and_fractions():
     assert parse_int("7", "n", 0, 10) == 7
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "seed: the field is empty; type a number in the allowed range [0, 10]"),
+        ("  ", "seed: the field is empty; type a number in the allowed range [0, 10]"),
+        ("ten", "seed: 'ten' is not a number; type a number in the allowed range [0, 10]"),
+        (True, "seed: True is not a number; type a number in the allowed range [0, 10]"),
+        ([3], "seed: expected a number, got list; type a number in the allowed range [0, 10]"),
+    ],
+)
+def test_a_number_field_that_is_empty_or_not_a_number_says_what_to_type(value, message):
+    with pytest.raises(InputError) as err:
+        parse_int(value, "seed", 0, 10)
+    assert str(err.value) == message
+
+
 def test_time_grids():
     assert parse_time_grid("uniform", 4).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     g = parse_time_grid("custom", 1, "0, 0.4, 0.75, 1")
@@ -165,8 +181,12 @@ def test_time_grids():
         assert "custom times" in str(err.value) and why in str(err.value)
     with pytest.raises(InputError, match="outside the allowed range"):
         parse_time_grid("uniform", 100_000)
-    with pytest.raises(InputError, match="cap"):
+    with pytest.raises(InputError) as err:
         parse_time_grid("custom", 1, ", ".join(f"{i / 300:.4f}" for i in range(301)))
+    assert str(err.value) == "custom times: the box holds more than 256 steps (the cap); use at most 257 times"
+    with pytest.raises(InputError) as err:
+        parse_time_grid("custom", 1, "0.5")
+    assert str(err.value).startswith("custom times: the box needs at least two times (start and end)")
     with pytest.raises(InputError, match="too long"):
         parse_time_grid("custom", 1, "0, " * 10_000 + "1")
     with pytest.raises(InputError, match="kind"):
@@ -246,7 +266,12 @@ def test_csv_upload(tmp_path):
     bad("1,2\n3,nan\n", "non-finite")
     bad("1,2,3\n4,5,6\n", "exactly 2")
     bad("x,y\n1,2\n", "at least 2")
-    bad("\n".join(f"{i},{i}" for i in range(50)), "max_rows", max_rows=10)
+    bad(
+        "\n".join(f"{i},{i}" for i in range(50)),
+        "the file has more than 10 rows of points, the most the app reads; keep at most 10 of them",
+        max_rows=10,
+    )
+    bad("x,y\n\n1,2\n3,1e39\n", "line 4, column 2: 1e39 is too large")  # lines as the file shows them
     bad(b"\x00\x01\x02binary", "binary")
     bad("1,2\n" * 2000, "above the cap", max_bytes=1000)
     bad("1,1\n1,1\n1,1\n", "same")
