@@ -2,10 +2,11 @@
 
 A user's mistake (an :class:`app.validation.InputError`) names the field and what to change and
 is logged as one line at INFO without a traceback. Where an event has gradio's validator
-(:class:`InputCheck`: the live and race tabs), the message is shown beside the field and the
-event does not run (gradio_client: ``ValidationError``); the plotting tabs answer it in their
-text and keep their plots (:func:`keep_plots`); elsewhere, and for a full Space, it is a
-``gr.Error``. A fault of the app becomes a short message and one traceback in the server log. Events that
+(:class:`InputCheck`: the live, race, "Flow map vs ODE" and Images tabs), the message is shown
+beside the field and the event does not run (gradio_client: ``ValidationError``); the plotting
+tabs' events answer a mistake that reaches them (no validator, or one that ran on other values)
+in their text and keep their plots (:func:`keep_plots`); elsewhere, and for a full Space, it is
+a ``gr.Error``. A fault of the app becomes a short message and one traceback in the server log. Events that
 use a visitor's model run through :func:`visiting`, which marks the session busy and returns
 it as the last output (restarting its time to live).
 
@@ -215,7 +216,8 @@ def _friendly(err: Exception, action: str) -> gr.Error:
         return input_error(str(err), action=action)
     log.exception("%s failed", action)  # a fault of the app, not of the input: its traceback, once
     return gr.Error(
-        f"{action} failed ({type(err).__name__}: {str(err)[:300]}). The app is still running: try other settings.",
+        f"{action} failed ({type(err).__name__}: {str(err)[:300]}). This is a fault of the app, not of your "
+        "input, and the app is still running: try again, or reload the page if it fails again.",
         title="Something went wrong",
         print_exception=False,
     )
@@ -292,7 +294,7 @@ def keep_plots(fn, n_out: int, message_at: int | None = None):
 
 
 # ------------------------------------------------------------------------------ validators
-def _refused(values: tuple) -> None:
+def raise_refused(values: tuple) -> None:
     """Raise the first :class:`Refused` among an event's input values as an InputError."""
     for value in values:
         if isinstance(value, Refused):
@@ -302,29 +304,41 @@ def _refused(values: tuple) -> None:
 class InputCheck:
     """gradio's validator for one event: the callback's own input checks, run before it is queued.
 
-    ``check(session, *values)`` is the check the callback itself runs first (the same function,
-    so each rule and message is written once, in app/validation.py): it raises
-    :class:`InputError` with a message that starts with the field's name. As the event's
-    ``validator=``, a refusal is shown beside that field (the component in ``fields`` under the
-    message's leading name, and beside ``anchor`` too, which sits next to the button; a message
-    that names no input, e.g. "nothing to continue", beside ``anchor`` only), the event is not
-    run, so its plots and progress bar keep what they show, and one line is logged at INFO.
-    gradio_client gets an HTTP 422 and raises ``ValidationError`` with the message. The callback
-    still runs its check (an API call on gradio's direct route, or a session that changed since,
-    meets it there as a ``gr.Error``).
+    ``check(session, *values)`` (``check(*values)`` for an event without the session) is the
+    check the callback itself runs first (the same function, so each rule and message is written
+    once, in app/validation.py): it raises :class:`InputError` with a message that starts with
+    the field's name. As the event's ``validator=``, a refusal is shown beside that field (the
+    component in ``fields`` under the message's leading name; a message that names no input,
+    e.g. "nothing to continue", beside ``anchor``), the event is not run, so its plots and
+    progress bar keep what they show, and one line is logged at INFO. gradio_client gets an
+    HTTP 422 and raises ``ValidationError`` with the message. The callback still runs its check
+    (an API call on gradio's direct route, or a session that changed since, meets it there as a
+    ``gr.Error``).
 
     Args:
-        sessions: the app's :class:`app.sessions.Sessions` (a freed session is refused here too).
-        inputs: the event's inputs, the session's ``gr.State`` first.
+        sessions: the app's :class:`app.sessions.Sessions` (a freed session is refused here
+            too); None for an event without the session, whose ``inputs`` are the fields only.
+        inputs: the event's inputs, the session's ``gr.State`` first (unless ``sessions`` is None).
         check: as above; its return value is ignored.
         fields: field name at the start of a message -> the input that shows it (fields of
             components that are not among ``inputs`` are left out).
         anchor: the input beside which a message naming no input is shown.
         action: what the event does, for the log line (e.g. "Training").
+        echo: show every message beside ``anchor`` too (the live tab, whose anchor sits next to
+            its buttons while the field may be scrolled out of view).
     """
 
-    def __init__(self, sessions: Sessions, inputs: list[Any], check, fields: dict[str, Any], anchor: Any, action: str):
-        self.sessions, self.inputs, self.check, self.action = sessions, list(inputs), check, action
+    def __init__(
+        self,
+        sessions: Sessions | None,
+        inputs: list[Any],
+        check,
+        fields: dict[str, Any],
+        anchor: Any,
+        action: str,
+        echo: bool = True,
+    ):
+        self.sessions, self.inputs, self.check, self.action, self.echo = sessions, list(inputs), check, action, echo
         where = {id(comp): i for i, comp in enumerate(self.inputs)}
         self.position = {name: where[id(comp)] for name, comp in fields.items() if id(comp) in where}
         self.anchor = where[id(anchor)]
@@ -334,34 +348,58 @@ class InputCheck:
             else:
                 comp.refused_to_validator = True
 
-    def __call__(self, session: LiveSession, *values: Any) -> list[dict]:
+    def _run_check(self, values: tuple) -> None:
+        if self.sessions is None:
+            self.check(*values)
+            return
+        session = values[0] if isinstance(values[0], LiveSession) else LiveSession()  # the event replaces it
+        if session.closed:
+            raise SessionClosed(self.sessions.closed_message())
+        self.check(session, *values[1:])
+
+    def __call__(self, *values: Any) -> list[dict]:
         at, message = None, ""
         try:
-            for i, value in enumerate(values, start=1):
+            for i, value in enumerate(values):
                 if isinstance(value, Refused):
                     at, message = i, value.message
                     break
             else:
-                if session.closed:
-                    raise SessionClosed(self.sessions.closed_message())
-                self.check(session, *values)
+                self._run_check(values)
         except InputError as err:
             message = str(err)
             at = self.position.get(message.split(": ", 1)[0], self.anchor)
         except Exception:  # a fault of the app, not of the input: the event meets it and reports it
             pass
         if at is None:
-            return [gr.validate(True, "") for _ in range(1 + len(values))]
+            return [gr.validate(True, "") for _ in values]
         log.info("%s refused: %s", self.action, message.splitlines()[0][:200])
-        # also beside the anchor, the input next to the button: the field may be scrolled out of
-        # view (the settings sit below Start on a laptop screen)
-        shown = {at, self.anchor}
-        return [gr.validate(i not in shown, message if i in shown else "") for i in range(1 + len(values))]
+        # also beside the anchor where it sits next to the button: the field may be scrolled out of
+        # view (the live tab's settings sit below Start on a laptop screen)
+        shown = {at, self.anchor} if self.echo else {at}
+        return [gr.validate(i not in shown, message if i in shown else "") for i in range(len(values))]
 
 
 # ------------------------------------------------------------------------------ visitors
-def _with_state(out: Any, session: LiveSession) -> tuple:
+def _with_state(out: Any, session: LiveSession) -> Any:
+    """A handler's outputs followed by the session (the event's last output, the page's gr.State).
+
+    A handler with no output of its own (its event's only output is the state) returns None or
+    ``()``: the event then returns the session itself, since gradio stores whatever an event of
+    one output returns, a 1-tuple included, in that output. A handler whose one output should be
+    cleared returns ``gr.update(value=None)``, not None."""
+    if out is None or (isinstance(out, tuple) and not out):
+        return session
     return (*out, session) if isinstance(out, tuple) else (out, session)
+
+
+def _own_session(value: Any) -> LiveSession:
+    """The page's gr.State value as a session: a fresh one (logged as a fault of the app) where the
+    state holds anything else, so that one wrong write cannot break every later click of the page."""
+    if isinstance(value, LiveSession):
+        return value
+    log.error("the page's session state held a %s, not a session: a fresh session replaces it", type(value).__name__)
+    return LiveSession()
 
 
 def visiting(sessions: Sessions, fn, action: str):
@@ -369,6 +407,8 @@ def visiting(sessions: Sessions, fn, action: str):
     gr.State, whose time to live restarts whenever an event writes it), run while the session
     is marked busy (an idle expiry then leaves it alone) and recorded under the visitor's
     browser-session hash (the unload event frees it by that hash). Errors as :func:`guarded`.
+    ``fn`` returns its own outputs, None or ``()`` where the session is the event's only output
+    (:func:`_with_state`); a state that holds no session gets a fresh one (:func:`_own_session`).
     A session freed already is refused with a message, and so is an input its own check refused
     (a :class:`Refused` value, met here when no validator ran)."""
 
@@ -378,7 +418,8 @@ def visiting(sessions: Sessions, fn, action: str):
     if inspect.isgeneratorfunction(fn):
 
         def event(request: gr.Request, session, *args):
-            _refused(args)
+            session = _own_session(session)
+            raise_refused(args)
             with using(session, request):
                 for out in fn(session, *args):
                     yield _with_state(out, session)
@@ -386,7 +427,8 @@ def visiting(sessions: Sessions, fn, action: str):
     else:
 
         def event(request: gr.Request, session, *args):
-            _refused(args)
+            session = _own_session(session)
+            raise_refused(args)
             with using(session, request):
                 return _with_state(fn(session, *args), session)
 

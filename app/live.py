@@ -186,10 +186,14 @@ class LiveSession:
     def method(self) -> str | None:
         return self.settings.method if self.settings else (self.config or {}).get("method")
 
-    def snapshot_model(self) -> FlowMap:
-        """A private copy of the current model (EMA weights) for sampling in another tab."""
+    def require_model(self) -> None:
+        """Raise :class:`InputError` (what to do) when this session has no model to sample."""
         if self.model is None:
             raise InputError("this session has no model yet: train one in the first tab or load a shipped one")
+
+    def snapshot_model(self) -> FlowMap:
+        """A private copy of the current model (EMA weights) for sampling in another tab."""
+        self.require_model()
         with self.weights_lock:
             m = copy.deepcopy(self.model)
         return m.eval().requires_grad_(False)

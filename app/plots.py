@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,11 +38,18 @@ def axis_range(points: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
     return (lo - pad * span, hi + pad * span)
 
 
+#: Characters per line of a placeholder's text: plotly never wraps an annotation, so a longer
+#: line would run past the sides of a plot about 400 px wide (a phone, a narrow column).
+PLACEHOLDER_LINE = 48
+
+
 def empty_figure(message: str, height: int = 320) -> go.Figure:
-    """A blank figure holding one line of text (for "train first", "no checkpoint", ...)."""
+    """A blank figure holding a short text (for "train first", "no checkpoint", ...), broken into
+    centred lines of at most :data:`PLACEHOLDER_LINE` characters (a longer word keeps its line)."""
+    lines = textwrap.wrap(message, PLACEHOLDER_LINE, break_long_words=False, break_on_hyphens=False) or [""]
     fig = go.Figure()
     fig.add_annotation(
-        text=html.escape(message),
+        text="<br>".join(html.escape(line) for line in lines),
         x=0.5,
         y=0.5,
         xref="paper",

@@ -51,31 +51,37 @@ class InputError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ numbers
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"{field}: expected a number, got {value!r}")
+def _number(value: Any, field: str, allowed: str = "") -> float:
+    """``value`` as a finite float; ``allowed`` (e.g. ``"[1, 10]"``) is named in each message.
+
+    Raises:
+        InputError: for an empty field (None or blank text), a bool, text that is no number,
+            a number too large for a float, or NaN / infinity: naming the field and what to type.
+    """
+    what = f"type a number in the allowed range {allowed}" if allowed else "type a number"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{field}: the field is empty; {what}")
+    if isinstance(value, bool):
+        raise InputError(f"{field}: {value!r} is not a number; {what}")
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise InputError(f"{field}: {value!r} is not a number") from None
+            raise InputError(f"{field}: {value!r} is not a number; {what}") from None
     try:
         x = float(value)
     except OverflowError:  # an integer with hundreds of digits
-        raise InputError(f"{field}: the number is far too large (more than 1e308)") from None
+        raise InputError(f"{field}: the number is far too large (more than 1e308); {what}") from None
     except (TypeError, ValueError):
-        raise InputError(f"{field}: expected a number, got {value!r}") from None
+        raise InputError(f"{field}: expected a number, got {type(value).__name__}; {what}") from None
     if not math.isfinite(x):
-        raise InputError(f"{field}: must be a finite number, got {x}")
+        raise InputError(f"{field}: must be a finite number, got {x}; {what}")
     return x
 
 
 def parse_int(value: Any, field: str, low: int, high: int) -> int:
     """An integer in ``[low, high]``; a float with a fractional part is refused."""
-    try:
-        x = _number(value, field)
-    except InputError as err:
-        raise InputError(f"{err}; allowed range [{low}, {high}]") from None
+    x = _number(value, field, f"[{low}, {high}]")
     if x != int(x):
         raise InputError(f"{field}: must be a whole number in [{low}, {high}], got {x:g}")
     n = int(x)
@@ -86,13 +92,10 @@ def parse_int(value: Any, field: str, low: int, high: int) -> int:
 
 def parse_float(value: Any, field: str, low: float, high: float, *, low_open: bool = False) -> float:
     """A float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    try:
-        x = _number(value, field)
-    except InputError as err:
-        raise InputError(f"{err}; allowed range {'(' if low_open else '['}{low:g}, {high:g}]") from None
+    left = "(" if low_open else "["
+    x = _number(value, field, f"{left}{low:g}, {high:g}]")
     bad = (x <= low) if low_open else (x < low)
     if bad or x > high:
-        left = "(" if low_open else "["
         raise InputError(f"{field}: {x:g} is outside the allowed range {left}{low:g}, {high:g}]")
     return x
 
@@ -250,7 +253,8 @@ def parse_time_grid(kind: Any, steps: Any, custom: Any = "", max_steps: int = 25
             pairs = (
                 ("time grid is empty", "the box is empty"),
                 ("time grid entry", "entry"),
-                ("time grid needs", "needs"),
+                ("time grid needs", "the box needs"),
+                ("time grid has", "the box holds"),
             )
             for lib, field in (*pairs, ("time grid", "the times")):
                 why = why.replace(lib, field, 1)
@@ -365,7 +369,8 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
 
     Raises:
         InputError: for a missing, oversized, binary or malformed file (the message gives the
-            line and what is wrong), NaN values, too few or too many rows, or all-equal points.
+            line as the file shows it, counted from 1, and what is wrong), NaN values, too few or
+            too many rows, or all-equal points.
     """
     from flowmaps.data.point_cloud import parse_csv_text
 
@@ -385,6 +390,11 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         # "/etc/passwd") must be read as CSV text, never as the name of a file to open.
         cloud = parse_csv_text(text, max_rows=max_rows)
     except ValueError as err:
+        if str(err).startswith("the CSV has more than"):  # the library's advice names its argument
+            raise InputError(
+                f"CSV file: the file has more than {max_rows} rows of points, the most the app reads; "
+                f"keep at most {max_rows} of them (e.g. every second or every tenth row) and upload it again"
+            ) from None
         raise InputError(f"CSV file: {err}") from None
     return standardize_points(cloud.points.numpy(), "CSV file")
 

@@ -70,7 +70,7 @@ class AppBase:
 
     def default_mixture_model(self) -> str | None:
         """The shipped 2-D model the "Flow map vs ODE" tab opens on: a flow map trained on a
-        Gaussian mixture (its exact map gives the error heat map at once), else the default
+        Gaussian mixture (its exact map gives the error heat map on the first Draw), else the default
         2-D model; None if nothing is shipped."""
         names = self.store.names(KIND_2D)
         gmm = [n for n in names if self.store.info(n).data in GMM_PRESETS]
@@ -90,13 +90,20 @@ class AppBase:
             return toy_source(data)
         return None
 
+    def check_model(self, session: LiveSession, source: Any) -> None:
+        """Raise :class:`InputError` unless ``source`` is this session's model (and it has one) or
+        a shipped 2-D checkpoint; loads nothing (a tab's validator runs it before the event)."""
+        if source in (None, "", SESSION):
+            session.require_model()
+        elif not isinstance(source, str) or source not in self.store.names(KIND_2D):
+            raise InputError(f"model: {source!r} is not this session's model or a shipped 2-D checkpoint")
+
     def resolve_model(self, session: LiveSession, source: Any):
         """(model copy or shared eval model, data source or None, label, cache key or None)."""
+        self.check_model(session, source)
         if source in (None, "", SESSION):
             model = session.snapshot_model()
             return model, session.data, "this session", None
-        if not isinstance(source, str) or source not in self.store.names(KIND_2D):
-            raise InputError(f"model: {source!r} is not this session's model or a shipped 2-D checkpoint")
         model, _ = self.store.load(source)
         info = self.store.info(source)
         return model, self.data_of(source), source, f"{source}@{info.stamp}"

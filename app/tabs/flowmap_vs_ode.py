@@ -11,6 +11,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import gradio as gr
 
@@ -18,13 +19,14 @@ from app import compare as cmp
 from app import plots
 from app.checkpoints import KIND_2D
 from app.config import Limits
-from app.events import NamedSlider, guarded, keep_plots, named, visiting
+from app.events import InputCheck, NamedSlider, guarded, keep_plots, named, raise_refused, visiting
 from app.live import LiveSession
 from app.tabs.base import SESSION, AppBase
 from app.validation import GRID_CHOICES, format_grid, parse_int, parse_seed, parse_time_grid
 from flowmaps.data.gmm import GMM_PRESETS
 
-#: One-click lessons of the tab: (label, model, grid, N, custom times, points, seed).
+#: One-click lessons of the tab: (label, model, grid, N, custom times, points, seed); custom times
+#: "" leave the page's box as it is (the lesson's grid is not "custom").
 COMPARE_EXAMPLES = (
     ("Eight Gaussians: one jump against the exact map", "eight_gaussians-lsd", "uniform", 1, "", 24, 0),
     ("Eight Gaussians: four jumps", "eight_gaussians-lsd", "uniform", 4, "", 24, 0),
@@ -36,11 +38,23 @@ COMPARE_EXAMPLES = (
 class CompareCallbacks(AppBase):
     """The tab's event: three outputs (figure, info, heat map)."""
 
-    def trajectories(self, session, source, grid_kind, steps, custom, n_points, seed):
-        """ODE paths and flow-map jumps for a model; plus the error heat map for mixtures."""
+    def check_trajectories(self, session, source, grid_kind, steps, custom, n_points, seed) -> tuple:
+        """The tab's input checks, also its validator in the page (app/events.InputCheck): the
+        time grid (t = 0 noise, t = 1 data), the start points, the seed and the model. Returns
+        (grid, points, seed).
+
+        Raises:
+            InputError: naming the first field that is wrong and what to change.
+        """
         grid = parse_time_grid(grid_kind, steps, custom, max_steps=self.limits.max_grid_steps)
         n = parse_int(n_points, "start points", 1, self.limits.max_trajectory_points)
         sd = parse_seed(seed)
+        self.check_model(session, source)
+        return grid, n, sd
+
+    def trajectories(self, session, source, grid_kind, steps, custom, n_points, seed):
+        """ODE paths and flow-map jumps for a model; plus the error heat map for mixtures."""
+        grid, n, sd = self.check_trajectories(session, source, grid_kind, steps, custom, n_points, seed)
         model, data, label, _ = self.resolve_model(session, source)
         d = cmp.trajectory_data(model, data, grid, n_points=n, seed=sd)
         fig = cmp.trajectories_figure(d)
@@ -50,34 +64,55 @@ class CompareCallbacks(AppBase):
             heat = cmp.error_heatmap(s_vals, t_vals, err)
         else:
             heat = plots.empty_figure(
-                f"the error heat map needs Gaussian-mixture data ({', '.join(GMM_PRESETS)}), "
-                "whose exact flow map is known",
+                "no heat map for this model: the flow-map error over (s, t) needs Gaussian-mixture data "
+                f"({', '.join(GMM_PRESETS)}), whose exact flow map is known",
                 height=200,
             )
         return fig, info, heat
 
 
-def _lesson_examples(fm: CompareCallbacks, inputs: list, outputs: list) -> None:
-    """gr.Examples of :data:`COMPARE_EXAMPLES` whose models are shipped: a click fills the inputs and
-    draws (the examples name shipped models only, so no visitor's session is needed)."""
+def _lesson_examples(fm: CompareCallbacks, inputs: list, outputs: list, fields: dict) -> None:
+    """The one-click lessons (:data:`COMPARE_EXAMPLES` whose models are shipped): a click fills the
+    inputs and draws (the lessons name shipped models only, so no visitor's session is needed).
+
+    A lesson without custom times ("") leaves the "Custom times" box as the user left it (a
+    gr.Examples would empty it); its grid is not "custom", so the box plays no part in it. The
+    draw has the tab's validator, as the button has."""
     shipped = set(fm.store.names(KIND_2D))
     rows = [ex for ex in COMPARE_EXAMPLES if ex[1] in shipped]
     if not rows:
         return
-
-    def draw(*args):
-        return keep_plots(fm.trajectories, 3, 1)(LiveSession(), *args)
-
-    gr.Examples(
-        [list(ex[1:]) for ex in rows],
-        inputs,
-        outputs,
-        fn=guarded("Trajectories")(draw),
-        cache_examples=False,
-        run_on_click=True,
-        example_labels=[ex[0] for ex in rows],
+    times = inputs[3]
+    lessons = gr.Dataset(
+        components=inputs,
+        samples=[list(ex[1:]) for ex in rows],
+        sample_labels=[ex[0] for ex in rows],
+        type="index",
         label="One-click lessons",
         elem_id="cmp-examples",
+    )
+
+    def fill(index: Any) -> list:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(rows):
+            return [gr.skip() for _ in inputs]
+        return [
+            gr.skip() if comp is times and value == "" else gr.update(value=value)
+            for comp, value in zip(inputs, rows[index][1:])
+        ]
+
+    def draw(*args):
+        raise_refused(args)  # a field's own refusal, met here on gradio's direct route (no validator)
+        return keep_plots(fm.trajectories, 3, 1)(LiveSession(), *args)
+
+    def check(*args) -> None:
+        fm.check_trajectories(LiveSession(), *args)
+
+    lessons.click(fill, lessons, inputs, queue=False, show_progress="hidden", api_visibility="undocumented").then(
+        guarded("Trajectories")(draw),
+        inputs,
+        outputs,
+        api_visibility="undocumented",
+        validator=InputCheck(None, inputs, check, fields, inputs[0], "Trajectories", echo=False),
     )
 
 
@@ -91,7 +126,10 @@ def _views() -> list:
     )
     info = gr.Markdown(elem_id="cmp-info")
     err_plot = gr.Plot(
-        plots.empty_figure("flow-map error over (s, t): Gaussian mixtures only", height=200),
+        plots.empty_figure(
+            "press Draw trajectories: the flow-map error over (s, t) of a Gaussian-mixture model appears here",
+            height=200,
+        ),
         label="Flow-map error (Gaussian mixtures)",
         elem_id="plot-error",
     )
@@ -126,13 +164,20 @@ def build_compare_tab(fm: CompareCallbacks, session: gr.State, lim: Limits) -> g
     for comp in (model, grid, seed):
         named(comp)
     inputs = [model, grid, steps, times, points, seed]
+    names = ("model", "time grid", "steps", "custom times", "start points", "seed")  # as the messages name them
+    fields = dict(zip(names, inputs))
+    check = InputCheck(
+        fm.sessions, [session, *inputs], fm.check_trajectories, fields, model, "Trajectories", echo=False
+    )
     button.click(
         functools.partial(visiting, fm.sessions)(keep_plots(fm.trajectories, 3, 1), "Trajectories"),
         [session, *inputs],
         [*outputs, session],
         api_name="trajectories",
         concurrency_limit=lim.concurrency,
+        # a mistake beside its field (one that names no input beside the model); the plots stay
+        validator=check,
     )
     with examples:
-        _lesson_examples(fm, inputs, outputs)
+        _lesson_examples(fm, inputs, outputs, fields)
     return model

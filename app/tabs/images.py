@@ -21,7 +21,7 @@ import gradio as gr
 from app import images as img
 from app.checkpoints import KIND_IMAGE
 from app.config import Limits
-from app.events import NamedSlider, guarded, keep_plots, named
+from app.events import InputCheck, NamedSlider, guarded, keep_plots, named, raise_refused
 from app.tabs.base import AppBase
 from app.validation import GRID_CHOICES, InputError, format_grid, parse_int, parse_seed, parse_time_grid
 
@@ -36,24 +36,35 @@ NO_IMAGES = (
 class ImageCallbacks(AppBase):
     """The tab's events: the picture, its table and notes, and the FID text."""
 
-    def sample_images(self, name, steps, grid_kind, custom, seed, n_images, ode):
-        """Rows of images at N = 1, 2, 4, 8 and the chosen N from one noise, plus an ODE row."""
+    def check_images(self, name, steps, grid_kind, custom, seed, n_images, ode) -> tuple:
+        """The tab's input checks, also its validator in the page (app/events.InputCheck): the
+        image model, steps, time grid (t = 0 noise, t = 1 data), seed, number of images and ODE
+        baseline. Loads nothing. Returns (steps, grid kind, custom grid or None, seed, count).
+
+        Raises:
+            InputError: naming the first field that is wrong and what to change.
+        """
         names = self.store.names(KIND_IMAGE)
         if not names:
             raise InputError("no image checkpoints shipped yet: the image tab needs a UNet checkpoint in checkpoints/")
         if name not in names:
             raise InputError(f"image model: {name!r} is not one of {', '.join(names)}")
         n = parse_int(steps, "steps", 1, self.limits.max_image_steps)
-        count = parse_int(n_images, "number of images", 1, self.limits.max_images)
-        sd = parse_seed(seed)
-        if ode not in img.ODE_BASELINES:
-            raise InputError(f"ODE baseline: {ode!r} is not one of {', '.join(img.ODE_BASELINES)}")
         kind = str(grid_kind).strip().lower() if grid_kind is not None else ""
         custom_grid = None
         if kind == "custom":
             custom_grid = parse_time_grid("custom", n, custom, max_steps=self.limits.max_image_steps)
         else:
             parse_time_grid(kind, n, None, max_steps=self.limits.max_image_steps)
+        sd = parse_seed(seed)
+        count = parse_int(n_images, "number of images", 1, self.limits.max_images)
+        if ode not in img.ODE_BASELINES:
+            raise InputError(f"ODE baseline: {ode!r} is not one of {', '.join(img.ODE_BASELINES)}")
+        return n, kind, custom_grid, sd, count
+
+    def sample_images(self, name, steps, grid_kind, custom, seed, n_images, ode):
+        """Rows of images at N = 1, 2, 4, 8 and the chosen N from one noise, plus an ODE row."""
+        n, kind, custom_grid, sd, count = self.check_images(name, steps, grid_kind, custom, seed, n_images, ode)
         model, config = self.store.load(name)
         euler = self.store.info(name).method == "fm"
         grids = img.default_grids(kind, n, custom_grid, euler=euler)
@@ -150,12 +161,23 @@ def build_images_tab(fm: ImageCallbacks, lim: Limits) -> tuple[gr.Dropdown, gr.M
                 fid = gr.Markdown(fm.image_fid(fm.default_checkpoint(KIND_IMAGE)), elem_id="img-fid")
     for comp in (model, grid, seed, ode):
         named(comp)
+    inputs = [model, steps, grid, times, seed, count, ode]
+    names = ("image model", "steps", "time grid", "custom times", "seed", "number of images", "ODE baseline")
+    check = InputCheck(None, inputs, fm.check_images, dict(zip(names, inputs)), model, "Image sampling", echo=False)
+    draw = keep_plots(fm.sample_images, 3, 1)
+
+    def sample(*args):
+        raise_refused(args)  # a field's own refusal, met here on gradio's direct route (no validator)
+        return draw(*args)
+
     button.click(
-        guarded("Image sampling")(keep_plots(fm.sample_images, 3, 1)),
-        [model, steps, grid, times, seed, count, ode],
+        guarded("Image sampling")(sample),
+        inputs,
         [picture, info, fid],
         api_name="sample_images",
         concurrency_limit=lim.concurrency,
+        # a mistake beside its field (one that names no input beside the model); the picture stays
+        validator=check,
     )
     model.change(fm.image_fid, model, fid, api_visibility="undocumented", queue=False)
     return model, none

@@ -113,16 +113,17 @@ def points_from_array(
     bad = ~np.isfinite(a)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"row {row}, column {'xy'[col]} is {a[row, col]}; every value must be finite "
-            f"({int(bad.any(axis=1).sum())} rows have NaN or infinite values): remove them"
+        n_bad = int(bad.any(axis=1).sum())
+        raise ValueError(  # an array's index, from 0 (a CSV's lines are checked by _parse_rows, from 1)
+            f"points[{row}, {col}] ({'xy'[col]}) is {a[row, col]}; every value must be finite "
+            f"({n_bad} {'row has' if n_bad == 1 else 'rows have'} NaN or infinite values): remove them"
         )
     out = torch.from_numpy(a).to(dtype)
     if not torch.isfinite(out).all():  # finite in float64 but too large for ``dtype``
         row, col = (~torch.isfinite(out)).nonzero()[0].tolist()
         limit = torch.finfo(dtype).max
         raise ValueError(
-            f"row {row}, column {'xy'[col]} is {a[row, col]:g}, too large for {dtype} "
+            f"points[{row}, {col}] ({'xy'[col]}) is {a[row, col]:g}, too large for {dtype} "
             f"(|value| at most {limit:.3g}); rescale the points"
         )
     return PointCloud(out)
@@ -200,8 +201,9 @@ def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = t
     are ignored. Reading stops at the first bad line or as soon as ``max_rows`` is exceeded.
 
     Raises:
-        ValueError: for a cell that is not a number (giving line and column), a row without
-            exactly two values, NaN or infinite values, values too large for ``dtype``, fewer
+        ValueError: for a cell that is not a number, a row without exactly two values, NaN or
+            infinite values, values too large for ``dtype`` (each naming its line as the file
+            shows it, counted from 1 with blank, comment and header lines, and its column), fewer
             than 2 rows or more than ``max_rows`` rows.
     """
     if not isinstance(text, str):
@@ -210,8 +212,11 @@ def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = t
 
 
 def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> PointCloud:
+    """Points from CSV lines; every message names a line as the file shows it (from 1, blank,
+    comment and header lines counted)."""
     rows: list[tuple[float, float]] = []
     header_seen = False
+    largest = torch.finfo(dtype).max if dtype.is_floating_point else math.inf
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith("#"):
@@ -239,9 +244,18 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
             raise ValueError(
                 f"line {lineno} holds a non-finite value ({cells[0]}, {cells[1]}); remove rows with NaN or infinity"
             )
+        big = next((i for i, v in enumerate(values) if abs(v) > largest), None)
+        if big is not None:
+            raise ValueError(
+                f"line {lineno}, column {big + 1}: {cells[big]} is too large for {dtype} "
+                f"(|value| at most {largest:.3g}); rescale the points"
+            )
         rows.append((values[0], values[1]))
         if len(rows) > max_rows:
-            raise ValueError(f"the CSV has more than max_rows={max_rows} rows; subsample it or raise the cap")
+            raise ValueError(
+                f"the CSV has more than {max_rows} rows, the most max_rows={max_rows} reads; "
+                "subsample it, or pass a larger max_rows"
+            )
     if len(rows) < 2:
         rows_held = f"{len(rows)} data row{'' if len(rows) == 1 else 's'}"
         raise ValueError(f"the CSV holds {rows_held}; need at least 2 rows of x, y")

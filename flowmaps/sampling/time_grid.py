@@ -169,7 +169,7 @@ def parse_grid(text: GridLike, *, max_steps: int = MAX_STEPS, partial: bool = Fa
             token = match.group()
             if pos > max_steps:  # stop reading early: a million typed times would cost time and memory
                 raise ValueError(
-                    f"time grid has more than {max_steps} steps, above the cap of {max_steps}; use fewer times"
+                    f"time grid has more than {max_steps} steps (the cap); use at most {max_steps + 1} times"
                 )
             try:
                 values.append(float(token))
@@ -211,7 +211,9 @@ def validate_grid(grid: Tensor | Sequence[float], max_steps: int = MAX_STEPS, *,
             f"time grid needs at least two times (start and end); got {g.numel()}: use e.g. '0, 1' for one step"
         )
     if g.numel() - 1 > max_steps:
-        raise ValueError(f"time grid has {g.numel() - 1} steps, above the cap of {max_steps}; use fewer times")
+        raise ValueError(
+            f"time grid has {g.numel() - 1} steps, above the cap of {max_steps}; use at most {max_steps + 1} times"
+        )
     bad = ~torch.isfinite(g)
     if bad.any():
         pos = int(bad.nonzero()[0])

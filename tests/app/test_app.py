@@ -213,13 +213,23 @@ def test_shipped_models_in_every_tab(server):
         ("/train_start", ("csv", None, None, *SMALL), ValidationError, "CSV file"),
         ("/train_continue", SMALL, ValidationError, "nothing to continue"),
         ("/load_pretrained", ("checkerboard-lsd", LSD, 20, 64, 1e-3, 0.75, 32, 2, -1), ValidationError, "seed"),
-        ("/trajectories", ("../../etc", "uniform", 2, "", 4, 0), AppError, "Model: "),
+        ("/trajectories", ("../../etc", "uniform", 2, "", 4, 0), ValidationError, "Model: "),
+        ("/trajectories", ("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0), ValidationError, "custom times"),
+        ("/trajectories", ("checkerboard-lsd", "custom", 1, "0, lots, 1", 4, 0), ValidationError, "not a number"),
+        ("/trajectories", ("checkerboard-lsd", "custom", 1, "0.3, 1", 4, 0), ValidationError, "put 0 first"),
+        ("/trajectories", ("checkerboard-lsd", "uniform", 2.5, "", 4, 0), ValidationError, "Flow-map steps N"),
+        ("/trajectories", ("__session__", "uniform", 2, "", 4, 0), ValidationError, "no model yet"),
+        ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), ValidationError, "custom times"),
+        ("/sample_images", ("fashion-mnist-lsd", 2, "uniform", "", 0, 2.5, "none"), ValidationError, "Images: "),
+        ("/sample_images", ("../x", 2, "uniform", "", 0, 2, "none"), ValidationError, "Image model: "),
+        ("/quality", ("../x", 500), AppError, "Model: "),
     ],
 )
 def test_bad_input_gets_a_clear_message(server, api, args, refused_by, expected, capfd):
-    """A bad request is refused with a message that names the field. The live tab's events are
-    refused by their validator before they run (gradio_client's ValidationError: an HTTP 422 the
-    page shows beside the field); the other tabs' by the event itself (AppError)."""
+    """A bad request is refused with a message that names the field. The events of the live,
+    race, "Flow map vs ODE" and Images tabs are refused by their validator before they run
+    (gradio_client's ValidationError: an HTTP 422 the page shows beside the field); the other
+    tabs' by the event itself (AppError)."""
     c = _client(server)
     capfd.readouterr()
     with pytest.raises(refused_by) as err:
@@ -233,16 +243,13 @@ def test_bad_input_gets_a_clear_message(server, api, args, refused_by, expected,
 @pytest.mark.parametrize(
     "api, args, at, expected",
     [
-        ("/trajectories", ("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0), 1, "custom times"),
-        ("/trajectories", ("checkerboard-lsd", "custom", 1, "0, lots, 1", 4, 0), 1, "not a number"),
-        ("/trajectories", ("checkerboard-lsd", "custom", 1, "0.3, 1", 4, 0), 1, "put 0 first"),
         ("/quality", ("__session__", 500), 3, "no model yet"),
-        ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), 1, "custom times"),
     ],
 )
 def test_input_mistakes_keep_the_plots_and_say_what_to_change(server, api, args, at, expected):
-    """A mistake in a plotting tab answers with its message in the tab's text, not an error in
-    place of the plots (the page keeps the last good ones), in the field's words."""
+    """A mistake in a plotting tab without a validator answers with its message in the tab's
+    text, not an error in place of the plots (the page keeps the last good ones), in the field's
+    words."""
     out = _client(server).predict(*args, api_name=api)
     assert expected in out[at] and "Check this input" in out[at], out[at]
     assert "partial" not in out[at] and "Traceback" not in out[at]

@@ -143,6 +143,22 @@ def test_parse_int_refuses_bools_and_fractions():
     assert parse_int("7", "n", 0, 10) == 7
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "seed: the field is empty; type a number in the allowed range [0, 10]"),
+        ("  ", "seed: the field is empty; type a number in the allowed range [0, 10]"),
+        ("ten", "seed: 'ten' is not a number; type a number in the allowed range [0, 10]"),
+        (True, "seed: True is not a number; type a number in the allowed range [0, 10]"),
+        ([3], "seed: expected a number, got list; type a number in the allowed range [0, 10]"),
+    ],
+)
+def test_a_number_field_that_is_empty_or_not_a_number_says_what_to_type(value, message):
+    with pytest.raises(InputError) as err:
+        parse_int(value, "seed", 0, 10)
+    assert str(err.value) == message
+
+
 def test_time_grids():
     assert parse_time_grid("uniform", 4).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     g = parse_time_grid("custom", 1, "0, 0.4, 0.75, 1")
@@ -165,8 +181,12 @@ def test_time_grids():
         assert "custom times" in str(err.value) and why in str(err.value)
     with pytest.raises(InputError, match="outside the allowed range"):
         parse_time_grid("uniform", 100_000)
-    with pytest.raises(InputError, match="cap"):
+    with pytest.raises(InputError) as err:
         parse_time_grid("custom", 1, ", ".join(f"{i / 300:.4f}" for i in range(301)))
+    assert str(err.value) == "custom times: the box holds more than 256 steps (the cap); use at most 257 times"
+    with pytest.raises(InputError) as err:
+        parse_time_grid("custom", 1, "0.5")
+    assert str(err.value).startswith("custom times: the box needs at least two times (start and end)")
     with pytest.raises(InputError, match="too long"):
         parse_time_grid("custom", 1, "0, " * 10_000 + "1")
     with pytest.raises(InputError, match="kind"):
@@ -246,7 +266,12 @@ def test_csv_upload(tmp_path):
     bad("1,2\n3,nan\n", "non-finite")
     bad("1,2,3\n4,5,6\n", "exactly 2")
     bad("x,y\n1,2\n", "at least 2")
-    bad("\n".join(f"{i},{i}" for i in range(50)), "max_rows", max_rows=10)
+    bad(
+        "\n".join(f"{i},{i}" for i in range(50)),
+        "the file has more than 10 rows of points, the most the app reads; keep at most 10 of them",
+        max_rows=10,
+    )
+    bad("x,y\n\n1,2\n3,1e39\n", "line 4, column 2: 1e39 is too large")  # lines as the file shows them
     bad(b"\x00\x01\x02binary", "binary")
     bad("1,2\n" * 2000, "above the cap", max_bytes=1000)
     bad("1,1\n1,1\n1,1\n", "same")
@@ -309,6 +334,19 @@ def test_plots_are_well_formed():
     assert "0.05" in str(fig.layout.annotations)
     html_bar = plots.progress_html(50, 100, 3.0, 120.0, 16.7, "training")
     assert "width:50%" in html_bar and "step 50 of 100" in html_bar
+
+
+def test_a_long_placeholder_is_broken_into_short_lines():
+    """plotly never wraps an annotation: a placeholder is broken into lines that fit a narrow
+    plot (the page check is tests/app/test_browser.py), every word kept in order, text escaped."""
+    from app import plots
+
+    message = "no heat map for this model: it needs <Gaussian-mixture> data (eight_gaussians, two_gaussians) " * 2
+    text = plots.empty_figure(message, height=200).layout.annotations[0].text
+    lines = text.split("<br>")
+    assert len(lines) > 1 and all(len(line) <= plots.PLACEHOLDER_LINE + 8 for line in lines), lines  # "&lt;" ...
+    assert " ".join(lines).replace("&lt;", "<").replace("&gt;", ">") == message.strip()
+    assert plots.empty_figure("press Race").layout.annotations[0].text == "press Race"
 
 
 def test_trajectories_figure_has_a_working_slider():
@@ -940,8 +978,8 @@ def test_shipped_comparison_runs_the_flow_maps_at_the_budgets_the_lesson_states(
 
 
 def test_tabs_open_on_shipped_models_and_draw_on_the_first_call(fm_app):
-    """A fresh visitor, no training: the compare tab opens on the mixture model (heat map at
-    once), the quality tab on a shipped flow map; both draw without an error."""
+    """A fresh visitor, no training: the compare tab opens on the mixture model (a heat map
+    on the first call), the quality tab on a shipped flow map; both draw without an error."""
     from app.checkpoints import KIND_2D
     from app.live import LiveSession
 
@@ -969,7 +1007,7 @@ def page(fm_app):
 def test_page_opens_every_tab_on_a_shipped_model(page):
     demo = page
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
-    assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the heat map draws at once
+    assert by_id["cmp-model"].value == "eight_gaussians-lsd"  # a mixture: the first Draw gives a heat map
     assert by_id["q-model"].value == "checkerboard-lsd"
     assert by_id["img-model"].value == "fashion-mnist-lsd" and "31.25" in by_id["img-fid"].value  # before Sample
     assert by_id["img-output"].show_label is False  # its label badge would hide the first row's label
@@ -1127,6 +1165,103 @@ def test_an_event_that_fills_a_field_leaves_its_check_in_place(page):
     assert refused.value.message.startswith("Model: ") and "nope" in refused.value.message
 
 
+def _verdicts(answer: dict) -> list[tuple[bool, str]]:
+    """A validator's answer through gradio's event path: (valid, message) per input."""
+    assert all(a["__type__"] == "validate" for a in answer["data"])
+    return [(a["is_valid"], a["message"]) for a in answer["data"]]
+
+
+def _refused_at(answer: dict) -> dict[int, str]:
+    """Where a validator's answer shows a message: input position -> message."""
+    return {i: message for i, (ok, message) in enumerate(_verdicts(answer)) if not ok}
+
+
+def test_the_plotting_tabs_show_a_mistake_beside_its_field_before_the_event_runs(page):
+    """The "Flow map vs ODE" and Images buttons have gradio's validator: a fraction on a slider of
+    whole steps, a bad custom grid, a model not offered or a session without a model is refused
+    beside that one field (the event does not run, so the plots stay as they are), in the words
+    of the callback's own check; good values pass. On gradio's direct route (no validator) the
+    event itself refuses a slider's fraction (a gr.Error) and answers a bad grid in its text with
+    the plots unchanged."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    session = SessionState(demo)
+    traj = by_id["btn-trajectories"]
+    # inputs: [session, model, grid, steps, custom times, start points, seed]
+    good = [None, "eight_gaussians-lsd", "uniform", 4, "0, 0.4, 0.75, 1", 24, 0]
+
+    def traj_refused(**changes) -> dict[int, str]:
+        names = ["session", "model", "grid", "steps", "times", "points", "seed"]
+        values = [changes.get(n, v) for n, v in zip(names, good)]
+        return _refused_at(_page_event(demo, traj, "click", values, session, validator=True))
+
+    assert traj_refused() == {}
+    assert traj_refused(steps=2.5) == {3: "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+    assert traj_refused(points=3.5) == {5: "Start points: 3.5 is not a whole number; type a whole number, e.g. 4"}
+    bad_grid = traj_refused(grid="custom", times="0, 0.7, 0.3, 1")
+    assert list(bad_grid) == [4] and bad_grid[4].startswith("custom times: ") and "increasing" in bad_grid[4]
+    assert list(traj_refused(seed=-1)) == [6]
+    no_model = traj_refused(model="__session__")  # a message that names no field: beside the model
+    assert list(no_model) == [1] and "no model yet" in no_model[1]
+    # the direct route: the event refuses the fraction itself, and keeps the plots for a bad grid
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, traj, "click", [None, *good[1:3], 2.5, *good[4:]], session)
+    assert refused.value.message.startswith("Flow-map steps N: 2.5 is not a whole number")
+    bad_grid = [None, good[1], "custom", 4, "0, 0.7, 0.3, 1", 24, 0]
+    fig, info, heat, _ = _page_event(demo, traj, "click", bad_grid, session)["data"]
+    assert fig == heat == {"__type__": "update"} and "custom times" in info
+
+    images = by_id["btn-images"]
+    # inputs: [image model, steps, grid, custom times, seed, images, ODE baseline]
+    good = ["fashion-mnist-lsd", 2, "uniform", "0, 0.4, 0.75, 1", 0, 2, "none"]
+
+    def img_refused(**changes) -> dict[int, str]:
+        names = ["model", "steps", "grid", "times", "seed", "count", "ode"]
+        values = [changes.get(n, v) for n, v in zip(names, good)]
+        return _refused_at(_page_event(demo, images, "click", values, session, validator=True))
+
+    assert img_refused() == {}
+    assert img_refused(steps=2.5) == {1: "Steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+    assert img_refused(count=3.5) == {5: "Images: 3.5 is not a whole number; type a whole number, e.g. 4"}
+    bad_grid = img_refused(grid="custom", times="1, 0")
+    assert list(bad_grid) == [3] and bad_grid[3].startswith("custom times: ")
+    assert img_refused(grid="custom", times="0, 0.5, 1") == {}  # the steps slider plays no part in a custom grid
+    assert list(img_refused(model="nope")) == [0] and list(img_refused(ode="nope")) == [6]
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, images, "click", ["fashion-mnist-lsd", 2.5, *good[2:]], session)
+    assert refused.value.message.startswith("Steps N: 2.5 is not a whole number")
+
+
+def test_a_lesson_leaves_the_custom_times_a_user_typed(page):
+    """The "Flow map vs ODE" lessons on a uniform grid fill every field but "Custom times", which
+    keeps what the user typed there; the custom-grid lesson fills its own times. The lesson then
+    draws, through the same validator as the button (a fraction in a slider is refused beside it)."""
+    import asyncio
+
+    from gradio.queueing import create_validator_fn
+    from gradio.state_holder import SessionState
+
+    from app.tabs.flowmap_vs_ode import COMPARE_EXAMPLES
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    lessons = by_id["cmp-examples"]
+    session = SessionState(demo)
+    for index, (_, model, grid, steps, times, points, seed) in enumerate(COMPARE_EXAMPLES):
+        filled = _page_event(demo, lessons, "click", [index], session)["data"]
+        assert [f.get("value") for f in filled] == [model, grid, steps, times or None, points, seed]
+        assert ("value" in filled[3]) == (grid == "custom"), filled[3]  # no value: the box is left alone
+    draw = next(f for f in demo.fns.values() if f.name == "draw")
+    assert draw.validator is not None and draw.inputs == lessons._components
+    answer = asyncio.run(
+        demo.process_api(create_validator_fn(draw), ["eight_gaussians-lsd", "uniform", 2.5, "", 24, 0], state=session)
+    )
+    assert _refused_at(answer) == {2: "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
+
+
 def test_no_event_of_the_page_updates_a_component_checked_by_its_instance(page):
     """A check set on a component instance (app/drawing.py's sketch pad) is lost for a session
     once an event updates the component (gradio gives the session a copy built from its class),
@@ -1144,3 +1279,44 @@ def test_no_event_of_the_page_updates_a_component_checked_by_its_instance(page):
         assert getattr(type(by_id[name]), "field_check", None) is _slider_value, name
     for name in ("data-set", "method", "pretrained", "race-data", "race-families", "cmp-model", "q-model", "img-model"):
         assert getattr(type(by_id[name]), "field_check", None) is _gradio_check, name
+
+
+def _page_stream(demo, target, event: str, inputs: list, session) -> list:
+    """Every update of the page's streaming ``event`` on ``target`` for one browser session,
+    through gradio's own event path (its iterator driven to the end)."""
+    import asyncio
+
+    fn = next(f for f in demo.fns.values() if (getattr(target, "_id", None), event) in f.targets)
+    updates, iterator = [], None
+    while True:
+        out = asyncio.run(demo.process_api(fn, inputs, state=session, iterator=iterator))
+        if not out["is_generating"]:
+            return updates
+        updates.append(out["data"])
+        iterator = out["iterator"]
+
+
+def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
+    """The race's Stop and the live tab's Stop, pressed with nothing running, answer without
+    harm: the page's session state still holds the session (a handler with no output of its own
+    must not leave a tuple there), and a Start afterwards trains in that browser session."""
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
+    session = SessionState(demo)
+    first = session[state._id]
+    assert isinstance(first, LiveSession)
+    assert _page_event(demo, by_id["race-stop"], "click", [None], session)["data"] == [None]  # the state's update
+    assert session[state._id] is first  # the same session, not (session,)
+    said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
+    assert "nothing is training" in said and session[state._id] is first
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
+    assert all(v["is_valid"] for v in verdict), verdict
+    updates = _page_stream(demo, by_id["btn-start"], "click", start, session)
+    assert "**done**" in updates[-1][3] and "step 20" in updates[-1][3], updates[-1][3]
+    assert session[state._id] is first and first.has_model

@@ -13,10 +13,13 @@ One test walks the four tabs the way a user would and checks what the page shows
   arrive.
 * **Images**: the shipped Fashion-MNIST LSD flow map at 1 step (4 images) and at 8 steps
   (8 images): a picture appears, then a wider one, and the info names the time per image.
-  A bad custom grid (``0, 0.7, 0.5, 1``, not increasing) shows gradio's error toast with the
-  reason, and no traceback anywhere in the page.
+  A bad custom grid (``0, 0.7, 0.5, 1``, not increasing) is refused beside the custom times,
+  the picture kept, and no traceback anywhere in the page.
 
-Another test makes the live and race tabs' input mistakes (Start with nothing drawn, a race with
+Other tests make the "Flow map vs ODE" and Images tabs' input mistakes (a fraction typed into a
+slider of whole steps, a bad custom grid): each is named beside its field, the plots from before
+kept; a lesson of the "Flow map vs ODE" tab leaves the custom times a user typed. Another makes
+the live and race tabs' input mistakes (Start with nothing drawn, a race with
 no family, a number typed beyond a slider's range, then a fraction in that slider) and checks that
 each is named beside its field, with no error badge and the last plot kept.
 
@@ -209,6 +212,41 @@ def _above_label(page, field: str) -> None:
     assert message and label and message["y"] + message["height"] <= label["y"] + 1, (message, label)
 
 
+def _fits_on_a_phone(page, inner: str, outer: str) -> None:
+    """On a phone's screen (420 px wide), ``inner`` (e.g. a plot's placeholder text) lies wholly
+    inside ``outer``: nothing of it is cut off. The page's own size is restored after."""
+    page.set_viewport_size({"width": 420, "height": 900})
+    try:
+        page.wait_for_timeout(800)  # plotly redraws at the new width
+        _inside(page, inner, outer)
+    finally:
+        page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(800)
+
+
+def _inside(page, inner: str, outer: str) -> None:
+    """``inner`` lies wholly inside ``outer`` (both CSS selectors, their first match)."""
+    a, b = page.locator(inner).first.bounding_box(), page.locator(outer).first.bounding_box()
+    assert a and b and a["width"] > 0, (a, b)
+    assert b["x"] <= a["x"] and a["x"] + a["width"] <= b["x"] + b["width"], (a, b)
+    assert b["y"] <= a["y"] and a["y"] + a["height"] <= b["y"] + b["height"], (a, b)
+
+
+def _type_number(page, elem_id: str, value: str) -> None:
+    """Type ``value`` into a slider's number box as a user does (Enter, then leave the box)."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+    box.blur()
+
+
+def _no_error_badge(page, *outputs: str) -> None:
+    """No output shows gradio's red "Error" badge (what an event that fails leaves there)."""
+    for out in outputs:
+        assert page.locator(f"{out} .error").count() == 0, out
+        assert "Error" not in page.inner_text(out), (out, page.inner_text(out))
+
+
 def _step(page) -> int:
     m = STEP_RE.search(page.inner_text("#live-status"))
     return int(m.group(1)) if m else -1
@@ -361,16 +399,14 @@ def test_browser_walkthrough(browser_page):
     assert sizes[1][0] > sizes[0][0] and sizes[1][1] == sizes[0][1], sizes
     _shot(page, "images")
 
-    # ---- a bad grid: the reason beside the picture, which stays; no traceback, the page still there
+    # ---- a bad grid: the reason beside the custom times, the picture stays; no traceback
     last_good = image.get_attribute("src")
     _choose(page, "img-grid", "custom")
     page.locator("#img-times textarea").fill(BAD_GRID)
     page.click("#btn-images")
-    page.wait_for_function(
-        "() => document.querySelector('#img-info').innerText.includes('custom times')", timeout=30_000
-    )
-    message = page.inner_text("#img-info")
-    assert "increas" in message and "partial" not in message, message
+    message = page.locator("#img-times div.validation-error")
+    message.wait_for(timeout=30_000)
+    assert "increas" in message.inner_text() and "partial" not in message.inner_text(), message.inner_text()
     assert image.get_attribute("src") == last_good  # the last good picture is kept
     _no_traceback(page)
     assert page.locator("#btn-images").is_visible()
@@ -511,6 +547,124 @@ def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
     message.wait_for(timeout=20_000)
     assert message.inner_text().startswith("steps per family: 1550.5 is not a whole number"), message.inner_text()
     assert page.inner_text("#race-table").strip() == ""
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
+    """Stop on the race tab with no race running answers without harm: Start on the live tab then
+    trains in the same browser session (live samples drawn, no error anywhere in the page)."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-stop")
+    page.wait_for_timeout(1000)  # Stop's answer lands
+    _tab(page, "train")
+    page.click("#btn-start")
+    samples = page.locator("#plot-samples")
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=30_000)
+    page.wait_for_function(
+        "() => /training · LSD on checkerboard · step [1-9]/.test(document.querySelector('#live-status').innerText)",
+        timeout=30_000,
+    )
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    assert "failed" not in page.inner_text("body") and page.locator("[data-testid=toast-body]").count() == 0
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(browser_page):
+    """Flow map vs ODE: the heat map's placeholder fits in its plot on a phone, before the first draw
+    and after a draw of a model without a Gaussian mixture. After a first draw, a fraction
+    typed into the whole-number steps slider is refused beside the slider (gradio's validator),
+    with no error badge and the plots from before kept, point for point. A one-click lesson on a
+    uniform grid then draws, and leaves the custom times the user typed in their box."""
+    page, js_errors = browser_page
+    _tab(page, "compare")
+    _fits_on_a_phone(page, "#plot-error .annotation-text", "#plot-error .js-plotly-plot")
+    page.click("#btn-trajectories")
+    page.wait_for_function(
+        "() => /network evaluations/.test(document.querySelector('#cmp-info').innerText)", timeout=60_000
+    )
+    page.wait_for_function(f"() => ({LINES_JS})(document.querySelector('#plot-trajectories')) >= 10")
+    page.wait_for_selector("#plot-error .heatmaplayer image")
+    traj = page.locator("#plot-trajectories")
+    drawn, info = traj.evaluate(POINTS_JS), page.inner_text("#cmp-info")
+    assert drawn[0] > 0
+
+    _type_number(page, "cmp-steps", "2.5")
+    page.click("#btn-trajectories")
+    message = page.locator("#cmp-steps .validation-error")
+    message.wait_for(timeout=20_000)
+    assert message.inner_text().startswith("Flow-map steps N: 2.5 is not a whole number"), message.inner_text()
+    _above_label(page, "#cmp-steps")
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    _no_error_badge(page, "#plot-trajectories", "#cmp-info", "#plot-error")
+    assert traj.evaluate(POINTS_JS) == drawn and page.inner_text("#cmp-info") == info  # the plots from before
+    assert page.locator("#plot-error .heatmaplayer image").count() == 1
+
+    # ---- a lesson on a uniform grid: it fills the fields and draws; the typed custom times stay
+    times = page.locator("#cmp-times textarea")
+    times.fill("0, 0.2, 1")
+    page.locator("#cmp-examples button.gallery-item").first.click()  # "one jump against the exact map"
+    page.wait_for_function(
+        "() => /the flow map took 1\\./.test(document.querySelector('#cmp-info').innerText)", timeout=60_000
+    )
+    assert page.locator("#cmp-steps input[type=number]").input_value() == "1"
+    message.wait_for(state="detached", timeout=15_000)  # the lesson's good draw clears the message
+    assert times.input_value() == "0, 0.2, 1"
+
+    # ---- a model without a Gaussian mixture: no heat map, and a sentence that says why, whole
+    _choose(page, "cmp-model", LSD_CHECKERBOARD)
+    page.click("#btn-trajectories")
+    page.wait_for_function(
+        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=60_000
+    )
+    page.wait_for_selector("#plot-error .annotation-text")
+    assert "Gaussian-mixture data" in page.inner_text("#plot-error")
+    _fits_on_a_phone(page, "#plot-error .annotation-text", "#plot-error .js-plotly-plot")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_images_mistake_beside_the_field_keeps_the_picture(browser_page):
+    """Images: after a first picture, a fraction typed into the whole-number Images slider is
+    refused beside the slider, then a bad custom grid beside the custom times (gradio's
+    validator); no error badge, and the picture and its table from before stay."""
+    page, js_errors = browser_page
+    _tab(page, "images")
+    _set_number(page, "img-steps", 1)
+    _set_number(page, "img-count", 2)
+    page.click("#btn-images")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#img-output img'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    page.wait_for_function("() => /ms per image/.test(document.querySelector('#img-info').innerText)")
+    image = page.locator("#img-output img")
+    last_good, info = image.get_attribute("src"), page.inner_text("#img-info")
+
+    _type_number(page, "img-count", "2.5")
+    page.click("#btn-images")
+    message = page.locator("#img-count .validation-error")
+    message.wait_for(timeout=20_000)
+    assert message.inner_text().startswith("Images: 2.5 is not a whole number"), message.inner_text()
+    _above_label(page, "#img-count")
+    page.wait_for_timeout(1000)
+    _no_error_badge(page, "#img-output", "#img-info")
+    assert image.get_attribute("src") == last_good and page.inner_text("#img-info") == info
+
+    _type_number(page, "img-count", "2")
+    _choose(page, "img-grid", "custom")
+    page.locator("#img-times textarea").fill(BAD_GRID)
+    page.click("#btn-images")
+    grid_message = page.locator("#img-times div.validation-error")
+    grid_message.wait_for(timeout=20_000)
+    assert grid_message.inner_text().startswith("custom times: "), grid_message.inner_text()
+    assert "increas" in grid_message.inner_text() and message.count() == 0  # one message, beside its field
+    page.wait_for_timeout(1000)
+    _no_error_badge(page, "#img-output", "#img-info")
+    assert image.get_attribute("src") == last_good and page.inner_text("#img-info") == info
     _no_traceback(page)
     assert not js_errors, js_errors
 

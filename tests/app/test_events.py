@@ -81,6 +81,33 @@ def test_a_fault_of_the_app_is_left_to_the_event_and_a_freed_session_is_refused(
     assert not freed[1][0] and "reload the page" in freed[1][1]
 
 
+def test_an_event_without_a_session_is_checked_on_its_fields_and_shows_a_message_once():
+    """A plotting tab's validator (no session among its inputs, ``echo=False``): the check gets
+    the fields alone; a mistake is shown beside its field only, a message that names no input
+    beside the anchor, and a field's own refusal beside that field."""
+    seen = []
+
+    def check(data, steps, other):
+        seen.append((data, steps, other))
+        _check(None, data, steps)
+
+    with gr.Blocks():
+        data = named(gr.Dropdown(["x", "y"], value="x", label="Data"))
+        steps = NamedSlider(1, 10, value=5, step=1, label="Steps")
+        other = gr.Textbox(label="Other")
+    check_fields = InputCheck(None, [data, steps, other], check, {"steps": steps}, data, "Drawing", echo=False)
+    assert _verdict(check_fields("x", 3, "")) == [(True, "")] * 3 and seen == [("x", 3, "")]
+    assert _verdict(check_fields("x", 30, "")) == [
+        (True, ""),
+        (False, "steps: 30 is outside the allowed range [1, 10]"),
+        (True, ""),
+    ]
+    assert _verdict(check_fields("y", 3, "")) == [(False, "nothing to do: pick x first"), (True, ""), (True, "")]
+    refused = _verdict(check_fields("x", steps.preprocess(2.5), ""))
+    assert refused[1] == (False, "Steps: 2.5 is not a whole number; type a whole number, e.g. 2")
+    assert [ok for ok, _ in refused] == [True, False, True] and len(seen) == 3  # not checked again
+
+
 def test_a_refused_component_value_reaches_the_validator(form):
     """Before a validator takes them, a slider's and a dropdown's own refusals are raised (a
     gr.Error naming the field); once it does, they arrive there as Refused, beside their field."""
@@ -214,3 +241,42 @@ def test_a_sessions_copy_of_an_updated_field_keeps_its_check():
     )
     assert type(layers).EVENTS is gr.Slider.EVENTS and isinstance(layers, gr.Slider)
     assert not list(Path(app.checked.__file__).parent.glob("**/*.pyi"))
+
+
+def test_a_handler_without_outputs_leaves_the_session_in_the_state_and_a_bad_state_is_replaced(caplog):
+    """A visitor's event returns the session last, for the page's gr.State. A handler with no
+    output of its own (a Stop with nothing to stop) returns () or None: the state must still
+    hold the session itself (gradio stores what an event of one output returns, a 1-tuple too).
+    A state that holds anything else (as that bug left it) gets a fresh session, once, instead of
+    every later click failing; a fault of the app is not called an input mistake."""
+    from app.events import visiting
+
+    def fail(session):
+        raise RuntimeError("the disk is full")
+
+    sessions = Sessions(4, 60.0)
+    with gr.Blocks() as demo:
+        state = gr.State(LiveSession)
+        out = gr.Textbox()
+        go, stop, stop_none, boom = gr.Button(), gr.Button(), gr.Button(), gr.Button()
+        go.click(visiting(sessions, lambda s: f"session {s.token}", "Going"), state, [out, state])
+        stop.click(visiting(sessions, lambda s: (), "Stop"), state, state)
+        stop_none.click(visiting(sessions, lambda s: None, "Stop"), state, state)
+        boom.click(visiting(sessions, fail, "Drawing"), state, [out, state])
+    session = SessionState(demo)
+    first = session[state._id]
+    for button in (stop, stop_none, go):
+        _run(demo, button, "click", [None], session)
+        assert session[state._id] is first
+    assert _run(demo, go, "click", [None], session)["data"][0] == f"session {first.token}"
+    session[state._id] = (first,)  # what a Stop left there before
+    with caplog.at_level(logging.INFO, logger="flowmaps.app"):
+        said = _run(demo, go, "click", [None], session)["data"][0]
+    fresh = session[state._id]
+    assert isinstance(fresh, LiveSession) and fresh is not first and said == f"session {fresh.token}"
+    assert [r.levelno for r in caplog.records if "not a session" in r.getMessage()] == [logging.ERROR]
+    with pytest.raises(gr.Error) as failed:
+        _run(demo, boom, "click", [None], session)
+    message = failed.value.message
+    assert message.startswith("Drawing failed (RuntimeError: the disk is full)") and "fault of the app" in message
+    assert "settings" not in message and "try again" in message, message

@@ -216,9 +216,9 @@ def test_input_mistakes_leave_one_line_and_no_traceback_in_the_server_log(server
     for args in bad:
         with pytest.raises(ValidationError):
             c.predict(*args, api_name="/train_start")
-    # a plotting tab answers a mistake with its message and keeps its last plot (no error)
-    info = c.predict("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0, api_name="/trajectories")[1]
-    assert "custom times" in info
+    # a plotting tab's validator refuses a mistake beside its field, and keeps its last plot
+    with pytest.raises(ValidationError, match="custom times"):
+        c.predict("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0, api_name="/trajectories")
     time.sleep(0.5)
     new = server.log_text()[len(before) :]
     print(new)

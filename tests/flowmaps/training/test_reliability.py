@@ -72,7 +72,10 @@ GRIDS = [
     ("0, lots, 1", ["custom times", "'lots'", "not a number"]),
     ("", ["custom times", "empty"]),
     ("0.2, 1", ["custom times", "start at 0"]),
-    (", ".join(f"{i / 300:.4f}" for i in range(301)), ["custom times", "above the cap of 256"]),
+    (
+        ", ".join(f"{i / 300:.4f}" for i in range(301)),
+        ["custom times: the box holds more than 256 steps (the cap); use at most 257 times"],
+    ),
     ("0, " * 8000 + "1", ["custom times", "too long", "at most 20000"]),
 ]
 
@@ -94,7 +97,7 @@ def test_thousands_of_steps_on_a_named_grid():
     from flowmaps.sampling import parse_grid
 
     msg = _refused(parse_grid, ", ".join(["0.5"] * 2_000_000))  # the library: stops reading at the cap
-    assert "above the cap of 1024" in msg, msg
+    assert msg == "time grid has more than 1024 steps (the cap); use at most 1025 times", msg
 
 
 SETTINGS = [
@@ -103,7 +106,8 @@ SETTINGS = [
     ({"lr": -1e-3}, ["learning rate", "[1e-05, 0.1]"]),
     ({"lr": 0.0}, ["learning rate", "[1e-05, 0.1]"]),
     ({"lr": "fast"}, ["learning rate", "not a number", "[1e-05, 0.1]"]),
-    ({"lr": None}, ["learning rate", "expected a number", "[1e-05, 0.1]"]),
+    ({"lr": None}, ["learning rate: the field is empty; type a number in the allowed range [1e-05, 0.1]"]),
+    ({"lr": " "}, ["learning rate: the field is empty; type a number in the allowed range [1e-05, 0.1]"]),
     ({"eta": 1.5}, ["eta", "[0, 1]"]),
     ({"eta": -0.1}, ["eta", "[0, 1]"]),
     ({"eta": 0.0}, ["eta", "(0, 1)"]),
@@ -169,9 +173,10 @@ def test_bad_csv_uploads(tmp_path):
         ("x,y\n", ["CSV file", "0 data rows", "at least 2"]),
         ("1,2\n", ["CSV file", "1 data row;"]),
         ("1,2\n1,2\n1,2\n", ["CSV file", "the same"]),
-        ("1e39,1\n2,3\n", ["CSV file", "too large"]),
+        ("1e39,1\n2,3\n", ["CSV file: line 1, column 1: 1e39 is too large"]),
+        ("x,y\n\n1,2\n3,-1e39\n", ["CSV file: line 4, column 2: -1e39 is too large"]),
         (b"\x00\x01binary\x00", ["CSV file", "binary"]),
-        ("1,2\n" * 2000, ["CSV file", "more than max_rows=1000"]),
+        ("1,2\n" * 2000, ["CSV file: the file has more than 1000 rows of points, the most the app reads; keep at"]),
     ]
     for i, (text, words) in enumerate(cases):
         path = _write(tmp_path, f"c{i}.csv", text)
@@ -203,7 +208,7 @@ def test_ten_million_rows_are_cut_off_early(tmp_path):
         f"10M rows ({size_mb:.0f} MB): app -> size cap; library -> {msg!r} "
         f"in {seconds:.2f} s, peak RSS +{grew_mb:.0f} MB"
     )
-    assert "more than max_rows=100000" in msg
+    assert "more than 100000 rows, the most max_rows=100000 reads" in msg
     assert grew_mb < 100  # streamed: memory stays flat (time is printed, not asserted)
 
 
