@@ -357,7 +357,7 @@ class InputCheck:
             raise SessionClosed(self.sessions.closed_message())
         self.check(session, *values[1:])
 
-    def __call__(self, *values: Any) -> list[dict]:
+    def __call__(self, *values: Any) -> list[dict] | dict:
         at, message = None, ""
         try:
             for i, value in enumerate(values):
@@ -372,12 +372,18 @@ class InputCheck:
         except Exception:  # a fault of the app, not of the input: the event meets it and reports it
             pass
         if at is None:
-            return [gr.validate(True, "") for _ in values]
+            return self._answer([gr.validate(True, "") for _ in values])
         log.info("%s refused: %s", self.action, message.splitlines()[0][:200])
         # also beside the anchor where it sits next to the button: the field may be scrolled out of
         # view (the live tab's settings sit below Start on a laptop screen)
         shown = {at, self.anchor} if self.echo else {at}
-        return [gr.validate(i not in shown, message if i in shown else "") for i in range(len(values))]
+        return self._answer([gr.validate(i not in shown, message if i in shown else "") for i in range(len(values))])
+
+    @staticmethod
+    def _answer(results: list[dict]) -> list[dict] | dict:
+        """gradio wraps the return value of a function with one output in a list of one; an event
+        with one input gets its one result bare, else gradio reads a list in a list and passes it."""
+        return results[0] if len(results) == 1 else results
 
 
 # ------------------------------------------------------------------------------ visitors

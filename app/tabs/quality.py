@@ -19,7 +19,7 @@ from app import quality as ql
 from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import toy_source
-from app.events import NamedSlider, guarded, keep_plots, named, visiting
+from app.events import InputCheck, NamedSlider, guarded, keep_plots, named, raise_refused, visiting
 from app.tabs.base import DEFAULTS, SESSION, AppBase
 from app.validation import InputError, parse_int
 
@@ -74,13 +74,29 @@ class QualityCallbacks(AppBase):
         figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
         yield figure, ql.table_markdown(res), ql.summary_sentence(res)
 
+    def check_quality(self, session, source, n_samples) -> int:
+        """ "Evaluate this model"'s input checks, also its validator in the page
+        (app/events.InputCheck): the number of samples and the model; loads nothing. Returns the
+        number of samples.
+
+        Raises:
+            InputError: naming the field that is wrong and what to change.
+        """
+        n = parse_int(n_samples, "samples", 500, 20_000)
+        self.check_model(session, source)
+        return n
+
+    def check_shipped(self, n_samples) -> int:
+        """The shipped comparison's input check (and its validator): the number of samples."""
+        return parse_int(n_samples, "samples", 500, 20_000)
+
     def quality(self, session, source, n_samples):
         """Metric and wall time against network evaluations, for one model (streams as it computes).
 
         A session's results are cached under its process-unique token and model version
         (:func:`app.quality.session_key`), read before the model is copied, and not at all while
         the session is training (its model changes under the same version)."""
-        n = parse_int(n_samples, "samples", 500, 20_000)
+        n = self.check_quality(session, source, n_samples)
         version, training = session.version, session.running
         model, data, label, key = self.resolve_model(session, source)
         if data is None:
@@ -96,7 +112,7 @@ class QualityCallbacks(AppBase):
     def quality_shipped(self, n_samples):
         """The shipped checkerboard models side by side: flow maps at
         :data:`app.quality.COMPARE_FLOW_STEPS` and the ODE on the FM model."""
-        n = parse_int(n_samples, "samples", 500, 20_000)
+        n = self.check_shipped(n_samples)
         names = self.checkerboard_models()
         if not names:
             raise InputError("no shipped checkerboard checkpoints found in the checkpoint folder")
@@ -147,18 +163,28 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
             table = gr.Markdown(elem_id="q-table")
     named(model)
     one_at_a_time = {"concurrency_limit": 1, "concurrency_id": "quality"}
+    # A mistake (a fraction typed into the samples slider, a model that is not there) is named
+    # beside its field by gradio's validator, before the event is queued; the last plot stays.
+    fields = {"samples": samples, "model": model}
     button.click(
         visiting(fm.sessions, keep_plots(fm.quality, 3), "Evaluation"),
         [session, model, samples],
         [figure, table, summary, message, session],
         api_name="quality",
+        validator=InputCheck(fm.sessions, [session, model, samples], fm.check_quality, fields, model, "Evaluation"),
         **one_at_a_time,
     )
+
+    def compare_shipped(n_samples):
+        raise_refused((n_samples,))  # the slider's own refusal, met here on gradio's direct route
+        yield from fm.quality_shipped(n_samples)
+
     shipped.click(
-        guarded("Evaluation")(keep_plots(fm.quality_shipped, 3)),
-        samples,
+        guarded("Evaluation")(keep_plots(compare_shipped, 3)),
+        [samples],
         [figure, table, summary, message],
         api_name="quality_shipped",
+        validator=InputCheck(None, [samples], fm.check_shipped, {"samples": samples}, samples, "Evaluation"),
         **one_at_a_time,
     )
     return model

@@ -21,7 +21,7 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError, ValidationError
+from gradio_client.exceptions import ValidationError
 
 from app.config import AppConfig, Limits
 from tests.app.test_app_logic import make_checkpoints
@@ -222,14 +222,16 @@ def test_shipped_models_in_every_tab(server):
         ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), ValidationError, "custom times"),
         ("/sample_images", ("fashion-mnist-lsd", 2, "uniform", "", 0, 2.5, "none"), ValidationError, "Images: "),
         ("/sample_images", ("../x", 2, "uniform", "", 0, 2, "none"), ValidationError, "Image model: "),
-        ("/quality", ("../x", 500), AppError, "Model: "),
+        ("/quality", ("../x", 500), ValidationError, "Model: "),
+        ("/quality", ("__session__", 500), ValidationError, "no model yet"),
+        ("/quality", ("checkerboard-lsd", 1234.5), ValidationError, "Samples per point"),
+        ("/quality_shipped", (750.5,), ValidationError, "Samples per point"),
     ],
 )
 def test_bad_input_gets_a_clear_message(server, api, args, refused_by, expected, capfd):
-    """A bad request is refused with a message that names the field. The events of the live,
-    race, "Flow map vs ODE" and Images tabs are refused by their validator before they run
-    (gradio_client's ValidationError: an HTTP 422 the page shows beside the field); the other
-    tabs' by the event itself (AppError)."""
+    """A bad request is refused with a message that names the field: every tab's events are
+    refused by their validator before they run (gradio_client's ValidationError: an HTTP 422 that
+    the page shows beside the field), so a mistake never reaches the plots."""
     c = _client(server)
     capfd.readouterr()
     with pytest.raises(refused_by) as err:
@@ -238,21 +240,6 @@ def test_bad_input_gets_a_clear_message(server, api, args, refused_by, expected,
     assert "Traceback" not in str(err.value)
     out, log = capfd.readouterr()  # the in-process server's output: a user's mistake is one log line
     assert "Traceback" not in out + log, (out + log)[-2000:]
-
-
-@pytest.mark.parametrize(
-    "api, args, at, expected",
-    [
-        ("/quality", ("__session__", 500), 3, "no model yet"),
-    ],
-)
-def test_input_mistakes_keep_the_plots_and_say_what_to_change(server, api, args, at, expected):
-    """A mistake in a plotting tab without a validator answers with its message in the tab's
-    text, not an error in place of the plots (the page keeps the last good ones), in the field's
-    words."""
-    out = _client(server).predict(*args, api_name=api)
-    assert expected in out[at] and "Check this input" in out[at], out[at]
-    assert "partial" not in out[at] and "Traceback" not in out[at]
 
 
 def test_bad_uploads(server, tmp_path):

@@ -669,6 +669,42 @@ def test_browser_images_mistake_beside_the_field_keeps_the_picture(browser_page)
     assert not js_errors, js_errors
 
 
+def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
+    """Steps vs quality: after a first evaluation, a fraction typed into the samples slider is
+    refused beside the slider by both buttons (gradio's validator; "Compare the shipped models"
+    has that slider as its only input); no error badge, and the plot and its summary stay."""
+    page, js_errors = browser_page
+    _tab(page, "quality")
+    _set_number(page, "q-samples", 500)
+    page.click("#btn-quality")
+    page.wait_for_function(
+        f"el => ({LINES_JS})(el) > 0",
+        arg=page.locator("#plot-quality .js-plotly-plot").first.element_handle(timeout=90_000),
+        timeout=90_000,
+    )
+    # the evaluation streams its curves: wait for its end (a button's click counts once while it runs)
+    page.wait_for_function(
+        "() => document.querySelector('#q-summary').innerText.trim().length > 0"
+        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating')",
+        timeout=90_000,
+    )
+    summary = page.inner_text("#q-summary")
+    for button in ("#btn-quality", "#btn-quality-shipped"):
+        _type_number(page, "q-samples", "750.5")
+        page.click(button)
+        message = page.locator("#q-samples .validation-error")
+        message.wait_for(timeout=20_000)
+        assert message.inner_text().startswith("Samples per point: 750.5 is not a whole number"), message.inner_text()
+        _above_label(page, "#q-samples")
+        page.wait_for_timeout(1000)
+        _no_error_badge(page, "#plot-quality", "#q-summary", "#q-message")
+        assert page.inner_text("#q-summary") == summary
+        _type_number(page, "q-samples", "500")
+        message.wait_for(state="detached", timeout=20_000)
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 # Each tab's main button on a fresh page, nothing else touched: the tab must open on a shipped
 # model and draw on the first click (no error badge, no traceback, no JavaScript error).
 FIRST_CLICKS = {

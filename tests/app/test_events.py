@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 from gradio.events import EventData
+from gradio.queueing import create_validator_fn, process_validation_response
 from gradio.state_holder import SessionState
 
 from app.events import InputCheck, NamedSlider, Refused, named
@@ -192,8 +193,6 @@ def test_a_sessions_copy_of_an_updated_field_keeps_its_check():
     gradio's own components (the blocks' type), and no typing stub is written beside the app."""
     from pathlib import Path
 
-    from gradio.queueing import create_validator_fn
-
     import app.checked
 
     with gr.Blocks() as demo:
@@ -241,6 +240,25 @@ def test_a_sessions_copy_of_an_updated_field_keeps_its_check():
     )
     assert type(layers).EVENTS is gr.Slider.EVENTS and isinstance(layers, gr.Slider)
     assert not list(Path(app.checked.__file__).parent.glob("**/*.pyi"))
+
+
+def test_an_event_of_one_input_is_refused_too():
+    """gradio wraps the result of a function with one output in a list; the validator of an event
+    with one input ("Compare the shipped models": the samples slider alone) must still be read as a
+    refusal by the queue, which otherwise finds no verdict in a list in a list and runs the event."""
+    with gr.Blocks() as demo:
+        samples = NamedSlider(500, 20_000, value=3000, step=500, label="Samples per point")
+        out, go = gr.Textbox(), gr.Button()
+        check = InputCheck(None, [samples], lambda n: parse_int(n, "samples", 500, 20_000), {}, samples, "Evaluation")
+        go.click(lambda n: str(n), [samples], out, validator=check)
+    fn = next(f for f in demo.fns.values() if (go._id, "click") in f.targets)
+    state = SessionState(demo)
+    for typed, message in [(750.5, "Samples per point: 750.5 is not a whole number"), (None, "Samples per point: ")]:
+        answer = asyncio.run(demo.process_api(create_validator_fn(fn), [typed], state=state))["data"]
+        ok, verdicts = process_validation_response(answer, fn)
+        assert ok is False and verdicts[0]["message"].startswith(message), verdicts
+    answer = asyncio.run(demo.process_api(create_validator_fn(fn), [1500], state=state))["data"]
+    assert process_validation_response(answer, fn)[0] is True
 
 
 def test_a_handler_without_outputs_leaves_the_session_in_the_state_and_a_bad_state_is_replaced(caplog):
