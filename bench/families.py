@@ -202,7 +202,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         m, sd = mean_sd(kls)
         finite = m != float("inf")  # JSON has no inf: an empty target bin is written as null
         metrics[str(k)] = {"mean": m if finite else None, "sd": sd if finite else None, "seeds": args.seeds}
-        table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": kls})
+        per_seed = ", ".join(f"{v:.4f}" if v != float("inf") else "inf" for v in kls)  # JSON has no inf
+        table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": per_seed})
     if "dopri5" in sc:
         m, sd = mean_sd([r["kl"] for r in sc["dopri5"]])
         nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])

@@ -22,6 +22,7 @@ state dict is the weights), ``_hub_config()`` (config.json's content) and the cl
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -69,6 +70,23 @@ def _keep_other_files(source: Path, target: Path) -> None:
             shutil.copy2(item, dest)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, -inf, NaN) replaced by None, through dicts,
+    lists and tuples (tuples become lists).
+
+    JSON has no inf or NaN: Python's json writes them as the bare words ``Infinity`` and ``NaN``,
+    which JSON.parse and other strict readers (the Hub's among them) refuse. So config.json holds
+    null where a number is not finite (e.g. a KL made infinite by an empty histogram bin); say
+    what null means beside it (a card's notes do)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 class HubMixin(
     PyTorchModelHubMixin,
     library_name="flowmaps",
@@ -98,7 +116,7 @@ class HubMixin(
     def _full_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
         base = self._hub_config() if config is None else dict(config)
         dtype_name = str(self._hub_weights_dtype).removeprefix("torch.")
-        return {**base, "weights_dtype": dtype_name, "flowmaps_version": flowmaps.__version__}
+        return json_safe({**base, "weights_dtype": dtype_name, "flowmaps_version": flowmaps.__version__})
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's hook: write ``model.safetensors`` (the state dict in ``_hub_weights_dtype``)."""

@@ -68,6 +68,26 @@ def test_round_trip_fp32_is_bit_exact(tmp_path):
     assert not loaded.training
 
 
+def _strict_json(text: str):
+    """Parse as JSON.parse would: the bare words Infinity and NaN that Python's json writes are errors."""
+
+    def refuse(word: str):
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_config_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    config = {**CONFIG, "metrics": {"kl": [0.07, math.inf], "drift": -math.inf, "nan": math.nan}}
+    folder = save_pretrained(_model(), tmp_path / "ck", config, card={"metrics": [{"per seed": [math.inf, 0.1]}]})
+    written = _strict_json((folder / "config.json").read_text())
+    assert written["metrics"] == {"kl": [0.07, None], "drift": None, "nan": None}
+    assert written["card"]["metrics"] == [{"per seed": [None, 0.1]}]
+    assert "Infinity" not in (folder / "README.md").read_text()
+    for shipped in sorted((REPO / "checkpoints").glob("*/config.json")):  # the shipped ones too
+        _strict_json(shipped.read_text())
+
+
 def test_round_trip_fp16(tmp_path):
     model = _model()
     folder = save_pretrained(model, tmp_path / "ck16", CONFIG, dtype="float16")
