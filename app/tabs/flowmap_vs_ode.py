@@ -150,7 +150,7 @@ def build_compare_tab(fm: CompareCallbacks, session: gr.State, lim: Limits) -> g
                 points = NamedSlider(
                     1, lim.max_trajectory_points, value=24, step=1, label="Start points", elem_id="cmp-points"
                 )
-                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                seed = gr.Number(value=0, label="Seed", elem_id="cmp-seed")
                 button = gr.Button("Draw trajectories", variant="primary", elem_id="btn-trajectories")
                 examples = gr.Column(min_width=0)  # the one-click lessons (filled below)
                 gr.Markdown(

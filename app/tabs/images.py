@@ -142,7 +142,7 @@ def build_images_tab(fm: ImageCallbacks, lim: Limits) -> tuple[gr.Dropdown, gr.M
                 )
                 grid = gr.Dropdown(list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="img-grid")
                 times = gr.Textbox(value="0, 0.4, 0.75, 1", label="Custom times (for 'custom')", elem_id="img-times")
-                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="img-seed")
+                seed = gr.Number(value=0, label="Seed", elem_id="img-seed")
                 count = NamedSlider(1, lim.max_images, value=8, step=1, label="Images", elem_id="img-count")
                 ode = gr.Dropdown(
                     list(img.ODE_BASELINES), value=img.DEFAULT_ODE, label="ODE baseline", elem_id="img-ode"

@@ -157,7 +157,7 @@ def build_race_tab(fm: Any, session: gr.State, lim: Limits) -> None:
             r_steps = NamedSlider(
                 100, min(lim.max_steps, 8000), value=1500, step=100, label="steps per family", elem_id="race-steps"
             )
-            r_seed = named(gr.Number(value=0, precision=0, label="seed", elem_id="race-seed"))
+            r_seed = named(gr.Number(value=0, label="seed", elem_id="race-seed"))
         with gr.Row():
             r_go = gr.Button("Race", variant="primary", elem_id="race-start")
             r_stop = gr.Button("Stop", elem_id="race-stop")

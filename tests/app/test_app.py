@@ -219,6 +219,8 @@ def test_shipped_models_in_every_tab(server):
         ("/trajectories", ("checkerboard-lsd", "custom", 1, "0.3, 1", 4, 0), ValidationError, "put 0 first"),
         ("/trajectories", ("checkerboard-lsd", "uniform", 2.5, "", 4, 0), ValidationError, "Flow-map steps N"),
         ("/trajectories", ("__session__", "uniform", 2, "", 4, 0), ValidationError, "no model yet"),
+        ("/trajectories", ("checkerboard-lsd", "uniform", 2, "", 4, 1.5), ValidationError, "seed: must be a whole"),
+        ("/sample_images", ("fashion-mnist-lsd", 2, "uniform", "", 1.5, 2, "none"), ValidationError, "seed: must"),
         ("/sample_images", ("fashion-mnist-lsd", 2, "custom", "1, 0", 0, 2, "none"), ValidationError, "custom times"),
         ("/sample_images", ("fashion-mnist-lsd", 2, "uniform", "", 0, 2.5, "none"), ValidationError, "Images: "),
         ("/sample_images", ("../x", 2, "uniform", "", 0, 2, "none"), ValidationError, "Image model: "),
