@@ -124,7 +124,7 @@ def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = Non
     fig.add_trace(
         _path_trace(
             d.jumps,
-            f"flow map, {len(d.grid) - 1} jump(s)",
+            f"flow map, {len(d.grid) - 1} jump" + ("" if len(d.grid) == 2 else "s"),
             {"color": "#ff7f0e", "width": 1.2},
             mode="lines+markers",
             marker={"size": 6, "symbol": "circle"},
@@ -275,8 +275,11 @@ def summary(d: TrajectoryData) -> str:
     text = (
         f"The adaptive ODE solve (Dormand-Prince, rtol 1e-4) of the learned velocity over [0, 1] took "
         f"**{d.nfe_ode} network evaluations**; the flow map took **{n}**. "
-        f"Mean distance between where they end: {end_gap:.3f} with {n} jump(s), "
-        f"{one_gap:.3f} with one jump."
+        + (
+            f"Mean distance between where they end: {end_gap:.3f} with one jump."
+            if n == 1
+            else f"Mean distance between where they end: {end_gap:.3f} with {n} jumps, {one_gap:.3f} with one jump."
+        )
     )
     if d.exact is not None:
         gap = float(np.sqrt(((d.ode[-1] - d.exact[-1]) ** 2).sum(axis=1)).mean())

@@ -365,10 +365,11 @@ def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
     return out
 
 
-def comparison_sentence(res: QualityResult, steps: Sequence[int] = (1, 2, 4, 8)) -> str:
+def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) -> str:
     """Who wins at which N, read from the result's own numbers (so it always matches the plot).
 
-    For each N in ``steps``, the model whose flow-map curve has the lowest metric at N network
+    For each N in ``steps`` (default: every N on the plot's flow-map curves), the model whose
+    flow-map curve has the lowest metric at N network
     evaluations; then the best ODE figure and its NFE. Empty when fewer than two models have a
     flow-map curve (there is nothing to compare)."""
     table = {c.model: dict(zip(c.nfe, c.metric)) for c in res.curves if c.sampler == "flow map"}
@@ -376,7 +377,7 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] = (1, 2, 4, 8))
         return ""
     parts = []
     best = winners(table)
-    for n in steps:
+    for n in sorted(best) if steps is None else steps:
         if best.get(n):
             who = " and ".join(f"**{m}**" for m in best[n])
             parts.append(f"N = {n}: {who} ({table[best[n][0]][n]:.3f})")

@@ -304,6 +304,10 @@ def winner_sentence(
     for m, why in (diverged or {}).items():
         floor_txt += f"; {SHORT_LABELS.get(m, m)} {why}"
     what = "checkerboard KL" if metric == "KL" else "sliced Wasserstein distance to data"
+    if len(table) == 1:  # one family: its scores, no winner
+        (only,) = table
+        parts = [f"N = {n}: {_fmt(v)}" for n, v in sorted(table[only].items())]
+        return f"{SHORT_LABELS.get(only, only)}'s {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
     return f"Lowest {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
 
 

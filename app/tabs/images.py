@@ -78,7 +78,8 @@ class ImageCallbacks(AppBase):
         notes = []
         if custom_grid is not None:
             notes.append(
-                f"Custom grid: its row takes the {len(custom_grid) - 1} steps you typed "
+                f"Custom grid: its row takes the {len(custom_grid) - 1} "
+                f"step{'' if len(custom_grid) == 2 else 's'} you typed "
                 f"({format_grid(custom_grid)}); the Steps N slider applies to the uniform, edm and cosine grids only."
             )
         if euler:

@@ -115,7 +115,9 @@ class RaceHandlers:
         done = min(racing)
         rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
         bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
-        bar = bar.replace("steps/s", f"steps/s per family, {len(race.methods)} families")
+        bar = bar.replace(
+            "steps/s", f"steps/s per family, {len(race.methods)} famil{'y' if len(race.methods) == 1 else 'ies'}"
+        )
         return fig, table, sentence, bar
 
     def stop(self, session) -> tuple:

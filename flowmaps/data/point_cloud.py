@@ -239,7 +239,10 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
                 f"line {lineno}, column {col}: {cell!r} is not a number; each row must be two numbers x, y"
             )
         if len(values) != 2:
-            raise ValueError(f"line {lineno} has {len(values)} values; each row must have exactly 2 (x, y)")
+            raise ValueError(
+                f"line {lineno} has {len(values)} value{'' if len(values) == 1 else 's'}; "
+                "each row must have exactly 2 (x, y)"
+            )
         if not all(math.isfinite(v) for v in values):
             raise ValueError(
                 f"line {lineno} holds a non-finite value ({cells[0]}, {cells[1]}); remove rows with NaN or infinity"

@@ -786,10 +786,13 @@ def test_comparison_sentence_names_the_winner_the_numbers_show():
     assert "Who wins" not in ql.table_markdown(res)  # not repeated in the closed accordion
     res.curves[0].metric[1] = 0.10  # LSD now wins at N = 2
     assert "N = 2: **LSD** (0.100)" in ql.comparison_sentence(res)
+    res.curves[0].nfe.append(16), res.curves[0].metric.append(0.10)  # a curve that reaches N = 16
+    res.curves[1].nfe.append(16), res.curves[1].metric.append(0.09)
+    assert "N = 16: **ESD** (0.090)" in ql.comparison_sentence(res)  # every N on the plot
     res.curves = [res.curves[0], res.curves[2]]  # one flow map: nothing to compare
     assert ql.comparison_sentence(res) == ""
     one = ql.summary_sentence(res)  # its own numbers instead: fewest and most steps, best ODE
-    assert "**LSD**, flow map: KL 0.300 at N = 1, 0.120 at N = 8" in one
+    assert "**LSD**, flow map: KL 0.300 at N = 1, 0.100 at N = 16" in one
     assert "best ODE solve: heun, 0.090 with 32 evaluations" in one and "(floor 0.050)" in one
 
 

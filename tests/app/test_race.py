@@ -103,6 +103,12 @@ def test_winner_sentence_reads_the_table():
     assert "N = 8: PSD-M and FM (KL 0.270)" in text  # a tie names both
 
 
+def test_a_race_of_one_family_gives_its_scores_without_a_winner():
+    text = winner_sentence({"lsd": {1: 0.40, 2: float("inf")}}, "KL", {"lsd": 300}, floor=0.228)
+    assert text == "LSD's checkerboard KL after 300 steps each; exact samples score 0.228: N = 1: 0.400; N = 2: inf."
+    assert "Lowest" not in text
+
+
 def test_winner_sentence_says_when_steps_differ_and_when_nothing_is_finite():
     table = {"lsd": {1: float("nan"), 2: 0.2}, "fm": {1: float("inf"), 2: 0.1}}
     text = winner_sentence(table, "SW", {"lsd": 40, "fm": 20})

@@ -61,7 +61,7 @@ def test_points_from_csv_formats(tmp_path) -> None:
         ("x,y\n1,2\n3,nan\n", "line 3 holds a non-finite value"),
         ("1,2\n3,inf\n", "non-finite"),
         ("1,2\n3,4,5\n", "line 2 has 3 values; each row must have exactly 2"),
-        ("1,2\n3\n", "line 2 has 1 values"),
+        ("1,2\n3\n", "line 2 has 1 value;"),
         ("x,y\n1,2\n", "holds 1 data row; need at least 2"),
         ("", "holds 0 data rows"),
         ("1,2\n3,4\n5,6\n7,8\n", "the CSV has more than 3 rows, the most max_rows=3 reads; subsample it"),

@@ -169,7 +169,7 @@ def test_bad_csv_uploads(tmp_path):
         ("x,y\n1,2\n3,hello\n", ["CSV file", "line 3", "'hello' is not a number"]),
         ("1,2\nnan,4\n", ["CSV file", "line 2", "non-finite"]),
         ("1,2\n3,4,5\n", ["CSV file", "line 2 has 3 values", "exactly 2"]),
-        ("1\n2\n", ["CSV file", "line 1 has 1 values"]),
+        ("1\n2\n", ["CSV file", "line 1 has 1 value;"]),
         ("x,y\n", ["CSV file", "0 data rows", "at least 2"]),
         ("1,2\n", ["CSV file", "1 data row;"]),
         ("1,2\n1,2\n1,2\n", ["CSV file", "the same"]),
