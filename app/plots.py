@@ -207,6 +207,7 @@ class Curve:
     metric: list[float] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)  # wall time (ms; per how many samples: the panel's title)
     timed_nfe: list[int] = field(default_factory=list)  # NFE of the timed runs, if not ``nfe`` (adaptive solvers)
+    settings: list[str] = field(default_factory=list)  # what sets each point apart where NFE does not (dopri5's rtol)
 
     @property
     def time_nfe(self) -> list[int]:

@@ -281,6 +281,7 @@ def evaluate(
                 log.info("dopri5 at rtol %g skipped: %s", rtol, err)
                 res.notes.append(f"{label}: dopri5 at rtol {rtol:g} left out (more than {DOPRI_MAX_STEPS} steps)")
                 continue
+            c.settings.append(f"rtol {rtol:g}")
             yield res
     res.done = True
     yield res
@@ -429,9 +430,11 @@ def table_markdown(res: QualityResult) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for c in res.curves:
-        for nfe, m, ms, tn in zip(c.nfe, c.metric, c.ms, c.time_nfe):
+        settings = c.settings if len(c.settings) == len(c.nfe) else [""] * len(c.nfe)
+        for nfe, m, ms, tn, setting in zip(c.nfe, c.metric, c.ms, c.time_nfe, settings):
             ms_text = f"{ms:.1f}" if tn == nfe else f"{ms:.1f} (timed solves: {tn} NFE)"
-            lines.append(f"| {c.model} | {c.sampler} | {nfe} | {m:.4f} | {ms_text} |")
+            sampler = f"{c.sampler}, {setting}" if setting else c.sampler
+            lines.append(f"| {c.model} | {sampler} | {nfe} | {m:.4f} | {ms_text} |")
     if res.floor is not None:
         lines.append(f"\nFloor (exact samples, same estimator): **{res.floor:.4f}**.")
     if res.notes:

@@ -937,6 +937,21 @@ def test_quality_cache_suffix_names_every_setting_of_the_evaluation(monkeypatch)
     assert base not in others and len(others) == 7
 
 
+def test_each_dopri5_row_names_its_tolerance():
+    """The ODE curve of dopri5 has one point per tolerance: the table tells them apart, and a
+    cached result keeps that."""
+    from app import quality as ql
+    from app.datasets import toy_source
+    from flowmaps.flowmap import FlowMap
+    from flowmaps.nets.mlp import MLP
+
+    model = FlowMap(MLP(dim=2, width=8, depth=1), sigma=0.5)
+    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=300, flow_map=False, repeats=1))[-1]
+    for r in (res, ql.QualityResult.from_json(res.to_json())):
+        rows = [row for row in ql.table_markdown(r).splitlines() if "| dopri5" in row]
+        assert [row.split(" | ")[1] for row in rows] == [f"dopri5, rtol {t:g}" for t in ql.DOPRI_RTOL], rows
+
+
 def test_dopri5_past_its_step_cap_is_left_out_and_the_summary_says_so(monkeypatch):
     from app import quality as ql
     from app.datasets import toy_source
