@@ -98,13 +98,28 @@ def _time_slider(d: TrajectoryData, traces: list[int]) -> dict:
     }
 
 
+def _view(d: TrajectoryData) -> tuple[float, float]:
+    """The square range of the trajectories plot: the data and the end points (central 99.5 %),
+    widened to hold every drawn path from its start point (noise can start outside the data), by
+    at most the data's own span on each side (a diverged path is not allowed to shrink the board)."""
+    lo, hi = axis_range(np.concatenate([d.data, d.ode[-1], d.jumps[-1]]))
+    paths = [d.ode, d.jumps] + ([] if d.exact is None else [d.exact])
+    p = np.concatenate([np.asarray(a, dtype=float).reshape(-1, 2) for a in paths])
+    p = p[np.isfinite(p).all(axis=1)]
+    if p.size:
+        span = hi - lo
+        lo = max(min(lo, float(p.min()) - 0.05 * span), lo - span)
+        hi = min(max(hi, float(p.max()) + 0.05 * span), hi + span)
+    return lo, hi
+
+
 def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = None) -> go.Figure:
     """ODE paths, exact paths, the N-step flow-map jumps, and a time slider.
 
     The slider moves two marker sets: the ODE state at time tau and the one-jump flow map
     X_{0,tau}(x0). They coincide when the map is right: one jump lands where the ODE arrives.
     """
-    rng = rng or axis_range(np.concatenate([d.data, d.ode[-1], d.jumps[-1]]))
+    rng = rng or _view(d)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(

@@ -376,6 +376,29 @@ def test_trajectories_figure_has_a_working_slider():
     assert heat.data[0].type == "heatmap"
 
 
+def test_trajectories_plot_holds_every_path_from_its_start_point():
+    """Noise can start outside the data: the view widens to every drawn path (by at most the
+    data's own span each side, so a diverged path cannot shrink the board to a dot)."""
+    from app import compare as cmp
+
+    rng = np.random.default_rng(0)
+    t, b, n = 5, 3, 2
+    ode = rng.uniform(-0.5, 0.5, size=(t, b, 2))
+    ode[0, 0] = (0.2, 1.8)  # a start point above the board
+    jumps = rng.uniform(-0.5, 0.5, size=(n + 1, b, 2))
+    jumps[0] = ode[0]
+    d = cmp.TrajectoryData(
+        data=rng.uniform(-1, 1, size=(2000, 2)), ode_times=np.linspace(0, 1, t), ode=ode, exact=None,
+        grid=np.linspace(0, 1, n + 1), jumps=jumps, slider_times=np.linspace(0, 1, 2),
+        direct=jumps[[0, -1]], ode_at=ode[[0, -1]], nfe_ode=20,
+    )  # fmt: skip
+    lo, hi = cmp.trajectories_figure(d).layout.yaxis.range
+    assert hi > 1.8 and lo < -1.0
+    d.ode[1, 1] = (1e6, -1e6)  # a diverged path: the board keeps its size on the screen
+    lo, hi = cmp.trajectories_figure(d).layout.yaxis.range
+    assert hi - lo < 8.0 and lo < -1.0 and hi > 1.0
+
+
 # ------------------------------------------------------------------------------ live sessions
 def test_live_session_trains_and_stops():
     from app.datasets import toy_source
