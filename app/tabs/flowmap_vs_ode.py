@@ -145,7 +145,15 @@ def build_compare_tab(fm: CompareCallbacks, session: gr.State, lim: Limits) -> g
                     fm.model_choices(), value=fm.default_mixture_model() or SESSION, label="Model", elem_id="cmp-model"
                 )
                 grid = gr.Dropdown(list(GRID_CHOICES), value="uniform", label="Time grid", elem_id="cmp-grid")
-                steps = NamedSlider(1, 16, value=4, step=1, label="Flow-map steps N", elem_id="cmp-steps")
+                steps = NamedSlider(
+                    1,
+                    16,
+                    value=4,
+                    step=1,
+                    label="Flow-map steps N",
+                    info="for the uniform, edm and cosine grids; a custom grid has the steps you type",
+                    elem_id="cmp-steps",
+                )
                 times = gr.Textbox(value="0, 0.4, 0.75, 1", label="Custom times (for 'custom')", elem_id="cmp-times")
                 points = NamedSlider(
                     1, lim.max_trajectory_points, value=24, step=1, label="Start points", elem_id="cmp-points"
