@@ -75,7 +75,11 @@ def samples_figure(
     data = as_finite(data)
     rng = rng or axis_range(data)
     cols = 1 + len(panels)
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=["data"] + [t for t, _ in panels], horizontal_spacing=0.02)
+    # a title per line at its commas ("flow map<br>N = 4"): five panels side by side on a phone leave
+    # about 70 px each, where one line ran into the next panel's title
+    titles = ["data"] + [t.replace(", ", "<br>") for t, _ in panels]
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.02)
+    fig.update_annotations(font_size=13)
     fig.add_trace(
         go.Scatter(
             x=data[:, 0],
@@ -119,7 +123,7 @@ def samples_figure(
     fig.update_layout(
         height=300,
         template="plotly_white",
-        margin={"l": 10, "r": 10, "t": 40 if not title else 60, "b": 10},
+        margin={"l": 10, "r": 10, "t": 56 if not title else 76, "b": 10},  # two-line panel titles
         font=FONT,
         title=title,
         uirevision="samples",

@@ -349,6 +349,17 @@ def test_a_long_placeholder_is_broken_into_short_lines():
     assert plots.empty_figure("press Race").layout.annotations[0].text == "press Race"
 
 
+def test_sample_panel_titles_break_at_their_commas():
+    """Five panels side by side leave about 70 px each on a phone: a title such as "flow map, N = 4"
+    goes on two lines, so it does not run into the next panel's."""
+    from app import plots
+
+    pts = np.zeros((4, 2))
+    fig = plots.samples_figure(pts, [(f"flow map, N = {n}", pts) for n in (1, 2, 4, 8)])
+    assert [a.text for a in fig.layout.annotations] == ["data"] + [f"flow map<br>N = {n}" for n in (1, 2, 4, 8)]
+    assert [t.name for t in fig.data][1:] == [f"flow map, N = {n}" for n in (1, 2, 4, 8)]  # names as they were
+
+
 def test_trajectories_figure_has_a_working_slider():
     from app import compare as cmp
 
