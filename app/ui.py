@@ -29,6 +29,10 @@ Images
     buttons ``btn-images``
     outputs ``img-output`` (labelled picture, one row per N), ``img-info``, ``img-fid``,
             ``img-none`` (the "no image checkpoints shipped yet" note)
+Race the families
+    inputs  ``race-data``, ``race-families``, ``race-steps``, ``race-seed``
+    buttons ``race-start``, ``race-stop``
+    outputs ``race-progress``, ``race-status``, ``race-table``, ``race-samples``
 
 API names (gradio_client): ``/train_start``, ``/train_continue``, ``/train_stop``,
 ``/load_pretrained``, ``/download_model``, ``/trajectories``, ``/quality``, ``/quality_shipped``,

@@ -1,7 +1,8 @@
 """Ship a CLI-trained 2-D mixture checkpoint for the app: clean config, exact-map error, model card.
 
 The app's "Flow map vs ODE" tab opens on this model: its data are a Gaussian mixture, whose exact
-flow map (an adaptive float64 solve of the exact velocity) gives the error heat map at once.
+flow map (an adaptive float64 solve of the exact velocity) gives the error heat map, drawn with
+the tab's first Draw trajectories.
 
     PYTHONPATH=. python -m flowmaps train --data eight_gaussians --method lsd --width 256 --depth 3 \\
         --steps 6000 --batch-size 1024 --seed 0 --device cpu --max-seconds 420 --eval-n 0 --out RUN
@@ -81,7 +82,7 @@ def main() -> None:
         "title": f"{data.replace('_', ' ').capitalize()} {run_cfg['method'].upper()} flow map (small, CPU)",
         "summary": (
             "Trained on a Gaussian mixture, whose exact flow map is known: the app's 'Flow map vs ODE' tab opens "
-            "on it and draws the flow-map error heat map against the exact map at once."
+            "on it, and its first Draw trajectories draws the flow-map error heat map against the exact map."
         ),
         "data": f"{data} (flowmaps.data.gmm preset; sigma = data std = {run_cfg['sigma']:.4f})",
         "network": f"MLP {net['width']}x{net['depth']}, {net.get('activation', 'gelu').upper()}, input [s, t, x / sigma]",  # noqa: E501
