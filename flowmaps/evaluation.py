@@ -163,10 +163,10 @@ def evaluate_model(
     if is_image_set(data) or len(shape) > 1:
         return _image_rows(model, config, n, grids, seed, device, on_row)
 
-    from flowmaps.data.toy import sample_toy
+    from flowmaps.data.named import sample_points
     from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, energy_distance, sliced_wasserstein
 
-    reference = sample_toy(data, n, torch.Generator().manual_seed(seed + 1), dtype=torch.float64) if data else None
+    reference = sample_points(data, n, torch.Generator().manual_seed(seed + 1), dtype=torch.float64) if data else None
     rows: list[dict[str, Any]] = []
     floors: dict[float | None, float] = {}  # the floor on this noise seed's exact samples, per eps, once
 

@@ -116,11 +116,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``train`` sub-command's options; returns its parser (the caller attaches the run)."""
-    from flowmaps.data.toy import TOY_SETS
+    from flowmaps.data.named import POINT_SETS
     from flowmaps.objectives import SELF_DISTILLATION
 
     tr = sub.add_parser("train", help="train a flow map and write a checkpoint folder")
-    tr.add_argument("--data", required=True, choices=list(TOY_SETS) + list(IMAGE_SETS), help="2-D toy set or image set")
+    tr.add_argument(
+        "--data",
+        required=True,
+        choices=list(POINT_SETS) + list(IMAGE_SETS),
+        help="2-D toy set or Gaussian mixture (exact flow map known), or image set",
+    )
     tr.add_argument("--method", default="lsd", choices=list(SELF_DISTILLATION), help="objective (default: lsd)")
     tr.add_argument(
         "--preset",
@@ -168,7 +173,7 @@ def _add_network_flags(nw: Any) -> None:
         "--sigma",
         type=positive_float,
         default=None,
-        help="noise std at t = 0 (default: the data std for 2-D sets, 0.5 for images)",
+        help="noise std at t = 0 (default: the data std for 2-D sets, a mixture's own sigma, 0.5 for images)",
     )
     nw.add_argument("--net", choices=("mlp", "unet"), default=None, help="network (default mlp 2-D, unet images)")
     nw.add_argument("--width", type=positive_int, default=None, help="MLP width (default 512)")
@@ -262,9 +267,9 @@ def fill_defaults(args: argparse.Namespace) -> None:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if args.sigma is None:
-        from flowmaps.data.toy import data_std
+        from flowmaps.data.named import base_sigma
 
-        args.sigma = data_std(args.data)
+        args.sigma = base_sigma(args.data)
     if args.tf32 is None:
         args.tf32 = images and args.backend != "fd"
     for f in config_fields():  # the rest: TrainConfig's own defaults
@@ -346,14 +351,14 @@ def make_data_sampler(
             images = images[:subset]
         return image_batch_sampler(images.to(device))
 
-    from flowmaps.data.toy import sample_toy
+    from flowmaps.data.named import sample_points
 
     def toy_sampler(n: int, g: torch.Generator) -> Tensor:
         if g.device.type == "cpu":
-            return sample_toy(data, n, g)
-        # Toy samplers draw on the CPU: derive a CPU stream from the device generator.
+            return sample_points(data, n, g)
+        # 2-D samplers draw on the CPU: derive a CPU stream from the device generator.
         seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device))
-        return sample_toy(data, n, torch.Generator().manual_seed(seed))
+        return sample_points(data, n, torch.Generator().manual_seed(seed))
 
     return toy_sampler
 

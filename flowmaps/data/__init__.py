@@ -6,6 +6,7 @@ Image sets live in :mod:`flowmaps.data.images` (imported on demand).
 """
 
 from flowmaps.data.gmm import GMM_PRESETS, GaussianMixture, gmm_preset
+from flowmaps.data.named import POINT_SETS, base_sigma, sample_points
 from flowmaps.data.point_cloud import (
     MinibatchSampler,
     PointCloud,
@@ -16,6 +17,9 @@ from flowmaps.data.point_cloud import (
 from flowmaps.data.toy import TOY_SETS, checkerboard_density, data_std, sample_toy
 
 __all__ = [
+    "POINT_SETS",
+    "base_sigma",
+    "sample_points",
     "GMM_PRESETS",
     "GaussianMixture",
     "gmm_preset",

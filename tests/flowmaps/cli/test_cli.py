@@ -74,6 +74,20 @@ def test_train_evaluate_sample(tmp_path, capsys):
         assert im.format == "PNG" and im.size[0] > 3 * 256
 
 
+@pytest.mark.parametrize("data", ["two_gaussians", "tilted_mixture"])
+def test_train_on_a_gaussian_mixture_with_its_own_sigma(tmp_path, data):
+    """The mixtures of the exact-map test bed train from the CLI, with the mixture's own base sigma
+    (the one its exact flow map is written for), and are scored against fresh mixture samples."""
+    from flowmaps.data import gmm_preset
+
+    out = tmp_path / data
+    argv = ["train", "--data", data, "--method", "esd", "--out", str(out), *TINY, "--steps", "6"]
+    assert main([*argv, "--eval-n", "500", "--eval-steps", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == data and config["sigma"] == pytest.approx(gmm_preset(data).sigma)
+    assert [row["N"] for row in config["eval"]] == [1] and config["eval"][0]["SW"] > 0
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--steps", "10", "--eval-n", "0") == 0
