@@ -181,6 +181,11 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         "concurrency_id": "train",
         "show_progress": "minimal",
         "show_progress_on": c.progress,  # a queued user sees their place on the progress bar
+        # gradio's default ("once") silently drops a click while the same event's stream is still
+        # open in the page, e.g. Continue clicked the moment Stop answered, while the last
+        # Continue's stream was closing; every click is sent, and one on a busy session is
+        # answered beside Method ("already training") by the validator
+        "trigger_mode": "multiple",
     }
 
     def on_data(choice):

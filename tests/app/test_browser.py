@@ -731,3 +731,40 @@ def test_browser_first_click_on_a_fresh_page(browser_page, tab):
     assert "Error" not in page.inner_text(output), page.inner_text(output)
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+def _wait_step_above(page, step: int, timeout: int = 20_000) -> None:
+    """Wait until the live status says "training" at a step beyond ``step``."""
+    page.wait_for_function(
+        "(s) => { const t = document.querySelector('#live-status').innerText;"
+        " const m = /training · .* step (\\d+)/.exec(t); return m && +m[1] > s; }",
+        arg=step,
+        timeout=timeout,
+    )
+
+
+def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
+    """Start, Stop, and as soon as the status says "stopped", ONE click on Continue: training
+    resumes (the step count rises past the stopped step), with no message beside Method. Done
+    four times in a row, Continue after Continue, since a click that lands while the last run's
+    stream is still ending is the one that a user saw dropped."""
+    page, js_errors = browser_page
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    for k in range(4):
+        page.click("#btn-stop")
+        page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+        stopped_at = _step(page)
+        page.click("#btn-continue")  # once, right away, as a user does on reading "press Continue"
+        try:
+            _wait_step_above(page, stopped_at, timeout=20_000)
+        except Exception:
+            pytest.fail(
+                f"round {k}: one click on Continue did not resume training; status "
+                f"{page.inner_text('#live-status')!r}, beside Method {page.inner_text('#method')!r}"
+            )
+        assert page.locator("#method .validation-error").count() == 0, page.inner_text("#method")
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
