@@ -50,6 +50,10 @@ def busy_message(session: LiveSession, asker: str) -> str:
     if kind == "live" and asker != "live":
         return LIVE_RUNNING
     return ALREADY_TRAINING
+#: Download's answer with no model in the session.
+NOTHING_TO_DOWNLOAD = (
+    "nothing to download yet: press Start to train a model (or Load a shipped one), then Download (zip)"
+)
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
 STOP_WAIT = 10.0
 
@@ -232,10 +236,22 @@ class TrainCallbacks(AppBase):
             s.depth,
         )
 
-    def download_model(self, session):
-        """This session's model as a zip of a save_pretrained folder."""
+    def check_download(self, session, shown: Any = None) -> None:
+        """Download's input check (and its validator, whose message shows in the Checkpoint box
+        under the button): a model in this session. ``shown`` (the box's current file) is unused.
+
+        Raises:
+            InputError: with no model yet, saying to press Start or Load first.
+        """
+        if not session.has_model:
+            raise InputError(NOTHING_TO_DOWNLOAD)
+
+    def download_model(self, session, shown: Any = None):
+        """This session's model as a zip of a save_pretrained folder (``shown``, the Checkpoint
+        box's current file, is ignored: it is the event's input so that a refusal shows there)."""
         from flowmaps.hub import save_pretrained
 
+        self.check_download(session)
         model = session.snapshot_model()
         config = dict(session.config or {})
         name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"

@@ -1369,3 +1369,31 @@ def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_en
     fm_app.train_stop(live, wait=0.0)  # the run sees the flag at its next step (this test drives it)
     *_, last = run
     assert last[3].startswith("**stopped**") and not live.running
+
+
+def test_download_with_no_model_is_refused_in_the_checkpoint_box(page, fm_app):
+    """Download (zip) before any model: gradio's validator refuses it in the Checkpoint box (the
+    event's second input) with what to do, so no error toast or badge; on gradio's direct route
+    the event refuses it with the same words. With a model the validator passes."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+    from app.tabs.train_callbacks import NOTHING_TO_DOWNLOAD
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    button = by_id["btn-download"]
+    fn = next(f for f in demo.fns.values() if (button._id, "click") in f.targets)
+    assert fn.inputs[1] is by_id["download-file"]
+    state = SessionState(demo)
+    live = LiveSession()
+    state[fn.inputs[0]._id] = live
+    answer = _page_event(demo, button, "click", [None, None], state, validator=True)
+    assert _refused_at(answer) == {1: NOTHING_TO_DOWNLOAD}
+    assert "press Start" in NOTHING_TO_DOWNLOAD and "Load" in NOTHING_TO_DOWNLOAD
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, button, "click", [None, None], state)
+    assert refused.value.message == NOTHING_TO_DOWNLOAD
+    list(fm_app.train_start(live, "eight_gaussians", None, None, LSD, 20, 64, 3e-3, 0.75, 16, 1, 0))
+    assert _refused_at(_page_event(demo, button, "click", [None, None], state, validator=True)) == {}

@@ -768,3 +768,27 @@ def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
+    """Download (zip) on a fresh page, before any model: the reason shows in the Checkpoint box
+    under the button (gradio's validator), with no error toast and no red "Error" badge; after a
+    Load, the same button gives the zip."""
+    page, js_errors = browser_page
+    page.click("#btn-download")
+    message = page.locator("#download-file .validation-error")
+    message.wait_for(timeout=20_000)
+    assert "nothing to download yet: press Start" in message.inner_text(), message.inner_text()
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    assert page.locator("#download-file .error").count() == 0
+    page.click("#btn-load")
+    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    page.click("#btn-download")
+    page.wait_for_function(
+        "() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000
+    )
+    assert page.locator("#download-file .validation-error").count() == 0
+    _no_error_badge(page, "#download-file")
+    _no_traceback(page)
+    assert not js_errors, js_errors
