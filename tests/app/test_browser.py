@@ -792,3 +792,32 @@ def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
     _no_error_badge(page, "#download-file")
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_page):
+    """With a race running, Start on the live tab is refused beside Method with a message that
+    names the "Race the families" tab and says to stop the race there; once the race is stopped,
+    a Start trains and the message goes."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-start")
+    page.wait_for_function("() => /racing/.test(document.querySelector('#race-status').innerText)", timeout=60_000)
+    _tab(page, "train")
+    page.click("#btn-start")
+    message = page.locator("#method .validation-error")
+    message.wait_for(timeout=20_000)
+    assert 'a race is running in this session, in the "Race the families" tab: stop it there' in (
+        message.inner_text()
+    ), message.inner_text()
+    assert "press Stop first" not in message.inner_text()
+    _tab(page, "race")
+    page.click("#race-stop")
+    page.wait_for_function("() => /stopped/.test(document.querySelector('#race-status').innerText)", timeout=30_000)
+    _tab(page, "train")
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    message.wait_for(state="detached", timeout=15_000)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
