@@ -50,6 +50,8 @@ def busy_message(session: LiveSession, asker: str) -> str:
     if kind == "live" and asker != "live":
         return LIVE_RUNNING
     return ALREADY_TRAINING
+
+
 #: Download's answer with no model in the session.
 NOTHING_TO_DOWNLOAD = (
     "nothing to download yet: press Start to train a model (or Load a shipped one), then Download (zip)"

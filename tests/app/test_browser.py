@@ -785,9 +785,7 @@ def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
     page.click("#btn-load")
     page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
     page.click("#btn-download")
-    page.wait_for_function(
-        "() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000
-    )
+    page.wait_for_function("() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000)
     assert page.locator("#download-file .validation-error").count() == 0
     _no_error_badge(page, "#download-file")
     _no_traceback(page)
