@@ -119,6 +119,7 @@ class LiveSession:
         self.visitor = ""  # the browser-session hash of the visitor (app/sessions.py)
         self.busy_lock = threading.Lock()
         self.run_lock = threading.Lock()  # one run at a time per session
+        self.run_kind = ""  # while a run holds run_lock: "live" (the live tab) or "race" (the race tab)
         self.weights_lock = threading.Lock()  # guards the weights against readers mid-step
         self.stop_event = threading.Event()
         self.trainer: Trainer | None = None

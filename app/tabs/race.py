@@ -31,7 +31,7 @@ from app.race import (
     table_markdown,
     winner_sentence,
 )
-from app.tabs.train_callbacks import ALREADY_TRAINING
+from app.tabs.train_callbacks import busy_message
 from app.validation import InputError, TrainSettings, parse_int, parse_seed
 
 
@@ -74,7 +74,7 @@ class RaceHandlers:
         seed_v = parse_seed(seed)
         self._cap(session)
         if session.running:
-            raise InputError(ALREADY_TRAINING)
+            raise InputError(busy_message(session, "race"))
         return picked, n_steps, seed_v
 
     def start(self, session, data_choice, methods, steps, seed, chunk: int = CHUNK_STEPS, settings=None):
@@ -85,7 +85,8 @@ class RaceHandlers:
         cap = self._cap(session)
         self.sessions.admit(session)
         if not session.run_lock.acquire(blocking=False):
-            raise InputError(ALREADY_TRAINING)
+            raise InputError(busy_message(session, "race"))
+        session.run_kind = "race"
         try:
             session.stop_event.clear()
             data = toy_source(data_choice)
@@ -98,6 +99,7 @@ class RaceHandlers:
                 t_prev = now
                 yield self.render(race, snap, metric, cap)
         finally:
+            session.run_kind = ""
             session.run_lock.release()
 
     def render(self, race: Race, snap: RaceSnapshot, metric: str, cap: float) -> tuple:

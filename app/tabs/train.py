@@ -13,6 +13,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 from __future__ import annotations
 
 import functools
+import inspect
 from types import SimpleNamespace
 
 import gradio as gr
@@ -181,6 +182,11 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         "concurrency_id": "train",
         "show_progress": "minimal",
         "show_progress_on": c.progress,  # a queued user sees their place on the progress bar
+        # gradio's default ("once") silently drops a click while the same event's stream is still
+        # open in the page, e.g. Continue clicked the moment Stop answered, while the last
+        # Continue's stream was closing; every click is sent, and one on a busy session is
+        # answered beside Method ("already training") by the validator
+        "trigger_mode": "multiple",
     }
 
     def on_data(choice):
@@ -232,8 +238,27 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         validator=InputCheck(fm.sessions, load_inputs, fm.check_load, fields, c.pretrained, "Loading the model"),
         **heavy,
     )
+    # the Checkpoint box is an input only so that a refusal ("nothing to download yet") shows in it,
+    # under the button, instead of gradio's error toast and badge
+    download_inputs = [session, c.download_file]
+    download = visit(fm.download_model, "Download")
+    # ...and an optional argument for gradio_client (``/download_model`` takes none), which reads
+    # a default from the event's signature (visiting's is ``request, session, *args``)
+    P = inspect.Parameter
+    download.__signature__ = inspect.Signature(
+        [
+            P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request),
+            P("session", P.POSITIONAL_OR_KEYWORD),
+            P("shown", P.POSITIONAL_OR_KEYWORD, default=None),
+        ]
+    )
     c.download.click(
-        visit(fm.download_model, "Download"), session, [c.download_file, session], api_name="download_model", **heavy
+        download,
+        download_inputs,
+        [c.download_file, session],
+        api_name="download_model",
+        validator=InputCheck(fm.sessions, download_inputs, fm.check_download, {}, c.download_file, "Download"),
+        **heavy,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import weakref
 import zipfile
 from pathlib import Path
@@ -26,8 +27,35 @@ from app.live_settings import CONTINUE_FACTOR, refresh_seconds, settings_from_ch
 from app.tabs.base import AppBase
 from app.validation import METHOD_LABELS, InputError, parse_train_settings, points_from_drawing, points_from_upload
 
-#: The answer to a run asked for while this session trains (or races) already.
+#: The answer to a run asked for while this session's run of the same tab goes on.
 ALREADY_TRAINING = "this session is already training: press Stop first"
+#: The live tab's answer while this session races (a race is a run of the session).
+RACE_RUNNING = (
+    'a race is running in this session, in the "Race the families" tab: stop it there '
+    "(its Stop button) or wait for it to end, then press this button again"
+)
+#: The race tab's answer while this session trains live.
+LIVE_RUNNING = (
+    'this session is training live, in the "Train live (2-D)" tab: press Stop there '
+    "(or wait for the run to end), then press Race again"
+)
+
+
+def busy_message(session: LiveSession, asker: str) -> str:
+    """Why ``asker`` ("live" or "race": the tab whose button was pressed) cannot run now that
+    ``session`` runs: the run of the other tab is named, with where to stop it."""
+    kind = session.run_kind
+    if kind == "race" and asker != "race":
+        return RACE_RUNNING
+    if kind == "live" and asker != "live":
+        return LIVE_RUNNING
+    return ALREADY_TRAINING
+
+
+#: Download's answer with no model in the session.
+NOTHING_TO_DOWNLOAD = (
+    "nothing to download yet: press Start to train a model (or Load a shipped one), then Download (zip)"
+)
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
 STOP_WAIT = 10.0
 
@@ -88,7 +116,8 @@ class TrainCallbacks(AppBase):
 
     def _stream(self, session: LiveSession, steps: int, prepare):
         if not session.run_lock.acquire(blocking=False):
-            raise InputError(ALREADY_TRAINING)
+            raise InputError(busy_message(session, "live"))
+        session.run_kind = "live"
         try:
             session.stop_event.clear()
             session.begin_run()
@@ -98,11 +127,12 @@ class TrainCallbacks(AppBase):
                 yield self._figures(session, snap)
         finally:
             session.end_run()
+            session.run_kind = ""
             session.run_lock.release()
 
     def _check_idle(self, session: LiveSession) -> None:
         if session.running:
-            raise InputError(ALREADY_TRAINING)
+            raise InputError(busy_message(session, "live"))
 
     def check_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
         """Start's input checks, also its validator in the page (app/events.InputCheck): the
@@ -144,13 +174,21 @@ class TrainCallbacks(AppBase):
         """Stop this session's run (other sessions are not touched) and answer with its final status.
 
         The run sees the stop flag at its next step and writes its final state; this waits up to
-        ``wait`` seconds for it, so the answer is the same line as the run's last update (never a
-        "stopping" that arrives after it). With no run, the last run's status stays (e.g. the
+        ``wait`` seconds for it and for the run's stream to end (its run lock freed), so the answer
+        is the same line as the run's last update (never a "stopping" that arrives after it), and a
+        Continue clicked on reading it finds the session idle. With no run, the last run's status stays (e.g. the
         time cap's "press Continue to train more")."""
         if session.running:
             session.stop_event.set()
+            deadline = time.monotonic() + wait
             if not session.finished.wait(wait):
                 return f"**stopping** · step {session.phase_step} · the run ends at its next step"
+            # The run has written its final state; its stream ends after one more update (figures,
+            # then the generator's close, which frees the run lock). Answer only then: the page
+            # drops a click on Continue while the last Continue's stream is still open (gradio's
+            # trigger_mode "once"), and a Continue checked while the lock is held is refused.
+            if session.run_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                session.run_lock.release()
         if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
             return self.status_text(session)
         return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
@@ -200,10 +238,22 @@ class TrainCallbacks(AppBase):
             s.depth,
         )
 
-    def download_model(self, session):
-        """This session's model as a zip of a save_pretrained folder."""
+    def check_download(self, session, shown: Any = None) -> None:
+        """Download's input check (and its validator, whose message shows in the Checkpoint box
+        under the button): a model in this session. ``shown`` (the box's current file) is unused.
+
+        Raises:
+            InputError: with no model yet, saying to press Start or Load first.
+        """
+        if not session.has_model:
+            raise InputError(NOTHING_TO_DOWNLOAD)
+
+    def download_model(self, session, shown: Any = None):
+        """This session's model as a zip of a save_pretrained folder (``shown``, the Checkpoint
+        box's current file, is ignored: it is the event's input so that a refusal shows there)."""
         from flowmaps.hub import save_pretrained
 
+        self.check_download(session)
         model = session.snapshot_model()
         config = dict(session.config or {})
         name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"

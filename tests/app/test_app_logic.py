@@ -1372,3 +1372,80 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
     updates = _page_stream(demo, by_id["btn-start"], "click", start, session)
     assert "**done**" in updates[-1][3] and "step 20" in updates[-1][3], updates[-1][3]
     assert session[state._id] is first and first.has_model
+
+
+def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_ends(page, fm_app):
+    """A race is a run of the visitor's session: while one runs, Start on the live tab is refused
+    by its validator beside Method with a message that names the race and where to stop it (not
+    "press Stop first", which the live tab's Stop cannot do); once the race has ended, the same
+    Start passes the validator. The race tab, asked while the session trains live, names the
+    live tab the same way."""
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+    from app.sessions import Sessions
+    from app.tabs.race import RaceHandlers
+    from app.tabs.train_callbacks import LIVE_RUNNING, RACE_RUNNING
+    from app.validation import TrainSettings
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    start = by_id["btn-start"]
+    fn = next(f for f in demo.fns.values() if (start._id, "click") in f.targets)
+    state = SessionState(demo)
+    live = LiveSession()
+    state[fn.inputs[0]._id] = live  # the page's gr.State holds this visitor's session
+    values = [None, "checkerboard", None, None, "LSD (Lagrangian)", 200, 256, 1e-3, 0.75, 64, 2, 0]
+    method_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("method")
+
+    race = RaceHandlers(Limits(live_seconds=60.0, session_seconds=200.0), Sessions(max_live=4, idle_seconds=60.0))
+    tiny = TrainSettings(method="lsd", steps=30, batch=64, lr=1e-2, eta=0.5, width=16, depth=2, seed=3)
+    run = race.start(live, "two_moons", ["LSD"], 20_000, 0, chunk=5, settings=tiny)
+    next(run)  # the race has begun
+    assert live.running
+    refused = _refused_at(_page_event(demo, start, "click", values, state, validator=True))
+    assert refused == {method_at: RACE_RUNNING}, refused
+    assert '"Race the families" tab' in RACE_RUNNING and "stop it there" in RACE_RUNNING
+    race.stop(live)
+    *_, last = run
+    assert last[2].startswith("**stopped**") and not live.running
+    assert _refused_at(_page_event(demo, start, "click", values, state, validator=True)) == {}
+
+    # the other way round: the race tab, while this session trains live
+    run = fm_app.train_start(live, "checkerboard", None, None, "LSD (Lagrangian)", 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    assert live.running
+    with pytest.raises(InputError) as err:
+        race.check(live, "two_moons", ["LSD"], 100, 0)
+    assert str(err.value) == LIVE_RUNNING
+    fm_app.train_stop(live, wait=0.0)  # the run sees the flag at its next step (this test drives it)
+    *_, last = run
+    assert last[3].startswith("**stopped**") and not live.running
+
+
+def test_download_with_no_model_is_refused_in_the_checkpoint_box(page, fm_app):
+    """Download (zip) before any model: gradio's validator refuses it in the Checkpoint box (the
+    event's second input) with what to do, so no error toast or badge; on gradio's direct route
+    the event refuses it with the same words. With a model the validator passes."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+    from app.tabs.train_callbacks import NOTHING_TO_DOWNLOAD
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    button = by_id["btn-download"]
+    fn = next(f for f in demo.fns.values() if (button._id, "click") in f.targets)
+    assert fn.inputs[1] is by_id["download-file"]
+    state = SessionState(demo)
+    live = LiveSession()
+    state[fn.inputs[0]._id] = live
+    answer = _page_event(demo, button, "click", [None, None], state, validator=True)
+    assert _refused_at(answer) == {1: NOTHING_TO_DOWNLOAD}
+    assert "press Start" in NOTHING_TO_DOWNLOAD and "Load" in NOTHING_TO_DOWNLOAD
+    with pytest.raises(gr.Error) as refused:
+        _page_event(demo, button, "click", [None, None], state)
+    assert refused.value.message == NOTHING_TO_DOWNLOAD
+    list(fm_app.train_start(live, "eight_gaussians", None, None, LSD, 20, 64, 3e-3, 0.75, 16, 1, 0))
+    assert _refused_at(_page_event(demo, button, "click", [None, None], state, validator=True)) == {}

@@ -731,3 +731,91 @@ def test_browser_first_click_on_a_fresh_page(browser_page, tab):
     assert "Error" not in page.inner_text(output), page.inner_text(output)
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+def _wait_step_above(page, step: int, timeout: int = 20_000) -> None:
+    """Wait until the live status says "training" at a step beyond ``step``."""
+    page.wait_for_function(
+        "(s) => { const t = document.querySelector('#live-status').innerText;"
+        " const m = /training · .* step (\\d+)/.exec(t); return m && +m[1] > s; }",
+        arg=step,
+        timeout=timeout,
+    )
+
+
+def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
+    """Start, Stop, and as soon as the status says "stopped", ONE click on Continue: training
+    resumes (the step count rises past the stopped step), with no message beside Method. Done
+    four times in a row, Continue after Continue, since a click that lands while the last run's
+    stream is still ending is the one that a user saw dropped."""
+    page, js_errors = browser_page
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    for k in range(4):
+        page.click("#btn-stop")
+        page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+        stopped_at = _step(page)
+        page.click("#btn-continue")  # once, right away, as a user does on reading "press Continue"
+        try:
+            _wait_step_above(page, stopped_at, timeout=20_000)
+        except Exception:
+            pytest.fail(
+                f"round {k}: one click on Continue did not resume training; status "
+                f"{page.inner_text('#live-status')!r}, beside Method {page.inner_text('#method')!r}"
+            )
+        assert page.locator("#method .validation-error").count() == 0, page.inner_text("#method")
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
+    """Download (zip) on a fresh page, before any model: the reason shows in the Checkpoint box
+    under the button (gradio's validator), with no error toast and no red "Error" badge; after a
+    Load, the same button gives the zip."""
+    page, js_errors = browser_page
+    page.click("#btn-download")
+    message = page.locator("#download-file .validation-error")
+    message.wait_for(timeout=20_000)
+    assert "nothing to download yet: press Start" in message.inner_text(), message.inner_text()
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    assert page.locator("#download-file .error").count() == 0
+    page.click("#btn-load")
+    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    page.click("#btn-download")
+    page.wait_for_function("() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000)
+    assert page.locator("#download-file .validation-error").count() == 0
+    _no_error_badge(page, "#download-file")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_page):
+    """With a race running, Start on the live tab is refused beside Method with a message that
+    names the "Race the families" tab and says to stop the race there; once the race is stopped,
+    a Start trains and the message goes."""
+    page, js_errors = browser_page
+    _tab(page, "race")
+    page.click("#race-start")
+    page.wait_for_function("() => /racing/.test(document.querySelector('#race-status').innerText)", timeout=60_000)
+    _tab(page, "train")
+    page.click("#btn-start")
+    message = page.locator("#method .validation-error")
+    message.wait_for(timeout=20_000)
+    assert 'a race is running in this session, in the "Race the families" tab: stop it there' in (
+        message.inner_text()
+    ), message.inner_text()
+    assert "press Stop first" not in message.inner_text()
+    _tab(page, "race")
+    page.click("#race-stop")
+    page.wait_for_function("() => /stopped/.test(document.querySelector('#race-status').innerText)", timeout=30_000)
+    _tab(page, "train")
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    message.wait_for(state="detached", timeout=15_000)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
