@@ -27,7 +27,7 @@ import torch
 
 from app.datasets import DataSource
 from app.live_settings import CONTINUE_FACTOR, live_lr_factor, live_model_config, run_progress
-from app.validation import LIVE_EMA, InputError, TrainSettings
+from app.validation import LIVE_EMA, InputError, TrainSettings, method_name
 from flowmaps.flowmap import FlowMap
 from flowmaps.objectives import make_objective
 from flowmaps.registry import build_model
@@ -216,7 +216,7 @@ class LiveSession:
             self.model = self.trainer.ema_model
             self.config = config
             self.data, self.settings = data, s
-            self.origin = f"fresh {s.method.upper()} model (width {s.width}, depth {s.depth})"
+            self.origin = f"fresh {method_name(s.method)} model (width {s.width}, depth {s.depth})"
             self.history = []
             self.lr_left = 1.0
             self._set_phase("starting", 0)

@@ -36,6 +36,16 @@ METHODS: dict[str, str] = {
 }
 METHOD_LABELS = {v: k for k, v in METHODS.items()}
 
+
+def method_name(method: str | None) -> str:
+    """A method's short name as the field writes it ("lsd" -> "LSD", "psd-m" -> "PSD-M",
+    "meanflow" -> "MeanFlow", "shortcut" -> "Shortcut"); "" for None."""
+    if not method:
+        return ""
+    names = {"fm": "FM", "meanflow": "MeanFlow", "shortcut": "Shortcut"}
+    return names.get(method, method.upper())
+
+
 #: Grid kinds of the samplers; "custom" reads typed times.
 GRID_CHOICES = ("uniform", "edm", "cosine", "custom")
 
@@ -203,10 +213,10 @@ def parse_train_settings(
     if m != "fm" and not 0.0 < eta_v < 1.0:
         raise InputError(
             f"{ETA}: must be below 1 for a flow-map method, else nothing trains the off-diagonal map; "
-            "allowed range [0, 1) (the paper uses 0.75)"
+            "use 0.05 to 0.95 (the paper uses 0.75); 1 is for Flow matching only"
             if eta_v >= 1.0
             else f"{ETA}: must be above 0, since the diagonal (flow matching) term is what the "
-            "self-distillation teacher learns from; allowed range (0, 1) (the paper uses 0.75)"
+            "self-distillation teacher learns from; use 0.05 to 0.95 (the paper uses 0.75)"
         )
     s = TrainSettings(
         method=m,

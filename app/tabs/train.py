@@ -109,7 +109,7 @@ def _settings(lim: Limits) -> SimpleNamespace:
         lim.min_width, lim.max_width, value=DEFAULTS.width, step=16, label="Width of the MLP", elem_id="width"
     )
     c.depth = NamedSlider(1, lim.max_depth, value=DEFAULTS.depth, step=1, label="Hidden layers", elem_id="depth")
-    c.seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+    c.seed = gr.Number(value=0, label="Seed", elem_id="seed")
     return c
 
 

@@ -25,7 +25,14 @@ from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy
 from app.live import FINAL_STATES, LiveSession, Snapshot
 from app.live_settings import CONTINUE_FACTOR, refresh_seconds, settings_from_checkpoint
 from app.tabs.base import AppBase
-from app.validation import METHOD_LABELS, InputError, parse_train_settings, points_from_drawing, points_from_upload
+from app.validation import (
+    METHOD_LABELS,
+    InputError,
+    method_name,
+    parse_train_settings,
+    points_from_drawing,
+    points_from_upload,
+)
 
 #: The answer to a run asked for while this session's run of the same tab goes on.
 ALREADY_TRAINING = "this session is already training: press Stop first"
@@ -78,7 +85,7 @@ class TrainCallbacks(AppBase):
         step and notes), so every reply that shows it (a run's updates, Stop's answer) agrees."""
         phase = session.phase
         name = session.data.name if session.data else ""
-        method = (session.method or "").upper()
+        method = method_name(session.method)
         text = f"**{phase}** · {method} on {name} · step {session.phase_step}"
         if phase == "done":
             text += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
@@ -221,7 +228,7 @@ class TrainCallbacks(AppBase):
         fig_s, fig_l, _, _ = self._figures(session, snap)
         bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
         status = (
-            f"**loaded** {name} ({self.store.info(name).label}); its settings are in *Settings* "
+            f"**loaded** {self.store.info(name).label}; its settings are in *Settings* "
             f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
             f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
         )

@@ -212,6 +212,7 @@ def test_shipped_models_in_every_tab(server):
         ("/train_start", ("mandelbrot", None, None, *SMALL), ValidationError, "Data set"),
         ("/train_start", ("csv", None, None, *SMALL), ValidationError, "CSV file"),
         ("/train_continue", SMALL, ValidationError, "nothing to continue"),
+        ("/train_start", ("checkerboard", None, None, *SMALL[:-1], 1.5), ValidationError, "seed: must be a whole"),
         ("/load_pretrained", ("checkerboard-lsd", LSD, 20, 64, 1e-3, 0.75, 32, 2, -1), ValidationError, "seed"),
         ("/trajectories", ("../../etc", "uniform", 2, "", 4, 0), ValidationError, "Model: "),
         ("/trajectories", ("__session__", "custom", 1, "0, 0.7, 0.3, 1", 4, 0), ValidationError, "custom times"),

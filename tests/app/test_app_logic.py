@@ -121,7 +121,7 @@ def test_settings_in_range_are_accepted():
         ({"lr": -0.1}, "learning rate", "[1e-05, 0.1]"),
         ({"lr": float("nan")}, "learning rate", "finite"),
         ({"eta": 1.5}, "eta", "[0, 1]"),
-        ({"eta": 1.0}, "eta", "[0, 1)"),
+        ({"eta": 1.0}, "eta", "use 0.05 to 0.95 (the paper uses 0.75); 1 is for Flow matching only"),
         ({"width": 100_000}, "width", "[16, 512]"),
         ({"steps": 2.5}, "steps", "whole number"),
         ({"steps": "many"}, "steps", "not a number"),
@@ -347,6 +347,17 @@ def test_a_long_placeholder_is_broken_into_short_lines():
     assert len(lines) > 1 and all(len(line) <= plots.PLACEHOLDER_LINE + 8 for line in lines), lines  # "&lt;" ...
     assert " ".join(lines).replace("&lt;", "<").replace("&gt;", ">") == message.strip()
     assert plots.empty_figure("press Race").layout.annotations[0].text == "press Race"
+
+
+def test_method_names_as_the_field_writes_them():
+    from app.validation import METHODS, method_name
+
+    names = {m: method_name(m) for m in METHODS.values()}
+    assert names == {
+        "lsd": "LSD", "esd": "ESD", "psd-u": "PSD-U", "psd-m": "PSD-M", "fm": "FM",
+        "meanflow": "MeanFlow", "ct": "CT", "shortcut": "Shortcut",
+    }  # fmt: skip
+    assert method_name(None) == ""
 
 
 def test_sample_panel_titles_break_at_their_commas():
