@@ -110,7 +110,7 @@ SETTINGS = [
     ({"lr": " "}, ["learning rate: the field is empty; type a number in the allowed range [1e-05, 0.1]"]),
     ({"eta": 1.5}, ["eta", "[0, 1]"]),
     ({"eta": -0.1}, ["eta", "[0, 1]"]),
-    ({"eta": 0.0}, ["eta", "(0, 1)"]),
+    ({"eta": 0.0}, ["eta", "use 0.05 to 0.95"]),
     ({"width": 10**6}, ["width", "[16, 512]"]),
     ({"width": 10**400}, ["width", "far too large", "[16, 512]"]),
     ({"depth": 100}, ["depth", "[1, 6]"]),
