@@ -184,6 +184,12 @@ class LiveSession:
         return self.run_lock.locked()
 
     @property
+    def finishing(self) -> bool:
+        """A live run has written its final state (stopped, done, time cap) and its stream is drawing
+        its last update: the run lock is freed within about 2 s, so a new run may wait for it."""
+        return self.running and self.run_kind == "live" and self.finished.is_set()
+
+    @property
     def method(self) -> str | None:
         return self.settings.method if self.settings else (self.config or {}).get("method")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 import weakref
 import zipfile
 from pathlib import Path
@@ -122,7 +121,11 @@ class TrainCallbacks(AppBase):
         return max(1.0, min(self.limits.live_seconds, left))
 
     def _stream(self, session: LiveSession, steps: int, prepare):
-        if not session.run_lock.acquire(blocking=False):
+        # A run that has stopped still holds the lock while its stream draws its last update (up to
+        # about 2 s on a busy CPU): a Start or Continue clicked on reading "stopped" waits for it,
+        # rather than Stop waiting to answer (measured: Stop's answer went from 0.1-0.2 s to 0.8-1.8 s
+        # when it waited; bench/app_latency.py --browser, docs/app_latency.md).
+        if not session.run_lock.acquire(timeout=STOP_WAIT if session.finishing else 0.0):
             raise InputError(busy_message(session, "live"))
         session.run_kind = "live"
         try:
@@ -138,7 +141,7 @@ class TrainCallbacks(AppBase):
             session.run_lock.release()
 
     def _check_idle(self, session: LiveSession) -> None:
-        if session.running:
+        if session.running and not session.finishing:  # a finishing run frees the session at once
             raise InputError(busy_message(session, "live"))
 
     def check_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
@@ -181,21 +184,14 @@ class TrainCallbacks(AppBase):
         """Stop this session's run (other sessions are not touched) and answer with its final status.
 
         The run sees the stop flag at its next step and writes its final state; this waits up to
-        ``wait`` seconds for it and for the run's stream to end (its run lock freed), so the answer
-        is the same line as the run's last update (never a "stopping" that arrives after it), and a
-        Continue clicked on reading it finds the session idle. With no run, the last run's status stays (e.g. the
-        time cap's "press Continue to train more")."""
+        ``wait`` seconds for it, so the answer is the same line as the run's last update (never a
+        "stopping" that arrives after it). A Continue clicked on reading it waits for the stream's
+        last update (see ``_stream``). With no run, the last run's status stays (e.g. the time
+        cap's "press Continue to train more")."""
         if session.running:
             session.stop_event.set()
-            deadline = time.monotonic() + wait
             if not session.finished.wait(wait):
                 return f"**stopping** · step {session.phase_step} · the run ends at its next step"
-            # The run has written its final state; its stream ends after one more update (figures,
-            # then the generator's close, which frees the run lock). Answer only then: the page
-            # drops a click on Continue while the last Continue's stream is still open (gradio's
-            # trigger_mode "once"), and a Continue checked while the lock is held is refused.
-            if session.run_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                session.run_lock.release()
         if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
             return self.status_text(session)
         return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
@@ -219,6 +215,10 @@ class TrainCallbacks(AppBase):
         so a Continue trains it as it was trained, not at the page's rate. Outputs: the four live
         outputs, then the method label, batch, lr, eta, width and depth."""
         data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
+        if session.finishing:  # a stopped run's stream is drawing its last update: let it end first
+            if not session.run_lock.acquire(timeout=STOP_WAIT):
+                raise InputError(busy_message(session, "live"))
+            session.run_lock.release()
         self.sessions.admit(session)
         model, config = self.store.load(name)
         s = settings_from_checkpoint(config, page, self.limits)
