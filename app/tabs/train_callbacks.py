@@ -263,7 +263,10 @@ class TrainCallbacks(AppBase):
         self.check_download(session)
         model = session.snapshot_model()
         config = dict(session.config or {})
-        name = f"{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}"
+        # named apart from the shipped checkpoints (checkerboard-lsd, ...): unzipped into checkpoints/,
+        # a live model must not replace one of them
+        step = session.trainer.global_step if session.trainer else 0
+        name = f"live-{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}-step{step}"
         # gradio copies the returned zip into its own cache, so the folder of the previous
         # download is no longer needed; the last one goes when the session is freed.
         for old in session.scratch:

@@ -128,7 +128,9 @@ def test_train_streams_updates_and_learns(server):
     path = c.predict(api_name="/download_model")
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-    assert {"checkerboard-lsd/config.json", "checkerboard-lsd/model.safetensors"} <= names
+    folders = {n.split("/")[0] for n in names}  # named apart from the shipped checkerboard-lsd
+    assert len(folders) == 1 and (folder := folders.pop()).startswith("live-checkerboard-lsd-step")
+    assert {f"{folder}/config.json", f"{folder}/model.safetensors"} <= names
 
 
 def test_two_sessions_stop_independently(server):
