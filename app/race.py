@@ -33,7 +33,7 @@ from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
 from app.live import build_live_model, make_live_trainer
 from app.live_settings import live_lr_factor, run_progress
 from app.quality import winners
-from app.validation import InputError, TrainSettings
+from app.validation import InputError, TrainSettings, method_name
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
 from flowmaps.training import DivergenceError
@@ -42,8 +42,6 @@ from flowmaps.training import DivergenceError
 RACE_METHODS = ("lsd", "esd", "psd-m", "fm")
 #: Their names in the page.
 RACE_LABELS = {"lsd": "LSD", "esd": "ESD", "psd-m": "PSD-M", "fm": "FM (Euler)"}
-#: Their short names in the winner sentence.
-SHORT_LABELS = {"lsd": "LSD", "esd": "ESD", "psd-m": "PSD-M", "fm": "FM"}
 #: Sampling steps of the table and figure.
 RACE_STEPS = (1, 2, 4, 8)
 #: Samples scored per family and N (the table), and shown per panel (the figure; the first ones).
@@ -293,21 +291,21 @@ def winner_sentence(
         if not ms:
             parts.append(f"N = {n}: none finished with a finite {metric}")
             continue
-        names = " and ".join(SHORT_LABELS.get(m, m) for m in ms)
+        names = " and ".join(method_name(m) for m in ms)
         parts.append(f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})")
     counts = sorted(set(steps.values()))
     if len(counts) == 1:
         budget = f"after {counts[0]:,} steps each"
     else:
-        budget = "after unequal steps (" + ", ".join(f"{SHORT_LABELS.get(m, m)} {s:,}" for m, s in steps.items()) + ")"
+        budget = "after unequal steps (" + ", ".join(f"{method_name(m)} {s:,}" for m, s in steps.items()) + ")"
     floor_txt = f"; exact samples score {_fmt(floor)}" if floor is not None else ""
     for m, why in (diverged or {}).items():
-        floor_txt += f"; {SHORT_LABELS.get(m, m)} {why}"
+        floor_txt += f"; {method_name(m)} {why}"
     what = "checkerboard KL" if metric == "KL" else "sliced Wasserstein distance to data"
     if len(table) == 1:  # one family: its scores, no winner
         (only,) = table
         parts = [f"N = {n}: {_fmt(v)}" for n, v in sorted(table[only].items())]
-        return f"{SHORT_LABELS.get(only, only)}'s {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
+        return f"{method_name(only)}'s {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
     return f"Lowest {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
 
 

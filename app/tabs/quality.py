@@ -82,12 +82,12 @@ class QualityCallbacks(AppBase):
         Raises:
             InputError: naming the field that is wrong and what to change.
         """
-        n = parse_int(n_samples, "samples", 500, 20_000)
+        n = self.check_samples(n_samples)
         self.check_model(session, source)
         return n
 
-    def check_shipped(self, n_samples) -> int:
-        """The shipped comparison's input check (and its validator): the number of samples."""
+    def check_samples(self, n_samples) -> int:
+        """The number of samples, checked: the shipped comparison's whole check (and its validator)."""
         return parse_int(n_samples, "samples", 500, 20_000)
 
     def quality(self, session, source, n_samples):
@@ -112,7 +112,7 @@ class QualityCallbacks(AppBase):
     def quality_shipped(self, n_samples):
         """The shipped checkerboard models side by side: flow maps at
         :data:`app.quality.COMPARE_FLOW_STEPS` and the ODE on the FM model."""
-        n = self.check_shipped(n_samples)
+        n = self.check_samples(n_samples)
         names = self.checkerboard_models()
         if not names:
             raise InputError("no shipped checkerboard checkpoints found in the checkpoint folder")
@@ -184,7 +184,7 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
         [samples],
         [figure, table, summary, message],
         api_name="quality_shipped",
-        validator=InputCheck(None, [samples], fm.check_shipped, {"samples": samples}, samples, "Evaluation"),
+        validator=InputCheck(None, [samples], fm.check_samples, {"samples": samples}, samples, "Evaluation"),
         **one_at_a_time,
     )
     return model

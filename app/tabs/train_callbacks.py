@@ -120,13 +120,18 @@ class TrainCallbacks(AppBase):
             )
         return max(1.0, min(self.limits.live_seconds, left))
 
-    def _stream(self, session: LiveSession, steps: int, prepare):
-        # A run that has stopped still holds the lock while its stream draws its last update (up to
-        # about 2 s on a busy CPU): a Start or Continue clicked on reading "stopped" waits for it,
-        # rather than Stop waiting to answer (measured: Stop's answer went from 0.1-0.2 s to 0.8-1.8 s
-        # when it waited; bench/app_latency.py --browser, docs/app_latency.md).
+    def _take_run_lock(self, session: LiveSession) -> None:
+        """Acquire ``session.run_lock`` for a live run or a Load, else raise :class:`InputError`.
+
+        A run that has stopped still holds the lock while its stream draws its last update (up to
+        about 2 s on a busy CPU): a Start, Continue or Load clicked on reading "stopped" waits for
+        it, rather than Stop waiting to answer (measured: Stop's answer went from 0.1-0.2 s to
+        0.8-1.8 s when it waited; bench/app_latency.py --browser, docs/app_latency.md)."""
         if not session.run_lock.acquire(timeout=STOP_WAIT if session.finishing else 0.0):
             raise InputError(busy_message(session, "live"))
+
+    def _stream(self, session: LiveSession, steps: int, prepare):
+        self._take_run_lock(session)
         session.run_kind = "live"
         try:
             session.stop_event.clear()
@@ -216,8 +221,7 @@ class TrainCallbacks(AppBase):
         outputs, then the method label, batch, lr, eta, width and depth."""
         data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
         if session.finishing:  # a stopped run's stream is drawing its last update: let it end first
-            if not session.run_lock.acquire(timeout=STOP_WAIT):
-                raise InputError(busy_message(session, "live"))
+            self._take_run_lock(session)
             session.run_lock.release()
         self.sessions.admit(session)
         model, config = self.store.load(name)

@@ -1256,10 +1256,16 @@ def test_the_plotting_tabs_show_a_mistake_beside_its_field_before_the_event_runs
     # inputs: [session, model, grid, steps, custom times, start points, seed]
     good = [None, "eight_gaussians-lsd", "uniform", 4, "0, 0.4, 0.75, 1", 24, 0]
 
-    def traj_refused(**changes) -> dict[int, str]:
-        names = ["session", "model", "grid", "steps", "times", "points", "seed"]
-        values = [changes.get(n, v) for n, v in zip(names, good)]
-        return _refused_at(_page_event(demo, traj, "click", values, session, validator=True))
+    def refusals(button, names: list[str], good: list):
+        """refused(**changes): where the button's validator refuses ``good`` with ``changes``."""
+
+        def refused(**changes) -> dict[int, str]:
+            values = [changes.get(n, v) for n, v in zip(names, good)]
+            return _refused_at(_page_event(demo, button, "click", values, session, validator=True))
+
+        return refused
+
+    traj_refused = refusals(traj, ["session", "model", "grid", "steps", "times", "points", "seed"], good)
 
     assert traj_refused() == {}
     assert traj_refused(steps=2.5) == {3: "Flow-map steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}
@@ -1280,11 +1286,7 @@ def test_the_plotting_tabs_show_a_mistake_beside_its_field_before_the_event_runs
     images = by_id["btn-images"]
     # inputs: [image model, steps, grid, custom times, seed, images, ODE baseline]
     good = ["fashion-mnist-lsd", 2, "uniform", "0, 0.4, 0.75, 1", 0, 2, "none"]
-
-    def img_refused(**changes) -> dict[int, str]:
-        names = ["model", "steps", "grid", "times", "seed", "count", "ode"]
-        values = [changes.get(n, v) for n, v in zip(names, good)]
-        return _refused_at(_page_event(demo, images, "click", values, session, validator=True))
+    img_refused = refusals(images, ["model", "steps", "grid", "times", "seed", "count", "ode"], good)
 
     assert img_refused() == {}
     assert img_refused(steps=2.5) == {1: "Steps N: 2.5 is not a whole number; type a whole number, e.g. 2"}

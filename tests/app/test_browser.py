@@ -502,17 +502,13 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     box.blur()
     page.wait_for_function("() => /the slider set it to/.test(document.querySelector('#depth-note')?.innerText)")
     _just_under(page, "#depth", "#depth-note")
-    box.fill("2.5")
-    box.press("Enter")
-    box.blur()
+    _type_number(page, "depth", "2.5")
     page.click("#btn-start")
     message = page.locator("#depth .validation-error")
     message.wait_for(timeout=20_000)
     assert message.inner_text().startswith("Hidden layers: 2.5 is not a whole number"), message.inner_text()
     _above_label(page, "#depth")
-    box.fill("4")
-    box.press("Enter")
-    box.blur()
+    _type_number(page, "depth", "4")
     page.wait_for_function("() => !document.querySelector('#depth-note')?.checkVisibility()")  # said, then gone
 
     # ---- a race with no family picked: the reason beside the families, nothing raced
@@ -538,10 +534,7 @@ def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
     _tab(page, "race")
     page.click("#race-examples [data-testid=dataset-cell-1-0]")  # the eight_gaussians lesson
     page.wait_for_function("() => document.querySelector('#race-data input').value === 'eight_gaussians'")
-    box = page.locator("#race-steps input[type=number]")
-    box.fill("1550.5")
-    box.press("Enter")
-    box.blur()
+    _type_number(page, "race-steps", "1550.5")
     page.click("#race-start")
     message = page.locator("#race-steps .validation-error")
     message.wait_for(timeout=20_000)
