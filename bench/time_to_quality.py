@@ -106,7 +106,14 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     torch.manual_seed(args.seed)
     sigma = data_std("checkerboard")
     config = {
-        "net": {"name": "mlp", "dim": 2, "width": args.width, "depth": args.depth, "activation": "gelu"},
+        "net": {
+            "name": "mlp",
+            "dim": 2,
+            "width": args.width,
+            "depth": args.depth,
+            "activation": "gelu",
+            **({"times": args.times} if args.times != "s_t" else {}),
+        },
         "sigma": sigma,
         "data": "checkerboard",
         "method": method,
@@ -250,7 +257,8 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "summary": f"MLP {args.width}x{args.depth} GELU trained with {method.upper()} on the 4x4 checkerboard "
             f"by bench/time_to_quality.py; EMA weights.",
             "data": "checkerboard (4x4 board on [-1, 1]^2, sigma = data std)",
-            "network": f"MLP {args.width}x{args.depth}, GELU, input [s, t, x / sigma]",
+            "network": f"MLP {args.width}x{args.depth}, GELU, input "
+            + ("[s, t - s, x / sigma]" if args.times == "s_gap" else "[s, t, x / sigma]"),
             "method": method,
             "steps": steps_done,
             "wall_time": train_s,
@@ -351,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=["lsd"], choices=("lsd", "esd", "psd-m", "psd-u", "fm"))
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument(
+        "--times",
+        choices=("s_t", "s_gap"),
+        default="s_t",
+        help="the net's time inputs: [s, t] (the paper's 2-D net) or [s, t - s] (its image nets' choice)",
+    )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay-start", type=int, default=35_000)

@@ -198,6 +198,9 @@ class MLP(nn.Module):
             (0, the default: the features depend on x only). With it the features are
             ``sin(z B)``, ``cos(z B)`` of the whole row ``z = [s, t, y]``, ``B`` of shape (dim + 2, m).
         fourier_seed: seed of the frequencies' generator.
+        times: how the two times enter the row: "s_t" (the default, ``[s, t, ...]``, the paper's 2-D
+            net) or "s_gap" (``[s, t - s, ...]``, the conditioning the paper found better for its
+            image nets, section 5 of arXiv 2505.18825). The tangent follows: ``[ds, dt - ds, ...]``.
         init: "default" (PyTorch's ``nn.Linear`` initialisation, uniform with variance
             ``1 / (3 fan_in)``) or "he": hidden weights normal with variance ``2 / fan_in`` and
             zero hidden biases (the output layer keeps the default). Only the starting point;
@@ -222,6 +225,7 @@ class MLP(nn.Module):
         fourier_scale: float = 1.0,
         fourier_time_scale: float = 0.0,
         fourier_seed: int = 0,
+        times: str = "s_t",
         init: str = "default",
     ) -> None:
         super().__init__()
@@ -229,6 +233,8 @@ class MLP(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTS)}")
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"dim, width and depth must be >= 1; got {dim}, {width}, {depth}")
+        if times not in ("s_t", "s_gap"):
+            raise ValueError(f"unknown times {times!r}; choose 's_t' ([s, t, x]) or 's_gap' ([s, t - s, x])")
         if init not in ("default", "he"):
             raise ValueError(f"unknown init {init!r}; choose 'default' or 'he'")
         if fourier < 0:
@@ -249,8 +255,11 @@ class MLP(nn.Module):
             self.config.update(fourier=int(fourier), fourier_scale=float(fourier_scale), fourier_seed=int(fourier_seed))
             if fourier_time_scale:
                 self.config["fourier_time_scale"] = float(fourier_time_scale)
+        if times != "s_t":  # only then, so that older configs stay as they were
+            self.config["times"] = times
         if init != "default":
             self.config["init"] = init
+        self.gap = times == "s_gap"
         self.dim, self.sigma, self.activation = dim, float(sigma), activation
         self.fourier = int(fourier)
         self.time_features = bool(fourier and fourier_time_scale)
@@ -297,8 +306,10 @@ class MLP(nn.Module):
         return cls(**kw)
 
     def _base_row(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
-        """[s, t, x / sigma], shape (B, dim + 2)."""
-        return torch.cat([s[:, None], t[:, None], x / self.sigma], dim=1)
+        """[s, t, x / sigma] (or [s, t - s, x / sigma] with ``times="s_gap"``), shape (B, dim + 2).
+        Linear in (s, t, x), so the same map sends a tangent (ds, dt, dx) to the row's tangent."""
+        second = t - s if self.gap else t
+        return torch.cat([s[:, None], second[:, None], x / self.sigma], dim=1)
 
     def inputs(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """Input rows ``[s, t, y(, sin(u), cos(u))]``, y = x / sigma, u = y B (or [s, t, y] B with

@@ -138,3 +138,31 @@ def test_he_init_option() -> None:
     assert MLP.from_config(json.loads(json.dumps(net.config))).config == net.config
     with pytest.raises(ValueError, match="init"):
         MLP(width=8, depth=2, init="xavier")
+
+
+def test_gap_times_option() -> None:
+    """times="s_gap" feeds [s, t - s, x / sigma]: it equals the default net fed (s, t - s) by hand, its
+    tangent pass equals torch.func.jvp along s, t and x, it survives a checkpoint's config, and an
+    unknown value is refused."""
+    torch.manual_seed(0)
+    gap = MLP(width=16, depth=3, sigma=0.7, times="s_gap").double()
+    plain = MLP(width=16, depth=3, sigma=0.7).double()
+    plain.load_state_dict(gap.state_dict())
+    s, t, x, ds, dt, dx = _points()
+    with torch.no_grad():
+        assert torch.allclose(gap(s, t, x), plain(s, t - s, x), rtol=0, atol=1e-14)
+        assert not torch.allclose(gap(s, t, x), plain(s, t, x), atol=1e-3)
+    v, dv = gap.jvp(s, t, x, ds, dt, dx)
+    v_ref, dv_ref = torch.func.jvp(gap, (s, t, x), (ds, dt, dx))
+    assert torch.allclose(v, v_ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(dv, dv_ref, rtol=1e-10, atol=1e-12)
+    # along s alone the gap input moves too (d(t - s) = -ds): a tangent that forgot it would differ
+    zero = torch.zeros_like(s)
+    _, dv_s = gap.jvp(s, t, x, ds, zero, torch.zeros_like(x))
+    _, dv_s_ref = torch.func.jvp(gap, (s, t, x), (ds, zero, torch.zeros_like(x)))
+    assert torch.allclose(dv_s, dv_s_ref, rtol=1e-10, atol=1e-12)
+    assert gap.config["times"] == "s_gap" and "times" not in plain.config
+    rebuilt = MLP.from_config(gap.config).double()
+    assert torch.equal(rebuilt.inputs(s, t, x), gap.inputs(s, t, x))
+    with pytest.raises(ValueError, match="unknown times"):
+        MLP(width=8, depth=2, times="t_s")
