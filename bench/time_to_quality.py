@@ -131,7 +131,9 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema_params = [p for p in ema.parameters()]
     fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
-    objective = make_objective(method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False)
+    objective = make_objective(
+        method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False, times=args.off_times
+    )
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
@@ -238,6 +240,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "grad_clip": args.clip,
             "ema_decay": args.ema,
             "eta": args.eta,
+            **({"off_diagonal_times": args.off_times} if args.off_times != "uniform" else {}),
             "optimizer": "RAdam",
             "steps": steps_done + int(previous.get("steps", 0)),
             "train_seconds": round(train_s + float(previous.get("train_seconds", 0.0)), 1),
@@ -391,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="mean",
         help="mean over all samples (the released code: 3:1 at eta 0.75) or the sum of the two branch means "
         "(the paper's Algorithm 1)",
+    )
+    p.add_argument(
+        "--off-times",
+        choices=("uniform", "gap_uniform"),
+        default="uniform",
+        help="off-diagonal (s, t): uniform on the triangle (the paper) or jump length uniform (a diagnostic)",
     )
     p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
     p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")

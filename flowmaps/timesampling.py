@@ -60,6 +60,10 @@ def off_diagonal_times(
     1 ... 1/64 of the shortcut paper's 128-step setting; the shortcut objective takes the
     half-steps of the finest level with the diagonal (flow-matching) velocity, so every step it
     bootstraps from is trained.
+    kind="gap_uniform": the jump d = t - s ~ U[0, 1], then s ~ U[0, 1 - d]. Not the paper's sampler:
+    uniform on the triangle gives d the density 2 (1 - d), so one-jump pairs (d near 1) are the
+    rarest; this one gives every jump length the same weight (a diagnostic of whether long jumps
+    are under-trained; docs/benchmarks.md).
 
     Raises:
         ValueError: an unknown kind, or max_level < 0.
@@ -78,4 +82,8 @@ def off_diagonal_times(
         s = (j * d).to(dtype or torch.get_default_dtype())
         t = ((j + 1.0) * d).to(dtype or torch.get_default_dtype())
         return s, t
-    raise ValueError(f"unknown off-diagonal time sampler {kind!r}; choose 'uniform' or 'dyadic'")
+    if kind == "gap_uniform":
+        d = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        s = (1.0 - d) * torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return s, s + d
+    raise ValueError(f"unknown off-diagonal time sampler {kind!r}; choose 'uniform', 'dyadic' or 'gap_uniform'")

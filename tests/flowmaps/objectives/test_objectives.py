@@ -315,6 +315,29 @@ def test_dyadic_times_lie_on_the_grid():
     assert (t <= 1).all() and (s >= 0).all()
 
 
+def test_gap_uniform_times_weigh_every_jump_length_alike():
+    """kind="gap_uniform": t - s uniform on [0, 1] (Kolmogorov-Smirnov distance to U[0, 1] small),
+    s uniform on [0, 1 - d] given d, pairs inside the unit square; the triangle sampler's jump length
+    has density 2 (1 - d) instead, which the same distance tells apart."""
+    n = 20_000
+    s, t = off_diagonal_times(n, kind="gap_uniform", generator=torch.Generator().manual_seed(0))
+    d = t - s
+    assert (s >= 0).all() and (t <= 1 + 1e-7).all() and (d >= 0).all()
+
+    def ks(sample, cdf):
+        x = sample.sort().values
+        grid = torch.arange(1, n + 1, dtype=x.dtype) / n
+        return (grid - cdf(x)).abs().max().item()
+
+    assert ks(d, lambda x: x) < 0.02
+    assert ks(s / (1 - d), lambda x: x) < 0.02  # s / (1 - d) ~ U[0, 1] given d
+    s_tri, t_tri = off_diagonal_times(n, kind="uniform", generator=torch.Generator().manual_seed(0))
+    assert ks(t_tri - s_tri, lambda x: x) > 0.2  # the triangle's jump lengths are not uniform
+    assert ks(t_tri - s_tri, lambda x: 2 * x - x * x) < 0.02  # their CDF is 2d - d^2
+    with pytest.raises(ValueError, match="gap_uniform"):
+        off_diagonal_times(4, kind="log")
+
+
 def test_presets_and_errors():
     for name in SELF_DISTILLATION:
         assert make_objective(name).method == name
