@@ -618,10 +618,31 @@ def test_live_run_that_diverges_says_so(fm_app):
     snaps = list(sess.run(100, max_seconds=30, chunk_seconds=0.05, first_chunk_seconds=0.05))
     last = snaps[-1]
     assert last.state == "diverged" and "training diverged" in last.message and "non-finite" in last.message
-    assert "Lower the learning rate" in last.message and last.step == 0  # the last snapshot (every 50 steps)
+    assert "lower the learning rate (e.g. ten-fold, to 0.0001)" in last.message and last.step == 0  # the start
+    assert "raise eta" not in last.message  # eta 0.75 is above the default
     assert all(torch.isfinite(p).all() for p in sess.model.parameters())
     status = fm_app._figures(sess, last)[3]
     assert "**diverged**" in status and last.message in status
+
+
+def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once():
+    """LSD on the checkerboard at eta 0.05 and the default rate blows up from about step 30, before
+    the guard is armed (its window fills at step 50), so the snapshot of step 50 already spikes. The
+    guard's second rejection of it goes back to the run's start at a quarter of the rate instead of
+    retrying step 50 until it gives up (8 rollbacks in 0.1 s); and were it to give up, the page
+    would say to lower the rate ten-fold or raise eta to 0.5."""
+    from app.datasets import toy_source
+    from app.live import LiveSession, diverged_advice
+
+    sess = LiveSession()
+    s = parse_train_settings(LSD, 200, 1024, 1e-2, 0.05, 64, 4, 0)
+    sess.start_fresh(toy_source("checkerboard"), s)
+    snaps = list(sess.run(200, max_seconds=60, chunk_seconds=0.5))
+    assert snaps[-1].state == "done" and snaps[-1].step == 200, (snaps[-1].state, snaps[-1].message)
+    assert sess.trainer.recoveries == 2 and sess.trainer.lr_scale == 0.25
+    assert snaps[-1].message.startswith("step 0: gradient-norm spike")  # the last rollback: to the start
+    advice = diverged_advice(50, s)
+    assert "to 0.001" in advice and "raise eta (now 0.05; e.g. to 0.5, the default)" in advice
 
 
 def test_flow_matching_panels_use_the_ode():
