@@ -596,7 +596,8 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
     out = app.load_pretrained(sess, "checkerboard-esd", LSD, 20, 64, 1e-2, 0.5, 64, 4, 0)
     assert len(out) == 11
     data, method, batch, lr, eta, width, depth = out[4:]
-    assert data == "checkerboard" and method == "ESD (Eulerian)" and (width, depth) == (48, 3) and lr == 2e-4 and eta == 0.75
+    assert data == "checkerboard" and method == "ESD (Eulerian)"
+    assert (width, depth) == (48, 3) and lr == 2e-4 and eta == 0.75
     assert batch == app.limits.max_batch  # 65,536 is above the page's range: its largest batch
     assert sess.settings.width == 48 and sess.settings.lr == 2e-4 and sess.method == "esd"
     assert "width 48, depth 3" in out[3]

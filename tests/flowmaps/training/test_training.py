@@ -222,7 +222,9 @@ def test_a_restored_state_that_spikes_at_once_gives_way_to_an_older_one():
     trainer = Trainer(_Point(), objective, _sampler, cfg)
     objective.trainer = trainer
     restored: list[int] = []
-    trainer.train(callback=lambda tr, logs: restored.append(logs["step"]) if "recovered" in logs else None, progress=False)
+    trainer.train(
+        callback=lambda tr, logs: restored.append(logs["step"]) if "recovered" in logs else None, progress=False
+    )
     assert restored == [40, 30], restored
     assert trainer.global_step == 200 and trainer.lr_scale == 0.25 and trainer.recoveries == 2
     assert float(objective.level) == pytest.approx(1.2**10)  # the state of step 30, grown no further
