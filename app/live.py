@@ -54,6 +54,22 @@ _TOKENS = itertools.count(1)
 FINAL_STATES = ("done", "stopped", "time cap reached", "diverged", "loaded")
 
 
+def diverged_advice(step: int, s: TrainSettings) -> str:
+    """What a live run whose guard gave up says to change: a ten-fold lower learning rate and, below
+    0.5, a larger eta (a larger share of the batch on the diagonal, which anchors the velocity).
+
+    Measured (docs/live_training.md): LSD on the checkerboard at eta 0.05 diverges within 50 steps at
+    the default rate 1e-2 (and also, later, at 5e-3 ... 2e-4 held constant); at 1e-3 with the run's
+    decay it trained to its time cap with one rollback; eta 0.5, the default, trains at 1e-2."""
+    change = [f"lower the learning rate (e.g. ten-fold, to {s.lr / 10:.2g})"]
+    if s.eta < 0.5:
+        change.append(f"raise eta (now {s.eta:g}; e.g. to 0.5, the default)")
+    return (
+        f"the model is back at step {step}. To go on, {' or '.join(change)}, then press Continue, "
+        "or press Start for a new model"
+    )
+
+
 def make_live_trainer(model: FlowMap, sample: Any, s: TrainSettings, ema_decay: float = LIVE_EMA) -> Trainer:
     """The trainer of a live run (shared with bench/live_cpu.py): the library's Trainer with the
     run's :meth:`app.validation.TrainSettings.train_config` (RAdam at ``s.lr``, whose schedule
@@ -401,9 +417,8 @@ class LiveSession:
         """(the run's state after a slice, a note for a divergence or "")."""
         step = run.trainer.global_step
         if diverged is not None:
-            return "diverged", (
-                f"training diverged at step {diverged.step} ({diverged.reason}); the model is back at step "
-                f"{step}. Lower the learning rate and press Continue, or press Start for a new model"
+            return "diverged", f"training diverged at step {diverged.step} ({diverged.reason}); " + diverged_advice(
+                step, self.settings or TrainSettings()
             )
         if self.stop_event.is_set():
             return "stopped", ""

@@ -213,12 +213,15 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         validator=InputCheck(fm.sessions, start_inputs, fm.check_start, fields, c.method, "Training"),
         **train,
     )
+    # Continue trains the session's model on its own data: the Data set is an input only so that
+    # one that differs from the model's is refused beside it (check_continue), never ignored
+    continue_inputs = [session, c.data, *settings]
     c.cont.click(
         visit(fm.train_continue, "Training"),
-        [session, *settings],
+        continue_inputs,
         [*live_out, session],
         api_name="train_continue",
-        validator=InputCheck(fm.sessions, [session, *settings], fm.check_continue, fields, c.method, "Training"),
+        validator=InputCheck(fm.sessions, continue_inputs, fm.check_continue, fields, c.method, "Training"),
         **train,
     )
     c.stop.click(
@@ -233,7 +236,7 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     c.load.click(
         visit(fm.load_pretrained, "Loading the model"),
         load_inputs,
-        [*live_out, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
+        [*live_out, c.data, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
         api_name="load_pretrained",
         validator=InputCheck(fm.sessions, load_inputs, fm.check_load, fields, c.pretrained, "Loading the model"),
         **heavy,

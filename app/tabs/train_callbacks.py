@@ -170,19 +170,38 @@ class TrainCallbacks(AppBase):
         self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
-    def check_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
-        """Continue's input checks (and its validator): a model to continue, the settings, the
-        session's time. Returns the settings. Raises InputError as :meth:`check_start`."""
+    def check_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue's input checks (and its validator): a model to continue, on the data set the
+        page shows (``data_choice``, the Data set dropdown), the settings, the session's time.
+        Returns the settings.
+
+        Continue trains the session's model on the data it was started (or loaded) on, with the
+        page's method and settings; so that what it trains is what the page shows, a Data set
+        that differs from the model's (e.g. after a one-click lesson, or a change of the
+        dropdown) is refused rather than ignored.
+
+        Raises:
+            InputError: as :meth:`check_start`; "data set: ..." naming both data sets and what to
+                click (Start for a new model on the shown one, or the model's data set back).
+        """
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
+        have = session.data.name if session.data is not None else ""
+        if data_choice != have:
+            shown = data_choice if isinstance(data_choice, str) else repr(data_choice)
+            raise InputError(
+                f"data set: the model in this session learns {have}, but Data set shows {shown}; "
+                f"press Start to train a new model on {shown}, or choose {have} in Data set to continue this one"
+            )
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         self._run_cap(session)
         self._check_idle(session)
         return s
 
-    def train_continue(self, session, method, steps, batch, lr, eta, width, depth, seed):
-        """Continue training this session's model (new lr / batch / eta / method apply)."""
-        s = self.check_continue(session, method, steps, batch, lr, eta, width, depth, seed)
+    def train_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+        """Continue training this session's model on its own data set, which ``data_choice`` (the
+        page's Data set) must name (:meth:`check_continue`); new lr / batch / eta / method apply."""
+        s = self.check_continue(session, data_choice, method, steps, batch, lr, eta, width, depth, seed)
         yield from self._stream(session, s.steps, lambda: session.update_settings(s))
 
     def train_stop(self, session, wait: float = STOP_WAIT):
@@ -215,16 +234,20 @@ class TrainCallbacks(AppBase):
     def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
         """Load a shipped 2-D checkpoint into this session (an instant, trained model).
 
-        The session adopts the checkpoint's settings (method, width, depth, learning rate, eta,
-        batch size; :func:`app.live.settings_from_checkpoint`) and the page's Settings show them,
-        so a Continue trains it as it was trained, not at the page's rate. Outputs: the four live
-        outputs, then the method label, batch, lr, eta, width and depth."""
+        The session adopts the checkpoint's data set and settings (method, width, depth, learning
+        rate, eta, batch size; :func:`app.live.settings_from_checkpoint`) and the page's Data set,
+        Method and Settings show them, so a Continue trains it on its own data as it was trained,
+        not at the page's rate. Outputs: the four live outputs, then the data set, the method
+        label, batch, lr, eta, width and depth."""
         data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
         if session.finishing:  # a stopped run's stream is drawing its last update: let it end first
             self._take_run_lock(session)
             session.run_lock.release()
         self.sessions.admit(session)
         model, config = self.store.load(name)
+        if not isinstance(config.get("method"), str) and self.store.info(name).method:
+            # the method the listing names (from the config's training section or the folder name)
+            config = {**config, "method": self.store.info(name).method}
         s = settings_from_checkpoint(config, page, self.limits)
         session.load_pretrained(name, model, config, data, s)
         s = session.settings
@@ -232,7 +255,8 @@ class TrainCallbacks(AppBase):
         fig_s, fig_l, _, _ = self._figures(session, snap)
         bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
         status = (
-            f"**loaded** {self.store.info(name).label}; its settings are in *Settings* "
+            f"**loaded** {self.store.info(name).label}; its data set ({data.name}), method and settings "
+            "are in *Data set*, *Method* and *Settings* "
             f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
             f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
         )
@@ -241,6 +265,7 @@ class TrainCallbacks(AppBase):
             plots.loss_figure([]),
             bar,
             status,
+            data.name,
             METHOD_LABELS.get(s.method, method),
             s.batch,
             s.lr,

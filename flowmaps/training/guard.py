@@ -7,7 +7,12 @@ clipping), and keeps copies of the training state in memory:
 
 - a step with a non-finite loss or gradient norm, or a spike (more than ``spike_factor`` times the
   running median over ``spike_window`` steps), is rejected: the trainer restores the last good
-  snapshot (taken every ``guard_every`` good steps) and halves the learning rate;
+  snapshot (taken every ``guard_every`` good steps) and halves the learning rate. A restored state
+  whose first step is rejected again is bad itself (that step's gradient is taken at the restored
+  weights, whatever the rate): e.g. a snapshot taken while the guard was not yet armed (its window
+  holds fewer than min(50, ``spike_window``) steps) in a run that was already blowing up. The next
+  recovery then goes back to the newest older kept snapshot (the drift guard's, below; the run's
+  start at the latest) rather than retrying the same state; with none older it retries it;
 - a slow divergence: the *level* of a run is the running median of each quantity, the
   *reference* the lowest level seen so far. A level above ``drift_factor`` times its reference
   (the loss only while its reference is positive) counts as drift, whether it came as a spike or
@@ -86,6 +91,7 @@ class DivergenceGuard:
         self.consecutive_recoveries = 0
         self.drift_rollbacks_in_a_row = 0
         self.last_drift_step = -1
+        self.restored: dict[str, Any] | None = None  # the state the last recovery restored, until a good step
         self.good: dict[str, Any] | None = None
         self.kept: list[dict[str, Any]] = []
 
@@ -156,6 +162,7 @@ class DivergenceGuard:
     def record(self, step: int, loss: float, grad_norm: float) -> None:
         """Count a good step (``step`` = steps completed) into the running windows."""
         self.consecutive_recoveries = 0
+        self.restored = None
         self.grad_norms.append(grad_norm)
         self.losses.append(loss)
         self.update_level(step)
@@ -201,14 +208,32 @@ class DivergenceGuard:
         return int(math.floor(min(onsets))) if onsets else now - c.spike_window
 
     # ------------------------------------------------------------------ actions
-    def recover(self, reason: str, step: int) -> None:
-        """Reject the step: restore the last good snapshot, or raise :class:`DivergenceError`
-        after ``max_recoveries`` recoveries in a row."""
+    def recover(self, reason: str, step: int) -> int:
+        """Reject the step: restore the last good snapshot and return its step, or raise
+        :class:`DivergenceError` after ``max_recoveries`` recoveries in a row.
+
+        When the state the previous recovery restored was rejected at its first step, the newest
+        kept snapshot older than it is restored instead (and becomes the last good one; newer kept
+        ones are dropped); with none older, the same state is tried again."""
         self.recoveries += 1
         self.consecutive_recoveries += 1
         if self.consecutive_recoveries > self.config.max_recoveries:
-            raise DivergenceError(step, f"{reason} after {self.config.max_recoveries} recoveries in a row")
-        self.restore()
+            at = self.restored["step"] if self.restored is not None else step
+            raise DivergenceError(
+                step,
+                f"{reason} after {self.config.max_recoveries} recoveries in a row, each halving the learning "
+                f"rate (the trainer holds the state of step {at}); lower the learning rate",
+            )
+        target = self.good
+        if self.restored is not None:  # rejected at once: that state is bad too, go further back
+            older = [k for k in self.kept if k["step"] < self.restored["step"]]
+            if older:
+                target = self.good = older[-1]
+                self.kept = [k for k in self.kept if k["step"] <= target["step"]]
+        assert target is not None
+        self.restored = target
+        self.restore(target)
+        return int(target["step"])
 
     def roll_back_drift(self, reason: str, step: int) -> int:
         """Restore the newest kept snapshot from before the drift's onset and return the onset;

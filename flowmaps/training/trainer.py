@@ -218,7 +218,8 @@ class Trainer:
         return logs["loss"], logs
 
     def _recover(self, reason: str) -> None:
-        """Reject the step: restore the last good state and halve the learning rate."""
+        """Reject the step: restore the last good state (an older kept one when the state restored
+        last was rejected at once; :meth:`DivergenceGuard.recover`) and halve the learning rate."""
         # A captured graph writes into the same .grad tensors every replay: zero them, keep them.
         self.optimizer.zero_grad(set_to_none=not self.cuda_graph)
         bad_step = self.global_step

@@ -118,7 +118,7 @@ def test_train_streams_updates_and_learns(server):
     print(f"first update {first:.2f} s after submit, {len(outs)} updates")
 
     # continue, then the other tabs on this session's model
-    outs = c.submit(*SMALL[:1], 40, *SMALL[2:], api_name="/train_continue")
+    outs = c.submit("checkerboard", *SMALL[:1], 40, *SMALL[2:], api_name="/train_continue")
     outs.result()
     assert "step 160" in outs.outputs()[-1][3]
     fig, info, heat = c.predict("__session__", "uniform", 4, "", 8, 0, api_name="/trajectories")
@@ -213,7 +213,7 @@ def test_shipped_models_in_every_tab(server):
         ("/train_start", ("draw", None, None, *SMALL), ValidationError, "drawing"),
         ("/train_start", ("mandelbrot", None, None, *SMALL), ValidationError, "Data set"),
         ("/train_start", ("csv", None, None, *SMALL), ValidationError, "CSV file"),
-        ("/train_continue", SMALL, ValidationError, "nothing to continue"),
+        ("/train_continue", ("checkerboard", *SMALL), ValidationError, "nothing to continue"),
         ("/train_start", ("checkerboard", None, None, *SMALL[:-1], 1.5), ValidationError, "seed: must be a whole"),
         ("/load_pretrained", ("checkerboard-lsd", LSD, 20, 64, 1e-3, 0.75, 32, 2, -1), ValidationError, "seed"),
         ("/trajectories", ("../../etc", "uniform", 2, "", 4, 0), ValidationError, "Model: "),

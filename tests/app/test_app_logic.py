@@ -594,13 +594,14 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
     app = FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
     sess = LiveSession()
     out = app.load_pretrained(sess, "checkerboard-esd", LSD, 20, 64, 1e-2, 0.5, 64, 4, 0)
-    assert len(out) == 10
-    method, batch, lr, eta, width, depth = out[4:]
-    assert method == "ESD (Eulerian)" and (width, depth) == (48, 3) and lr == 2e-4 and eta == 0.75
+    assert len(out) == 11
+    data, method, batch, lr, eta, width, depth = out[4:]
+    assert data == "checkerboard" and method == "ESD (Eulerian)"
+    assert (width, depth) == (48, 3) and lr == 2e-4 and eta == 0.75
     assert batch == app.limits.max_batch  # 65,536 is above the page's range: its largest batch
     assert sess.settings.width == 48 and sess.settings.lr == 2e-4 and sess.method == "esd"
     assert "width 48, depth 3" in out[3]
-    outs = list(app.train_continue(sess, method, 10, 64, lr, eta, width, depth, 0))
+    outs = list(app.train_continue(sess, data, method, 10, 64, lr, eta, width, depth, 0))
     assert "done" in outs[-1][3] and "keeps the network" not in outs[-1][3]
     assert sess.history[0]["lr"] == pytest.approx(2e-4 * CONTINUE_FACTOR)
 
@@ -618,10 +619,31 @@ def test_live_run_that_diverges_says_so(fm_app):
     snaps = list(sess.run(100, max_seconds=30, chunk_seconds=0.05, first_chunk_seconds=0.05))
     last = snaps[-1]
     assert last.state == "diverged" and "training diverged" in last.message and "non-finite" in last.message
-    assert "Lower the learning rate" in last.message and last.step == 0  # the last snapshot (every 50 steps)
+    assert "lower the learning rate (e.g. ten-fold, to 0.0001)" in last.message and last.step == 0  # the start
+    assert "raise eta" not in last.message  # eta 0.75 is above the default
     assert all(torch.isfinite(p).all() for p in sess.model.parameters())
     status = fm_app._figures(sess, last)[3]
     assert "**diverged**" in status and last.message in status
+
+
+def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once():
+    """LSD on the checkerboard at eta 0.05 and the default rate blows up from about step 30, before
+    the guard is armed (its window fills at step 50), so the snapshot of step 50 already spikes. The
+    guard's second rejection of it goes back to the run's start at a quarter of the rate instead of
+    retrying step 50 until it gives up (8 rollbacks in 0.1 s); and were it to give up, the page
+    would say to lower the rate ten-fold or raise eta to 0.5."""
+    from app.datasets import toy_source
+    from app.live import LiveSession, diverged_advice
+
+    sess = LiveSession()
+    s = parse_train_settings(LSD, 200, 1024, 1e-2, 0.05, 64, 4, 0)
+    sess.start_fresh(toy_source("checkerboard"), s)
+    snaps = list(sess.run(200, max_seconds=60, chunk_seconds=0.5))
+    assert snaps[-1].state == "done" and snaps[-1].step == 200, (snaps[-1].state, snaps[-1].message)
+    assert sess.trainer.recoveries == 2 and sess.trainer.lr_scale == 0.25
+    assert snaps[-1].message.startswith("step 0: gradient-norm spike")  # the last rollback: to the start
+    advice = diverged_advice(50, s)
+    assert "to 0.001" in advice and "raise eta (now 0.05; e.g. to 0.5, the default)" in advice
 
 
 def test_flow_matching_panels_use_the_ode():
@@ -1462,3 +1484,65 @@ def test_download_with_no_model_is_refused_in_the_checkpoint_box(page, fm_app):
     assert refused.value.message == NOTHING_TO_DOWNLOAD
     list(fm_app.train_start(live, "eight_gaussians", None, None, LSD, 20, 64, 3e-3, 0.75, 16, 1, 0))
     assert _refused_at(_page_event(demo, button, "click", [None, None], state, validator=True)) == {}
+
+
+def test_continue_trains_the_data_set_and_method_the_page_shows(page):
+    """What Continue trains is what the Data set and Method dropdowns show. A one-click lesson
+    that fills another data set leaves the session's model where it was, so Continue is refused
+    beside Data set (by the validator, and by the event on gradio's direct route) with both data
+    sets named and what to press; set back, it continues on the model's data with the page's
+    method. Load puts the shipped model's data set (and method) in the dropdowns, so the
+    dropdowns it leaves continue that model, and the old data set is refused."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    cont, load = by_id["btn-continue"], by_id["btn-load"]
+    session = SessionState(demo)
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    assert "**done**" in _page_stream(demo, by_id["btn-start"], "click", start, session)[-1][3]
+    state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
+    live = session[state._id]
+    assert live.data.name == "checkerboard"
+
+    # a lesson fills Data set and Method (eight_gaussians, ESD); the model is still the checkerboard's
+    filled = _page_event(demo, by_id["train-examples"], "click", [1], session)["data"]
+    shown = [f["value"] if isinstance(f, dict) else f for f in filled]
+    assert shown == ["eight_gaussians", "ESD (Eulerian)"], shown
+    fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
+    ids = [getattr(b, "elem_id", None) for b in fn.inputs]
+    data_at, method_at = ids.index("data-set"), ids.index("method")
+    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0]
+    refused = _refused_at(_page_event(demo, cont, "click", after_lesson, session, validator=True))
+    assert set(refused) == {data_at, method_at}  # beside Data set, and beside Method next to the buttons
+    message = refused[data_at]
+    assert message.startswith("data set: ") and "learns checkerboard" in message and "shows eight_gaussians" in message
+    assert "press Start to train a new model on eight_gaussians" in message and "choose checkerboard" in message
+    with pytest.raises(gr.Error) as direct:  # no validator on the direct route: the event refuses it
+        _page_event(demo, cont, "click", after_lesson, session)
+    assert direct.value.message == message
+    assert live.trainer.global_step == 20 and live.method == "lsd"  # nothing trained, nothing changed
+
+    # Data set set back: Continue trains the checkerboard model with the page's method (ESD)
+    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0]
+    assert _refused_at(_page_event(demo, cont, "click", back, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", back, session)[-1][3]
+    assert "**done**" in last and "ESD on checkerboard" in last and "step 30" in last, last
+    assert live.data.name == "checkerboard" and live.method == "esd"
+
+    # Load a shipped model of another data set: the dropdowns now show its data set and method
+    load_fn = next(f for f in demo.fns.values() if (load._id, "click") in f.targets)
+    out_ids = [getattr(b, "elem_id", None) for b in load_fn.outputs]
+    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:]], session)["data"]
+    value = {name: (v.get("value", v) if isinstance(v, dict) else v) for name, v in zip(out_ids, loaded)}
+    assert value["data-set"] == "eight_gaussians" and value["method"] == LSD, value
+    assert live.data.name == "eight_gaussians"
+    stale = [None, "checkerboard", *back[2:]]  # the dropdown as it was before the Load
+    refused = _refused_at(_page_event(demo, cont, "click", stale, session, validator=True))
+    assert "learns eight_gaussians" in refused[data_at] and "shows checkerboard" in refused[data_at]
+    shown_now = [None, value["data-set"], value["method"], 10, value["batch"], value["lr"], value["eta"]]
+    shown_now += [value["width"], value["depth"], 0]
+    last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
+    assert "**done**" in last and "LSD on eight_gaussians" in last, last
+    assert live.data.name == "eight_gaussians" and live.method == "lsd"

@@ -763,6 +763,28 @@ def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
     assert not js_errors, js_errors
 
 
+def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
+    """Load a shipped eight_gaussians model: the Data set dropdown shows eight_gaussians. A lesson
+    that fills the checkerboard, then Continue: refused beside Data set, naming both data sets and
+    what to press; nothing trains (the status still reads "loaded")."""
+    page, js_errors = browser_page
+    _choose(page, "pretrained", "eight_gaussians")
+    page.click("#btn-load")
+    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#data-set input').value === 'eight_gaussians'")
+    page.click("#train-examples [data-testid=dataset-cell-0-0]")  # the checkerboard lesson
+    page.wait_for_function("() => document.querySelector('#data-set input').value === 'checkerboard'")
+    page.click("#btn-continue")
+    message = page.locator("#data-set .validation-error")
+    message.wait_for(timeout=20_000)
+    text = message.inner_text()
+    assert "learns eight_gaussians" in text and "shows checkerboard" in text and "press Start" in text, text
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    assert "loaded" in page.inner_text("#live-status")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
     """Download (zip) on a fresh page, before any model: the reason shows in the Checkpoint box
     under the button (gradio's validator), with no error toast and no red "Error" badge; after a

@@ -178,6 +178,58 @@ def test_persistent_nan_gives_up():
     assert trainer.recoveries == 4
 
 
+def test_persistent_nan_gives_up_saying_what_to_change():
+    trainer = Trainer(
+        _model(), make_objective("fm"), lambda n, g: torch.full((n, 2), math.nan), _config(max_recoveries=3)
+    )
+    with pytest.raises(DivergenceError) as info:
+        trainer.train(progress=False)
+    assert "after 3 recoveries in a row" in str(info.value) and "lower the learning rate" in str(info.value)
+    assert "holds the state of step 0" in str(info.value) and trainer.global_step == 0
+
+
+class _BlowsUp(torch.nn.Module):
+    """loss = level * (1 + 0.2 u) * (1 + |w - mean(x1)|^2) (u uniform), ``level`` a buffer of the
+    objective's state (so a snapshot holds it) that grows by ``rate`` per call from call ``start``
+    on while the trainer's learning rate has never been lowered: an instability of the state that a
+    lower rate stops, but a state restored after it grew is bad whatever the rate (its first step's
+    gradient is taken there). Gradual (below the spike factor per step), so the guard, unarmed for
+    its first window, lets it grow into the snapshot it takes at the window's end."""
+
+    def __init__(self, start: int, rate: float) -> None:
+        super().__init__()
+        self.start, self.rate, self.trainer = start, rate, None
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("level", torch.ones((), dtype=torch.float64))
+
+    def forward(self, model, x1, generator=None):
+        self.calls += 1
+        if int(self.calls) > self.start and self.trainer.lr_scale == 1.0:
+            self.level *= self.rate
+        u = torch.rand((), generator=generator, dtype=x1.dtype)
+        loss = self.level * (1 + 0.2 * u) * (1 + ((model.w - x1.mean(0)) ** 2).sum())
+        return LossOutput(loss, {})
+
+
+def test_a_restored_state_that_spikes_at_once_gives_way_to_an_older_one():
+    """The guard arms once its window holds 40 steps; by then the loss has grown 1.2^20 = 38-fold
+    from step 20 on, and the snapshot of step 40 holds that state. The first spike restores it; its
+    first step is rejected again (38 > 20 x the median, whatever the rate), so the next recovery
+    goes back to the newest older kept snapshot (step 30, 6-fold) instead of retrying step 40 until
+    the guard gives up, and the run finishes at a quarter of the rate."""
+    cfg = _drift_config(steps=200, spike_window=40, spike_factor=20.0, guard_every=5, drift_snapshot_every=10)
+    objective = _BlowsUp(start=20, rate=1.2)
+    trainer = Trainer(_Point(), objective, _sampler, cfg)
+    objective.trainer = trainer
+    restored: list[int] = []
+    trainer.train(
+        callback=lambda tr, logs: restored.append(logs["step"]) if "recovered" in logs else None, progress=False
+    )
+    assert restored == [40, 30], restored
+    assert trainer.global_step == 200 and trainer.lr_scale == 0.25 and trainer.recoveries == 2
+    assert float(objective.level) == pytest.approx(1.2**10)  # the state of step 30, grown no further
+
+
 def test_point_cloud_sampler_can_be_handed_to_the_trainer():
     """``Trainer(..., cloud.sampler)`` (the method) and ``cloud.sampler(b)`` (a sampler) both draw the
     cloud's points with the trainer's generator: the same losses as an explicit index draw."""
