@@ -32,9 +32,18 @@ from flowmaps.cli import evaluate, sample, train, train_run
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with a short error: the one line naming the option and a pointer to
+    ``--help``, without the usage block (thirty lines for ``flowmaps train``) in front of it.
+    Sub-command parsers are of this class too (argparse builds them with the parent's class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``flowmaps`` (and ``python -m flowmaps``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowmaps",
         description="Flow maps by self-distillation: train, sample and evaluate (t = 0 noise, t = 1 data).",
     )

@@ -361,3 +361,24 @@ def test_train_on_a_cpu_takes_one_thread_for_2d_data_unless_told(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["train", "--out", "x", "--steps", "-5"], "--steps"),
+        (["train", "--out", "x", "--method", "magic"], "--method"),
+        (["sample", "--checkpoint"], "--checkpoint"),
+        (["fly"], "fly"),
+    ],
+)
+def test_a_bad_argument_gives_a_short_error(argv, named, capsys) -> None:
+    """A bad option exits 2 with the line naming it and a pointer to --help, not the usage block."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert "error:" in lines[0] and named in lines[0]
+    assert "--help" in lines[1] and "usage:" not in err
