@@ -114,13 +114,26 @@ def _settings(lim: Limits) -> SimpleNamespace:
 
 
 def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
-    """The left column: data, method, the run buttons, lessons, settings, shipped models."""
+    """The left column: data, method, the run buttons, the shipped model and Load, lessons,
+    settings, download."""
     c = _data_inputs(lim)
     # above the Settings: on a 1280 x 720 screen they stay in view with the plots
     with gr.Row():
         c.start = gr.Button("Start", variant="primary", elem_id="btn-start")
         c.stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
         c.cont = gr.Button("Continue", elem_id="btn-continue")
+    # the shipped model and its Load just under the run buttons, near the plots Load fills (below
+    # the Settings they were a screen away); min widths keep the button beside its dropdown
+    with gr.Row(equal_height=True):
+        c.pretrained = gr.Dropdown(
+            fm.checkpoint_choices(KIND_2D),
+            value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
+            label="Start from a shipped model",
+            elem_id="pretrained",
+            scale=3,
+            min_width=150,
+        )
+        c.load = gr.Button("Load", elem_id="btn-load", scale=1, min_width=64)
     gr.Examples(
         [list(ex) for ex in TRAIN_EXAMPLES],
         [c.data, c.method],
@@ -129,15 +142,6 @@ def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
     )
     with gr.Accordion("Settings", open=True):
         c.settings = _settings(lim)
-    with gr.Row():
-        c.pretrained = gr.Dropdown(
-            fm.checkpoint_choices(KIND_2D),
-            value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
-            label="Start from a shipped model",
-            elem_id="pretrained",
-            scale=3,
-        )
-        c.load = gr.Button("Load", elem_id="btn-load", scale=1)
     with gr.Row():
         c.download = gr.Button("Download model (zip)", elem_id="btn-download")
     c.download_file = gr.File(label="Checkpoint", interactive=False, elem_id="download-file")
