@@ -47,6 +47,14 @@ class CheckpointInfo:
         bits = [b for b in (self.data, self.method) if b]
         return f"{self.name} ({', '.join(bits)})" if bits else self.name
 
+    @property
+    def short_label(self) -> str:
+        """The label of a dropdown's choice: the name, with the data and method only where the
+        name does not already hold them ("checkerboard-lsd", not "checkerboard-lsd (checkerboard,
+        lsd)", which a dropdown's arrow cut at 1280 px)."""
+        bits = [b for b in (self.data, self.method) if b and b not in self.name]
+        return f"{self.name} ({', '.join(bits)})" if bits else self.name
+
 
 #: Hex digits of the sha256 kept in a stamp (64 bits: no two checkpoints collide by chance).
 STAMP_DIGITS = 16

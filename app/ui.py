@@ -63,9 +63,9 @@ from app.tabs.flowmap_vs_ode import CompareCallbacks, build_compare_tab
 from app.tabs.images import ImageCallbacks, build_images_tab
 from app.tabs.quality import QualityCallbacks, build_quality_tab
 from app.tabs.race import build_race_tab
-from app.tabs.train import build_train_tab
+from app.tabs.train import build_train_tab, csv_size_js
 from app.tabs.train_callbacks import TrainCallbacks
-from app.validation import TrainSettings
+from app.validation import TrainSettings, upload_bytes
 
 log = logging.getLogger("flowmaps.app")
 
@@ -83,6 +83,9 @@ CSS = """
 /* a slider's note (app/events.NamedSlider): in the fields' box, under its slider (beside it in a row) */
 .form > .block.slider-note {background: var(--block-background-fill); padding: var(--block-padding);}
 .column > .form > .block.slider-note {padding-top: 0;}
+.csv-size-note {display: none; margin: var(--spacing-md) var(--block-padding); padding: var(--spacing-md);
+  border: 1px solid var(--error-border-color); border-radius: var(--radius-sm); color: var(--error-text-color);
+  font-size: var(--text-md);}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 /* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
 .block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}
@@ -178,7 +181,10 @@ def launch_kwargs(config: AppConfig | None = None) -> dict[str, Any]:
     """Keyword arguments of ``demo.launch`` that belong to the app (upload cap, style, sessions kept)."""
     cfg = config or AppConfig.from_env()
     return {
+        # kept as the first line of defence: a file over it never reaches the server; the page's
+        # script (app/tabs/train.CSV_SIZE_JS) says what to do beside the CSV box instead of gradio's toast
         "max_file_size": cfg.limits.max_upload,
+        "js": csv_size_js(upload_bytes(cfg.limits.max_upload), cfg.limits.max_csv_rows),
         "css": CSS,
         "show_error": False,
         # gradio keeps each browser session's last outputs (plots) until it has this many sessions;

@@ -353,6 +353,12 @@ def points_from_drawing(
     return pts
 
 
+def upload_bytes(limit: str | int) -> int:
+    """An upload limit ("2mb", "500kb", a number of bytes) in bytes, as gradio reads max_file_size
+    (1 mb = 2**20 bytes)."""
+    return _parse_size(limit) if isinstance(limit, str) else int(limit)
+
+
 def _parse_size(text: str) -> int:
     t = text.strip().lower()
     units = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "b": 1}
@@ -387,7 +393,7 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
     path = upload_path(value)
     if not path.is_file():
         raise InputError("CSV file: the upload is missing on the server; upload it again")
-    cap = _parse_size(max_bytes) if isinstance(max_bytes, str) else int(max_bytes)
+    cap = upload_bytes(max_bytes)
     size = path.stat().st_size
     if size > cap:
         raise InputError(f"CSV file: {size / 1e6:.1f} MB is above the cap of {cap / 1e6:.1f} MB")

@@ -133,6 +133,27 @@ def _image_rows(model, config, n, grids, seed, device, on_row) -> list[dict[str,
     return rows
 
 
+def _reference_points(data: str, n: int, seed: int) -> Tensor | None:
+    """``n`` float64 data points to compare samples with: fresh ones of a named 2-D set, or for a
+    CSV file of points (``flowmaps train --data FILE.csv``) ``n`` of its rows drawn with replacement,
+    None when the file can no longer be read (the rows then hold no distance); None without data."""
+    from flowmaps.data.named import sample_points
+
+    g = torch.Generator().manual_seed(seed)
+    if not data:
+        return None
+    if data.lower().endswith(".csv"):
+        from flowmaps.data.point_cloud import read_points_file
+
+        try:
+            cloud = read_points_file(data)
+        except ValueError as err:
+            logger.warning("no reference points for the evaluation: %s", err)
+            return None
+        return cloud.points.to(torch.float64)[torch.randint(0, len(cloud), (n,), generator=g)]
+    return sample_points(data, n, g, dtype=torch.float64)
+
+
 def evaluate_model(
     model: nn.Module,
     config: dict[str, Any],
@@ -155,7 +176,8 @@ def evaluate_model(
         is inf, and the row adds ``empty_bins``, ``KL_half`` (empty bins counted as half a sample,
         ``checkerboard_kl(eps=0.5)``) and ``floor_half`` (the same on exact samples); other 2-D
         sets: sliced Wasserstein and energy distance against n fresh data samples (both on at most
-        SW_MAX_POINTS points, SW with SW_PROJECTIONS directions); images: FID against the
+        SW_MAX_POINTS points, SW with SW_PROJECTIONS directions), or for a CSV file of points n of
+        its rows drawn with replacement (no distances if the file is gone); images: FID against the
         Fashion-MNIST test split when the FID feature network exists.
     """
     data = config.get("data", "")
@@ -163,10 +185,9 @@ def evaluate_model(
     if is_image_set(data) or len(shape) > 1:
         return _image_rows(model, config, n, grids, seed, device, on_row)
 
-    from flowmaps.data.named import sample_points
     from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, energy_distance, sliced_wasserstein
 
-    reference = sample_points(data, n, torch.Generator().manual_seed(seed + 1), dtype=torch.float64) if data else None
+    reference = _reference_points(data, n, seed + 1)
     rows: list[dict[str, Any]] = []
     floors: dict[float | None, float] = {}  # the floor on this noise seed's exact samples, per eps, once
 

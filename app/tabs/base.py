@@ -23,7 +23,7 @@ from flowmaps.data.gmm import GMM_PRESETS
 
 #: The model dropdowns' value for this session's own model.
 SESSION = "__session__"
-SESSION_LABEL = "this session's model (train it in the first tab)"
+SESSION_LABEL = "this session's model (trained live)"  # short: a longer one ran under the dropdown's arrow
 #: The live tab's settings as the page opens.
 DEFAULTS = TrainSettings()
 
@@ -57,7 +57,7 @@ class AppBase:
 
     # ---------------------------------------------------------------- choices
     def checkpoint_choices(self, kind: str) -> list[tuple[str, str]]:
-        return [(self.store.info(n).label, n) for n in self.store.names(kind)]
+        return [(self.store.info(n).short_label, n) for n in self.store.names(kind)]
 
     def default_checkpoint(self, kind: str, method: str | None = None) -> str | None:
         """The shipped model a dropdown opens on: the first trained by ``method`` if given, else

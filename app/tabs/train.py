@@ -27,7 +27,7 @@ from app.events import InputCheck, NamedSlider, named, plain, visiting
 from app.live import VIEW_STEPS
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import TrainCallbacks
-from app.validation import ETA, METHODS
+from app.validation import ETA, METHODS, upload_bytes
 from flowmaps.objectives import DESCRIPTIONS
 
 #: Captions of a method's loss curve, where it does not behave as a loss usually does.
@@ -45,6 +45,53 @@ TRAIN_EXAMPLES = (
     ("eight_gaussians", "ESD (Eulerian)"),
     ("two_moons", "PSD-M (progressive, gamma = 1/2)"),
 )
+
+
+#: In the page: a CSV over the upload limit is stopped before gradio's upload sees it. We keep
+#: gradio's own max_file_size (launch_kwargs) rather than raise it and check the size in Python:
+#: with it a file over the limit never reaches the server (gradio refuses it in the browser, and
+#: its upload route refuses it too, for a client that skips the page), which is what keeps a
+#: public Space's memory and disk safe. But its refusal is a toast and an "Error" box that must be
+#: cleared; this script, run on page load, catches the file first (change of the box's file input,
+#: or a drop on it, in the capture phase), writes what to do beside the box (``csv-size-note``,
+#: inside the ``csv-upload`` block so that it hides with it) and resets the input, so the box
+#: takes the next file at once. The server never sees the file, so its log says nothing.
+CSV_SIZE_JS = """() => {
+  const LIMIT = %(limit)d, ROWS = %(rows)d, LIMIT_MB = %(limit_mb)s;
+  const noteOf = (box) => {
+    let note = box.querySelector('#csv-size-note');
+    if (!note) {
+      note = document.createElement('div');
+      note.id = 'csv-size-note';
+      note.className = 'csv-size-note';
+      note.setAttribute('role', 'alert');
+      box.appendChild(note);
+    }
+    return note;
+  };
+  const check = (ev, files) => {
+    const box = ev.target && ev.target.closest ? ev.target.closest('#csv-upload') : null;
+    if (!box || !files || !files.length) return;
+    const note = noteOf(box);
+    const big = Array.from(files).find((f) => f.size > LIMIT);
+    if (!big) { note.textContent = ''; note.style.display = 'none'; return; }
+    ev.stopImmediatePropagation();
+    ev.preventDefault();
+    if (ev.type === 'change') ev.target.value = '';
+    note.textContent = `${big.name} is ${(big.size / 1048576).toFixed(1)} MB; the limit is ${LIMIT_MB} MB. ` +
+      `Subsample it to at most ${ROWS.toLocaleString('en-US')} rows (e.g. keep every second or every tenth row) ` +
+      `and upload it again.`;
+    note.style.display = 'block';
+  };
+  document.addEventListener('change', (ev) => check(ev, ev.target && ev.target.files), true);
+  document.addEventListener('drop', (ev) => check(ev, ev.dataTransfer && ev.dataTransfer.files), true);
+}"""
+
+
+def csv_size_js(limit_bytes: int, max_rows: int) -> str:
+    """The page-load script of :data:`CSV_SIZE_JS` for an upload limit of ``limit_bytes`` bytes
+    (gradio's max_file_size, binary megabytes) and the app's cap of ``max_rows`` rows."""
+    return CSV_SIZE_JS % {"limit": limit_bytes, "rows": max_rows, "limit_mb": f"{limit_bytes / (1 << 20):g}"}
 
 
 def method_help(label: str) -> str:
@@ -75,7 +122,7 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
         )
         guard_drawing(c.draw, DRAW_MAX_SIDE, DRAW_MAX_IMAGES)
     c.csv = gr.File(
-        label=f"CSV of x, y rows (at most {lim.max_csv_rows} rows, {lim.max_upload})",
+        label=f"CSV of x, y rows (at most {lim.max_csv_rows:,} rows, {upload_bytes(lim.max_upload) / (1 << 20):g} MB)",
         file_types=[".csv", ".txt"],
         visible=False,
         elem_id="csv-upload",
@@ -114,13 +161,26 @@ def _settings(lim: Limits) -> SimpleNamespace:
 
 
 def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
-    """The left column: data, method, the run buttons, lessons, settings, shipped models."""
+    """The left column: data, method, the run buttons, the shipped model and Load, lessons,
+    settings, download."""
     c = _data_inputs(lim)
     # above the Settings: on a 1280 x 720 screen they stay in view with the plots
     with gr.Row():
         c.start = gr.Button("Start", variant="primary", elem_id="btn-start")
         c.stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
         c.cont = gr.Button("Continue", elem_id="btn-continue")
+    # the shipped model and its Load just under the run buttons, near the plots Load fills (below
+    # the Settings they were a screen away); min widths keep the button beside its dropdown
+    with gr.Row(equal_height=True):
+        c.pretrained = gr.Dropdown(
+            fm.checkpoint_choices(KIND_2D),
+            value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
+            label="Start from a shipped model",
+            elem_id="pretrained",
+            scale=3,
+            min_width=150,
+        )
+        c.load = gr.Button("Load", elem_id="btn-load", scale=1, min_width=64)
     gr.Examples(
         [list(ex) for ex in TRAIN_EXAMPLES],
         [c.data, c.method],
@@ -129,15 +189,6 @@ def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
     )
     with gr.Accordion("Settings", open=True):
         c.settings = _settings(lim)
-    with gr.Row():
-        c.pretrained = gr.Dropdown(
-            fm.checkpoint_choices(KIND_2D),
-            value=fm.default_checkpoint(KIND_2D, DEFAULTS.method),
-            label="Start from a shipped model",
-            elem_id="pretrained",
-            scale=3,
-        )
-        c.load = gr.Button("Load", elem_id="btn-load", scale=1)
     with gr.Row():
         c.download = gr.Button("Download model (zip)", elem_id="btn-download")
     c.download_file = gr.File(label="Checkpoint", interactive=False, elem_id="download-file")

@@ -14,6 +14,7 @@ README.md (with the evaluation table), plus trainer.safetensors (for ``--resume`
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from flowmaps.cli.options import (
     range_type,
     step_list,
 )
+from flowmaps.data.point_cloud import CSV_MAX_BYTES, CSV_MAX_ROWS, read_points_file
 from flowmaps.evaluation import IMAGE_SETS, is_image_set
 from flowmaps.training import TrainConfig, config_fields
 from flowmaps.utils import Range
@@ -114,17 +116,38 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, choices=f.metadata.get("choices"), default=None, help=text)
 
 
+def is_csv_data(data: str) -> bool:
+    """Whether a ``--data`` value names a CSV file of points (it ends in .csv)."""
+    return data.lower().endswith(".csv")
+
+
+def data_name(names: list[str], text: str) -> str:
+    """``--data``'s type: one of ``names`` or a path ending in .csv (read later, by :func:`fill_defaults`).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (the message lists the choices).
+    """
+    if text in names or is_csv_data(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r}; choose one of {', '.join(names)}, or give a file name ending in .csv"
+    )
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``train`` sub-command's options; returns its parser (the caller attaches the run)."""
     from flowmaps.data.named import POINT_SETS
     from flowmaps.objectives import SELF_DISTILLATION
 
     tr = sub.add_parser("train", help="train a flow map and write a checkpoint folder")
+    names = list(POINT_SETS) + list(IMAGE_SETS)
     tr.add_argument(
         "--data",
         required=True,
-        choices=list(POINT_SETS) + list(IMAGE_SETS),
-        help="2-D toy set or Gaussian mixture (exact flow map known), or image set",
+        type=functools.partial(data_name, names),
+        metavar="{" + ",".join(names) + "} or FILE.csv",
+        help="2-D toy set or Gaussian mixture (exact flow map known), image set, or a CSV file of x, y rows "
+        f"(at most {CSV_MAX_ROWS} rows and {CSV_MAX_BYTES >> 20} MB, as in the app)",
     )
     tr.add_argument("--method", default="lsd", choices=list(SELF_DISTILLATION), help="objective (default: lsd)")
     tr.add_argument(
@@ -238,11 +261,21 @@ def _add_run_flags(rn: Any) -> None:
 def fill_defaults(args: argparse.Namespace) -> None:
     """Fill the preset's values and the data-dependent defaults (:data:`DATA_DEFAULTS`) where no flag was given.
 
+    With ``--data FILE.csv`` the file is read here (:func:`flowmaps.data.point_cloud.read_points_file`)
+    into ``args.points``, a :class:`~flowmaps.data.point_cloud.PointCloud`; the default sigma is its std.
+
     Raises:
         ValueError: ``--preset quick`` with an image set (the preset is a 2-D CPU recipe); a network
-            option with ``--init-from``; ``--fd-step`` without ``--backend fd``.
+            option with ``--init-from``; ``--fd-step`` without ``--backend fd``; a missing, too large
+            or malformed CSV file (the message names the file and the line).
     """
     images = is_image_set(args.data)
+    args.points = None
+    if is_csv_data(args.data):
+        try:
+            args.points = read_points_file(args.data)
+        except ValueError as err:
+            raise ValueError(f"--data {err}") from None
     if images and args.preset != "default":
         raise ValueError(f"--preset {args.preset} is a recipe for the 2-D sets; for {args.data} leave it out")
     if args.fd_step is not None and args.backend != "fd":
@@ -266,7 +299,9 @@ def fill_defaults(args: argparse.Namespace) -> None:
     for key, value in {**fallback, **CLI_DEFAULTS, **DATA_DEFAULTS["images" if images else "2-D"]}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    if args.sigma is None:
+    if args.sigma is None and args.points is not None:
+        args.sigma = args.points.std()
+    elif args.sigma is None:
         from flowmaps.data.named import base_sigma
 
         args.sigma = base_sigma(args.data)
@@ -336,13 +371,18 @@ def train_config(args: argparse.Namespace, out: Path, device: torch.device) -> T
 
 
 def make_data_sampler(
-    data: str, device: torch.device, root: str | None = None, subset: int = 0
+    data: str, device: torch.device, root: str | None = None, subset: int = 0, points: Any = None
 ) -> Callable[[int, torch.Generator], Tensor]:
     """data_sampler(n, generator) -> x1 of shape (n, *D) on ``device`` (the data end, t = 1).
 
     Images: the training split (its first ``subset`` images if > 0) sits on ``device`` and batches
-    are drawn with replacement; 2-D sets: fresh samples from the set's sampler.
+    are drawn with replacement; ``points`` (a PointCloud, from ``--data FILE.csv``): its points sit
+    on ``device`` and are drawn with replacement; 2-D sets: fresh samples from the set's sampler.
     """
+    if points is not None:
+        from flowmaps.data.point_cloud import MinibatchSampler
+
+        return MinibatchSampler(points.points.to(device), 1)
     if is_image_set(data):
         from flowmaps.data.images import image_batch_sampler, load_fashion_mnist
 

@@ -187,7 +187,9 @@ def _build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, di
     objective = make_objective(
         args.method, eta=args.eta, reduction=args.reduction, backend=args.backend, fd_step=args.fd_step
     )
-    sampler = opts.make_data_sampler(args.data, device, root=args.data_root, subset=args.train_subset)
+    sampler = opts.make_data_sampler(
+        args.data, device, root=args.data_root, subset=args.train_subset, points=args.points
+    )
     try:
         trainer = Trainer(model, objective, sampler, train_cfg)
     except ValueError as err:  # e.g. a batch too small for the method's branches

@@ -24,12 +24,15 @@ from torch import Tensor
 from flowmaps.inputs import check_count
 
 __all__ = [
+    "CSV_MAX_BYTES",
+    "CSV_MAX_ROWS",
     "MAX_POINTS",
     "MinibatchSampler",
     "PointCloud",
     "parse_csv_text",
     "points_from_array",
     "points_from_csv",
+    "read_points_file",
 ]
 
 #: Default cap on the number of rows of a user's point cloud.
@@ -191,6 +194,45 @@ def points_from_csv(
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             return _parse_rows((part for chunk in fh for part in _lines(chunk)), max_rows, dtype)
     return parse_csv_text(str(text_or_path), max_rows=max_rows, dtype=dtype)
+
+
+#: The app's limits on a CSV of points (app/config.py's defaults), also those of ``flowmaps train --data FILE.csv``.
+CSV_MAX_ROWS = 100_000
+CSV_MAX_BYTES = 2 << 20
+
+
+def read_points_file(
+    path: str | os.PathLike, max_rows: int = CSV_MAX_ROWS, max_bytes: int = CSV_MAX_BYTES
+) -> PointCloud:
+    """Read a CSV file of ``x, y`` rows (format of :func:`parse_csv_text`) into a float32
+    :class:`PointCloud` of shape ``(N, 2)``, with the app's limits on its size and rows.
+
+    Raises:
+        ValueError: a missing file, one over ``max_bytes``, a binary file, or any error of
+            :func:`parse_csv_text` (naming the line); every message starts with the file's name and
+            says what to change.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; give the path of a CSV of x, y rows")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{path}: the file is {size / (1 << 20):.1f} MB, above the limit of {max_bytes / (1 << 20):g} MB; "
+            f"subsample it (at most {max_rows} rows, e.g. every second or every tenth row)"
+        )
+    raw = path.read_bytes()
+    if b"\x00" in raw[:4096]:
+        raise ValueError(f"{path}: this looks like a binary file, not text; give a CSV of x, y rows")
+    try:
+        return parse_csv_text(raw.decode("utf-8", errors="replace"), max_rows=max_rows)
+    except ValueError as err:
+        if str(err).startswith("the CSV has more than"):  # its advice names the library's argument
+            raise ValueError(
+                f"{path}: more than {max_rows} rows of points, the most that is read; keep at most {max_rows} "
+                "of them (e.g. every second or every tenth row)"
+            ) from None
+        raise ValueError(f"{path}: {err}") from None
 
 
 def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = torch.float32) -> PointCloud:

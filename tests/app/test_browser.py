@@ -31,6 +31,7 @@ installs it. Never run ``playwright install``: the browser is Debian's.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -830,6 +831,39 @@ def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_
     page.click("#btn-start")
     _wait_step_above(page, 0, timeout=30_000)
     message.wait_for(state="detached", timeout=15_000)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser_page, tmp_path):
+    """A 2.5 MB CSV (over the 2 MB limit): the page says beside the CSV box how large the file is,
+    the limit and what to do (subsample to 100,000 rows), with no gradio toast or "Error" box;
+    a valid CSV chosen right after uploads, clears the note, and Start trains on it."""
+    page, js_errors = browser_page
+    big = tmp_path / "big.csv"
+    big.write_text("x,y\n" + "0.123456,-0.654321\n" * 138_000)  # 2.62e6 bytes: 2.5 MB of 2**20
+    good = tmp_path / "ring.csv"
+    angles = [2 * math.pi * k / 400 for k in range(400)]
+    good.write_text("x,y\n" + "".join(f"{3 + math.cos(a):.5f},{math.sin(a):.5f}\n" for a in angles))
+    _choose(page, "data-set", "csv")
+    page.wait_for_selector("#csv-upload", state="visible")
+    page.set_input_files("#csv-upload input[type=file]", str(big))
+    note = page.locator("#csv-size-note")
+    note.wait_for(state="visible", timeout=10_000)
+    text = note.inner_text()
+    assert "big.csv is 2.5 MB; the limit is 2 MB" in text and "at most 100,000 rows" in text, text
+    page.wait_for_timeout(1000)  # a toast or an upload, if one was on its way, lands
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    _no_error_badge(page, "#csv-upload")
+    page.set_input_files("#csv-upload input[type=file]", str(good))
+    page.wait_for_function("() => /ring\\.csv/.test(document.querySelector('#csv-upload').innerText)", timeout=20_000)
+    assert not note.is_visible()
+    _no_error_badge(page, "#csv-upload")
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    assert " on csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)

@@ -382,3 +382,35 @@ def test_a_bad_argument_gives_a_short_error(argv, named, capsys) -> None:
     assert len(lines) == 2, err
     assert "error:" in lines[0] and named in lines[0]
     assert "--help" in lines[1] and "usage:" not in err
+
+
+def test_train_on_a_csv_of_points(tmp_path, capsys):
+    """``--data FILE.csv`` trains on the file's points, with sigma = their std, and scores the model
+    against them; a bad line, a missing file or a file over the app's 2 MB exit 2 with one line."""
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(400, 2)) * [3.0, 1.0] + [5.0, -2.0]
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,y\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in pts))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(csv), "--method", "lsd", "--steps", "5", "--out", str(out), *TINY]
+    assert main([*argv, "--eval-n", "300", "--eval-steps", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == str(csv) and config["steps"] == 5
+    std = float(np.sqrt(pts.astype(np.float32).astype(np.float64).var(axis=0, ddof=1).mean()))
+    assert config["sigma"] == pytest.approx(std, rel=1e-6)
+    assert config["eval"][0]["SW"] > 0 and "energy" in config["eval"][0]  # scored against the file's rows
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,4\n5,abc\n")
+    big = tmp_path / "big.csv"
+    big.write_text("1.000000,2.000000\n" * 130_000)  # 2.34e6 bytes: 2.2 MB of 2**20 bytes
+    cases = [
+        (bad, f"--data {bad}: line 4, column 2: 'abc' is not a number"),
+        (tmp_path / "absent.csv", f"--data {tmp_path / 'absent.csv'}: no such file"),
+        (big, f"--data {big}: the file is 2.2 MB, above the limit of 2 MB; subsample it (at most 100000 rows"),
+    ]
+    capsys.readouterr()
+    for path, message in cases:
+        assert main(["train", "--data", str(path), "--out", str(tmp_path / "x"), *TINY]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: " + message) and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()
