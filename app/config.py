@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from flowmaps.data.point_cloud import CSV_MAX_BYTES, CSV_MAX_ROWS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,8 +77,8 @@ class Limits:
     train_concurrency: int = env_field("FLOWMAPS_TRAIN_CONCURRENCY", 2, low=1)
     concurrency: int = env_field("FLOWMAPS_CONCURRENCY", 2, low=1)
     queue_size: int = env_field("FLOWMAPS_QUEUE_SIZE", 64, low=1)
-    max_upload: str = env_field("FLOWMAPS_MAX_UPLOAD", "2mb")
-    max_csv_rows: int = env_field("FLOWMAPS_MAX_CSV_ROWS", 100_000, low=2)
+    max_upload: str = env_field("FLOWMAPS_MAX_UPLOAD", f"{CSV_MAX_BYTES >> 20}mb")
+    max_csv_rows: int = env_field("FLOWMAPS_MAX_CSV_ROWS", CSV_MAX_ROWS, low=2)
     max_grid_steps: int = 256
     max_images: int = 16
     max_image_steps: int = 64

@@ -168,9 +168,14 @@ def _lines(text: str) -> Iterator[str]:
         yield text[start:]
 
 
+#: The app's limits on a CSV of points (app/config.py's defaults), also those of ``flowmaps train --data FILE.csv``.
+CSV_MAX_ROWS = 100_000
+CSV_MAX_BYTES = 2 << 20
+
+
 def points_from_csv(
     text_or_path: str | os.PathLike,
-    max_rows: int = 100_000,
+    max_rows: int = CSV_MAX_ROWS,
     *,
     dtype: torch.dtype = torch.float32,
 ) -> PointCloud:
@@ -194,11 +199,6 @@ def points_from_csv(
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             return _parse_rows((part for chunk in fh for part in _lines(chunk)), max_rows, dtype)
     return parse_csv_text(str(text_or_path), max_rows=max_rows, dtype=dtype)
-
-
-#: The app's limits on a CSV of points (app/config.py's defaults), also those of ``flowmaps train --data FILE.csv``.
-CSV_MAX_ROWS = 100_000
-CSV_MAX_BYTES = 2 << 20
 
 
 def read_points_file(
