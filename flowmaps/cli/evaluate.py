@@ -52,9 +52,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     device = device_or_exit(args.device)
-    loaded = load_or_report(args.checkpoint, device)
+    loaded = load_or_report(args.checkpoint, device, "evaluate")
     if loaded is None:
-        return 1
+        return 2
     model, config = loaded
     images = len(sample_shape(config)) > 1
     n = args.n if args.n is not None else (10_000 if images else 64_000)

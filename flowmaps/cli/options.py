@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -106,3 +107,10 @@ def grid_spec(text: str) -> str | Tensor:
         return parse_grid(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{err} (or use one of {', '.join(GRID_KINDS)})") from None
+
+
+def print_error(message: str, command: str = "train") -> int:
+    """Print "flowmaps <command>: error: message" to stderr (the form of argparse's own errors);
+    returns 2 (the status of a usage error)."""
+    print(f"flowmaps {command}: error: {message}", file=sys.stderr)
+    return 2

@@ -6,7 +6,6 @@ Time convention: t = 0 is noise, t = 1 is data; one flow-map jump per step of th
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowmaps.cli.options import grid_spec, nonnegative_int, positive_int, step_list
+from flowmaps.cli.options import grid_spec, nonnegative_int, positive_int, print_error, step_list
 from flowmaps.evaluation import generate, grid_text, grids_for, sample_shape
 from flowmaps.utils import atomic_write, resolve_device
 
@@ -43,17 +42,20 @@ def device_or_exit(name: str) -> torch.device:
     try:
         return resolve_device(name)
     except ValueError as err:
-        raise SystemExit(f"error: --device: {err}") from None
+        raise SystemExit(f"flowmaps: error: --device: {err}") from None
 
 
-def load_or_report(checkpoint: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:
-    """``from_pretrained(checkpoint)``, or None after printing why it cannot be loaded."""
+def load_or_report(
+    checkpoint: str, device: torch.device, command: str = "sample"
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """``from_pretrained(checkpoint)``, or None after printing why it cannot be loaded (the caller
+    exits with status 2: a --checkpoint that names no model is a bad argument)."""
     from flowmaps.hub import from_pretrained
 
     try:
         return from_pretrained(checkpoint, device=device)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(f"--checkpoint: {err}", command)
         return None
 
 
@@ -61,12 +63,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Sample on each grid and write the samples; returns the exit status."""
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", ".png"):
-        print(f"error: --out must end in .npy or .png, got {args.out!r}", file=sys.stderr)
-        return 2
+        return print_error(f"--out must end in .npy or .png, got {args.out!r}", "sample")
     device = device_or_exit(args.device)
     loaded = load_or_report(args.checkpoint, device)
     if loaded is None:
-        return 1
+        return 2
     model, config = loaded
     shape = sample_shape(config)
     grids = grids_for(args.grid, args.steps)

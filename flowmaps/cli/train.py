@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -401,12 +400,6 @@ def make_data_sampler(
         return sample_points(data, n, torch.Generator().manual_seed(seed))
 
     return toy_sampler
-
-
-def print_error(message: str) -> int:
-    """Print "error: message" to stderr; returns 2 (the status of a usage error)."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def world_size() -> int:

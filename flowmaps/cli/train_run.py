@@ -26,6 +26,7 @@ from torch import nn
 
 from flowmaps.cli import train as opts
 from flowmaps.cli.lineage import Lineage
+from flowmaps.cli.options import print_error
 from flowmaps.cli.pace import MIN_SECONDS, MIN_STEPS, WARMUP_STEPS, StepClock
 from flowmaps.cli.sample import device_or_exit
 from flowmaps.evaluation import grids_for, is_image_set
@@ -173,14 +174,14 @@ def _build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, di
     if args.resume is not None:
         resume_path = out / opts.TRAINER_STATE if args.resume == "auto" else Path(args.resume)
         if not resume_path.is_file():
-            return opts.print_error(f"--resume: no trainer state at {resume_path}")
+            return print_error(f"--resume: no trainer state at {resume_path}")
     try:
         lineage = Lineage.load(args.init_from, args.data)
         model_cfg = opts.model_config_from_args(args)
         lineage.adopt_network(model_cfg)
         train_cfg = opts.train_config(args, out, device)
     except (ValueError, FileNotFoundError) as err:
-        return opts.print_error(str(err))
+        return print_error(str(err))
     torch.manual_seed(args.seed)
     model = build_model(model_cfg)
     lineage.load_weights(model)
@@ -194,12 +195,12 @@ def _build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, di
         trainer = Trainer(model, objective, sampler, train_cfg)
     except ValueError as err:  # e.g. a batch too small for the method's branches
         close_distributed(wait=False)
-        return opts.print_error(str(err))
+        return print_error(str(err))
     if resume_path is not None:
         try:
             trainer.resume(resume_path)
         except (ValueError, RuntimeError, KeyError) as err:
-            return opts.print_error(f"cannot resume from {resume_path}: {err}")
+            return print_error(f"cannot resume from {resume_path}: {err}")
     return trainer, objective, model_cfg, lineage
 
 
@@ -210,10 +211,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         opts.fill_defaults(args)
     except ValueError as err:
-        return opts.print_error(str(err))
+        return print_error(str(err))
     device, rank, world, distributed = _setup(args)
     if args.batch_size % world:
-        return opts.print_error(f"--batch-size {args.batch_size} must be divisible by the {world} ranks")
+        return print_error(f"--batch-size {args.batch_size} must be divisible by the {world} ranks")
     built = _build(args, device)
     if isinstance(built, int):
         return built
@@ -227,7 +228,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         _train(run, signals)
     except DivergenceError as err:
-        print(f"error: {err}. No final model was written; try a lower --lr or --grad-clip", file=sys.stderr)
+        print(
+            f"flowmaps train: error: {err}. No final model was written; try a lower --lr or --grad-clip",
+            file=sys.stderr,
+        )
         if distributed:
             close_distributed(wait=False)
         return 1

@@ -148,10 +148,12 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, needle, capsys):
 def test_errors_after_parsing(tmp_path, capsys):
     assert _train(tmp_path / "r", "--steps", "2", "--resume") == 2
     assert "no trainer state" in capsys.readouterr().err
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "absent" / "x")]) == 1
-    assert "config.json and model.safetensors" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "absent" / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowmaps evaluate: error: --checkpoint: ") and "config.json and model.safetensors" in err
     assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "s.txt")]) == 2
-    assert ".npy or .png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("flowmaps sample: error: --out") and ".npy or .png" in err
 
 
 def test_python_dash_m_entry_point():
@@ -412,5 +414,5 @@ def test_train_on_a_csv_of_points(tmp_path, capsys):
     for path, message in cases:
         assert main(["train", "--data", str(path), "--out", str(tmp_path / "x"), *TINY]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: " + message) and err.count("\n") == 1, err
+        assert err.startswith("flowmaps train: error: " + message) and err.count("\n") == 1, err
     assert not (tmp_path / "x").exists()
