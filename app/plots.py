@@ -138,8 +138,24 @@ def _bin_history(steps: np.ndarray, values: np.ndarray, max_points: int) -> tupl
         return steps, values
     edges = np.linspace(0, n, max_points + 1).astype(int)
     s = np.array([steps[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
-    v = np.array([np.nanmean(values[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    v = np.array([_mean_of_finite(values[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
     return s, v
+
+
+def _mean_of_finite(values: np.ndarray) -> float:
+    """Mean of the entries that are not NaN; NaN when there are none (np.nanmean would warn, once per
+    bin, into the server log: a term logged only on some steps leaves whole bins empty)."""
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else float("nan")
+
+
+def _kept_path(steps: np.ndarray) -> np.ndarray:
+    """Mask of the entries on the run's current path: an entry is dropped when a later one has the
+    same or an earlier step, i.e. when the training guard rolled the run back past it. Without this
+    the curve runs on past a spike and then jumps back to the restored step, drawing a loop."""
+    later_min = np.minimum.accumulate(steps[::-1])[::-1]  # min over this entry and all after it
+    after = np.append(later_min[1:], np.inf)  # min over the entries after this one
+    return steps < after
 
 
 def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | None = None) -> go.Figure:
@@ -157,6 +173,9 @@ def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | Non
             if k not in skip and k not in terms and isinstance(v, (int, float)):
                 terms.append(k)
     steps = np.array([float(e.get("step", i)) for i, e in enumerate(history)])
+    kept = _kept_path(steps)
+    history = [e for e, keep in zip(history, kept) if keep]
+    steps = steps[kept]
     fig = go.Figure()
     for i, term in enumerate(terms):
         vals = np.array(

@@ -314,6 +314,25 @@ def _finite_numbers(fig) -> bool:
     return found
 
 
+def test_loss_curve_follows_the_run_through_a_rollback_without_warnings(recwarn):
+    """A guard rollback (steps 1..60, then back to 50 and on to 80) draws one forward curve: the
+    discarded steps 51..60 are gone, x never goes back, and the restored steps' values are the new
+    ones. A term logged on only some steps (whole bins empty) raises no 'Mean of empty slice'."""
+    from app import plots
+
+    first = [{"step": k, "loss": 1.0, "lagrangian": 0.5} for k in range(1, 61)]
+    after = [{"step": k, "loss": 2.0} for k in range(51, 81)]  # no lagrangian term after the rollback
+    fig = plots.loss_figure(first + after, max_points=20)
+    loss = next(t for t in fig.data if t.name == "loss")
+    x = np.asarray(loss.x, dtype=float)
+    assert (np.diff(x) > 0).all() and x.max() <= 80
+    unbinned = plots.loss_figure(first + after, max_points=1000)
+    loss = next(t for t in unbinned.data if t.name == "loss")
+    assert list(loss.x) == list(range(1, 81))
+    assert list(loss.y[:50]) == [1.0] * 50 and list(loss.y[50:]) == [2.0] * 30
+    assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
 def test_plots_are_well_formed():
     from app import plots
 
