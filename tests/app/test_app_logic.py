@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -626,7 +627,7 @@ def test_live_run_that_diverges_says_so(fm_app):
     assert "**diverged**" in status and last.message in status
 
 
-def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once():
+def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once(fm_app):
     """LSD on the checkerboard at eta 0.05 and the default rate blows up from about step 30, before
     the guard is armed (its window fills at step 50), so the snapshot of step 50 already spikes. The
     guard's second rejection of it goes back to the run's start at a quarter of the rate instead of
@@ -641,7 +642,16 @@ def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_onc
     snaps = list(sess.run(200, max_seconds=60, chunk_seconds=0.5))
     assert snaps[-1].state == "done" and snaps[-1].step == 200, (snaps[-1].state, snaps[-1].message)
     assert sess.trainer.recoveries == 2 and sess.trainer.lr_scale == 0.25
-    assert snaps[-1].message.startswith("step 0: gradient-norm spike")  # the last rollback: to the start
+    # the page says so (the run goes on at a quarter of the rate) and what to change if it keeps doing so
+    said = re.fullmatch(
+        r"the guard rolled back to step 0 after a gradient-norm spike \(rollback 2 of this run\) and halved the "
+        r"learning rate to (\S+); if it keeps doing so, lower the learning rate \(e.g. ten-fold, to 0.001\) or "
+        r"raise eta \(now 0.05; e.g. to 0.5, the default\)",
+        snaps[-1].message,
+    )
+    assert said and 1e-3 < float(said.group(1)) <= 0.25 * 1e-2, snaps[-1].message  # a quarter, as it decays
+    status = fm_app._figures(sess, snaps[-1])[3]
+    assert "**done**" in status and snaps[-1].message in status
     advice = diverged_advice(50, s)
     assert "to 0.001" in advice and "raise eta (now 0.05; e.g. to 0.5, the default)" in advice
 
