@@ -22,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app.config import AppConfig, Limits
 from app.validation import (
+    ETA,
     InputError,
     parse_int,
     parse_time_grid,
@@ -1556,3 +1557,43 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
+
+
+def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
+    """Start refuses eta 1 for a flow-map method, so the eta slider's top follows the Method
+    dropdown: 0.95 for a flow-map method (the page opens on LSD), 1 for Flow matching; an eta of 1
+    left by Flow matching is lowered to 0.95 when a flow-map method is picked, with a note under the
+    slider. The server still takes eta 1 for Flow matching and refuses it for a flow-map method by name."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    method, eta, note, start = by_id["method"], by_id["eta"], by_id["eta-note"], by_id["btn-start"]
+    assert eta.maximum == 0.95 and eta.value <= eta.maximum
+    fn = next(
+        f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs)
+    )
+    session = SessionState(demo)
+
+    def pick(label, value):
+        out = asyncio.run(demo.process_api(fn, [label, value], state=session))["data"]
+        return out[0], out[1]
+
+    slider, shown = pick("Flow matching only", 0.5)
+    assert slider["maximum"] == 1.0 and "value" not in slider and shown["visible"] is False
+    slider, shown = pick(LSD, 1.0)
+    assert slider["maximum"] == 0.95 and slider["value"] == 0.95, slider
+    assert shown["visible"] is True and shown["value"].startswith("eta: 1 is for Flow matching only"), shown
+    assert shown["value"].endswith("the slider set it to 0.95")
+    slider, shown = pick(LSD, 0.75)  # in range: kept, no note
+    assert "value" not in slider and shown["visible"] is False
+    assert note.visible is False  # the page opens without a note
+
+    # the server's checks: eta 1 with Flow matching trains, with LSD it is refused beside eta by name
+    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0]
+    assert _refused_at(_page_event(demo, start, "click", fm, session, validator=True)) == {}
+    lsd = [*fm[:4], LSD, *fm[5:]]
+    refused = _refused_at(_page_event(demo, start, "click", lsd, session, validator=True))
+    assert list(refused.values())[0].startswith(f"{ETA}: must be below 1 for a flow-map method"), refused
