@@ -1597,3 +1597,33 @@ def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
     lsd = [*fm[:4], LSD, *fm[5:]]
     refused = _refused_at(_page_event(demo, start, "click", lsd, session, validator=True))
     assert list(refused.values())[0].startswith(f"{ETA}: must be below 1 for a flow-map method"), refused
+
+
+def test_after_a_draw_on_a_custom_grid_the_n_slider_shows_its_n(page):
+    """The "Flow-map steps N" slider does not apply to a custom grid: after Draw trajectories (or a
+    lesson's draw) on custom times "0 0.5 1" it shows that grid's N, 2, not its old value; times
+    that do not parse, or another grid, leave it as it is."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    button, steps = by_id["btn-trajectories"], by_id["cmp-steps"]
+    draw = next(f for f in demo.fns.values() if (button._id, "click") in f.targets)
+    after = [f for f in demo.fns.values() if f.trigger_after == draw._id]
+    assert len(after) == 1 and [o._id for o in after[0].outputs] == [steps._id]
+    session = SessionState(demo)
+
+    def shown(grid_kind, times):
+        return asyncio.run(demo.process_api(after[0], [grid_kind, times], state=session))["data"][0]
+
+    assert shown("custom", "0 0.5 1")["value"] == 2
+    assert shown("custom", "0, 0.5, 0.9, 1")["value"] == 3
+    for kind, times in (("custom", "0, 0.7, 0.5, 1"), ("custom", ""), ("uniform", "0 0.5 1")):
+        assert shown(kind, times) == {"__type__": "update"} or "value" not in shown(kind, times), (kind, times)
+    # the lessons' draw is followed by the same update
+    lesson_draws = [f for f in demo.fns.values() if f.name == "draw"]
+    assert lesson_draws and all(
+        any(g.trigger_after == d._id and g.outputs == [steps] for g in demo.fns.values()) for d in lesson_draws
+    )
