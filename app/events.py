@@ -157,7 +157,21 @@ def _clamp_note(slider: gr.Slider, typed: Any) -> str:
     return ""
 
 
-def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
+def slider_value_up_to(top: float):
+    """A check like :func:`_slider_value` that takes values up to ``top`` whatever the slider's
+    maximum: for a slider whose range in the page follows another field (the eta slider's top is
+    0.95 for a flow-map method, 1 for Flow matching), the callback's own check having the last word
+    (app/validation.py refuses eta 1 for a flow-map method, naming the method)."""
+
+    def value_up_to(slider: gr.Slider, payload: Any) -> float:
+        name = slider.label or "value"
+        return parse_float(payload, name, slider.minimum, max(float(slider.maximum), top))
+
+    value_up_to.__name__ = f"slider_value_up_to_{top:g}"
+    return value_up_to
+
+
+def NamedSlider(*args: Any, check=_slider_value, **kwargs: Any) -> gr.Slider:
     """A gr.Slider whose out-of-range error names the field and the allowed range.
 
     gr.Slider refuses an out-of-range value from an API client before the callback runs, with a
@@ -165,7 +179,8 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     page, gradio clamps a number typed into the slider's box on blur without telling the user;
     this one then names the typed value and the range in a note just under the slider (its
     ``note`` attribute, a gr.Markdown with ``elem_id`` "<slider's elem_id>-note", hidden while
-    there is nothing to say; :func:`_clamp_note`). The slider's release event carries the typed
+    there is nothing to say; :func:`_clamp_note`). ``check`` replaces the range check of a value
+    sent by an event (e.g. :func:`slider_value_up_to`). The slider's release event carries the typed
     number, its value the clamped one.
 
     The check is the slider's class (:func:`_checked_class`), so a session's copy of the slider
@@ -173,7 +188,7 @@ def NamedSlider(*args: Any, **kwargs: Any) -> gr.Slider:
     separate element, so that the release event leaves the slider alone. Must be built inside
     ``gr.Blocks`` (it listens to its release).
     """
-    slider = _checked_class(gr.Slider, _slider_value, False)(*args, **kwargs)
+    slider = _checked_class(gr.Slider, check, False)(*args, **kwargs)
     note_id = f"{slider.elem_id}-note" if slider.elem_id else None
     slider.note = gr.Markdown("", visible=False, elem_id=note_id, elem_classes=["slider-note"])
     # The note goes where the slider goes: into the box in which gradio groups consecutive form

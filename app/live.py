@@ -61,12 +61,30 @@ def diverged_advice(step: int, s: TrainSettings) -> str:
     Measured (docs/live_training.md): LSD on the checkerboard at eta 0.05 diverges within 50 steps at
     the default rate 1e-2 (and also, later, at 5e-3 ... 2e-4 held constant); at 1e-3 with the run's
     decay it trained to its time cap with one rollback; eta 0.5, the default, trains at 1e-2."""
+    return (
+        f"the model is back at step {step}. To go on, {_changes(s)}, then press Continue, "
+        "or press Start for a new model"
+    )
+
+
+def _changes(s: TrainSettings) -> str:
+    """The settings to change after the guard acted: a ten-fold lower rate, and eta 0.5 below it."""
     change = [f"lower the learning rate (e.g. ten-fold, to {s.lr / 10:.2g})"]
     if s.eta < 0.5:
         change.append(f"raise eta (now {s.eta:g}; e.g. to 0.5, the default)")
+    return " or ".join(change)
+
+
+def rollback_note(logs: dict[str, Any], rollbacks: int, s: TrainSettings) -> str:
+    """The page's note after the guard rejected a step and rolled back (``logs``: the trainer's logs
+    of that step, with "recovered" (the reason), "step" (the restored step) and "lr" (the halved
+    rate)); ``rollbacks``: how many this run has had. Names the step, the reason, the rate it left
+    and, as :func:`diverged_advice`, what to change if it keeps doing so."""
+    times = "" if rollbacks == 1 else f" (rollback {rollbacks} of this run)"
+    reason = str(logs["recovered"]).split(" (", 1)[0]
     return (
-        f"the model is back at step {step}. To go on, {' or '.join(change)}, then press Continue, "
-        "or press Start for a new model"
+        f"the guard rolled back to step {int(logs['step'])} after a {reason}{times} and halved the learning "
+        f"rate to {float(logs['lr']):.2g}; if it keeps doing so, {_changes(s)}"
     )
 
 
@@ -118,6 +136,7 @@ class _Run:
     f0: float  # the schedule's factor at the run's start (:attr:`LiveSession.lr_left`)
     t_begin: float
     progress: float = 0.0
+    rollbacks: int = 0  # the guard's rollbacks in this run
 
     @property
     def target(self) -> int:
@@ -403,7 +422,8 @@ class LiveSession:
             except DivergenceError as err:  # the guard gave up: say so, keep the rolled-back model
                 return recovered, err
             if "recovered" in logs:
-                recovered = f"step {logs['step']}: {logs['recovered']}; rolled back and halved the learning rate"
+                run.rollbacks += 1
+                recovered = rollback_note(logs, run.rollbacks, self.settings or TrainSettings())
             else:
                 self.history.append(
                     {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}

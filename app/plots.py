@@ -39,8 +39,10 @@ def axis_range(points: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
 
 
 #: Characters per line of a placeholder's text: plotly never wraps an annotation, so a longer
-#: line would run past the sides of a plot about 400 px wide (a phone, a narrow column).
-PLACEHOLDER_LINE = 48
+#: line would run past the sides of a narrow plot. At 15 px a character is about 7 px wide; a
+#: phone 360 px wide (or 390 px with a scrollbar) leaves a plot about 290 px wide, of which 34
+#: characters take about 240 px (48, the former length, ran past the edge of the live tab's plot).
+PLACEHOLDER_LINE = 34
 
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:

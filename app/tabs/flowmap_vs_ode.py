@@ -22,7 +22,7 @@ from app.config import Limits
 from app.events import InputCheck, NamedSlider, guarded, keep_plots, named, raise_refused, visiting
 from app.live import LiveSession
 from app.tabs.base import SESSION, AppBase
-from app.validation import GRID_CHOICES, format_grid, parse_int, parse_seed, parse_time_grid
+from app.validation import GRID_CHOICES, InputError, format_grid, parse_int, parse_seed, parse_time_grid
 from flowmaps.data.gmm import GMM_PRESETS
 
 #: One-click lessons of the tab: (label, model, grid, N, custom times, points, seed); custom times
@@ -71,13 +71,28 @@ class CompareCallbacks(AppBase):
         return fig, info, heat
 
 
-def _lesson_examples(fm: CompareCallbacks, inputs: list, outputs: list, fields: dict) -> None:
+def grid_steps(grid_kind: Any, custom: Any, max_steps: int) -> Any:
+    """The "Flow-map steps N" slider after a draw: the custom grid's N (its times less one) when
+    the grid is "custom" and its times parse with N within 1 .. ``max_steps`` (the slider's range),
+    so that the slider never shows an N the drawing did not use; else the slider as it is."""
+    if str(grid_kind).strip().lower() != "custom":
+        return gr.skip()
+    try:
+        n = len(parse_time_grid("custom", 1, custom, max_steps=max_steps)) - 1
+    except InputError:  # the draw's own check said what to change
+        return gr.skip()
+    return gr.update(value=n)
+
+
+def _lesson_examples(fm: CompareCallbacks, inputs: list, outputs: list, fields: dict, show_steps) -> None:
     """The one-click lessons (:data:`COMPARE_EXAMPLES` whose models are shipped): a click fills the
     inputs and draws (the lessons name shipped models only, so no visitor's session is needed).
 
     A lesson without custom times ("") leaves the "Custom times" box as the user left it (a
     gr.Examples would empty it); its grid is not "custom", so the box plays no part in it. The
     draw has the tab's validator, as the button has."""
+    show_steps_inputs = [inputs[1], inputs[3]]
+    show_steps_kw = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
     shipped = set(fm.store.names(KIND_2D))
     rows = [ex for ex in COMPARE_EXAMPLES if ex[1] in shipped]
     if not rows:
@@ -113,7 +128,7 @@ def _lesson_examples(fm: CompareCallbacks, inputs: list, outputs: list, fields: 
         outputs,
         api_visibility="undocumented",
         validator=InputCheck(None, inputs, check, fields, inputs[0], "Trajectories", echo=False),
-    )
+    ).then(show_steps, show_steps_inputs, inputs[2], **show_steps_kw)
 
 
 def _views() -> list:
@@ -172,6 +187,8 @@ def build_compare_tab(fm: CompareCallbacks, session: gr.State, lim: Limits) -> g
     for comp in (model, grid, seed):
         named(comp)
     inputs = [model, grid, steps, times, points, seed]
+    # after a draw on a custom grid the N slider shows that grid's N (grid_steps)
+    show_steps = functools.partial(grid_steps, max_steps=int(steps.maximum))
     names = ("model", "time grid", "steps", "custom times", "start points", "seed")  # as the messages name them
     fields = dict(zip(names, inputs))
     check = InputCheck(
@@ -185,7 +202,7 @@ def build_compare_tab(fm: CompareCallbacks, session: gr.State, lim: Limits) -> g
         concurrency_limit=lim.concurrency,
         # a mistake beside its field (one that names no input beside the model); the plots stay
         validator=check,
-    )
+    ).then(show_steps, [grid, times], steps, queue=False, show_progress="hidden", api_visibility="private")
     with examples:
-        _lesson_examples(fm, inputs, outputs, fields)
+        _lesson_examples(fm, inputs, outputs, fields, show_steps)
     return model

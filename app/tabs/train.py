@@ -23,7 +23,7 @@ from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
-from app.events import InputCheck, NamedSlider, named, plain, visiting
+from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting
 from app.live import VIEW_STEPS
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import TrainCallbacks
@@ -101,6 +101,29 @@ def method_help(label: str) -> str:
     return text + ("\n\n" + LOSS_NOTES[key] if key in LOSS_NOTES else "")
 
 
+#: The eta slider's top for a flow-map method (eta 1 leaves no off-diagonal pairs to train the map)
+#: and for Flow matching (which trains the diagonal alone: any eta means the same).
+ETA_MAX_FLOW_MAP, ETA_MAX_FM = 0.95, 1.0
+
+
+def eta_range(label: str, eta) -> tuple[dict, dict]:
+    """Updates of the eta slider and its note when the Method dropdown shows ``label``: its maximum
+    follows the method (:data:`ETA_MAX_FLOW_MAP` for a flow-map method, :data:`ETA_MAX_FM` for Flow
+    matching), and a value above it is lowered to it, with a note under the slider saying so."""
+    top = ETA_MAX_FM if METHODS.get(label) == "fm" else ETA_MAX_FLOW_MAP
+    try:
+        value = float(eta)
+    except (TypeError, ValueError):  # the slider's own check names a bad value at the next event
+        return gr.update(maximum=top), gr.update()
+    if value <= top:
+        return gr.update(maximum=top), gr.update(value="", visible=False)
+    note = (
+        f"eta: {value:g} is for Flow matching only (a flow-map method needs off-diagonal pairs, so eta "
+        f"below 1); the slider set it to {top:g}"
+    )
+    return gr.update(maximum=top, value=top), gr.update(value=note, visible=True)
+
+
 def data_help(choice: str) -> str:
     """The description of a data-set choice."""
     return plain(DATA_CHOICES.get(choice, ""))
@@ -149,8 +172,16 @@ def _settings(lim: Limits) -> SimpleNamespace:
         ),
         elem_id="lr",
     )
+    # its top follows the Method dropdown (eta_range); a value up to 1 reaches the settings' check,
+    # which names the method that refuses it (an API call, or a page whose method changed since)
     c.eta = NamedSlider(
-        0.05, 1.0, value=DEFAULTS.eta, step=0.05, label="eta: fraction of the batch on the diagonal", elem_id="eta"
+        0.05,
+        ETA_MAX_FLOW_MAP,
+        value=DEFAULTS.eta,
+        step=0.05,
+        label="eta: fraction of the batch on the diagonal",
+        elem_id="eta",
+        check=slider_value_up_to(ETA_MAX_FM),
     )
     c.width = NamedSlider(
         lim.min_width, lim.max_width, value=DEFAULTS.width, step=16, label="Width of the MLP", elem_id="width"
@@ -249,6 +280,8 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     c.method.change(
         method_help, c.method, c.method_md, api_name="_method_help", api_visibility="undocumented", queue=False
     )
+    # the eta slider's range follows the method (Start refuses eta 1 for a flow-map method)
+    c.method.change(eta_range, [c.method, s.eta], [s.eta, s.eta.note], api_visibility="private", queue=False)
     visit = functools.partial(visiting, fm.sessions)
     # A mistake is shown beside its field by gradio's validator running the callback's own check
     # (app/events.InputCheck); one that names no input, beside the input next to the button.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app.config import AppConfig, Limits
 from app.validation import (
+    ETA,
     InputError,
     parse_int,
     parse_time_grid,
@@ -645,7 +647,7 @@ def test_live_run_that_diverges_says_so(fm_app):
     assert "**diverged**" in status and last.message in status
 
 
-def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once():
+def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_once(fm_app):
     """LSD on the checkerboard at eta 0.05 and the default rate blows up from about step 30, before
     the guard is armed (its window fills at step 50), so the snapshot of step 50 already spikes. The
     guard's second rejection of it goes back to the run's start at a quarter of the rate instead of
@@ -660,7 +662,16 @@ def test_live_lsd_at_the_smallest_eta_rolls_back_past_a_state_that_spikes_at_onc
     snaps = list(sess.run(200, max_seconds=60, chunk_seconds=0.5))
     assert snaps[-1].state == "done" and snaps[-1].step == 200, (snaps[-1].state, snaps[-1].message)
     assert sess.trainer.recoveries == 2 and sess.trainer.lr_scale == 0.25
-    assert snaps[-1].message.startswith("step 0: gradient-norm spike")  # the last rollback: to the start
+    # the page says so (the run goes on at a quarter of the rate) and what to change if it keeps doing so
+    said = re.fullmatch(
+        r"the guard rolled back to step 0 after a gradient-norm spike \(rollback 2 of this run\) and halved the "
+        r"learning rate to (\S+); if it keeps doing so, lower the learning rate \(e.g. ten-fold, to 0.001\) or "
+        r"raise eta \(now 0.05; e.g. to 0.5, the default\)",
+        snaps[-1].message,
+    )
+    assert said and 1e-3 < float(said.group(1)) <= 0.25 * 1e-2, snaps[-1].message  # a quarter, as it decays
+    status = fm_app._figures(sess, snaps[-1])[3]
+    assert "**done**" in status and snaps[-1].message in status
     advice = diverged_advice(50, s)
     assert "to 0.001" in advice and "raise eta (now 0.05; e.g. to 0.5, the default)" in advice
 
@@ -1565,3 +1576,73 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
+
+
+def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
+    """Start refuses eta 1 for a flow-map method, so the eta slider's top follows the Method
+    dropdown: 0.95 for a flow-map method (the page opens on LSD), 1 for Flow matching; an eta of 1
+    left by Flow matching is lowered to 0.95 when a flow-map method is picked, with a note under the
+    slider. The server still takes eta 1 for Flow matching and refuses it for a flow-map method by name."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    method, eta, note, start = by_id["method"], by_id["eta"], by_id["eta-note"], by_id["btn-start"]
+    assert eta.maximum == 0.95 and eta.value <= eta.maximum
+    fn = next(
+        f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs)
+    )
+    session = SessionState(demo)
+
+    def pick(label, value):
+        out = asyncio.run(demo.process_api(fn, [label, value], state=session))["data"]
+        return out[0], out[1]
+
+    slider, shown = pick("Flow matching only", 0.5)
+    assert slider["maximum"] == 1.0 and "value" not in slider and shown["visible"] is False
+    slider, shown = pick(LSD, 1.0)
+    assert slider["maximum"] == 0.95 and slider["value"] == 0.95, slider
+    assert shown["visible"] is True and shown["value"].startswith("eta: 1 is for Flow matching only"), shown
+    assert shown["value"].endswith("the slider set it to 0.95")
+    slider, shown = pick(LSD, 0.75)  # in range: kept, no note
+    assert "value" not in slider and shown["visible"] is False
+    assert note.visible is False  # the page opens without a note
+
+    # the server's checks: eta 1 with Flow matching trains, with LSD it is refused beside eta by name
+    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0]
+    assert _refused_at(_page_event(demo, start, "click", fm, session, validator=True)) == {}
+    lsd = [*fm[:4], LSD, *fm[5:]]
+    refused = _refused_at(_page_event(demo, start, "click", lsd, session, validator=True))
+    assert list(refused.values())[0].startswith(f"{ETA}: must be below 1 for a flow-map method"), refused
+
+
+def test_after_a_draw_on_a_custom_grid_the_n_slider_shows_its_n(page):
+    """The "Flow-map steps N" slider does not apply to a custom grid: after Draw trajectories (or a
+    lesson's draw) on custom times "0 0.5 1" it shows that grid's N, 2, not its old value; times
+    that do not parse, or another grid, leave it as it is."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    button, steps = by_id["btn-trajectories"], by_id["cmp-steps"]
+    draw = next(f for f in demo.fns.values() if (button._id, "click") in f.targets)
+    after = [f for f in demo.fns.values() if f.trigger_after == draw._id]
+    assert len(after) == 1 and [o._id for o in after[0].outputs] == [steps._id]
+    session = SessionState(demo)
+
+    def shown(grid_kind, times):
+        return asyncio.run(demo.process_api(after[0], [grid_kind, times], state=session))["data"][0]
+
+    assert shown("custom", "0 0.5 1")["value"] == 2
+    assert shown("custom", "0, 0.5, 0.9, 1")["value"] == 3
+    for kind, times in (("custom", "0, 0.7, 0.5, 1"), ("custom", ""), ("uniform", "0 0.5 1")):
+        assert shown(kind, times) == {"__type__": "update"} or "value" not in shown(kind, times), (kind, times)
+    # the lessons' draw is followed by the same update
+    lesson_draws = [f for f in demo.fns.values() if f.name == "draw"]
+    assert lesson_draws and all(
+        any(g.trigger_after == d._id and g.outputs == [steps] for g in demo.fns.values()) for d in lesson_draws
+    )
