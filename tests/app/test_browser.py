@@ -190,7 +190,9 @@ def _stroke(page, at: tuple[float, float]) -> None:
         " return b && b.classList.contains('highlight'); }",
         timeout=20_000,
     )
-    box = page.locator("#draw-pad canvas").first.bounding_box()
+    canvas = page.locator("#draw-pad canvas").first
+    canvas.scroll_into_view_if_needed()  # the mouse draws at page coordinates: off screen, nothing lands
+    box = canvas.bounding_box()
     x0, y0 = box["x"] + at[0] * box["width"], box["y"] + at[1] * box["height"]
     page.mouse.move(x0, y0)
     page.mouse.down()
