@@ -74,7 +74,7 @@ class TrainConfig:
             always caught).
         spike_window: length of the running window for the median (also the drift guard's).
         max_recoveries: give up (:class:`~flowmaps.training.DivergenceError`) after this many
-            recoveries in a row.
+            recoveries in a row (a row ends only when the run gets past the step last rejected).
         drift_factor: slow-divergence guard (:mod:`flowmaps.training.guard`): a running median of
             the loss or gradient norm above this factor times its lowest value in the run counts
             as drift and rolls the run back to before the drift's estimated onset. None disables it.

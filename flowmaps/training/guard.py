@@ -89,6 +89,7 @@ class DivergenceGuard:
         self.recoveries = 0
         self.drift_rollbacks = 0
         self.consecutive_recoveries = 0
+        self.last_rejected_step = -1  # the step of the last rejection: a row of recoveries ends past it
         self.drift_rollbacks_in_a_row = 0
         self.last_drift_step = -1
         self.restored: dict[str, Any] | None = None  # the state the last recovery restored, until a good step
@@ -160,8 +161,13 @@ class DivergenceGuard:
         return None
 
     def record(self, step: int, loss: float, grad_norm: float) -> None:
-        """Count a good step (``step`` = steps completed) into the running windows."""
-        self.consecutive_recoveries = 0
+        """Count a good step (``step`` = steps completed) into the running windows.
+
+        A row of recoveries ends only once the run gets past the step that was last rejected: a run
+        that is rolled back, takes a few good steps and is rejected again at or before the same step
+        (a blow-up the spike guard, not yet armed, lets through for a while) is still in that row."""
+        if step > self.last_rejected_step:
+            self.consecutive_recoveries = 0
         self.restored = None
         self.grad_norms.append(grad_norm)
         self.losses.append(loss)
@@ -217,6 +223,7 @@ class DivergenceGuard:
         ones are dropped); with none older, the same state is tried again."""
         self.recoveries += 1
         self.consecutive_recoveries += 1
+        self.last_rejected_step = max(self.last_rejected_step, step) if self.consecutive_recoveries > 1 else step
         if self.consecutive_recoveries > self.config.max_recoveries:
             at = self.restored["step"] if self.restored is not None else step
             raise DivergenceError(
