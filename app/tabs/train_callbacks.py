@@ -67,7 +67,11 @@ STOP_WAIT = 10.0
 
 
 class TrainCallbacks(AppBase):
-    """The live tab's events (outputs in the order app/tabs/train.py wires them)."""
+    """The live tab's events (outputs in the order app/tabs/train.py wires them).
+
+    Start, Continue and Load (and their checks) take a last ``message`` argument, unused: the
+    element under the run buttons, an input of their events only so that a refusal naming no
+    field shows there; it defaults to None for an API caller."""
 
     def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
         if choice == DRAW:
@@ -149,7 +153,22 @@ class TrainCallbacks(AppBase):
         if session.running and not session.finishing:  # a finishing run frees the session at once
             raise InputError(busy_message(session, "live"))
 
-    def check_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+    def check_start(
+        self,
+        session,
+        data_choice,
+        drawing,
+        csv_file,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        message: Any = None,
+    ):
         """Start's input checks, also its validator in the page (app/events.InputCheck): the
         settings, the data and the session's time. Returns (settings, data source).
 
@@ -162,7 +181,22 @@ class TrainCallbacks(AppBase):
         self._check_idle(session)
         return s, data
 
-    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+    def train_start(
+        self,
+        session,
+        data_choice,
+        drawing,
+        csv_file,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        message: Any = None,
+    ):
         """Start a fresh model on the chosen data and stream its training."""
         s, data = self.check_start(
             session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed
@@ -170,7 +204,9 @@ class TrainCallbacks(AppBase):
         self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
-    def check_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+    def check_continue(
+        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, message: Any = None
+    ):
         """Continue's input checks (and its validator): a model to continue, on the data set the
         page shows (``data_choice``, the Data set dropdown), the settings, the session's time.
         Returns the settings.
@@ -198,7 +234,9 @@ class TrainCallbacks(AppBase):
         self._check_idle(session)
         return s
 
-    def train_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+    def train_continue(
+        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, message: Any = None
+    ):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
         page's Data set) must name (:meth:`check_continue`); new lr / batch / eta / method apply."""
         s = self.check_continue(session, data_choice, method, steps, batch, lr, eta, width, depth, seed)
@@ -220,18 +258,26 @@ class TrainCallbacks(AppBase):
             return self.status_text(session)
         return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
 
-    def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+    def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load's input checks (and its validator): a shipped 2-D model with a known data set, an
-        idle session, valid settings. Returns (data source, the page's settings)."""
+        idle session, valid settings. Returns (data source, the page's settings).
+
+        Raises:
+            InputError: naming the field; while the session runs, the busy message (no field:
+                shown under the run buttons) followed by "<name> was not loaded", since the
+                shipped-model dropdown keeps showing the model that was not loaded."""
         if not isinstance(name, str) or name not in self.store.names(KIND_2D):
             raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
         data = self.data_of(name)
         if data is None:
             raise InputError(f"shipped model {name}: its data set is not recorded in its config")
-        self._check_idle(session)
+        try:
+            self._check_idle(session)
+        except InputError as err:  # the dropdown still shows the model: say that it was not loaded
+            raise InputError(f"{err}; {name} was not loaded (the run goes on with its own model)") from None
         return data, parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
 
-    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load a shipped 2-D checkpoint into this session (an instant, trained model).
 
         The session adopts the checkpoint's data set and settings (method, width, depth, learning

@@ -1431,7 +1431,7 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
     assert session[state._id] is first  # the same session, not (session,)
     said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
     assert "nothing is training" in said and session[state._id] is first
-    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
     assert all(v["is_valid"] for v in verdict), verdict
     updates = _page_stream(demo, by_id["btn-start"], "click", start, session)
@@ -1441,7 +1441,7 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
 
 def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_ends(page, fm_app):
     """A race is a run of the visitor's session: while one runs, Start on the live tab is refused
-    by its validator beside Method with a message that names the race and where to stop it (not
+    by its validator under the run buttons with a message that names the race and where to stop it (not
     "press Stop first", which the live tab's Stop cannot do); once the race has ended, the same
     Start passes the validator. The race tab, asked while the session trains live, names the
     live tab the same way."""
@@ -1460,8 +1460,8 @@ def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_en
     state = SessionState(demo)
     live = LiveSession()
     state[fn.inputs[0]._id] = live  # the page's gr.State holds this visitor's session
-    values = [None, "checkerboard", None, None, "LSD (Lagrangian)", 200, 256, 1e-3, 0.75, 64, 2, 0]
-    method_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("method")
+    values = [None, "checkerboard", None, None, "LSD (Lagrangian)", 200, 256, 1e-3, 0.75, 64, 2, 0, ""]
+    message_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("run-message")
 
     race = RaceHandlers(Limits(live_seconds=60.0, session_seconds=200.0), Sessions(max_live=4, idle_seconds=60.0))
     tiny = TrainSettings(method="lsd", steps=30, batch=64, lr=1e-2, eta=0.5, width=16, depth=2, seed=3)
@@ -1469,7 +1469,7 @@ def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_en
     next(run)  # the race has begun
     assert live.running
     refused = _refused_at(_page_event(demo, start, "click", values, state, validator=True))
-    assert refused == {method_at: RACE_RUNNING}, refused
+    assert refused == {message_at: RACE_RUNNING}, refused  # under the buttons, not beside a field
     assert '"Race the families" tab' in RACE_RUNNING and "stop it there" in RACE_RUNNING
     race.stop(live)
     *_, last = run
@@ -1530,7 +1530,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     cont, load = by_id["btn-continue"], by_id["btn-load"]
     session = SessionState(demo)
-    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     assert "**done**" in _page_stream(demo, by_id["btn-start"], "click", start, session)[-1][3]
     state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
     live = session[state._id]
@@ -1542,10 +1542,10 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert shown == ["eight_gaussians", "ESD (Eulerian)"], shown
     fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
     ids = [getattr(b, "elem_id", None) for b in fn.inputs]
-    data_at, method_at = ids.index("data-set"), ids.index("method")
-    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0]
+    data_at = ids.index("data-set")
+    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, ""]
     refused = _refused_at(_page_event(demo, cont, "click", after_lesson, session, validator=True))
-    assert set(refused) == {data_at, method_at}  # beside Data set, and beside Method next to the buttons
+    assert set(refused) == {data_at}  # beside Data set only: not again beside Method or under the buttons
     message = refused[data_at]
     assert message.startswith("data set: ") and "learns checkerboard" in message and "shows eight_gaussians" in message
     assert "press Start to train a new model on eight_gaussians" in message and "choose checkerboard" in message
@@ -1555,7 +1555,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert live.trainer.global_step == 20 and live.method == "lsd"  # nothing trained, nothing changed
 
     # Data set set back: Continue trains the checkerboard model with the page's method (ESD)
-    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0]
+    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, ""]
     assert _refused_at(_page_event(demo, cont, "click", back, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", back, session)[-1][3]
     assert "**done**" in last and "ESD on checkerboard" in last and "step 30" in last, last
@@ -1572,7 +1572,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     refused = _refused_at(_page_event(demo, cont, "click", stale, session, validator=True))
     assert "learns eight_gaussians" in refused[data_at] and "shows checkerboard" in refused[data_at]
     shown_now = [None, value["data-set"], value["method"], 10, value["batch"], value["lr"], value["eta"]]
-    shown_now += [value["width"], value["depth"], 0]
+    shown_now += [value["width"], value["depth"], 0, ""]
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
@@ -1611,7 +1611,7 @@ def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
     assert note.visible is False  # the page opens without a note
 
     # the server's checks: eta 1 with Flow matching trains, with LSD it is refused beside eta by name
-    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0]
+    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0, ""]
     assert _refused_at(_page_event(demo, start, "click", fm, session, validator=True)) == {}
     lsd = [*fm[:4], LSD, *fm[5:]]
     refused = _refused_at(_page_event(demo, start, "click", lsd, session, validator=True))
