@@ -1591,9 +1591,7 @@ def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     method, eta, note, start = by_id["method"], by_id["eta"], by_id["eta-note"], by_id["btn-start"]
     assert eta.maximum == 0.95 and eta.value <= eta.maximum
-    fn = next(
-        f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs)
-    )
+    fn = next(f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs))
     session = SessionState(demo)
 
     def pick(label, value):
