@@ -1644,3 +1644,49 @@ def test_after_a_draw_on_a_custom_grid_the_n_slider_shows_its_n(page):
     assert lesson_draws and all(
         any(g.trigger_after == d._id and g.outputs == [steps] for g in demo.fns.values()) for d in lesson_draws
     )
+
+
+def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app):
+    """While the session trains, Start, Continue and Load are refused by their validators in the
+    message element under the run buttons (their last input) and nowhere else: not beside Method
+    (where it read as a Method error) nor beside the shipped-model dropdown. Load's refusal says
+    that the model its dropdown shows was not loaded. A field's mistake shows beside that field only."""
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+    from app.tabs.train_callbacks import ALREADY_TRAINING
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    state = SessionState(demo)
+    live = LiveSession()
+    settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
+    calls = {
+        "btn-start": [None, "checkerboard", None, None, *settings],
+        "btn-continue": [None, "checkerboard", *settings],
+        "btn-load": [None, "eight_gaussians-lsd", *settings],
+    }
+    for name in calls:
+        fn = next(f for f in demo.fns.values() if (by_id[name]._id, "click") in f.targets)
+        assert fn.inputs[-1] is by_id["run-message"], name
+        state[fn.inputs[0]._id] = live
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    assert live.running
+    try:
+        for name, values in calls.items():
+            refused = _refused_at(_page_event(demo, by_id[name], "click", values, state, validator=True))
+            assert list(refused) == [len(values) - 1], (name, refused)
+            assert refused[len(values) - 1].startswith(ALREADY_TRAINING), (name, refused)
+        said = _refused_at(_page_event(demo, by_id["btn-load"], "click", calls["btn-load"], state, validator=True))
+        assert said[len(calls["btn-load"]) - 1].endswith(
+            "eight_gaussians-lsd was not loaded (the run goes on with its own model)"
+        )
+        # a field's mistake: beside that field alone
+        bad = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 2.5, ""]
+        refused = _refused_at(_page_event(demo, by_id["btn-start"], "click", bad, state, validator=True))
+        assert list(refused) == [11] and refused[11].startswith("seed"), refused
+    finally:
+        fm_app.train_stop(live, wait=0.0)
+        for _ in run:
+            pass
