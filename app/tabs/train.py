@@ -304,7 +304,8 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     )
     # Continue trains the session's model on its own data: the Data set is an input only so that
     # one that differs from the model's is refused beside it (check_continue), never ignored
-    continue_inputs = [session, c.data, *settings, c.run_message]
+    # (and the CSV box: a file other than the one read at Start is refused beside it)
+    continue_inputs = [session, c.data, *settings, c.csv, c.run_message]
     c.cont.click(
         with_optional_last(visit(fm.train_continue, "Training"), fm.train_continue),
         continue_inputs,

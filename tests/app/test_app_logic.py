@@ -1543,7 +1543,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
     ids = [getattr(b, "elem_id", None) for b in fn.inputs]
     data_at = ids.index("data-set")
-    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, ""]
+    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
     refused = _refused_at(_page_event(demo, cont, "click", after_lesson, session, validator=True))
     assert set(refused) == {data_at}  # beside Data set only: not again beside Method or under the buttons
     message = refused[data_at]
@@ -1555,7 +1555,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert live.trainer.global_step == 20 and live.method == "lsd"  # nothing trained, nothing changed
 
     # Data set set back: Continue trains the checkerboard model with the page's method (ESD)
-    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, ""]
+    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
     assert _refused_at(_page_event(demo, cont, "click", back, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", back, session)[-1][3]
     assert "**done**" in last and "ESD on checkerboard" in last and "step 30" in last, last
@@ -1564,7 +1564,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     # Load a shipped model of another data set: the dropdowns now show its data set and method
     load_fn = next(f for f in demo.fns.values() if (load._id, "click") in f.targets)
     out_ids = [getattr(b, "elem_id", None) for b in load_fn.outputs]
-    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:]], session)["data"]
+    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:-2], ""], session)["data"]
     value = {name: (v.get("value", v) if isinstance(v, dict) else v) for name, v in zip(out_ids, loaded)}
     assert value["data-set"] == "eight_gaussians" and value["method"] == LSD, value
     assert live.data.name == "eight_gaussians"
@@ -1572,7 +1572,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     refused = _refused_at(_page_event(demo, cont, "click", stale, session, validator=True))
     assert "learns eight_gaussians" in refused[data_at] and "shows checkerboard" in refused[data_at]
     shown_now = [None, value["data-set"], value["method"], 10, value["batch"], value["lr"], value["eta"]]
-    shown_now += [value["width"], value["depth"], 0, ""]
+    shown_now += [value["width"], value["depth"], 0, None, ""]
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
@@ -1663,7 +1663,7 @@ def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app
     settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     calls = {
         "btn-start": [None, "checkerboard", None, None, *settings],
-        "btn-continue": [None, "checkerboard", *settings],
+        "btn-continue": [None, "checkerboard", *settings[:-1], None, ""],
         "btn-load": [None, "eight_gaussians-lsd", *settings],
     }
     for name in calls:
@@ -1690,3 +1690,56 @@ def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app
         fm_app.train_stop(live, wait=0.0)
         for _ in run:
             pass
+
+
+def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path):
+    """A CSV is read at Start: after a run on circle.csv, Continue with line.csv in the CSV box is
+    refused beside the CSV box (gradio's validator, and the event on the direct route), naming
+    both files and saying to press Start for the new one or upload the old one again; nothing
+    trains. With circle.csv back (a fresh upload of the same bytes) Continue trains. The status of
+    a CSV run names its file."""
+    import math
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    start, cont = by_id["btn-start"], by_id["btn-continue"]
+    # gradio keeps an upload's name as the last part of its cached path; two folders, two uploads
+    circle, line, circle_again = (
+        tmp_path / "a" / "circle.csv",
+        tmp_path / "b" / "line.csv",
+        tmp_path / "c" / "circle.csv",
+    )
+    for path in (circle, line, circle_again):
+        path.parent.mkdir()
+    ring = "".join(f"{math.cos(k / 20):.5f},{math.sin(k / 20):.5f}\n" for k in range(200))
+    circle.write_text(ring)
+    circle_again.write_text(ring)
+    line.write_text("".join(f"{k / 100:.3f},{k / 50:.3f}\n" for k in range(200)))
+
+    def upload(path):  # what the page sends for a file in the CSV box
+        return {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    session = SessionState(demo)
+    first = _page_stream(
+        demo, start, "click", [None, "csv", None, upload(circle), LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""], session
+    )[-1][3]
+    assert "**done**" in first and "LSD on circle.csv" in first, first
+    fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
+    csv_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("csv-upload")
+    settings = [LSD, 10, 16, 1e-3, 0.75, 16, 1, 0]
+    other = [None, "csv", *settings, upload(line), ""]
+    refused = _refused_at(_page_event(demo, cont, "click", other, session, validator=True))
+    assert list(refused) == [csv_at], refused
+    message = refused[csv_at]
+    assert message.startswith("CSV file: the model in this session learns circle.csv, but the CSV box holds line.csv")
+    assert "press Start to train a new model on line.csv" in message and "upload circle.csv again" in message
+    with pytest.raises(gr.Error) as direct:
+        _page_event(demo, cont, "click", other, session)
+    assert direct.value.message == message
+    same = [None, "csv", *settings, upload(circle_again), ""]
+    assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", same, session)[-1][3]
+    assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last

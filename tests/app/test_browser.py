@@ -902,7 +902,7 @@ def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser
     _no_error_badge(page, "#csv-upload")
     page.click("#btn-start")
     _wait_step_above(page, 0, timeout=30_000)
-    assert " on csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
+    assert " on ring.csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
