@@ -24,10 +24,10 @@ from app.config import Limits
 from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
 from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting, with_optional_last
-from app.live import VIEW_STEPS
+from app.live import VIEW_STEPS, LiveSession
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import TrainCallbacks
-from app.validation import ETA, METHODS, upload_bytes
+from app.validation import ETA, METHODS, method_name, upload_bytes
 from flowmaps.objectives import DESCRIPTIONS
 
 #: Captions of a method's loss curve, where it does not behave as a loss usually does.
@@ -124,6 +124,21 @@ def eta_range(label: str, eta) -> tuple[dict, dict]:
     return gr.update(maximum=top, value=top), gr.update(value=note, visible=True)
 
 
+def method_note(session, label) -> dict:
+    """The note under the Method dropdown when it is set to ``label``: while ``session`` (the page's
+    state) trains live with another method, that the change applies at the next Continue or Start
+    (the run under way keeps its method); hidden otherwise."""
+    key = METHODS.get(label)
+    running = isinstance(session, LiveSession) and session.running and session.run_kind == "live"
+    if not running or key is None or key == session.method:
+        return gr.update(value="", visible=False)
+    text = (
+        f"Method: the run under way goes on with {method_name(session.method)}; "
+        f"{method_name(key)} applies at the next Continue or Start"
+    )
+    return gr.update(value=text, visible=True)
+
+
 def data_help(choice: str) -> str:
     """The description of a data-set choice."""
     return plain(DATA_CHOICES.get(choice, ""))
@@ -151,6 +166,8 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
         elem_id="csv-upload",
     )
     c.method = gr.Dropdown(list(METHODS), value="LSD (Lagrangian)", label="Method", elem_id="method")
+    # while a run goes on, a change of Method is said to apply at the next Continue or Start (method_note)
+    c.method_note = gr.Markdown("", visible=False, elem_id="method-note", elem_classes=["slider-note"])
     c.method_md = gr.Markdown(method_help("LSD (Lagrangian)"), elem_id="method-help")
     return c
 
@@ -286,6 +303,9 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     )
     # the eta slider's range follows the method (Start refuses eta 1 for a flow-map method)
     c.method.change(eta_range, [c.method, s.eta], [s.eta, s.eta.note], api_visibility="private", queue=False)
+    c.method.change(
+        method_note, [session, c.method], c.method_note, api_visibility="private", queue=False, show_progress="hidden"
+    )
     visit = functools.partial(visiting, fm.sessions)
     # A mistake is shown beside its field by gradio's validator running the callback's own check
     # (app/events.InputCheck); one that names no input, in the message element under the buttons.
@@ -314,6 +334,15 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         validator=InputCheck(fm.sessions, continue_inputs, fm.check_continue, fields, c.run_message, "Training", False),
         **train,
     )
+    for button in (c.start, c.cont):  # a new run takes the Method shown: the note has said its piece
+        button.click(
+            lambda: gr.update(value="", visible=False),
+            None,
+            c.method_note,
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
     c.stop.click(
         visit(fm.train_stop, "Stop"),
         session,

@@ -1743,3 +1743,42 @@ def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path)
     assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", same, session)[-1][3]
     assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last
+
+
+def test_a_method_changed_mid_run_is_said_to_apply_at_the_next_continue_or_start(page, fm_app):
+    """While the session trains with LSD, setting Method to ESD (through the page's change event)
+    shows a note under Method: the run goes on with LSD, ESD applies at the next Continue or
+    Start. Back to LSD, or with nothing running, no note; Start and Continue clear it."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    method, note = by_id["method"], by_id["method-note"]
+    fn = next(f for f in demo.fns.values() if (method._id, "change") in f.targets and note in f.outputs)
+    state = SessionState(demo)
+    live = LiveSession()
+    state[fn.inputs[0]._id] = live
+
+    def shown(label):
+        out = asyncio.run(demo.process_api(fn, [None, label], state=state))["data"][0]
+        return out["value"] if out.get("visible") else None
+
+    assert shown("ESD (Eulerian)") is None  # nothing running: nothing to say
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    try:
+        assert shown("ESD (Eulerian)") == (
+            "Method: the run under way goes on with LSD; ESD applies at the next Continue or Start"
+        )
+        assert shown(LSD) is None
+    finally:
+        fm_app.train_stop(live, wait=0.0)
+        for _ in run:
+            pass
+    for button in ("btn-start", "btn-continue"):
+        clear = next(f for f in demo.fns.values() if (by_id[button]._id, "click") in f.targets and note in f.outputs)
+        assert not clear.inputs and clear.validator is None
