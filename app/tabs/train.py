@@ -4,7 +4,10 @@ Element ids: inputs ``data-set``, ``draw-pad`` (shown for "draw"), ``csv-upload`
 "csv"), ``method``, ``steps``, ``batch``, ``lr``, ``eta``, ``width``, ``depth``, ``seed``,
 ``pretrained``; buttons ``btn-start``, ``btn-stop``, ``btn-continue``, ``btn-load``,
 ``btn-download``; outputs ``live-progress``, ``live-status``, ``plot-samples``, ``plot-loss``,
-``download-file``. API names: ``/train_start``, ``/train_continue``, ``/train_stop``,
+``download-file``; ``run-message`` (under the run buttons: a Start, Continue or Load refusal
+that names no field, shown only while it holds one) and ``method-note`` (under Method: a change
+of method during a run applies at the next Continue or Start). API names: ``/train_start``,
+``/train_continue`` (its CSV file and message arguments optional), ``/train_stop``,
 ``/load_pretrained``, ``/download_model``. The callbacks are in app/tabs/train_callbacks.py.
 
 Time convention: t = 0 is noise, t = 1 is data.
