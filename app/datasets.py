@@ -37,6 +37,9 @@ class DataSource:
         points: ``(N, 2)`` user points for "draw" / "csv", else None.
         gmm: the mixture, when the data is one (gives the exact velocity and flow map).
         jitter: std of the noise added to user points when sampling (keeps the target smooth).
+        label: what the page calls the data, where it differs from ``name`` (an upload's file
+            name, e.g. "circle.csv"); "" otherwise.
+        digest: SHA-256 of the uploaded file's bytes for "csv" (Continue refuses another file), else "".
     """
 
     name: str
@@ -44,6 +47,13 @@ class DataSource:
     points: Tensor | None = None
     gmm: GaussianMixture | None = None
     jitter: float = 0.0
+    label: str = ""
+    digest: str = ""
+
+    @property
+    def shown_name(self) -> str:
+        """The name the page shows: the upload's file name for "csv", else :attr:`name`."""
+        return self.label or self.name
 
     @property
     def is_checkerboard(self) -> bool:
@@ -75,8 +85,11 @@ def toy_source(name: str) -> DataSource:
     raise ValueError(f"data set {name!r} is not one of {', '.join(DATA_CHOICES)}")
 
 
-def points_source(name: str, points: np.ndarray) -> DataSource:
-    """User points (already checked by app.validation) as a :class:`DataSource`."""
+def points_source(name: str, points: np.ndarray, label: str = "", digest: str = "") -> DataSource:
+    """User points (already checked by app.validation) as a :class:`DataSource` (``label`` and
+    ``digest`` as its attributes: an upload's file name and the hash of its bytes)."""
     pts = torch.as_tensor(np.asarray(points, dtype=np.float32))
     sd = float(torch.sqrt(pts.double().var(dim=0).mean()))
-    return DataSource(name=name, sigma=max(sd, 1e-3), points=pts, jitter=0.01 * max(sd, 1e-3))
+    return DataSource(
+        name=name, sigma=max(sd, 1e-3), points=pts, jitter=0.01 * max(sd, 1e-3), label=label, digest=digest
+    )

@@ -457,6 +457,17 @@ def visiting(sessions: Sessions, fn, action: str):
     return guarded(action)(event)
 
 
+def with_optional_last(event, fn):
+    """``event`` (a :func:`visiting` event of ``fn``) with the signature ``(request, <fn's
+    parameters>)``, so that gradio_client reads the defaults of ``fn``'s trailing parameters (e.g.
+    an input that only shows the validator's message) and an API caller may leave them out."""
+    P = inspect.Parameter
+    params = [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+    params += [p.replace(annotation=P.empty) for p in inspect.signature(fn).parameters.values()]
+    event.__signature__ = inspect.Signature(params)
+    return event
+
+
 def plain(text: str) -> str:
     """Text shown as Markdown without markup surprises (underscores, stars, carets stay literal)."""
     for ch in "\\_*^[]`":

@@ -86,6 +86,8 @@ CSS = """
 .csv-size-note {display: none; margin: var(--spacing-md) var(--block-padding); padding: var(--spacing-md);
   border: 1px solid var(--error-border-color); border-radius: var(--radius-sm); color: var(--error-text-color);
   font-size: var(--text-md);}
+/* the live tab's message under its run buttons (a refusal naming no field): no room taken while empty */
+.run-message:not(:has(.validation-error)) {display: none !important;}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 /* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
 .block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}

@@ -4,7 +4,10 @@ Element ids: inputs ``data-set``, ``draw-pad`` (shown for "draw"), ``csv-upload`
 "csv"), ``method``, ``steps``, ``batch``, ``lr``, ``eta``, ``width``, ``depth``, ``seed``,
 ``pretrained``; buttons ``btn-start``, ``btn-stop``, ``btn-continue``, ``btn-load``,
 ``btn-download``; outputs ``live-progress``, ``live-status``, ``plot-samples``, ``plot-loss``,
-``download-file``. API names: ``/train_start``, ``/train_continue``, ``/train_stop``,
+``download-file``; ``run-message`` (under the run buttons: a Start, Continue or Load refusal
+that names no field, shown only while it holds one) and ``method-note`` (under Method: a change
+of method during a run applies at the next Continue or Start). API names: ``/train_start``,
+``/train_continue`` (its CSV file and message arguments optional), ``/train_stop``,
 ``/load_pretrained``, ``/download_model``. The callbacks are in app/tabs/train_callbacks.py.
 
 Time convention: t = 0 is noise, t = 1 is data.
@@ -23,11 +26,11 @@ from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
-from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting
-from app.live import VIEW_STEPS
+from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting, with_optional_last
+from app.live import VIEW_STEPS, LiveSession
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import TrainCallbacks
-from app.validation import ETA, METHODS, upload_bytes
+from app.validation import ETA, METHODS, method_name, upload_bytes
 from flowmaps.objectives import DESCRIPTIONS
 
 #: Captions of a method's loss curve, where it does not behave as a loss usually does.
@@ -124,6 +127,21 @@ def eta_range(label: str, eta) -> tuple[dict, dict]:
     return gr.update(maximum=top, value=top), gr.update(value=note, visible=True)
 
 
+def method_note(session, label) -> dict:
+    """The note under the Method dropdown when it is set to ``label``: while ``session`` (the page's
+    state) trains live with another method, that the change applies at the next Continue or Start
+    (the run under way keeps its method); hidden otherwise."""
+    key = METHODS.get(label)
+    running = isinstance(session, LiveSession) and session.running and session.run_kind == "live"
+    if not running or key is None or key == session.method:
+        return gr.update(value="", visible=False)
+    text = (
+        f"Method: the run under way goes on with {method_name(session.method)}; "
+        f"{method_name(key)} applies at the next Continue or Start"
+    )
+    return gr.update(value=text, visible=True)
+
+
 def data_help(choice: str) -> str:
     """The description of a data-set choice."""
     return plain(DATA_CHOICES.get(choice, ""))
@@ -151,6 +169,8 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
         elem_id="csv-upload",
     )
     c.method = gr.Dropdown(list(METHODS), value="LSD (Lagrangian)", label="Method", elem_id="method")
+    # while a run goes on, a change of Method is said to apply at the next Continue or Start (method_note)
+    c.method_note = gr.Markdown("", visible=False, elem_id="method-note", elem_classes=["slider-note"])
     c.method_md = gr.Markdown(method_help("LSD (Lagrangian)"), elem_id="method-help")
     return c
 
@@ -200,6 +220,10 @@ def _controls(fm: TrainCallbacks, lim: Limits) -> SimpleNamespace:
         c.start = gr.Button("Start", variant="primary", elem_id="btn-start")
         c.stop = gr.Button("Stop", variant="stop", elem_id="btn-stop")
         c.cont = gr.Button("Continue", elem_id="btn-continue")
+    # where Start, Continue and Load say why they refused when the message names no field (e.g.
+    # "already training"): an empty element right under the buttons, shown only while it holds a
+    # message (ui.CSS); a message naming a field shows beside that field alone
+    c.run_message = gr.Markdown("", elem_id="run-message", elem_classes=["run-message"])
     # the shipped model and its Load just under the run buttons, near the plots Load fills (below
     # the Settings they were a screen away); min widths keep the button beside its dropdown
     with gr.Row(equal_height=True):
@@ -267,7 +291,7 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         # gradio's default ("once") silently drops a click while the same event's stream is still
         # open in the page, e.g. Continue clicked the moment Stop answered, while the last
         # Continue's stream was closing; every click is sent, and one on a busy session is
-        # answered beside Method ("already training") by the validator
+        # answered under the buttons ("already training") by the validator
         "trigger_mode": "multiple",
     }
 
@@ -282,32 +306,46 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     )
     # the eta slider's range follows the method (Start refuses eta 1 for a flow-map method)
     c.method.change(eta_range, [c.method, s.eta], [s.eta, s.eta.note], api_visibility="private", queue=False)
+    c.method.change(
+        method_note, [session, c.method], c.method_note, api_visibility="private", queue=False, show_progress="hidden"
+    )
     visit = functools.partial(visiting, fm.sessions)
     # A mistake is shown beside its field by gradio's validator running the callback's own check
-    # (app/events.InputCheck); one that names no input, beside the input next to the button.
+    # (app/events.InputCheck); one that names no input, in the message element under the buttons.
     # (a drawing's message goes on the data set choice: on the pad it would cover the pad's tools)
     fields = {"data set": c.data, "drawing": c.data, "CSV file": c.csv, "shipped model": c.pretrained}
     fields.update(zip(("method", "steps", "batch size", "learning rate", ETA, "width", "depth", "seed"), settings))
-    start_inputs = [session, c.data, c.draw, c.csv, *settings]
+    # the message element is each event's last input, optional for an API caller (with_optional_last)
+    start_inputs = [session, c.data, c.draw, c.csv, *settings, c.run_message]
     c.start.click(
-        visit(fm.train_start, "Training"),
+        with_optional_last(visit(fm.train_start, "Training"), fm.train_start),
         start_inputs,
         [*live_out, session],
         api_name="train_start",
-        validator=InputCheck(fm.sessions, start_inputs, fm.check_start, fields, c.method, "Training"),
+        validator=InputCheck(fm.sessions, start_inputs, fm.check_start, fields, c.run_message, "Training", False),
         **train,
     )
     # Continue trains the session's model on its own data: the Data set is an input only so that
     # one that differs from the model's is refused beside it (check_continue), never ignored
-    continue_inputs = [session, c.data, *settings]
+    # (and the CSV box: a file other than the one read at Start is refused beside it)
+    continue_inputs = [session, c.data, *settings, c.csv, c.run_message]
     c.cont.click(
-        visit(fm.train_continue, "Training"),
+        with_optional_last(visit(fm.train_continue, "Training"), fm.train_continue),
         continue_inputs,
         [*live_out, session],
         api_name="train_continue",
-        validator=InputCheck(fm.sessions, continue_inputs, fm.check_continue, fields, c.method, "Training"),
+        validator=InputCheck(fm.sessions, continue_inputs, fm.check_continue, fields, c.run_message, "Training", False),
         **train,
     )
+    for button in (c.start, c.cont):  # a new run takes the Method shown: the note has said its piece
+        button.click(
+            lambda: gr.update(value="", visible=False),
+            None,
+            c.method_note,
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
     c.stop.click(
         visit(fm.train_stop, "Stop"),
         session,
@@ -316,13 +354,15 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         concurrency_limit=None,
         show_progress="hidden",
     )
-    load_inputs = [session, c.pretrained, *settings]
+    load_inputs = [session, c.pretrained, *settings, c.run_message]
     c.load.click(
-        visit(fm.load_pretrained, "Loading the model"),
+        with_optional_last(visit(fm.load_pretrained, "Loading the model"), fm.load_pretrained),
         load_inputs,
         [*live_out, c.data, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
         api_name="load_pretrained",
-        validator=InputCheck(fm.sessions, load_inputs, fm.check_load, fields, c.pretrained, "Loading the model"),
+        validator=InputCheck(
+            fm.sessions, load_inputs, fm.check_load, fields, c.run_message, "Loading the model", False
+        ),
         **heavy,
     )
     # the Checkpoint box is an input only so that a refusal ("nothing to download yet") shows in it,

@@ -9,6 +9,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import weakref
@@ -31,6 +32,7 @@ from app.validation import (
     parse_train_settings,
     points_from_drawing,
     points_from_upload,
+    upload_path,
 )
 
 #: The answer to a run asked for while this session's run of the same tab goes on.
@@ -62,19 +64,36 @@ def busy_message(session: LiveSession, asker: str) -> str:
 NOTHING_TO_DOWNLOAD = (
     "nothing to download yet: press Start to train a model (or Load a shipped one), then Download (zip)"
 )
+
+
+def upload_identity(csv_file: Any) -> tuple[str, str]:
+    """An upload's file name as the visitor chose it (gradio keeps it as the last part of its
+    path) and the SHA-256 of its bytes: ("", "") where there is no readable file."""
+    try:
+        path = upload_path(csv_file)
+        return path.name, hashlib.sha256(path.read_bytes()).hexdigest()
+    except (InputError, OSError):
+        return "", ""
+
+
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
 STOP_WAIT = 10.0
 
 
 class TrainCallbacks(AppBase):
-    """The live tab's events (outputs in the order app/tabs/train.py wires them)."""
+    """The live tab's events (outputs in the order app/tabs/train.py wires them).
+
+    Start, Continue and Load (and their checks) take a last ``message`` argument, unused: the
+    element under the run buttons, an input of their events only so that a refusal naming no
+    field shows there; it defaults to None for an API caller."""
 
     def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
         if choice == DRAW:
             return points_source(DRAW, points_from_drawing(drawing))
         if choice == CSV:
             pts = points_from_upload(csv_file, max_rows=self.limits.max_csv_rows, max_bytes=self.limits.max_upload)
-            return points_source(CSV, pts)
+            name, digest = upload_identity(csv_file)
+            return points_source(CSV, pts, label=name, digest=digest)
         if not isinstance(choice, str) or choice not in DATA_CHOICES:
             raise InputError(f"data set: {choice!r} is not one of {', '.join(DATA_CHOICES)}")
         return toy_source(choice)
@@ -83,7 +102,7 @@ class TrainCallbacks(AppBase):
         """The live tab's status line, derived only from the session's run state (``phase``, its
         step and notes), so every reply that shows it (a run's updates, Stop's answer) agrees."""
         phase = session.phase
-        name = session.data.name if session.data else ""
+        name = session.data.shown_name if session.data else ""
         method = method_name(session.method)
         text = f"**{phase}** · {method} on {name} · step {session.phase_step}"
         if phase == "done":
@@ -149,7 +168,22 @@ class TrainCallbacks(AppBase):
         if session.running and not session.finishing:  # a finishing run frees the session at once
             raise InputError(busy_message(session, "live"))
 
-    def check_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+    def check_start(
+        self,
+        session,
+        data_choice,
+        drawing,
+        csv_file,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        message: Any = None,
+    ):
         """Start's input checks, also its validator in the page (app/events.InputCheck): the
         settings, the data and the session's time. Returns (settings, data source).
 
@@ -162,7 +196,22 @@ class TrainCallbacks(AppBase):
         self._check_idle(session)
         return s, data
 
-    def train_start(self, session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed):
+    def train_start(
+        self,
+        session,
+        data_choice,
+        drawing,
+        csv_file,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        message: Any = None,
+    ):
         """Start a fresh model on the chosen data and stream its training."""
         s, data = self.check_start(
             session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed
@@ -170,7 +219,9 @@ class TrainCallbacks(AppBase):
         self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
-    def check_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+    def check_continue(
+        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file=None, message=None
+    ):
         """Continue's input checks (and its validator): a model to continue, on the data set the
         page shows (``data_choice``, the Data set dropdown), the settings, the session's time.
         Returns the settings.
@@ -180,29 +231,51 @@ class TrainCallbacks(AppBase):
         that differs from the model's (e.g. after a one-click lesson, or a change of the
         dropdown) is refused rather than ignored.
 
+        A CSV is read at Start, so ``csv_file`` (the CSV box's file; None for an API caller that
+        leaves it out) is compared with the model's: another file is refused like another data set.
+
         Raises:
             InputError: as :meth:`check_start`; "data set: ..." naming both data sets and what to
-                click (Start for a new model on the shown one, or the model's data set back).
+                click (Start for a new model on the shown one, or the model's data set back);
+                "CSV file: ..." naming both files (Start for the new one, or the old one back).
         """
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
         have = session.data.name if session.data is not None else ""
         if data_choice != have:
             shown = data_choice if isinstance(data_choice, str) else repr(data_choice)
+            learns = session.data.shown_name if session.data is not None else ""
             raise InputError(
-                f"data set: the model in this session learns {have}, but Data set shows {shown}; "
+                f"data set: the model in this session learns {learns}, but Data set shows {shown}; "
                 f"press Start to train a new model on {shown}, or choose {have} in Data set to continue this one"
             )
+        if have == CSV and csv_file is not None:
+            self._check_same_upload(session.data, csv_file)
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         self._run_cap(session)
         self._check_idle(session)
         return s
 
-    def train_continue(self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed):
+    def train_continue(
+        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file=None, message=None
+    ):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
         page's Data set) must name (:meth:`check_continue`); new lr / batch / eta / method apply."""
-        s = self.check_continue(session, data_choice, method, steps, batch, lr, eta, width, depth, seed)
+        s = self.check_continue(session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file)
         yield from self._stream(session, s.steps, lambda: session.update_settings(s))
+
+    @staticmethod
+    def _check_same_upload(data: DataSource, csv_file: Any) -> None:
+        """Refuse a CSV box whose file is not the one ``data`` (a CSV run's) was read from."""
+        name, digest = upload_identity(csv_file)
+        if not digest or digest == data.digest:
+            return
+        old = data.label or "the file read at Start"
+        new = name if name != data.label else f"another file named {name}"
+        raise InputError(
+            f"CSV file: the model in this session learns {old}, but the CSV box holds {new}; a CSV is "
+            f"read at Start: press Start to train a new model on {name}, or upload {old} again to continue this one"
+        )
 
     def train_stop(self, session, wait: float = STOP_WAIT):
         """Stop this session's run (other sessions are not touched) and answer with its final status.
@@ -220,18 +293,26 @@ class TrainCallbacks(AppBase):
             return self.status_text(session)
         return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
 
-    def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+    def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load's input checks (and its validator): a shipped 2-D model with a known data set, an
-        idle session, valid settings. Returns (data source, the page's settings)."""
+        idle session, valid settings. Returns (data source, the page's settings).
+
+        Raises:
+            InputError: naming the field; while the session runs, the busy message (no field:
+                shown under the run buttons) followed by "<name> was not loaded", since the
+                shipped-model dropdown keeps showing the model that was not loaded."""
         if not isinstance(name, str) or name not in self.store.names(KIND_2D):
             raise InputError(f"shipped model: {name!r} is not a shipped 2-D checkpoint")
         data = self.data_of(name)
         if data is None:
             raise InputError(f"shipped model {name}: its data set is not recorded in its config")
-        self._check_idle(session)
+        try:
+            self._check_idle(session)
+        except InputError as err:  # the dropdown still shows the model: say that it was not loaded
+            raise InputError(f"{err}; {name} was not loaded (the run goes on with its own model)") from None
         return data, parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
 
-    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed):
+    def load_pretrained(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load a shipped 2-D checkpoint into this session (an instant, trained model).
 
         The session adopts the checkpoint's data set and settings (method, width, depth, learning

@@ -1431,7 +1431,7 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
     assert session[state._id] is first  # the same session, not (session,)
     said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
     assert "nothing is training" in said and session[state._id] is first
-    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
     assert all(v["is_valid"] for v in verdict), verdict
     updates = _page_stream(demo, by_id["btn-start"], "click", start, session)
@@ -1441,7 +1441,7 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
 
 def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_ends(page, fm_app):
     """A race is a run of the visitor's session: while one runs, Start on the live tab is refused
-    by its validator beside Method with a message that names the race and where to stop it (not
+    by its validator under the run buttons with a message that names the race and where to stop it (not
     "press Stop first", which the live tab's Stop cannot do); once the race has ended, the same
     Start passes the validator. The race tab, asked while the session trains live, names the
     live tab the same way."""
@@ -1460,8 +1460,8 @@ def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_en
     state = SessionState(demo)
     live = LiveSession()
     state[fn.inputs[0]._id] = live  # the page's gr.State holds this visitor's session
-    values = [None, "checkerboard", None, None, "LSD (Lagrangian)", 200, 256, 1e-3, 0.75, 64, 2, 0]
-    method_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("method")
+    values = [None, "checkerboard", None, None, "LSD (Lagrangian)", 200, 256, 1e-3, 0.75, 64, 2, 0, ""]
+    message_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("run-message")
 
     race = RaceHandlers(Limits(live_seconds=60.0, session_seconds=200.0), Sessions(max_live=4, idle_seconds=60.0))
     tiny = TrainSettings(method="lsd", steps=30, batch=64, lr=1e-2, eta=0.5, width=16, depth=2, seed=3)
@@ -1469,7 +1469,7 @@ def test_a_running_race_is_named_by_the_live_tab_and_the_message_goes_when_it_en
     next(run)  # the race has begun
     assert live.running
     refused = _refused_at(_page_event(demo, start, "click", values, state, validator=True))
-    assert refused == {method_at: RACE_RUNNING}, refused
+    assert refused == {message_at: RACE_RUNNING}, refused  # under the buttons, not beside a field
     assert '"Race the families" tab' in RACE_RUNNING and "stop it there" in RACE_RUNNING
     race.stop(live)
     *_, last = run
@@ -1530,7 +1530,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     cont, load = by_id["btn-continue"], by_id["btn-load"]
     session = SessionState(demo)
-    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     assert "**done**" in _page_stream(demo, by_id["btn-start"], "click", start, session)[-1][3]
     state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
     live = session[state._id]
@@ -1542,10 +1542,10 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert shown == ["eight_gaussians", "ESD (Eulerian)"], shown
     fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
     ids = [getattr(b, "elem_id", None) for b in fn.inputs]
-    data_at, method_at = ids.index("data-set"), ids.index("method")
-    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0]
+    data_at = ids.index("data-set")
+    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
     refused = _refused_at(_page_event(demo, cont, "click", after_lesson, session, validator=True))
-    assert set(refused) == {data_at, method_at}  # beside Data set, and beside Method next to the buttons
+    assert set(refused) == {data_at}  # beside Data set only: not again beside Method or under the buttons
     message = refused[data_at]
     assert message.startswith("data set: ") and "learns checkerboard" in message and "shows eight_gaussians" in message
     assert "press Start to train a new model on eight_gaussians" in message and "choose checkerboard" in message
@@ -1555,7 +1555,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert live.trainer.global_step == 20 and live.method == "lsd"  # nothing trained, nothing changed
 
     # Data set set back: Continue trains the checkerboard model with the page's method (ESD)
-    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0]
+    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
     assert _refused_at(_page_event(demo, cont, "click", back, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", back, session)[-1][3]
     assert "**done**" in last and "ESD on checkerboard" in last and "step 30" in last, last
@@ -1564,7 +1564,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     # Load a shipped model of another data set: the dropdowns now show its data set and method
     load_fn = next(f for f in demo.fns.values() if (load._id, "click") in f.targets)
     out_ids = [getattr(b, "elem_id", None) for b in load_fn.outputs]
-    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:]], session)["data"]
+    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:-2], ""], session)["data"]
     value = {name: (v.get("value", v) if isinstance(v, dict) else v) for name, v in zip(out_ids, loaded)}
     assert value["data-set"] == "eight_gaussians" and value["method"] == LSD, value
     assert live.data.name == "eight_gaussians"
@@ -1572,7 +1572,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     refused = _refused_at(_page_event(demo, cont, "click", stale, session, validator=True))
     assert "learns eight_gaussians" in refused[data_at] and "shows checkerboard" in refused[data_at]
     shown_now = [None, value["data-set"], value["method"], 10, value["batch"], value["lr"], value["eta"]]
-    shown_now += [value["width"], value["depth"], 0]
+    shown_now += [value["width"], value["depth"], 0, None, ""]
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
@@ -1591,9 +1591,7 @@ def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     method, eta, note, start = by_id["method"], by_id["eta"], by_id["eta-note"], by_id["btn-start"]
     assert eta.maximum == 0.95 and eta.value <= eta.maximum
-    fn = next(
-        f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs)
-    )
+    fn = next(f for f in demo.fns.values() if (method._id, "change") in f.targets and any(o is eta for o in f.outputs))
     session = SessionState(demo)
 
     def pick(label, value):
@@ -1611,7 +1609,7 @@ def test_the_eta_slider_reaches_1_for_flow_matching_only(page):
     assert note.visible is False  # the page opens without a note
 
     # the server's checks: eta 1 with Flow matching trains, with LSD it is refused beside eta by name
-    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0]
+    fm = [None, "checkerboard", None, None, "Flow matching only", 10, 16, 1e-3, 1.0, 16, 1, 0, ""]
     assert _refused_at(_page_event(demo, start, "click", fm, session, validator=True)) == {}
     lsd = [*fm[:4], LSD, *fm[5:]]
     refused = _refused_at(_page_event(demo, start, "click", lsd, session, validator=True))
@@ -1646,3 +1644,141 @@ def test_after_a_draw_on_a_custom_grid_the_n_slider_shows_its_n(page):
     assert lesson_draws and all(
         any(g.trigger_after == d._id and g.outputs == [steps] for g in demo.fns.values()) for d in lesson_draws
     )
+
+
+def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app):
+    """While the session trains, Start, Continue and Load are refused by their validators in the
+    message element under the run buttons (their last input) and nowhere else: not beside Method
+    (where it read as a Method error) nor beside the shipped-model dropdown. Load's refusal says
+    that the model its dropdown shows was not loaded. A field's mistake shows beside that field only."""
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+    from app.tabs.train_callbacks import ALREADY_TRAINING
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    state = SessionState(demo)
+    live = LiveSession()
+    settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
+    calls = {
+        "btn-start": [None, "checkerboard", None, None, *settings],
+        "btn-continue": [None, "checkerboard", *settings[:-1], None, ""],
+        "btn-load": [None, "eight_gaussians-lsd", *settings],
+    }
+    for name in calls:
+        fn = next(f for f in demo.fns.values() if (by_id[name]._id, "click") in f.targets)
+        assert fn.inputs[-1] is by_id["run-message"], name
+        state[fn.inputs[0]._id] = live
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    assert live.running
+    try:
+        for name, values in calls.items():
+            refused = _refused_at(_page_event(demo, by_id[name], "click", values, state, validator=True))
+            assert list(refused) == [len(values) - 1], (name, refused)
+            assert refused[len(values) - 1].startswith(ALREADY_TRAINING), (name, refused)
+        said = _refused_at(_page_event(demo, by_id["btn-load"], "click", calls["btn-load"], state, validator=True))
+        assert said[len(calls["btn-load"]) - 1].endswith(
+            "eight_gaussians-lsd was not loaded (the run goes on with its own model)"
+        )
+        # a field's mistake: beside that field alone
+        bad = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 2.5, ""]
+        refused = _refused_at(_page_event(demo, by_id["btn-start"], "click", bad, state, validator=True))
+        assert list(refused) == [11] and refused[11].startswith("seed"), refused
+    finally:
+        fm_app.train_stop(live, wait=0.0)
+        for _ in run:
+            pass
+
+
+def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path):
+    """A CSV is read at Start: after a run on circle.csv, Continue with line.csv in the CSV box is
+    refused beside the CSV box (gradio's validator, and the event on the direct route), naming
+    both files and saying to press Start for the new one or upload the old one again; nothing
+    trains. With circle.csv back (a fresh upload of the same bytes) Continue trains. The status of
+    a CSV run names its file."""
+    import math
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    start, cont = by_id["btn-start"], by_id["btn-continue"]
+    # gradio keeps an upload's name as the last part of its cached path; two folders, two uploads
+    circle, line, circle_again = (
+        tmp_path / "a" / "circle.csv",
+        tmp_path / "b" / "line.csv",
+        tmp_path / "c" / "circle.csv",
+    )
+    for path in (circle, line, circle_again):
+        path.parent.mkdir()
+    ring = "".join(f"{math.cos(k / 20):.5f},{math.sin(k / 20):.5f}\n" for k in range(200))
+    circle.write_text(ring)
+    circle_again.write_text(ring)
+    line.write_text("".join(f"{k / 100:.3f},{k / 50:.3f}\n" for k in range(200)))
+
+    def upload(path):  # what the page sends for a file in the CSV box
+        return {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    session = SessionState(demo)
+    first = _page_stream(
+        demo, start, "click", [None, "csv", None, upload(circle), LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""], session
+    )[-1][3]
+    assert "**done**" in first and "LSD on circle.csv" in first, first
+    fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
+    csv_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("csv-upload")
+    settings = [LSD, 10, 16, 1e-3, 0.75, 16, 1, 0]
+    other = [None, "csv", *settings, upload(line), ""]
+    refused = _refused_at(_page_event(demo, cont, "click", other, session, validator=True))
+    assert list(refused) == [csv_at], refused
+    message = refused[csv_at]
+    assert message.startswith("CSV file: the model in this session learns circle.csv, but the CSV box holds line.csv")
+    assert "press Start to train a new model on line.csv" in message and "upload circle.csv again" in message
+    with pytest.raises(gr.Error) as direct:
+        _page_event(demo, cont, "click", other, session)
+    assert direct.value.message == message
+    same = [None, "csv", *settings, upload(circle_again), ""]
+    assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", same, session)[-1][3]
+    assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last
+
+
+def test_a_method_changed_mid_run_is_said_to_apply_at_the_next_continue_or_start(page, fm_app):
+    """While the session trains with LSD, setting Method to ESD (through the page's change event)
+    shows a note under Method: the run goes on with LSD, ESD applies at the next Continue or
+    Start. Back to LSD, or with nothing running, no note; Start and Continue clear it."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from app.live import LiveSession
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    method, note = by_id["method"], by_id["method-note"]
+    fn = next(f for f in demo.fns.values() if (method._id, "change") in f.targets and note in f.outputs)
+    state = SessionState(demo)
+    live = LiveSession()
+    state[fn.inputs[0]._id] = live
+
+    def shown(label):
+        out = asyncio.run(demo.process_api(fn, [None, label], state=state))["data"][0]
+        return out["value"] if out.get("visible") else None
+
+    assert shown("ESD (Eulerian)") is None  # nothing running: nothing to say
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    try:
+        assert shown("ESD (Eulerian)") == (
+            "Method: the run under way goes on with LSD; ESD applies at the next Continue or Start"
+        )
+        assert shown(LSD) is None
+    finally:
+        fm_app.train_stop(live, wait=0.0)
+        for _ in run:
+            pass
+    for button in ("btn-start", "btn-continue"):
+        clear = next(f for f in demo.fns.values() if (by_id[button]._id, "click") in f.targets and note in f.outputs)
+        assert not clear.inputs and clear.validator is None

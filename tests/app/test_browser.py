@@ -771,7 +771,7 @@ def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
 def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     """Load a shipped eight_gaussians model: the Data set dropdown shows eight_gaussians. A lesson
     that fills the checkerboard, then Continue: refused beside Data set, naming both data sets and
-    what to press; nothing trains (the status still reads "loaded")."""
+    what to press, and nowhere else (not beside Method); nothing trains (the status still reads "loaded")."""
     page, js_errors = browser_page
     _choose(page, "pretrained", "eight_gaussians")
     page.click("#btn-load")
@@ -786,6 +786,41 @@ def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     assert "learns eight_gaussians" in text and "shows checkerboard" in text and "press Start" in text, text
     page.wait_for_timeout(1000)  # anything still on its way lands
     assert "loaded" in page.inner_text("#live-status")
+    # shown once, beside its field: not again beside Method, nor under the buttons
+    assert page.locator(".validation-error").count() == 1, page.inner_text("#method")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_load_during_a_run_says_why_under_the_buttons_and_the_message_stays(browser_page):
+    """Load pressed while a run streams: refused under the run buttons (a message that names no
+    field), saying to press Stop and that the model shown was not loaded; the message is still
+    there seconds later, while the run's updates keep arriving (they used to wipe it within a
+    second), and nothing is shown beside Method or the dropdown. Stop, then Load: it loads and the
+    message goes."""
+    page, js_errors = browser_page
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    page.click("#btn-load")
+    message = page.locator("#run-message .validation-error")
+    message.wait_for(timeout=20_000)
+    text = message.inner_text()
+    assert "already training: press Stop first" in text and "was not loaded" in text, text
+    step = _step(page)
+    _wait_step_above(page, step, timeout=20_000)  # the run's stream goes on...
+    page.wait_for_timeout(2000)
+    assert message.is_visible() and "was not loaded" in message.inner_text()  # ...and the message stays
+    assert page.locator(".validation-error").count() == 1
+    message_box = page.locator("#run-message").bounding_box()
+    boxes = [page.locator(f"#btn-{b}").bounding_box() for b in ("start", "stop", "continue")]
+    below = max(b["y"] + b["height"] for b in boxes)  # the buttons' row (stacked in a narrow column)
+    assert message_box and 0 <= message_box["y"] - below <= 40, (message_box, boxes)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    page.click("#btn-load")
+    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    message.wait_for(state="detached", timeout=15_000)
+    assert not page.locator("#run-message").is_visible()  # empty: takes no room
     _no_traceback(page)
     assert not js_errors, js_errors
 
@@ -813,7 +848,7 @@ def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
 
 
 def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_page):
-    """With a race running, Start on the live tab is refused beside Method with a message that
+    """With a race running, Start on the live tab is refused under the run buttons with a message that
     names the "Race the families" tab and says to stop the race there; once the race is stopped,
     a Start trains and the message goes."""
     page, js_errors = browser_page
@@ -822,7 +857,7 @@ def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_
     page.wait_for_function("() => /racing/.test(document.querySelector('#race-status').innerText)", timeout=60_000)
     _tab(page, "train")
     page.click("#btn-start")
-    message = page.locator("#method .validation-error")
+    message = page.locator("#run-message .validation-error")
     message.wait_for(timeout=20_000)
     assert 'a race is running in this session, in the "Race the families" tab: stop it there' in (
         message.inner_text()
@@ -867,7 +902,7 @@ def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser
     _no_error_badge(page, "#csv-upload")
     page.click("#btn-start")
     _wait_step_above(page, 0, timeout=30_000)
-    assert " on csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
+    assert " on ring.csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
