@@ -388,7 +388,7 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
             line as the file shows it, counted from 1, and what is wrong), NaN values, too few or
             too many rows, or all-equal points.
     """
-    from flowmaps.data.point_cloud import parse_csv_text
+    from flowmaps.data.point_cloud import BinaryFileError, TooManyRowsError, parse_csv_bytes
 
     path = upload_path(value)
     if not path.is_file():
@@ -397,20 +397,18 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
     size = path.stat().st_size
     if size > cap:
         raise InputError(f"CSV file: {size / 1e6:.1f} MB is above the cap of {cap / 1e6:.1f} MB")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
-        raise InputError("CSV file: this looks like a binary file, not text; upload a CSV of x, y rows")
-    text = raw.decode("utf-8", errors="replace")
     try:
-        # parse_csv_text, not points_from_csv: an upload whose content is a server path (e.g.
-        # "/etc/passwd") must be read as CSV text, never as the name of a file to open.
-        cloud = parse_csv_text(text, max_rows=max_rows)
+        # the bytes parsed as CSV text, not points_from_csv: an upload whose content is a server
+        # path (e.g. "/etc/passwd") must be read as text, never as the name of a file to open.
+        cloud = parse_csv_bytes(path.read_bytes(), max_rows=max_rows)
+    except BinaryFileError:
+        raise InputError("CSV file: this looks like a binary file, not text; upload a CSV of x, y rows") from None
+    except TooManyRowsError:  # the library's advice names its argument
+        raise InputError(
+            f"CSV file: the file has more than {max_rows} rows of points, the most the app reads; "
+            f"keep at most {max_rows} of them (e.g. every second or every tenth row) and upload it again"
+        ) from None
     except ValueError as err:
-        if str(err).startswith("the CSV has more than"):  # the library's advice names its argument
-            raise InputError(
-                f"CSV file: the file has more than {max_rows} rows of points, the most the app reads; "
-                f"keep at most {max_rows} of them (e.g. every second or every tenth row) and upload it again"
-            ) from None
         raise InputError(f"CSV file: {err}") from None
     return standardize_points(cloud.points.numpy(), "CSV file")
 

@@ -26,9 +26,12 @@ from flowmaps.inputs import check_count
 __all__ = [
     "CSV_MAX_BYTES",
     "CSV_MAX_ROWS",
+    "BinaryFileError",
+    "TooManyRowsError",
     "MAX_POINTS",
     "MinibatchSampler",
     "PointCloud",
+    "parse_csv_bytes",
     "parse_csv_text",
     "points_from_array",
     "points_from_csv",
@@ -168,6 +171,15 @@ def _lines(text: str) -> Iterator[str]:
         yield text[start:]
 
 
+class TooManyRowsError(ValueError):
+    """A CSV with more rows than the reader's ``max_rows`` (its message names that argument, so a
+    caller with its own limit words its own advice)."""
+
+
+class BinaryFileError(ValueError):
+    """Bytes that look like a binary file (a NUL byte in the first 4 KiB), not CSV text."""
+
+
 #: The app's limits on a CSV of points (app/config.py's defaults), also those of ``flowmaps train --data FILE.csv``.
 CSV_MAX_ROWS = 100_000
 CSV_MAX_BYTES = 2 << 20
@@ -221,18 +233,31 @@ def read_points_file(
             f"{path}: the file is {size / (1 << 20):.1f} MB, above the limit of {max_bytes / (1 << 20):g} MB; "
             f"subsample it (at most {max_rows} rows, e.g. every second or every tenth row)"
         )
-    raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
-        raise ValueError(f"{path}: this looks like a binary file, not text; give a CSV of x, y rows")
     try:
-        return parse_csv_text(raw.decode("utf-8", errors="replace"), max_rows=max_rows)
+        return parse_csv_bytes(path.read_bytes(), max_rows=max_rows)
+    except BinaryFileError:
+        raise ValueError(f"{path}: this looks like a binary file, not text; give a CSV of x, y rows") from None
+    except TooManyRowsError:
+        raise ValueError(
+            f"{path}: more than {max_rows} rows of points, the most that is read; keep at most {max_rows} "
+            "of them (e.g. every second or every tenth row)"
+        ) from None
     except ValueError as err:
-        if str(err).startswith("the CSV has more than"):  # its advice names the library's argument
-            raise ValueError(
-                f"{path}: more than {max_rows} rows of points, the most that is read; keep at most {max_rows} "
-                "of them (e.g. every second or every tenth row)"
-            ) from None
         raise ValueError(f"{path}: {err}") from None
+
+
+def parse_csv_bytes(raw: bytes, max_rows: int = CSV_MAX_ROWS, *, dtype: torch.dtype = torch.float32) -> PointCloud:
+    """:func:`parse_csv_text` of a file's bytes (UTF-8, undecodable bytes replaced), after a check
+    that they are text.
+
+    Raises:
+        BinaryFileError: a NUL byte in the first 4 KiB.
+        TooManyRowsError: more than ``max_rows`` rows.
+        ValueError: any other error of :func:`parse_csv_text` (naming the line).
+    """
+    if b"\x00" in raw[:4096]:
+        raise BinaryFileError("this looks like a binary file, not text")
+    return parse_csv_text(raw.decode("utf-8", errors="replace"), max_rows=max_rows, dtype=dtype)
 
 
 def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = torch.float32) -> PointCloud:
@@ -297,7 +322,7 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
             )
         rows.append((values[0], values[1]))
         if len(rows) > max_rows:
-            raise ValueError(
+            raise TooManyRowsError(
                 f"the CSV has more than {max_rows} rows, the most max_rows={max_rows} reads; "
                 "subsample it, or pass a larger max_rows"
             )

@@ -89,3 +89,16 @@ def test_minibatch_sampler_draws_with_replacement() -> None:
     assert sampler.sample(5).shape == (5, 2)
     with pytest.raises(ValueError, match="batch_size"):
         MinibatchSampler(cloud, 0)
+
+
+def test_parse_csv_bytes_raises_typed_errors():
+    """The readers of the app and the CLI word their own advice from the error's type: a binary file
+    and a row cap over max_rows each have their own ValueError subclass; good bytes parse as text."""
+    from flowmaps.data.point_cloud import BinaryFileError, TooManyRowsError, parse_csv_bytes
+
+    assert parse_csv_bytes(b"x,y\n1,2\n3,4\n").points.shape == (2, 2)
+    with pytest.raises(BinaryFileError, match="binary"):
+        parse_csv_bytes(b"\x00\x01\x02")
+    with pytest.raises(TooManyRowsError, match="more than 3 rows"):
+        parse_csv_bytes(b"1,2\n" * 4, max_rows=3)
+    assert issubclass(BinaryFileError, ValueError) and issubclass(TooManyRowsError, ValueError)
