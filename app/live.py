@@ -120,7 +120,7 @@ class Snapshot:
     rate: float
     state: str  # "starting", "training", "done", "stopped", "time cap reached", "diverged"
     panels: list[tuple[str, np.ndarray]]
-    history: list[dict[str, float]]
+    history: list[dict[str, float]]  # the session's per-step logs, steps increasing (no rolled-back steps)
     message: str = ""
 
 
@@ -163,6 +163,8 @@ class LiveSession:
         self.data: DataSource | None = None
         self.settings: TrainSettings | None = None
         self.origin = ""
+        # Per-step logs of the run's current path, steps increasing: a rollback drops the entries
+        # past the restored step (:meth:`_drop_history_after`); thinned past MAX_HISTORY.
         self.history: list[dict[str, float]] = []
         self.used_seconds = 0.0
         self.version = 0
@@ -420,8 +422,10 @@ class LiveSession:
                 with self.weights_lock:
                     logs = tr.step()
             except DivergenceError as err:  # the guard gave up: say so, keep the rolled-back model
+                self._drop_history_after(tr.global_step)
                 return recovered, err
             if "recovered" in logs:
+                self._drop_history_after(tr.global_step)  # the restored step: later ones are gone
                 run.rollbacks += 1
                 recovered = rollback_note(logs, run.rollbacks, self.settings or TrainSettings())
             else:
@@ -432,6 +436,13 @@ class LiveSession:
             if now - t_slice >= slice_len or now - run.t_begin >= run.max_seconds:
                 break
         return recovered, None
+
+    def _drop_history_after(self, step: int) -> None:
+        """Drop the loss history's entries past ``step`` (the step the guard restored): the history
+        then holds the run's current path only, its steps increasing, for every reader (the loss
+        plot, the status line). Entries are in increasing step, so only a tail goes."""
+        while self.history and self.history[-1].get("step", 0) > step:
+            self.history.pop()
 
     def _slice_state(self, run: _Run, elapsed: float, diverged: DivergenceError | None) -> tuple[str, str]:
         """(the run's state after a slice, a note for a divergence or "")."""

@@ -151,20 +151,13 @@ def _mean_of_finite(values: np.ndarray) -> float:
     return float(kept.mean()) if kept.size else float("nan")
 
 
-def _kept_path(steps: np.ndarray) -> np.ndarray:
-    """Mask of the entries on the run's current path: an entry is dropped when a later one has the
-    same or an earlier step, i.e. when the training guard rolled the run back past it. Without this
-    the curve runs on past a spike and then jumps back to the restored step, drawing a loop."""
-    later_min = np.minimum.accumulate(steps[::-1])[::-1]  # min over this entry and all after it
-    after = np.append(later_min[1:], np.inf)  # min over the entries after this one
-    return steps < after
-
-
 def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | None = None) -> go.Figure:
     """Loss per term against the step, log scale; ``history`` is a list of per-step logs.
 
     Each entry has "step" and float terms ("loss", "diagonal", and the distillation term, e.g.
-    "lagrangian"); non-numeric entries are ignored. Long histories are averaged into bins.
+    "lagrangian"); non-numeric entries are ignored. Long histories are averaged into bins. The
+    steps are expected in increasing order, the run's current path: a live session drops the steps
+    a guard rollback discarded from its history (:class:`app.live.LiveSession`), so none is drawn.
     """
     if not history:
         return empty_figure("the loss appears here once training starts", height=300)
@@ -175,9 +168,6 @@ def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | Non
             if k not in skip and k not in terms and isinstance(v, (int, float)):
                 terms.append(k)
     steps = np.array([float(e.get("step", i)) for i, e in enumerate(history)])
-    kept = _kept_path(steps)
-    history = [e for e, keep in zip(history, kept) if keep]
-    steps = steps[kept]
     fig = go.Figure()
     for i, term in enumerate(terms):
         vals = np.array(

@@ -316,13 +316,13 @@ def _finite_numbers(fig) -> bool:
     return found
 
 
-def test_loss_curve_follows_the_run_through_a_rollback_without_warnings(recwarn):
-    """A guard rollback (steps 1..60, then back to 50 and on to 80) draws one forward curve: the
-    discarded steps 51..60 are gone, x never goes back, and the restored steps' values are the new
-    ones. A term logged on only some steps (whole bins empty) raises no 'Mean of empty slice'."""
+def test_loss_curve_after_a_rollback_is_one_forward_curve_without_warnings(recwarn):
+    """A session's history after a guard rollback (steps 1..50 of the first path, then 51..80 of the
+    new one, whose logs have no lagrangian term) draws one forward curve with each path's values;
+    a term logged on only some steps (whole bins empty) raises no 'Mean of empty slice'."""
     from app import plots
 
-    first = [{"step": k, "loss": 1.0, "lagrangian": 0.5} for k in range(1, 61)]
+    first = [{"step": k, "loss": 1.0, "lagrangian": 0.5} for k in range(1, 51)]
     after = [{"step": k, "loss": 2.0} for k in range(51, 81)]  # no lagrangian term after the rollback
     fig = plots.loss_figure(first + after, max_points=20)
     loss = next(t for t in fig.data if t.name == "loss")
@@ -333,6 +333,39 @@ def test_loss_curve_follows_the_run_through_a_rollback_without_warnings(recwarn)
     assert list(loss.x) == list(range(1, 81))
     assert list(loss.y[:50]) == [1.0] * 50 and list(loss.y[50:]) == [2.0] * 30
     assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
+def test_live_history_drops_the_steps_a_rollback_discarded():
+    """A NaN batch at step 75 makes the guard restore its snapshot of step 50: right after that step
+    the session's history (what the loss plot and status read) ends at step 50, and throughout
+    the run its steps increase, ending as one path 1..120 whose steps 51.. are the new ones."""
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), parse_train_settings(LSD, 120, 64, 3e-3, 0.75, 16, 1, 0))
+    real = sess.trainer.data_sampler
+    calls = {"n": 0}
+
+    def poisoned(n, g):
+        calls["n"] += 1
+        x = real(n, g)
+        return x.fill_(float("nan")) if calls["n"] == 75 else x
+
+    sess.trainer.data_sampler = poisoned
+    seen = []  # (snapshot step, its message, the history's steps then); a slice of 0 s is one step
+    for snap in sess.run(120, max_seconds=60, chunk_seconds=0.0, first_chunk_seconds=0.0):
+        seen.append((snap.step, snap.message, [e["step"] for e in snap.history]))
+    assert sess.trainer.recoveries == 1 and seen[-1][0] == 120
+    at = next(i for i, (_, message, _) in enumerate(seen) if "rolled back to step 50" in message)
+    step, _, steps = seen[at]
+    assert step == 50 and seen[at - 1][2][-1] == 74  # steps 51..74 were logged before the NaN
+    assert steps == list(range(1, 51)), steps[45:]
+    for _, _, steps in seen:
+        assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert seen[-1][2] == list(range(1, 121))
+    losses = [e["loss"] for e in sess.history]
+    assert all(math.isfinite(v) for v in losses)
 
 
 def test_plots_are_well_formed():
@@ -642,6 +675,7 @@ def test_live_run_that_diverges_says_so(fm_app):
     assert last.state == "diverged" and "training diverged" in last.message and "non-finite" in last.message
     assert "lower the learning rate (e.g. ten-fold, to 0.0001)" in last.message and last.step == 0  # the start
     assert "raise eta" not in last.message  # eta 0.75 is above the default
+    assert sess.history == [] and last.history is sess.history  # steps 1..20 were rolled back
     assert all(torch.isfinite(p).all() for p in sess.model.parameters())
     status = fm_app._figures(sess, last)[3]
     assert "**diverged**" in status and last.message in status
