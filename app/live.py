@@ -439,8 +439,8 @@ class LiveSession:
 
     def _drop_history_after(self, step: int) -> None:
         """Drop the loss history's entries past ``step`` (the step the guard restored): the history
-        then holds the run's current path only, its steps increasing, for every reader (the loss
-        plot, the status line). Entries are in increasing step, so only a tail goes."""
+        then holds the run's current path only, its steps increasing, for every reader (today the
+        loss plot). Entries are in increasing step, so only a tail goes."""
         while self.history and self.history[-1].get("step", 0) > step:
             self.history.pop()
 
