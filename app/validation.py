@@ -303,6 +303,34 @@ def _stroke_mask(image: np.ndarray) -> np.ndarray:
     return a[..., :3].astype(np.float32).mean(axis=2) < 200
 
 
+def drawn_mask(value: Any) -> np.ndarray | None:
+    """The marked pixels of a sketch pad's value (as :func:`points_from_drawing` reads it): a
+    boolean ``(H, W)`` array, the union of its layers' strokes (of its composite where it has no
+    layer); None where the value holds no image (None, or a cleared pad's empty dict).
+
+    Raises:
+        InputError: for an image that is not a 2-D or 3-D array.
+    """
+    if value is None:
+        return None
+    images: list[np.ndarray] = []
+    if isinstance(value, dict):
+        for layer in value.get("layers") or []:
+            if layer is not None:
+                images.append(np.asarray(layer))
+        if not images and value.get("composite") is not None:
+            images.append(np.asarray(value["composite"]))
+    else:
+        images.append(np.asarray(value))
+    mask = None
+    for img in images:
+        if img.ndim < 2 or img.size == 0:
+            continue
+        m = _stroke_mask(img)
+        mask = m if mask is None or mask.shape != m.shape else (mask | m)
+    return mask
+
+
 def points_from_drawing(
     value: Any, n_points: int = DRAWING_POINTS, seed: int = 0, min_pixels: int = MIN_DRAWN_POINTS
 ) -> np.ndarray:
@@ -315,26 +343,10 @@ def points_from_drawing(
     Raises:
         InputError: for an empty drawing, too few marked pixels, or a single dot/line of zero spread.
     """
-    images: list[np.ndarray] = []
-    if value is None:
+    mask = drawn_mask(value)
+    if mask is None:
         raise InputError("drawing: the sketch pad is empty; draw a shape on it first")
-    if isinstance(value, dict):
-        for layer in value.get("layers") or []:
-            if layer is not None:
-                images.append(np.asarray(layer))
-        if not images and value.get("composite") is not None:
-            images.append(np.asarray(value["composite"]))
-    else:
-        images.append(np.asarray(value))
-    if not images:
-        raise InputError("drawing: the sketch pad is empty; draw a shape on it first")
-    mask = None
-    for img in images:
-        if img.ndim < 2 or img.size == 0:
-            continue
-        m = _stroke_mask(img)
-        mask = m if mask is None or mask.shape != m.shape else (mask | m)
-    if mask is None or not mask.any():
+    if not mask.any():
         raise InputError("drawing: nothing is drawn on the sketch pad; draw a shape with the brush first")
     rows, cols = np.nonzero(mask)
     if rows.size < min_pixels:

@@ -7,7 +7,7 @@ Element ids: inputs ``data-set``, ``draw-pad`` (shown for "draw"), ``csv-upload`
 ``download-file``; ``run-message`` (under the run buttons: a Start, Continue or Load refusal
 that names no field, shown only while it holds one) and ``method-note`` (under Method: a change
 of method during a run applies at the next Continue or Start). API names: ``/train_start``,
-``/train_continue`` (its CSV file and message arguments optional), ``/train_stop``,
+``/train_continue`` (its CSV file, drawing and message arguments optional), ``/train_stop``,
 ``/load_pretrained``, ``/download_model``. The callbacks are in app/tabs/train_callbacks.py.
 
 Time convention: t = 0 is noise, t = 1 is data.
@@ -327,8 +327,9 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     )
     # Continue trains the session's model on its own data: the Data set is an input only so that
     # one that differs from the model's is refused beside it (check_continue), never ignored
-    # (and the CSV box: a file other than the one read at Start is refused beside it)
-    continue_inputs = [session, c.data, *settings, c.csv, c.run_message]
+    # (and the CSV box: a file other than the one read at Start is refused beside it; the pad: a
+    # drawing changed since Start is refused beside Data set, as Start's drawing messages are)
+    continue_inputs = [session, c.data, *settings, c.csv, c.draw, c.run_message]
     c.cont.click(
         with_optional_last(visit(fm.train_continue, "Training"), fm.train_continue),
         continue_inputs,

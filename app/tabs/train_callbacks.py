@@ -28,6 +28,7 @@ from app.tabs.base import AppBase
 from app.validation import (
     METHOD_LABELS,
     InputError,
+    drawn_mask,
     method_name,
     parse_train_settings,
     points_from_drawing,
@@ -76,6 +77,31 @@ def upload_identity(csv_file: Any) -> tuple[str, str]:
         return "", ""
 
 
+def drawing_identity(drawing: Any) -> str:
+    """The SHA-256 of a sketch pad's marked pixels (:func:`app.validation.drawn_mask`: its shape
+    and its bits), so the same strokes give the same identity whatever their colour or the pad's
+    encoding; "" where the value holds no image (an empty or cleared pad)."""
+    try:
+        mask = drawn_mask(drawing)
+    except InputError:
+        return ""
+    if mask is None:
+        return ""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    h = hashlib.sha256(np.asarray(mask.shape, dtype=np.int64).tobytes())
+    h.update(np.packbits(mask).tobytes())
+    return h.hexdigest()
+
+
+def drawn_mask_any(drawing: Any) -> bool:
+    """Whether a sketch pad's value has any marked pixel."""
+    try:
+        mask = drawn_mask(drawing)
+    except InputError:
+        return False
+    return mask is not None and bool(mask.any())
+
+
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
 STOP_WAIT = 10.0
 
@@ -89,7 +115,7 @@ class TrainCallbacks(AppBase):
 
     def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
         if choice == DRAW:
-            return points_source(DRAW, points_from_drawing(drawing))
+            return points_source(DRAW, points_from_drawing(drawing), digest=drawing_identity(drawing))
         if choice == CSV:
             pts = points_from_upload(csv_file, max_rows=self.limits.max_csv_rows, max_bytes=self.limits.max_upload)
             name, digest = upload_identity(csv_file)
@@ -220,7 +246,20 @@ class TrainCallbacks(AppBase):
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
     def check_continue(
-        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file=None, message=None
+        self,
+        session,
+        data_choice,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        csv_file=None,
+        drawing=None,
+        message=None,
     ):
         """Continue's input checks (and its validator): a model to continue, on the data set the
         page shows (``data_choice``, the Data set dropdown), the settings, the session's time.
@@ -233,11 +272,15 @@ class TrainCallbacks(AppBase):
 
         A CSV is read at Start, so ``csv_file`` (the CSV box's file; None for an API caller that
         leaves it out) is compared with the model's: another file is refused like another data set.
+        So is a drawing: ``drawing`` (the sketch pad's value; None for an API caller that leaves it
+        out) must hold the strokes the run started on (:func:`drawing_identity`).
 
         Raises:
             InputError: as :meth:`check_start`; "data set: ..." naming both data sets and what to
                 click (Start for a new model on the shown one, or the model's data set back);
-                "CSV file: ..." naming both files (Start for the new one, or the old one back).
+                "CSV file: ..." naming both files (Start for the new one, or the old one back);
+                "drawing: ..." for a pad changed or cleared since Start (Start for the new
+                drawing, or Undo back to the old one).
         """
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
@@ -251,17 +294,35 @@ class TrainCallbacks(AppBase):
             )
         if have == CSV and csv_file is not None:
             self._check_same_upload(session.data, csv_file)
+        if have == DRAW and drawing is not None:
+            self._check_same_drawing(session.data, drawing)
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         self._run_cap(session)
         self._check_idle(session)
         return s
 
     def train_continue(
-        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file=None, message=None
+        self,
+        session,
+        data_choice,
+        method,
+        steps,
+        batch,
+        lr,
+        eta,
+        width,
+        depth,
+        seed,
+        csv_file=None,
+        drawing=None,
+        message=None,
     ):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
-        page's Data set) must name (:meth:`check_continue`); new lr / batch / eta / method apply."""
-        s = self.check_continue(session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file)
+        page's Data set) must name, with the CSV box's file or the pad's drawing it was started on
+        (:meth:`check_continue`); new lr / batch / eta / method apply."""
+        s = self.check_continue(
+            session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
+        )
         yield from self._stream(session, s.steps, lambda: session.update_settings(s))
 
     @staticmethod
@@ -275,6 +336,21 @@ class TrainCallbacks(AppBase):
         raise InputError(
             f"CSV file: the model in this session learns {old}, but the CSV box holds {new}; a CSV is "
             f"read at Start: press Start to train a new model on {name}, or upload {old} again to continue this one"
+        )
+
+    @staticmethod
+    def _check_same_drawing(data: DataSource, drawing: Any) -> None:
+        """Refuse a sketch pad whose strokes are not the ones ``data`` (a drawing run's) was read from."""
+        if not data.digest or drawing_identity(drawing) == data.digest:
+            return
+        if drawn_mask_any(drawing):
+            now, start = "changed", "press Start to train a new model on the new drawing"
+        else:
+            now, start = "cleared", "draw a shape and press Start to train a new model on it"
+        raise InputError(
+            f"drawing: the sketch pad was {now} since this run started, and Continue keeps training on "
+            f"the run's drawing (read at Start): {start}, or undo the changes on the pad (its Undo "
+            "button) to continue this run"
         )
 
     def train_stop(self, session, wait: float = STOP_WAIT):

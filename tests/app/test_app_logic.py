@@ -1577,7 +1577,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
     ids = [getattr(b, "elem_id", None) for b in fn.inputs]
     data_at = ids.index("data-set")
-    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
+    after_lesson = [None, *shown, 10, 16, 1e-3, 0.75, 16, 1, 0, None, None, ""]
     refused = _refused_at(_page_event(demo, cont, "click", after_lesson, session, validator=True))
     assert set(refused) == {data_at}  # beside Data set only: not again beside Method or under the buttons
     message = refused[data_at]
@@ -1589,7 +1589,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     assert live.trainer.global_step == 20 and live.method == "lsd"  # nothing trained, nothing changed
 
     # Data set set back: Continue trains the checkerboard model with the page's method (ESD)
-    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, None, ""]
+    back = [None, "checkerboard", "ESD (Eulerian)", 10, 16, 1e-3, 0.75, 16, 1, 0, None, None, ""]
     assert _refused_at(_page_event(demo, cont, "click", back, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", back, session)[-1][3]
     assert "**done**" in last and "ESD on checkerboard" in last and "step 30" in last, last
@@ -1598,7 +1598,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     # Load a shipped model of another data set: the dropdowns now show its data set and method
     load_fn = next(f for f in demo.fns.values() if (load._id, "click") in f.targets)
     out_ids = [getattr(b, "elem_id", None) for b in load_fn.outputs]
-    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:-2], ""], session)["data"]
+    loaded = _page_event(demo, load, "click", [None, "eight_gaussians-lsd", *back[2:-3], ""], session)["data"]
     value = {name: (v.get("value", v) if isinstance(v, dict) else v) for name, v in zip(out_ids, loaded)}
     assert value["data-set"] == "eight_gaussians" and value["method"] == LSD, value
     assert live.data.name == "eight_gaussians"
@@ -1606,7 +1606,7 @@ def test_continue_trains_the_data_set_and_method_the_page_shows(page):
     refused = _refused_at(_page_event(demo, cont, "click", stale, session, validator=True))
     assert "learns eight_gaussians" in refused[data_at] and "shows checkerboard" in refused[data_at]
     shown_now = [None, value["data-set"], value["method"], 10, value["batch"], value["lr"], value["eta"]]
-    shown_now += [value["width"], value["depth"], 0, None, ""]
+    shown_now += [value["width"], value["depth"], 0, None, None, ""]
     last = _page_stream(demo, cont, "click", shown_now, session)[-1][3]
     assert "**done**" in last and "LSD on eight_gaussians" in last, last
     assert live.data.name == "eight_gaussians" and live.method == "lsd"
@@ -1697,7 +1697,7 @@ def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app
     settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     calls = {
         "btn-start": [None, "checkerboard", None, None, *settings],
-        "btn-continue": [None, "checkerboard", *settings[:-1], None, ""],
+        "btn-continue": [None, "checkerboard", *settings[:-1], None, None, ""],
         "btn-load": [None, "eight_gaussians-lsd", *settings],
     }
     for name in calls:
@@ -1764,7 +1764,7 @@ def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path)
     fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
     csv_at = [getattr(b, "elem_id", None) for b in fn.inputs].index("csv-upload")
     settings = [LSD, 10, 16, 1e-3, 0.75, 16, 1, 0]
-    other = [None, "csv", *settings, upload(line), ""]
+    other = [None, "csv", *settings, upload(line), None, ""]
     refused = _refused_at(_page_event(demo, cont, "click", other, session, validator=True))
     assert list(refused) == [csv_at], refused
     message = refused[csv_at]
@@ -1773,10 +1773,71 @@ def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path)
     with pytest.raises(gr.Error) as direct:
         _page_event(demo, cont, "click", other, session)
     assert direct.value.message == message
-    same = [None, "csv", *settings, upload(circle_again), ""]
+    same = [None, "csv", *settings, upload(circle_again), None, ""]
     assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", same, session)[-1][3]
     assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last
+
+
+def test_continue_refuses_a_sketch_pad_changed_since_start(page, fm_app, tmp_path):
+    """A drawing is read at Start: after a run on a ring drawn on the pad, Continue with a stroke
+    added to the pad, or with the pad cleared, is refused beside Data set (the pad's messages go
+    there), saying the pad changed since the run started, that Continue keeps the run's drawing,
+    and to press Start for the new one or undo to continue; nothing trains and the run keeps its
+    points. The same strokes sent again (a fresh copy of the same pixels, as the page sends the
+    pad at each event) continue; so does Continue from an API caller that leaves the pad out."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+    from PIL import Image, ImageDraw
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    start, cont = by_id["btn-start"], by_id["btn-continue"]
+
+    def pad(name: str, extra_line: bool = False) -> dict:
+        """The pad's value as the page sends it: one transparent layer holding black strokes."""
+        layer = Image.new("RGBA", (320, 320), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        draw.ellipse((80, 80, 240, 240), outline=(0, 0, 0, 255), width=10)
+        if extra_line:
+            draw.line((20, 300, 300, 300), fill=(0, 0, 0, 255), width=10)
+        path = tmp_path / f"{name}.png"
+        layer.save(path)
+        files = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        return {"background": None, "layers": [files], "composite": None, "id": None}
+
+    session = SessionState(demo)
+    settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0]
+    first = _page_stream(demo, start, "click", [None, "draw", pad("ring"), None, *settings, ""], session)[-1][3]
+    assert "**done**" in first and "LSD on draw · step 20" in first, first
+    state = next(b for b in demo.blocks.values() if type(b).__name__ == "State")
+    live = session[state._id]
+    points = live.data.points.clone()
+    fn = next(f for f in demo.fns.values() if (cont._id, "click") in f.targets)
+    names = [getattr(b, "elem_id", None) for b in fn.inputs]
+    data_at = names.index("data-set")
+    assert "draw-pad" in names  # Continue reads the pad
+    settings[1] = 10
+    cleared = {"background": None, "layers": [], "composite": None, "id": None}
+    for value, now in ((pad("ring-and-line", extra_line=True), "changed"), (cleared, "cleared")):
+        other = [None, "draw", *settings, None, value, ""]
+        refused = _refused_at(_page_event(demo, cont, "click", other, session, validator=True))
+        assert list(refused) == [data_at], refused  # once, beside Data set
+        message = refused[data_at]
+        assert message.startswith(f"drawing: the sketch pad was {now} since this run started"), message
+        assert "Continue keeps training on the run's drawing" in message, message
+        assert "press Start to train a new model on" in message and "undo the changes on the pad" in message
+        with pytest.raises(gr.Error) as direct:  # the direct route (no validator): the event refuses it
+            _page_event(demo, cont, "click", other, session)
+        assert direct.value.message == message
+        assert live.trainer.global_step == 20 and torch.equal(live.data.points, points)  # the run unchanged
+    same = [None, "draw", *settings, None, pad("ring-again"), ""]
+    assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", same, session)[-1][3]
+    assert "**done**" in last and "LSD on draw · step 30" in last, last
+    assert torch.equal(live.data.points, points)
+    # an API caller that leaves the pad out (None, the event's default) is not refused
+    assert fm_app.check_continue(live, "draw", *settings).steps == 10
 
 
 def test_a_method_changed_mid_run_is_said_to_apply_at_the_next_continue_or_start(page, fm_app):

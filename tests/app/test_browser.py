@@ -792,6 +792,41 @@ def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     assert not js_errors, js_errors
 
 
+def test_browser_continue_on_a_redrawn_pad_is_refused_and_on_the_same_pad_resumes(browser_page):
+    """Draw, Start, Stop, Continue: the same pad resumes (twice, so the pad's value sent again at a
+    later event reads as the same drawing). Then a second stroke and Continue: refused once,
+    beside Data set, saying the pad changed since the run started and to press Start; nothing
+    trains (the status still reads "stopped" at the same step)."""
+    page, js_errors = browser_page
+    _choose(page, "data-set", "draw")
+    page.locator("#draw-pad canvas").first.wait_for(state="visible")
+    _stroke(page, at=(0.3, 0.3))
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    for _ in range(2):
+        page.click("#btn-stop")
+        page.wait_for_function("() => /stopped · LSD on draw/.test(document.querySelector('#live-status').innerText)")
+        stopped_at = _step(page)
+        page.click("#btn-continue")
+        _wait_step_above(page, stopped_at, timeout=20_000)
+        assert page.locator(".validation-error").count() == 0, page.inner_text("#data-set")
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · LSD on draw/.test(document.querySelector('#live-status').innerText)")
+    stopped_at = _step(page)
+    _stroke(page, at=(0.6, 0.2))
+    page.click("#btn-continue")
+    message = page.locator("#data-set .validation-error")
+    message.wait_for(timeout=20_000)
+    text = message.inner_text()
+    assert "the sketch pad was changed since this run started" in text and "press Start" in text, text
+    page.wait_for_timeout(1000)  # anything still on its way lands
+    assert page.locator(".validation-error").count() == 1  # once, beside Data set
+    status = page.inner_text("#live-status")
+    assert status.strip().startswith("stopped · ") and _step(page) == stopped_at, status
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 def test_browser_load_during_a_run_says_why_under_the_buttons_and_the_message_stays(browser_page):
     """Load pressed while a run streams: refused under the run buttons (a message that names no
     field), saying to press Stop and that the model shown was not loaded; the message is still
