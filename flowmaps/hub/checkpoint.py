@@ -171,7 +171,9 @@ def _load_from_hub(
     except Exception as err:  # network, missing repo or file, offline cache miss, ...
         where = "the local Hub cache (offline mode)" if offline else "the Hugging Face Hub"
         raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder and could not be loaded from {where}: "
+            f"no checkpoint folder {repo_id!r} here (the folder "
+            f"{str(Path(repo_id).absolute())!r} does not exist), and as a Hub repo id it was looked up "
+            f"on {where} without success: "
             f"{type(err).__name__}: {err}. Expected: {expected_files_msg()}."
         ) from err
 
@@ -188,7 +190,8 @@ def from_pretrained(
     Args:
         path_or_repo_id: a folder written by :func:`save_pretrained`, or "owner/name" on the
             Hugging Face Hub (only the local cache is used when FLOWMAPS_HUB_OFFLINE or
-            HF_HUB_OFFLINE is set).
+            HF_HUB_OFFLINE is set). A name that is no folder is looked up on the Hub only if
+            :func:`could_be_hub_id` (not for "./x", "checkpoints/x", "a/b/c", ...).
         device: where to put the model.
         revision: Hub branch, tag or commit (ignored for local folders).
         cache_dir: Hub cache folder (default: huggingface_hub's).
@@ -198,7 +201,8 @@ def from_pretrained(
         (model in eval mode, config dict as read from config.json).
 
     Raises:
-        FileNotFoundError: folder or files missing (the message lists the expected files).
+        FileNotFoundError: folder or files missing (the message names the missing folder, says
+            whether the name was looked up on the Hub, and lists the expected files).
         ValueError: invalid safetensors file or config.json, or weights that do not fit the config.
     """
     path = Path(path_or_repo_id)
@@ -208,10 +212,35 @@ def from_pretrained(
         ckpt = FlowMapCheckpoint.from_pretrained(path, torch_dtype=dtype, map_location=device)
     elif path.exists():
         raise FileNotFoundError(f"{text!r} is a file; expected a folder: {expected_files_msg()}")
-    elif REPO_ID_RE.fullmatch(text) and not text.startswith("."):
+    elif could_be_hub_id(text):
         ckpt = _load_from_hub(text, revision, cache_dir, device, dtype)
     else:
         raise FileNotFoundError(
-            f"no checkpoint folder {text!r} (and it is not a Hub repo id 'owner/name'); {expected_files_msg()}"
+            f"no checkpoint folder {text!r}: the folder {str(path.expanduser().absolute())!r} does not exist "
+            f"(a name that reads as a local path, or that is no Hub id 'owner/name', is not looked up on the "
+            "Hugging Face Hub); "
+            f"{expected_files_msg()}"
         )
     return ckpt.model, ckpt.config
+
+
+LOCAL_FOLDER_NAMES = frozenset({"checkpoints", "runs"})
+"""First parts of a name taken as a local folder even where it does not exist: this project's own
+examples write their checkpoints under them (``--out checkpoints/cb-lsd``, ``runs/fm``)."""
+
+
+def could_be_hub_id(text: str) -> bool:
+    """Whether a ``from_pretrained`` name that is no local folder is looked up on the Hub: an
+    "owner/name" that huggingface_hub's ``validate_repo_id`` accepts and that does not look like a
+    local path (``./``, ``../``, ``/`` or ``~`` in front, more than one ``/``, a first part that is
+    an existing folder here or one of :data:`LOCAL_FOLDER_NAMES`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in text or text.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    owner = text.split("/", 1)[0]
+    return REPO_ID_RE.fullmatch(text) is not None and owner not in LOCAL_FOLDER_NAMES and not Path(owner).is_dir()

@@ -455,3 +455,13 @@ def test_saved_files_are_readable_by_others(tmp_path):
     os.umask(mask)
     for f in (tmp_path / "ck").iterdir():
         assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name
+
+
+def test_a_hub_id_that_is_not_found_says_it_was_looked_up(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLOWMAPS_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as err:
+        from_pretrained("someone/absent", cache_dir=tmp_path)
+    text = str(err.value)
+    assert "no checkpoint folder 'someone/absent' here" in text and "does not exist" in text
+    assert "as a Hub repo id it was looked up" in text
