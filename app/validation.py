@@ -93,11 +93,21 @@ def parse_int(value: Any, field: str, low: int, high: int) -> int:
     """An integer in ``[low, high]``; a float with a fractional part is refused."""
     x = _number(value, field, f"[{low}, {high}]")
     if x != int(x):
-        raise InputError(f"{field}: must be a whole number in [{low}, {high}], got {x:g}")
-    n = int(x)
-    if not low <= n <= high:
-        raise InputError(f"{field}: {n} is outside the allowed range [{low}, {high}]")
-    return n
+        raise InputError(f"{field}: must be a whole number in [{low}, {high}], got {_as_typed(value)}")
+    if not low <= x <= high:  # compared as a float: int(-1e30) would echo 31 digits the user never typed
+        raise InputError(f"{field}: {_as_typed(value)} is outside the allowed range [{low}, {high}]")
+    return int(x)
+
+
+def _as_typed(value: Any) -> str:
+    """A number input for a message, as the user gave it: text stripped; an int (or a float of a
+    whole number below 1e15) in digits; else the float's shortest form (-1e+30, not 31 digits)."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int):
+        return str(value)
+    x = float(value)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
 
 
 def parse_float(value: Any, field: str, low: float, high: float, *, low_open: bool = False) -> float:

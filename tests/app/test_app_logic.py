@@ -1877,3 +1877,12 @@ def test_a_method_changed_mid_run_is_said_to_apply_at_the_next_continue_or_start
     for button in ("btn-start", "btn-continue"):
         clear = next(f for f in demo.fns.values() if (by_id[button]._id, "click") in f.targets and note in f.outputs)
         assert not clear.inputs and clear.validator is None
+
+
+def test_a_seed_out_of_range_is_quoted_as_typed():
+    """-1e30 in the seed box is refused with the number as typed, not int(-1e30)'s 31 digits."""
+    for value, shown in ((-1e30, "-1e+30"), ("-1e30", "-1e30"), (2**40, str(2**40)), (" 3e9 ", "3e9")):
+        with pytest.raises(InputError) as err:
+            parse_train_settings(LSD, 200, 256, 1e-3, 0.75, 64, 2, value)
+        assert str(err.value) == f"seed: {shown} is outside the allowed range [0, 2147483647]"
+    assert parse_train_settings(LSD, 200, 256, 1e-3, 0.75, 64, 2, 7.0).seed == 7
