@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowmaps.cli.options import grid_spec, nonnegative_int, positive_int, seed_list, step_list
+from flowmaps.cli.options import (
+    grid_spec,
+    output_file_problem,
+    positive_int,
+    print_error,
+    seed_list,
+    seed_type,
+    step_list,
+)
 from flowmaps.cli.sample import device_or_exit, load_or_report
 from flowmaps.evaluation import (
     KL_CONVENTION,
@@ -34,7 +42,7 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--n", type=positive_int, default=None, help="samples (default 64000 2-D, 10000 images)")
     ev.add_argument("--steps", type=step_list, default=list(DEFAULT_EVAL_STEPS), help="e.g. 1,2,4,8,16")
     ev.add_argument("--grid", type=grid_spec, default="uniform", help="uniform, edm or cosine (or explicit times)")
-    ev.add_argument("--seed", type=nonnegative_int, default=0, help="noise seed (one run)")
+    ev.add_argument("--seed", type=seed_type, default=0, help="noise seed (one run)")
     ev.add_argument(
         "--seeds",
         type=seed_list,
@@ -51,6 +59,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate on each grid and seed, print the table (mean ± sd over several seeds); returns the exit status."""
     from tqdm.auto import tqdm
 
+    if args.json and (problem := output_file_problem(args.json, "--json")):
+        return print_error(problem, "evaluate")
     device = device_or_exit(args.device)
     loaded = load_or_report(args.checkpoint, device, "evaluate")
     if loaded is None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -24,9 +27,13 @@ __all__ = [
     "grid_spec",
     "int_list",
     "positive_float",
+    "SEED",
+    "folder_problem",
+    "output_file_problem",
     "positive_int",
     "range_type",
     "seed_list",
+    "seed_type",
     "step_list",
 ]
 
@@ -63,6 +70,22 @@ def range_type(rng: Range, integer: bool | None = None) -> Callable[[str], Any]:
     return parse
 
 
+SEED = Range(low=0, high=2**63 - 1, integer=True)
+"""Seeds: torch's generators take at most 2**64 - 1; the half kept free leaves room for the
+streams derived as seed + offset (evaluation, ranks)."""
+
+
+def seed_type(text: str) -> int:
+    """``--seed``'s type: an integer in :data:`SEED`; a bad one is quoted as typed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED.high}, got {text!r}") from None
+    if not SEED.low <= value <= SEED.high:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {SEED.high}, got {text!r}")
+    return value
+
+
 positive_int = range_type(Range(low=1, integer=True))
 nonnegative_int = range_type(Range(low=0, integer=True))
 positive_float = range_type(Range(low=0, low_open=True))
@@ -88,7 +111,7 @@ def int_list(text: str) -> list[int]:
 
 def seed_list(text: str) -> list[int]:
     """Comma-separated distinct non-negative seeds, e.g. "0,1,2" (at least one)."""
-    values = int_list(text)
+    values = [seed_type(s) for s in text.replace(" ", "").split(",") if s]
     if not values:
         raise argparse.ArgumentTypeError("expected seeds such as 0,1,2")
     if len(set(values)) != len(values):
@@ -114,3 +137,35 @@ def print_error(message: str, command: str = "train") -> int:
     returns 2 (the status of a usage error)."""
     print(f"flowmaps {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def folder_problem(folder: str | os.PathLike, what: str) -> str | None:
+    """Why files cannot be written into ``folder`` (made here, with its parents, if missing), or None.
+
+    Checked before long work starts: the folder is created and a temporary file is written into it
+    and removed. ``what`` names the option in the message (e.g. "--out")."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{what} {str(folder)!r}: {str(path)!r} or a folder above it is a file, not a folder"
+    except OSError as err:
+        why = err.strerror or err
+        return f"{what} {str(folder)!r}: cannot create the folder ({why}); choose a folder you can write to"
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".flowmaps-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        why = err.strerror or err
+        return f"{what} {str(folder)!r}: cannot write into the folder ({why}); choose a folder you can write to"
+    return None
+
+
+def output_file_problem(file: str | os.PathLike, what: str) -> str | None:
+    """Why the file ``file`` cannot be written (see :func:`folder_problem` for its folder), or None."""
+    path = Path(file)
+    if path.is_dir():
+        return f"{what} {str(file)!r} is a folder; give a file name"
+    problem = folder_problem(path.parent, what)
+    return problem.replace(f"{what} {str(path.parent)!r}", f"{what} {str(file)!r}") if problem else None

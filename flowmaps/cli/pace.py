@@ -47,6 +47,8 @@ class StepClock:
         steps: the step the run ends at. max_seconds: the run's time cap in seconds, or None.
         clock: seconds, monotonic (``time.perf_counter``; a test passes its own).
         wall_clock: seconds since the epoch, for the "done near" time of day.
+        after: what runs after the training (``train`` names its evaluation), added to each line
+            after "then"; empty: nothing.
     """
 
     def __init__(
@@ -56,7 +58,9 @@ class StepClock:
         max_seconds: float | None,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
+        after: str = "",
     ) -> None:
+        self.after = after  # what follows the training (the evaluation), named at each line's end
         self.warm = start_step + WARMUP_STEPS
         self.steps, self.max_seconds = steps, max_seconds
         self.clock, self.wall_clock = clock, wall_clock
@@ -108,6 +112,6 @@ class StepClock:
         was = "" if self.printed is None else f", was {1000 * self.printed:.1f}"
         return (
             f"{head} {1000 * pace:.1f} ms per step (timed over steps {first + 1}-{step}{was}), "
-            f"so about {fmt_duration(left)} for the {self.steps - step} steps left{capped} (done near {finish}; "
-            "plus the evaluation)"
+            f"so about {fmt_duration(left)} for the {self.steps - step} steps left{capped} (done near {finish})"
+            + (f"; then {self.after}" if self.after else "")
         )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowmaps.cli.options import grid_spec, nonnegative_int, positive_int, print_error, step_list
+from flowmaps.cli.options import grid_spec, output_file_problem, positive_int, print_error, seed_type, step_list
 from flowmaps.evaluation import generate, grid_text, grids_for, sample_shape
 from flowmaps.utils import atomic_write, resolve_device
 
@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
         help='uniform, edm, cosine, or explicit times such as "0,0.5,1" (then --steps is ignored)',
     )
     sa.add_argument("--n", type=positive_int, default=1000, help="number of samples")
-    sa.add_argument("--seed", type=nonnegative_int, default=0)
+    sa.add_argument("--seed", type=seed_type, default=0)
     sa.add_argument("--device", default="auto")
     sa.add_argument("--out", required=True, help="output: .npy (array (K, n, *D), one row per grid) or .png")
     sa.set_defaults(run=cmd_sample)
@@ -64,6 +64,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", ".png"):
         return print_error(f"--out must end in .npy or .png, got {args.out!r}", "sample")
+    if problem := output_file_problem(out, "--out"):
+        return print_error(problem, "sample")
     device = device_or_exit(args.device)
     loaded = load_or_report(args.checkpoint, device)
     if loaded is None:

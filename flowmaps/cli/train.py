@@ -9,6 +9,8 @@ recipe for Fashion-MNIST (:data:`DATA_DEFAULTS`); ``--preset quick`` is a one-mi
 ``--init-from`` continues from another checkpoint's network (the lineage goes into the card), and
 ``--note`` adds a sentence to the card. The folder holds model.safetensors, config.json and
 README.md (with the evaluation table), plus trainer.safetensors (for ``--resume``) and log.jsonl.
+A folder that holds a run already is refused unless ``--resume`` (continue it) or ``--overwrite``
+(remove its :data:`RUN_FILES`, then train afresh).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from torch import Tensor
 
 from flowmaps.cli.options import (
     OFF,
+    SEED,
     UNIT,
     int_list,
     nonnegative_int,
     positive_float,
     positive_int,
     range_type,
+    seed_type,
     step_list,
 )
 from flowmaps.data.point_cloud import CSV_MAX_BYTES, CSV_MAX_ROWS, read_points_file
@@ -39,6 +43,9 @@ from flowmaps.training import TrainConfig, config_fields
 from flowmaps.utils import Range
 
 TRAINER_STATE = "trainer.safetensors"
+RUN_FILES = ("config.json", "model.safetensors", TRAINER_STATE, "log.jsonl", "README.md")
+"""The files a run writes into --out (config first: without it the folder is no checkpoint); a
+folder holding any of the first four holds a run, which --overwrite removes, README.md included."""
 DEFAULT_EVAL_STEPS = (1, 2, 4, 8, 16)
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"steps": 10_000, "width": 512, "depth": 4, "anneal_from": 1.0},
@@ -105,7 +112,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if "default" not in text:
             text += f" ({_default_text(f.name, f.default)})"
         rng: Range | None = f.metadata.get("range")
-        if "bool" in str(f.type):
+        if f.name == "seed":  # torch's generators bound it (options.SEED)
+            text = text.replace(" (default", f"; 0 to {SEED.high} (default")
+            parser.add_argument(flag, type=seed_type, default=None, help=text)
+        elif "bool" in str(f.type):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif rng is not None:
             whole = str(f.type).startswith("int")
@@ -156,7 +166,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="quick: an MLP 4x128, lr 3e-3 annealed from 70%% of the run, 6000 steps: about a minute on 2 CPU cores; "
         "default: the paper's 2-D recipe (MLP 4x512, batch 1024, 10000 steps). Options given explicitly win",
     )
-    tr.add_argument("--out", required=True, help="checkpoint folder to write")
+    tr.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint folder to write; one that holds a run already is refused unless --resume "
+        "(continue it) or --overwrite (replace it)",
+    )
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out: its checkpoint, model card, trainer state and log.jsonl are "
+        "removed before training starts",
+    )
     add_config_flags(tr)
     ob = tr.add_argument_group("objective")
     ob.add_argument("--eta", type=range_type(UNIT), default=0.75, help="fraction of the batch on the diagonal [0, 1]")

@@ -26,7 +26,7 @@ from torch import nn
 
 from flowmaps.cli import train as opts
 from flowmaps.cli.lineage import Lineage
-from flowmaps.cli.options import print_error
+from flowmaps.cli.options import folder_problem, print_error
 from flowmaps.cli.pace import MIN_SECONDS, MIN_STEPS, WARMUP_STEPS, StepClock
 from flowmaps.cli.sample import device_or_exit
 from flowmaps.evaluation import grids_for, is_image_set
@@ -118,19 +118,31 @@ class _Run:
     def evaluate(self, device: torch.device) -> int | None:
         """Score the EMA model on the uniform grids of --eval-steps, print and save the table;
         returns an exit status when interrupted, else None."""
+        from tqdm.auto import tqdm
+
         from flowmaps.evaluation import evaluate_model
 
         grids = grids_for("uniform", self.args.eval_steps)
+        bar = tqdm(total=len(grids), desc="evaluate", disable=self.args.no_progress, dynamic_ncols=True)
+
+        def done(row: dict[str, Any]) -> None:
+            bar.set_postfix_str(f"N = {row['N']} done", refresh=False)
+            bar.update(1)
+
         try:
             ema = self.trainer.ema_model
-            metrics = evaluate_model(ema, self.config, self.args.eval_n, grids, seed=self.args.seed, device=device)
+            metrics = evaluate_model(
+                ema, self.config, self.args.eval_n, grids, seed=self.args.seed, device=device, on_row=done
+            )
         except KeyboardInterrupt:
+            bar.close()
             print(
                 f"evaluation interrupted: {self.out} holds the trained model without its evaluation table; "
                 f"run python -m flowmaps evaluate --checkpoint {self.out}",
                 file=sys.stderr,
             )
             return 130
+        bar.close()
         for row in metrics:
             row.pop("grid", None)
             row.pop("time_s", None)
@@ -161,6 +173,29 @@ def _setup(args: argparse.Namespace) -> tuple[torch.device, int, int, bool]:
         torch.backends.cudnn.allow_tf32 = bool(args.tf32)
         torch.backends.cudnn.benchmark = is_image_set(args.data)
     return device, rank, world, distributed
+
+
+def _prepare_out(args: argparse.Namespace, rank: int) -> int | None:
+    """Check, before any training, that --out (and --log) can be written and that --out holds no
+    other run (unless --resume or --overwrite); with --overwrite rank 0 removes the old run's files
+    (:data:`~flowmaps.cli.train.RUN_FILES`, config.json first). Returns an exit status, or None to go on."""
+    out = Path(args.out)
+    if args.overwrite and args.resume is not None:
+        return print_error("--overwrite replaces the run in --out and --resume continues it; give one of them")
+    held = [name for name in opts.RUN_FILES[:4] if (out / name).exists()] if out.is_dir() else []
+    if held and args.resume is None and not args.overwrite:
+        return print_error(
+            f"--out {str(out)!r} already holds a run ({', '.join(held)}); continue it with --resume, "
+            "write to a new --out folder, or replace it with --overwrite"
+        )
+    if problem := folder_problem(out, "--out"):
+        return print_error(problem)
+    if args.log is not None and (problem := folder_problem(Path(args.log).parent, "--log")):
+        return print_error(problem.replace(f"--log {str(Path(args.log).parent)!r}", f"--log {args.log!r}"))
+    if args.overwrite and rank == 0:
+        for name in opts.RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    return None
 
 
 def _build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, dict[str, Any], Lineage] | int:
@@ -215,6 +250,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     device, rank, world, distributed = _setup(args)
     if args.batch_size % world:
         return print_error(f"--batch-size {args.batch_size} must be divisible by the {world} ranks")
+    if (status := _prepare_out(args, rank)) is not None:
+        return status
     built = _build(args, device)
     if isinstance(built, int):
         return built
@@ -250,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(run: _Run, signals: list[int]) -> None:
     """trainer.train with the duration estimate, the periodic model writes and the signal handlers."""
     trainer, c = run.trainer, run.trainer.config
-    clock = StepClock(run.start_step, c.steps, c.max_seconds)
+    clock = StepClock(run.start_step, c.steps, c.max_seconds, after=_evaluation_text(run.args))
     every = c.checkpoint_every if c.checkpoint_every else max(c.steps, 1) + 1
 
     def each_step(tr: Any, logs: dict[str, Any]) -> None:
@@ -282,6 +319,19 @@ def _stopped(run: _Run, signum: int, rank: int, distributed: bool) -> int:
     if distributed:
         close_distributed(wait=False)
     return 128 + signum
+
+
+def _evaluation_text(args: argparse.Namespace) -> str:
+    """What the evaluation after training does (named in the duration estimate, which times the
+    training only), or "" with --eval-n 0."""
+    if args.eval_n <= 0:
+        return ""
+    steps = ",".join(map(str, args.eval_steps))
+    what = "FID" if is_image_set(args.data) else "sample-quality metrics"
+    return (
+        f"the evaluation, not in this estimate: {what} on {args.eval_n} samples at N = {steps} steps, "
+        "with its own progress bar (--eval-n 0 skips it; flowmaps evaluate runs it later)"
+    )
 
 
 def _say(line: str) -> None:

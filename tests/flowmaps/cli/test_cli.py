@@ -416,3 +416,87 @@ def test_train_on_a_csv_of_points(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("flowmaps train: error: " + message) and err.count("\n") == 1, err
     assert not (tmp_path / "x").exists()
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    """A second `train --out` into a folder with a run refuses with one line (the old run untouched);
+    --overwrite replaces it: the new log holds the new run's steps only."""
+    out = tmp_path / "ck"
+    assert _train(out, "--steps", "4", "--eval-n", "0") == 0
+    before = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert _train(out, "--steps", "3", "--eval-n", "0", "--seed", "1") == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"flowmaps train: error: --out {str(out)!r} already holds a run")
+    assert "--resume" in captured.err and "--overwrite" in captured.err and len(captured.err.splitlines()) == 1
+    assert "training" not in captured.out and (out / "model.safetensors").read_bytes() == before
+    assert _train(out, "--steps", "3", "--eval-n", "0", "--overwrite", "--resume") == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert _train(out, "--steps", "3", "--eval-n", "0", "--seed", "1", "--overwrite") == 0
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 3 and config["train"]["seed"] == 1
+    assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_unwritable_outputs_fail_at_once_with_one_line(tmp_path, capsys):
+    """An --out that cannot be made gives the one-line error (exit 2) before any training or sampling."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out in ("/proc/x", str(blocker / "ck")):
+        assert _train(Path(out), "--steps", "100000", "--eval-n", "0") == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"flowmaps train: error: --out {out!r}: cannot create the folder")
+        assert "Traceback" not in captured.err and "training" not in captured.out
+    assert _train(tmp_path / "ok", "--steps", "2", "--eval-n", "0", "--log", "/proc/x/log.jsonl") == 2
+    assert capsys.readouterr().err.startswith("flowmaps train: error: --log '/proc/x/log.jsonl': cannot create")
+    absent = str(tmp_path / "absent")  # checked before the checkpoint is loaded
+    assert main(["sample", "--checkpoint", absent, "--out", "/proc/x/s.npy"]) == 2
+    assert capsys.readouterr().err.startswith("flowmaps sample: error: --out '/proc/x/s.npy': cannot create")
+    assert main(["evaluate", "--checkpoint", absent, "--json", str(blocker / "e.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"flowmaps evaluate: error: --json {str(blocker / 'e.json')!r}")
+
+
+def test_the_evaluation_after_training_shows_a_bar(tmp_path, capsys):
+    argv = ["train", "--data", "checkerboard", "--out", str(tmp_path / "ck"), "--width", "16", "--depth", "2",
+            "--batch-size", "64", "--steps", "2", "--eval-n", "500", "--eval-steps", "1,2"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "evaluate: 100%" in err and "2/2" in err and "N = 2 done" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--data", "checkerboard", "--out", "x", "--seed=-1e30"], "--seed: expected a whole number"),
+        (["train", "--data", "checkerboard", "--out", "x", "--seed", str(2**64)], f"got '{2**64}'"),
+        (["sample", "--checkpoint", "c", "--out", "s.npy", "--seed", str(2**64)], "--seed: must be a whole number"),
+        (
+            ["evaluate", "--checkpoint", "c", "--seeds", f"0,{2**63}"],
+            f"--seeds: must be a whole number from 0 to {2**63 - 1}",
+        ),
+    ],
+)
+def test_seeds_torch_cannot_take_are_refused_as_typed(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "1000000000000000019884624838656" not in err
+
+
+@pytest.mark.parametrize("name", ["checkpoints/fmnist-lsd", "./ck/x", "../ck", "a/b/c", "~nobody/ck", "mine/absent"])
+def test_a_local_looking_checkpoint_name_is_not_tried_on_the_hub(name, tmp_path, monkeypatch, capsys):
+    """Outside the repo a relative checkpoint path fails at once, saying the folder does not exist
+    (no Hub retries); a name whose first part is a folder here counts as local too."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    start = time.perf_counter()
+    assert main(["sample", "--checkpoint", name, "--out", str(tmp_path / "s.npy")]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err
+    assert err.startswith(f"flowmaps sample: error: --checkpoint: no checkpoint folder {name!r}: the folder ")
+    assert "does not exist" in err and "not looked up on the Hugging Face Hub" in err

@@ -121,3 +121,24 @@ def test_a_rollback_restarts_the_timing():
 
 def test_short_run_prints_nothing():
     assert _run([0.01] * (WARMUP_STEPS + MIN_STEPS)) == []
+
+
+def test_the_line_names_what_follows_the_training():
+    """The estimate times the training only: the evaluation that follows is named as not in it."""
+    from flowmaps.cli import build_parser
+    from flowmaps.cli.train_run import _evaluation_text
+
+    args = build_parser().parse_args(["train", "--data", "checkerboard", "--out", "x", "--eval-steps", "1,4"])
+    args.eval_n = 2000
+    after = _evaluation_text(args)
+    assert "not in this estimate" in after and "2000 samples at N = 1,4" in after and "progress bar" in after
+    fake = FakeClock()
+    clock = StepClock(0, 1000, None, clock=fake, wall_clock=lambda: 0.0, after=after)
+    lines = []
+    for k in range(400):
+        fake.now += 0.02
+        if (line := clock.tick(k + 1)) is not None:
+            lines.append(line)
+    assert lines and lines[0].endswith(f"; then {after}") and "plus the evaluation" not in lines[0]
+    args.eval_n = 0
+    assert _evaluation_text(args) == ""
