@@ -63,7 +63,7 @@ from app.tabs.flowmap_vs_ode import CompareCallbacks, build_compare_tab
 from app.tabs.images import ImageCallbacks, build_images_tab
 from app.tabs.quality import QualityCallbacks, build_quality_tab
 from app.tabs.race import build_race_tab
-from app.tabs.train import build_train_tab, csv_size_js
+from app.tabs.train import build_train_tab, page_js
 from app.tabs.train_callbacks import TrainCallbacks
 from app.validation import TrainSettings, upload_bytes
 
@@ -184,9 +184,10 @@ def launch_kwargs(config: AppConfig | None = None) -> dict[str, Any]:
     cfg = config or AppConfig.from_env()
     return {
         # kept as the first line of defence: a file over it never reaches the server; the page's
-        # script (app/tabs/train.CSV_SIZE_JS) says what to do beside the CSV box instead of gradio's toast
+        # script (app/tabs/train.CSV_SIZE_JS) says what to do beside the CSV box instead of gradio's toast;
+        # the same script warns before a reload that would lose a run (RUN_GUARD_JS)
         "max_file_size": cfg.limits.max_upload,
-        "js": csv_size_js(upload_bytes(cfg.limits.max_upload), cfg.limits.max_csv_rows),
+        "js": page_js(upload_bytes(cfg.limits.max_upload), cfg.limits.max_csv_rows),
         "css": CSS,
         "show_error": False,
         # gradio keeps each browser session's last outputs (plots) until it has this many sessions;

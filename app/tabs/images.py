@@ -62,13 +62,17 @@ class ImageCallbacks(AppBase):
             raise InputError(f"ODE baseline: {ode!r} is not one of {', '.join(img.ODE_BASELINES)}")
         return n, kind, custom_grid, sd, count
 
-    def sample_images(self, name, steps, grid_kind, custom, seed, n_images, ode):
-        """Rows of images at N = 1, 2, 4, 8 and the chosen N from one noise, plus an ODE row."""
+    def sample_images(self, name, steps, grid_kind, custom, seed, n_images, ode, progress=None):
+        """Rows of images at N = 1, 2, 4, 8 and the chosen N from one noise, plus an ODE row.
+        ``progress(fraction, description)`` (e.g. a ``gr.Progress``) hears the share of the work
+        done: loading the model, then each row (:func:`app.images.sample_rows`)."""
         n, kind, custom_grid, sd, count = self.check_images(name, steps, grid_kind, custom, seed, n_images, ode)
+        if progress is not None:
+            progress(0.0, f"loading {name}")
         model, config = self.store.load(name)
         euler = self.store.info(name).method == "fm"
         grids = img.default_grids(kind, n, custom_grid, euler=euler)
-        rows = img.sample_rows(model, config, grids, ode, count, sd, euler=euler, kind=kind)
+        rows = img.sample_rows(model, config, grids, ode, count, sd, euler=euler, kind=kind, progress=progress)
         picture = img.compose(rows)
         metrics = self.image_metrics(name)
         lines = ["| row | network calls | ms per image (one run) | FID (metrics.json) |", "| --- | --- | --- | --- |"]
@@ -167,9 +171,12 @@ def build_images_tab(fm: ImageCallbacks, lim: Limits) -> tuple[gr.Dropdown, gr.M
     check = InputCheck(None, inputs, fm.check_images, dict(zip(names, inputs)), model, "Image sampling", echo=False)
     draw = keep_plots(fm.sample_images, 3, 1)
 
-    def sample(*args):
+    # the named parameters (not *args): gradio passes the progress tracker at its place in the
+    # signature, after the seven inputs; it draws a bar over the outputs with each row's share
+    def sample(name, steps, grid_kind, custom, seed, n_images, ode, progress=gr.Progress()):
+        args = (name, steps, grid_kind, custom, seed, n_images, ode)
         raise_refused(args)  # a field's own refusal, met here on gradio's direct route (no validator)
-        return draw(*args)
+        return draw(*args, progress=progress)
 
     button.click(
         guarded("Image sampling")(sample),

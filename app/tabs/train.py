@@ -91,6 +91,70 @@ CSV_SIZE_JS = """() => {
 }"""
 
 
+#: The live tab's page-load script for what a reload or a phone would lose or hide.
+#:
+#: * A warning before the page is left (``beforeunload``) while it holds a model that trained
+#:   (or is training) and was not downloaded since: the session's model lives in the page's
+#:   ``gr.State`` and the server frees it when the page goes, so a reload loses the run. The
+#:   state follows the status line (``live-status``): a run's text ("starting", "training", or
+#:   any at a step above 0) sets it, a loaded shipped model or a fresh page clears it, and so does
+#:   a click on the zip's link in the Checkpoint box (``download-file``); a later run sets it
+#:   again. gradio's own listener closes the page's connection at that event; while a warning is
+#:   due, its aborts are skipped, so that "Stay" keeps the run streaming.
+#: * On a narrow window (under ``NARROW_PX``), a Start or Continue that starts a run scrolls the
+#:   progress bar (``live-progress``) to the top of the screen: in one column the plots sit far
+#:   below the buttons. A refused click changes no status, so its message beside the field stays
+#:   in view.
+RUN_GUARD_JS = """() => {
+  const NARROW_PX = 700;
+  let unsaved = false, last = null, scrollOnRun = false;
+  const statusText = () => {
+    const el = document.querySelector('#live-status');
+    return el ? el.textContent.trim() : '';
+  };
+  const look = () => {
+    const text = statusText();
+    if (text === last) return;
+    last = text;
+    const running = /(starting|training) · /.test(text);
+    const m = text.match(/step (\\d+)/);
+    if (/loaded · /.test(text)) unsaved = false;
+    else if (running || (m && Number(m[1]) > 0)) unsaved = true;
+    if (running && scrollOnRun) {
+      scrollOnRun = false;
+      const bar = document.querySelector('#live-progress');
+      if (bar) bar.scrollIntoView({block: 'start'});
+    }
+  };
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+  document.addEventListener('click', (ev) => {
+    const t = ev.target && ev.target.closest ? ev.target : null;
+    if (!t) return;
+    if (t.closest('#btn-start, #btn-continue')) { scrollOnRun = window.innerWidth < NARROW_PX; last = null; }
+    if (t.closest('#download-file a')) unsaved = false;
+  }, true);
+  // gradio's own beforeunload listener, added before this script ran, closes the page's
+  // connection (aborting its streams): while a warning is due, an abort during that event waits,
+  // so that "Stay" keeps the run streaming (on "Leave" the page goes and its connections with it)
+  const abort = AbortController.prototype.abort;
+  AbortController.prototype.abort = function (...args) {
+    if (unsaved && window.event && window.event.type === 'beforeunload') return undefined;
+    return abort.apply(this, args);
+  };
+  window.addEventListener('beforeunload', (ev) => {
+    if (!unsaved) return;
+    ev.preventDefault();
+    ev.returnValue = 'Leaving or reloading this page ends your training run; download the model first.';
+  }, true);
+}"""
+
+
+def page_js(limit_bytes: int, max_rows: int) -> str:
+    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS` and
+    :data:`RUN_GUARD_JS`, one after the other."""
+    return f"() => {{ ({csv_size_js(limit_bytes, max_rows)})(); ({RUN_GUARD_JS})(); }}"
+
+
 def csv_size_js(limit_bytes: int, max_rows: int) -> str:
     """The page-load script of :data:`CSV_SIZE_JS` for an upload limit of ``limit_bytes`` bytes
     (gradio's max_file_size, binary megabytes) and the app's cap of ``max_rows`` rows."""

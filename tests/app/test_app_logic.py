@@ -1886,3 +1886,39 @@ def test_a_seed_out_of_range_is_quoted_as_typed():
             parse_train_settings(LSD, 200, 256, 1e-3, 0.75, 64, 2, value)
         assert str(err.value) == f"seed: {shown} is outside the allowed range [0, 2147483647]"
     assert parse_train_settings(LSD, 200, 256, 1e-3, 0.75, 64, 2, 7.0).seed == 7
+
+
+def test_images_report_progress_by_network_calls_and_unmeasured_fids_show_a_dash(tmp_path):
+    """The Images tab's Sample hears its share of the work: loading, then each row by its network
+    calls (N = 1, 2, 4, 8 and the ODE's 32), rising to 1; the FID table marks a cell that
+    metrics.json does not measure with "—" (the caption's promise), never a blank cell."""
+    from app.images import fid_markdown
+    from app.ui import FlowMapsApp
+    from flowmaps.hub import save_pretrained
+    from flowmaps.registry import build_model
+
+    unet = {"name": "unet", "base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16}
+    root = tmp_path / "checkpoints"
+    metrics = {
+        "map-1": {"sampler": "flow map", "nfe": 1, "fid": 300.0},
+        "heun-32": {"sampler": "Heun ODE", "nfe": 32, "fid": 6.5},
+    }
+    cfg = {"net": unet, "sigma": 0.5, "data": "fashion-mnist", "method": "lsd"}
+    save_pretrained(build_model(cfg), root / "fmnist-lsd", cfg)
+    (root / "fmnist-lsd" / "metrics.json").write_text(json.dumps(metrics))
+    app = FlowMapsApp(AppConfig(checkpoints_dir=root, cache_dir=tmp_path / "cache", limits=small_limits()))
+    heard: list[tuple[float, str]] = []
+    app.sample_images(
+        "fmnist-lsd", 2, "uniform", "", 0, 1, "Heun, 16 steps (32 NFE)", progress=lambda f, d: heard.append((f, d))
+    )
+    fractions = [f for f, _ in heard]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0, heard
+    total = 1 + 2 + 4 + 8 + 32  # the rows' network calls
+    assert [round(f * total) for f in fractions] == [0, 0, 1, 3, 7, 15, 47], heard
+    assert "loading fmnist-lsd" in heard[0][1] and "N = 4" in heard[3][1] and "ODE heun" in heard[5][1]
+    table = fid_markdown(metrics)
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()[2:] if line.startswith("|")]
+    assert rows == [["1", "300.0", "—"], ["32", "—", "6.5"]], table
+    assert "— means not measured" in table and "— means not measured" in app.image_fid("fmnist-lsd")
+    full = fid_markdown({"a": {"sampler": "flow map", "nfe": 1, "fid": 3.0}})
+    assert "—" not in full  # nothing unmeasured: no dash and no caption

@@ -942,3 +942,99 @@ def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+def _leave_dialogs(page, answer: dict) -> list[str]:
+    """Record the type of every dialog the page opens and answer it: ``answer["stay"]`` true
+    dismisses it (the user stays), false accepts it (the page goes)."""
+    seen: list[str] = []
+
+    def on_dialog(dialog):
+        seen.append(dialog.type)
+        if answer["stay"]:
+            dialog.dismiss()
+        else:
+            dialog.accept()
+
+    page.on("dialog", on_dialog)
+    return seen
+
+
+def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_page):
+    """A reload ends the session's run, so the page warns first (a ``beforeunload`` dialog) while
+    it holds a model that trained and was not downloaded since: none on a fresh page (after a
+    click, so the browser would show one); one after Start, and "Stay" keeps the run streaming;
+    Stop then Continue trains on; none after Stop, Download and a click on the zip's link; one again after Start, and
+    "Leave" reloads to a fresh page."""
+    page, js_errors = browser_page
+    answer = {"stay": True}
+    seen = _leave_dialogs(page, answer)
+    page.click("#intro")  # a user's click: the browser shows a beforeunload dialog only after one
+    page.reload()
+    page.wait_for_selector("#btn-start")
+    assert seen == [], seen
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    page.evaluate("() => { setTimeout(() => location.reload(), 0); }")
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert seen == ["beforeunload"], seen
+    step = _step(page)
+    try:
+        _wait_step_above(page, step, timeout=20_000)  # stayed: the run goes on streaming to this page
+    except Exception:
+        pytest.fail(f"after Stay the run stopped streaming at step {step}: {page.inner_text('#live-status')!r}")
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    # the page's client survived the question: Continue trains on and streams again
+    step = _step(page)
+    page.click("#btn-continue")
+    _wait_step_above(page, step, timeout=30_000)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    page.click("#btn-download")
+    page.wait_for_function("() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000)
+    link = page.locator("#download-file td.download a").first  # the zip's size, a link to the file
+    with page.expect_download():
+        link.click()
+    page.reload()
+    page.wait_for_selector("#btn-start")
+    assert seen == ["beforeunload"], seen  # downloaded: nothing to lose, no question
+    # a fresh page: Start, then Leave
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    answer["stay"] = False
+    page.reload()
+    page.wait_for_selector("#btn-start")
+    assert seen == ["beforeunload", "beforeunload"], seen
+    page.wait_for_function("() => /Press Start/.test(document.querySelector('#live-status').innerText)")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_start_on_a_phone_scrolls_to_the_progress_bar(browser_page):
+    """On a 390 px wide phone the plots sit in one column far below the buttons: Start brings
+    the progress bar into view (it used to stay some 2000 px below). On a desktop window the page
+    does not move."""
+    page, js_errors = browser_page
+    page.click("#btn-start")  # desktop: the plots are beside the buttons; nothing scrolls
+    _wait_step_above(page, 0, timeout=30_000)
+    assert page.evaluate("() => window.scrollY") == 0
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(800)
+    start = page.locator("#btn-start")
+    start.scroll_into_view_if_needed()
+    in_view = (
+        "() => { const r = document.querySelector('#live-progress').getBoundingClientRect();"
+        " return r.height > 0 && r.top >= -2 && r.bottom <= window.innerHeight + 2; }"
+    )
+    assert not page.evaluate(in_view)  # far below the buttons
+    start.click()
+    page.wait_for_function(in_view, timeout=30_000)
+    _wait_step_above(page, 0, timeout=30_000)
+    page.click("#btn-stop")
+    _no_traceback(page)
+    assert not js_errors, js_errors
