@@ -410,7 +410,8 @@ class TrainCallbacks(AppBase):
         s = session.settings
         snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
         fig_s, fig_l, _, _ = self._figures(session, snap)
-        bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
+        trained = (config.get("training") or {}).get("steps")
+        bar = plots.loaded_html(self.store.info(name).label, trained if isinstance(trained, int) else None)
         status = (
             f"**loaded** {self.store.info(name).label}; its data set ({data.name}), method and settings "
             "are in *Data set*, *Method* and *Settings* "

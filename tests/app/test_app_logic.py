@@ -641,7 +641,7 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
         "sigma": data_std("checkerboard"),
         "data": "checkerboard",
         "method": "esd",
-        "training": {"lr": 2e-4, "eta": 0.75, "batch_size": 65536},
+        "training": {"lr": 2e-4, "eta": 0.75, "batch_size": 65536, "steps": 4800},
     }
     torch.manual_seed(0)
     save_pretrained(build_model(cfg), root / "checkerboard-esd", cfg)
@@ -655,6 +655,9 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
     assert batch == app.limits.max_batch  # 65,536 is above the page's range: its largest batch
     assert sess.settings.width == 48 and sess.settings.lr == 2e-4 and sess.method == "esd"
     assert "width 48, depth 3" in out[3]
+    # the progress line names the model and its training, not "step 0 of 0"
+    assert "loaded: checkerboard-esd (checkerboard, esd), trained 4,800 steps" in out[2], out[2]
+    assert "step 0" not in out[2] and "of 0" not in out[2]
     outs = list(app.train_continue(sess, data, method, 10, 64, lr, eta, width, depth, 0))
     assert "done" in outs[-1][3] and "keeps the network" not in outs[-1][3]
     assert sess.history[0]["lr"] == pytest.approx(2e-4 * CONTINUE_FACTOR)
