@@ -106,6 +106,15 @@ def drawn_mask_any(drawing: Any) -> bool:
 STOP_WAIT = 10.0
 
 
+#: The status line while this session has no run to show: on a fresh page, after a Stop with
+#: nothing running, and so after any refused Start before a first run (a refusal leaves it as is).
+IDLE_STATUS = (
+    "nothing is training in this session: press **Start** (the samples and the loss appear within "
+    "a second and refresh every 1 to 3 s, less often while the CPU is busy), or Load a shipped "
+    "model, then Continue"
+)
+
+
 class TrainCallbacks(AppBase):
     """The live tab's events (outputs in the order app/tabs/train.py wires them).
 
@@ -367,7 +376,7 @@ class TrainCallbacks(AppBase):
                 return f"**stopping** · step {session.phase_step} · the run ends at its next step"
         if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
             return self.status_text(session)
-        return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
+        return IDLE_STATUS
 
     def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load's input checks (and its validator): a shipped 2-D model with a known data set, an

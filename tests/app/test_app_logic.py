@@ -1468,6 +1468,8 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
     assert session[state._id] is first  # the same session, not (session,)
     said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
     assert "nothing is training" in said and session[state._id] is first
+    # a refused Start leaves the status as it was: one wording whether or not Stop came first
+    assert said == by_id["live-status"].value, (said, by_id["live-status"].value)
     start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
     assert all(v["is_valid"] for v in verdict), verdict
