@@ -332,7 +332,26 @@ class TrainCallbacks(AppBase):
         s = self.check_continue(
             session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
         )
-        yield from self._stream(session, s.steps, lambda: session.update_settings(s))
+        renamed = self._renamed_upload_note(session.data, csv_file)
+
+        def prepare():
+            session.update_settings(s)
+            if renamed:
+                session.run_note = "; ".join(n for n in (session.run_note, renamed) if n)
+
+        yield from self._stream(session, s.steps, prepare)
+
+    @staticmethod
+    def _renamed_upload_note(data: DataSource | None, csv_file: Any) -> str:
+        """For a Continue whose CSV box holds the run's points under another file name (accepted by
+        :meth:`_check_same_upload`): a note saying so, as the status keeps the name read at Start;
+        "" otherwise (no upload, another data set, or the same name)."""
+        if data is None or data.name != CSV or csv_file is None:
+            return ""
+        name, digest = upload_identity(csv_file)
+        if not digest or digest != data.digest or not data.label or name == data.label:
+            return ""
+        return f"{name} holds the same points as {data.label}, so the run on {data.label} continues on them"
 
     @staticmethod
     def _check_same_upload(data: DataSource, csv_file: Any) -> None:

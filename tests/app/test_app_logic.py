@@ -1782,6 +1782,16 @@ def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path)
     assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", same, session)[-1][3]
     assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last
+    assert "same points" not in last  # the same file: nothing to explain
+    # a copy under another name holds the same points: it continues, and the status says so
+    ring2 = tmp_path / "d" / "ring2.csv"
+    ring2.parent.mkdir()
+    ring2.write_text(ring)
+    renamed = [None, "csv", *settings, upload(ring2), None, ""]
+    assert _refused_at(_page_event(demo, cont, "click", renamed, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", renamed, session)[-1][3]
+    assert "**done**" in last and "step 40" in last, last
+    assert "ring2.csv holds the same points as circle.csv" in last and "continues on them" in last, last
 
 
 def test_continue_refuses_a_sketch_pad_changed_since_start(page, fm_app, tmp_path):
