@@ -211,6 +211,14 @@ def progress_html(
     )
 
 
+def loaded_html(label: str, steps: int | None) -> str:
+    """The progress line after Load: the model loaded and how many steps it was trained for
+    (``steps`` from its config; None where the config does not say), as HTML; no bar, since no
+    run is under way."""
+    trained = f", trained {steps:,} steps" if steps else ""
+    return f'<div class="fm-progress" style="font-size:13px">loaded: {html.escape(label)}{trained}</div>'
+
+
 # ------------------------------------------------------------------------------ steps vs quality
 @dataclass
 class Curve:

@@ -262,7 +262,7 @@ def parse_time_grid(kind: Any, steps: Any, custom: Any = "", max_steps: int = 25
         text = "" if custom is None else str(custom)
         if len(text) > 20_000:
             raise InputError(
-                f"custom times: the text is too long ({len(text)} characters, at most 20000); "
+                f"custom times: the text is too long ({len(text)} characters, at most 20,000); "
                 f"type at most {max_steps + 1} times"
             )
         try:
@@ -427,8 +427,8 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         raise InputError("CSV file: this looks like a binary file, not text; upload a CSV of x, y rows") from None
     except TooManyRowsError:  # the library's advice names its argument
         raise InputError(
-            f"CSV file: the file has more than {max_rows} rows of points, the most the app reads; "
-            f"keep at most {max_rows} of them (e.g. every second or every tenth row) and upload it again"
+            f"CSV file: the file has more than {max_rows:,} rows of points, the most the app reads; "
+            f"keep at most {max_rows:,} of them (e.g. every second or every tenth row) and upload it again"
         ) from None
     except ValueError as err:
         raise InputError(f"CSV file: {err}") from None

@@ -29,7 +29,7 @@ from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, g
 from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting, with_optional_last
 from app.live import VIEW_STEPS, LiveSession
 from app.tabs.base import DEFAULTS
-from app.tabs.train_callbacks import TrainCallbacks
+from app.tabs.train_callbacks import IDLE_STATUS, TrainCallbacks
 from app.validation import ETA, METHODS, method_name, upload_bytes
 from flowmaps.objectives import DESCRIPTIONS
 
@@ -319,11 +319,7 @@ def _views(c: SimpleNamespace, lim: Limits) -> None:
     c.progress = gr.HTML(
         plots.progress_html(0, DEFAULTS.steps, 0, lim.live_seconds, 0, "ready"), elem_id="live-progress"
     )
-    c.status = gr.Markdown(
-        "Press **Start**: the samples and the loss appear within a second "
-        "and refresh every 1 to 3 s (less often while the CPU is busy).",
-        elem_id="live-status",
-    )
+    c.status = gr.Markdown(IDLE_STATUS, elem_id="live-status")
     c.samples_plot = gr.Plot(
         plots.empty_figure("data and samples at N = 1, 2, 4, 8 appear here"),
         label="Data and flow-map samples at N = " + ", ".join(map(str, VIEW_STEPS)),

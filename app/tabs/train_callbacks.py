@@ -106,6 +106,15 @@ def drawn_mask_any(drawing: Any) -> bool:
 STOP_WAIT = 10.0
 
 
+#: The status line while this session has no run to show: on a fresh page, after a Stop with
+#: nothing running, and so after any refused Start before a first run (a refusal leaves it as is).
+IDLE_STATUS = (
+    "nothing is training in this session: press **Start** (the samples and the loss appear within "
+    "a second and refresh every 1 to 3 s, less often while the CPU is busy), or Load a shipped "
+    "model, then Continue"
+)
+
+
 class TrainCallbacks(AppBase):
     """The live tab's events (outputs in the order app/tabs/train.py wires them).
 
@@ -323,7 +332,26 @@ class TrainCallbacks(AppBase):
         s = self.check_continue(
             session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
         )
-        yield from self._stream(session, s.steps, lambda: session.update_settings(s))
+        renamed = self._renamed_upload_note(session.data, csv_file)
+
+        def prepare():
+            session.update_settings(s)
+            if renamed:
+                session.run_note = "; ".join(n for n in (session.run_note, renamed) if n)
+
+        yield from self._stream(session, s.steps, prepare)
+
+    @staticmethod
+    def _renamed_upload_note(data: DataSource | None, csv_file: Any) -> str:
+        """For a Continue whose CSV box holds the run's points under another file name (accepted by
+        :meth:`_check_same_upload`): a note saying so, as the status keeps the name read at Start;
+        "" otherwise (no upload, another data set, or the same name)."""
+        if data is None or data.name != CSV or csv_file is None:
+            return ""
+        name, digest = upload_identity(csv_file)
+        if not digest or digest != data.digest or not data.label or name == data.label:
+            return ""
+        return f"{name} holds the same points as {data.label}, so the run on {data.label} continues on them"
 
     @staticmethod
     def _check_same_upload(data: DataSource, csv_file: Any) -> None:
@@ -367,7 +395,7 @@ class TrainCallbacks(AppBase):
                 return f"**stopping** · step {session.phase_step} · the run ends at its next step"
         if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
             return self.status_text(session)
-        return "nothing is training in this session: press Start (or Load a shipped model, then Continue)"
+        return IDLE_STATUS
 
     def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):
         """Load's input checks (and its validator): a shipped 2-D model with a known data set, an
@@ -410,7 +438,8 @@ class TrainCallbacks(AppBase):
         s = session.settings
         snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
         fig_s, fig_l, _, _ = self._figures(session, snap)
-        bar = plots.progress_html(0, 0, 0.0, self.limits.live_seconds, 0.0, "loaded")
+        trained = (config.get("training") or {}).get("steps")
+        bar = plots.loaded_html(self.store.info(name).label, trained if isinstance(trained, int) else None)
         status = (
             f"**loaded** {self.store.info(name).label}; its data set ({data.name}), method and settings "
             "are in *Data set*, *Method* and *Settings* "

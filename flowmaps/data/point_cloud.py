@@ -231,7 +231,7 @@ def read_points_file(
     if size > max_bytes:
         raise ValueError(
             f"{path}: the file is {size / (1 << 20):.1f} MB, above the limit of {max_bytes / (1 << 20):g} MB; "
-            f"subsample it (at most {max_rows} rows, e.g. every second or every tenth row)"
+            f"subsample it (at most {max_rows:,} rows, e.g. every second or every tenth row)"
         )
     try:
         return parse_csv_bytes(path.read_bytes(), max_rows=max_rows)
@@ -239,7 +239,7 @@ def read_points_file(
         raise ValueError(f"{path}: this looks like a binary file, not text; give a CSV of x, y rows") from None
     except TooManyRowsError:
         raise ValueError(
-            f"{path}: more than {max_rows} rows of points, the most that is read; keep at most {max_rows} "
+            f"{path}: more than {max_rows:,} rows of points, the most that is read; keep at most {max_rows:,} "
             "of them (e.g. every second or every tenth row)"
         ) from None
     except ValueError as err:
@@ -323,7 +323,7 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
         rows.append((values[0], values[1]))
         if len(rows) > max_rows:
             raise TooManyRowsError(
-                f"the CSV has more than {max_rows} rows, the most max_rows={max_rows} reads; "
+                f"the CSV has more than {max_rows:,} rows, the most max_rows={max_rows} reads; "
                 "subsample it, or pass a larger max_rows"
             )
     if len(rows) < 2:

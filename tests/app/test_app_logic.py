@@ -641,7 +641,7 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
         "sigma": data_std("checkerboard"),
         "data": "checkerboard",
         "method": "esd",
-        "training": {"lr": 2e-4, "eta": 0.75, "batch_size": 65536},
+        "training": {"lr": 2e-4, "eta": 0.75, "batch_size": 65536, "steps": 4800},
     }
     torch.manual_seed(0)
     save_pretrained(build_model(cfg), root / "checkerboard-esd", cfg)
@@ -655,6 +655,9 @@ def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
     assert batch == app.limits.max_batch  # 65,536 is above the page's range: its largest batch
     assert sess.settings.width == 48 and sess.settings.lr == 2e-4 and sess.method == "esd"
     assert "width 48, depth 3" in out[3]
+    # the progress line names the model and its training, not "step 0 of 0"
+    assert "loaded: checkerboard-esd (checkerboard, esd), trained 4,800 steps" in out[2], out[2]
+    assert "step 0" not in out[2] and "of 0" not in out[2]
     outs = list(app.train_continue(sess, data, method, 10, 64, lr, eta, width, depth, 0))
     assert "done" in outs[-1][3] and "keeps the network" not in outs[-1][3]
     assert sess.history[0]["lr"] == pytest.approx(2e-4 * CONTINUE_FACTOR)
@@ -1465,6 +1468,8 @@ def test_a_stop_with_nothing_running_leaves_the_session_usable(page):
     assert session[state._id] is first  # the same session, not (session,)
     said = _page_event(demo, by_id["btn-stop"], "click", [None], session)["data"][0]
     assert "nothing is training" in said and session[state._id] is first
+    # a refused Start leaves the status as it was: one wording whether or not Stop came first
+    assert said == by_id["live-status"].value, (said, by_id["live-status"].value)
     start = [None, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
     verdict = _page_event(demo, by_id["btn-start"], "click", start, session, validator=True)["data"]
     assert all(v["is_valid"] for v in verdict), verdict
@@ -1777,6 +1782,16 @@ def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path)
     assert _refused_at(_page_event(demo, cont, "click", same, session, validator=True)) == {}
     last = _page_stream(demo, cont, "click", same, session)[-1][3]
     assert "**done**" in last and "LSD on circle.csv" in last and "step 30" in last, last
+    assert "same points" not in last  # the same file: nothing to explain
+    # a copy under another name holds the same points: it continues, and the status says so
+    ring2 = tmp_path / "d" / "ring2.csv"
+    ring2.parent.mkdir()
+    ring2.write_text(ring)
+    renamed = [None, "csv", *settings, upload(ring2), None, ""]
+    assert _refused_at(_page_event(demo, cont, "click", renamed, session, validator=True)) == {}
+    last = _page_stream(demo, cont, "click", renamed, session)[-1][3]
+    assert "**done**" in last and "step 40" in last, last
+    assert "ring2.csv holds the same points as circle.csv" in last and "continues on them" in last, last
 
 
 def test_continue_refuses_a_sketch_pad_changed_since_start(page, fm_app, tmp_path):

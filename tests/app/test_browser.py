@@ -1036,5 +1036,60 @@ def test_browser_start_on_a_phone_scrolls_to_the_progress_bar(browser_page):
     page.wait_for_function(in_view, timeout=30_000)
     _wait_step_above(page, 0, timeout=30_000)
     page.click("#btn-stop")
+
+
+# Record, every 50 ms for ``ms`` milliseconds, the refusal text shown under the run buttons ("" when
+# none shows), as a list of [milliseconds since the call, text] at each change.
+WATCH_MESSAGE_JS = """ms => new Promise(done => {
+  const t0 = performance.now(), seen = [];
+  const tick = () => {
+    const el = document.querySelector('#run-message .validation-error');
+    const text = el && el.offsetParent !== null ? el.innerText.trim() : '';
+    if (!seen.length || seen[seen.length - 1][1] !== text) seen.push([Math.round(performance.now() - t0), text]);
+    if (performance.now() - t0 < ms) setTimeout(tick, 50); else done(seen);
+  };
+  tick();
+})"""
+
+
+def _refusal_shows_and_stays(page, button: str, words: str, clicks: int = 1) -> None:
+    """Press ``button`` ``clicks`` times 0.7 s apart while a run streams: after the last press the
+    refusal containing ``words`` shows under the run buttons within 3 s, and from then on stays
+    (never blank, never another text) for 3 s more."""
+    for _ in range(clicks - 1):
+        page.click(button)
+        page.wait_for_timeout(700)
+    page.click(button)
+    seen = page.evaluate(WATCH_MESSAGE_JS, 6000)
+    shown = [i for i, (_, text) in enumerate(seen) if words in text]
+    assert shown and seen[shown[0]][0] <= 3000, (button, seen)
+    assert all(words in text for _, text in seen[shown[0] :]), (button, seen)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gradio 6.31's page wipes it: once an event has completed (the first run, here), its "
+    "inputs, #run-message among them, stay in the page's loading-status table (stream_state "
+    "'closed'), and every later status update rewrites their loading status without the "
+    "validation message; the next update of the second run erases the refusal",
+)
+def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
+    """After a first run (Start, Stop), a second run streams: Load, Continue and Start (three
+    presses 0.7 s apart) are each refused under the run buttons; the message shows within 3 s and
+    stays, unchanged, while the run's updates keep arriving; the run goes on throughout."""
+    page, js_errors = browser_page
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=30_000)
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    page.click("#btn-start")  # a second run: its first update reaches the page after the refusal
+    page.wait_for_timeout(300)
+    _refusal_shows_and_stays(page, "#btn-load", "was not loaded")
+    _refusal_shows_and_stays(page, "#btn-continue", "already training")
+    _refusal_shows_and_stays(page, "#btn-start", "already training", clicks=3)
+    step = _step(page)
+    _wait_step_above(page, step, timeout=20_000)  # the run was never stopped by them
+    page.click("#btn-stop")
+    page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
     assert not js_errors, js_errors

@@ -408,7 +408,7 @@ def test_train_on_a_csv_of_points(tmp_path, capsys):
     cases = [
         (bad, f"--data {bad}: line 4, column 2: 'abc' is not a number"),
         (tmp_path / "absent.csv", f"--data {tmp_path / 'absent.csv'}: no such file"),
-        (big, f"--data {big}: the file is 2.2 MB, above the limit of 2 MB; subsample it (at most 100000 rows"),
+        (big, f"--data {big}: the file is 2.2 MB, above the limit of 2 MB; subsample it (at most 100,000 rows"),
     ]
     capsys.readouterr()
     for path, message in cases:

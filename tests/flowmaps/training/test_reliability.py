@@ -76,7 +76,7 @@ GRIDS = [
         ", ".join(f"{i / 300:.4f}" for i in range(301)),
         ["custom times: the box holds more than 256 steps (the cap); use at most 257 times"],
     ),
-    ("0, " * 8000 + "1", ["custom times", "too long", "at most 20000"]),
+    ("0, " * 8000 + "1", ["custom times", "too long", "at most 20,000"]),
 ]
 
 
@@ -176,7 +176,7 @@ def test_bad_csv_uploads(tmp_path):
         ("1e39,1\n2,3\n", ["CSV file: line 1, column 1: 1e39 is too large"]),
         ("x,y\n\n1,2\n3,-1e39\n", ["CSV file: line 4, column 2: -1e39 is too large"]),
         (b"\x00\x01binary\x00", ["CSV file", "binary"]),
-        ("1,2\n" * 2000, ["CSV file: the file has more than 1000 rows of points, the most the app reads; keep at"]),
+        ("1,2\n" * 2000, ["more than 1,000 rows of points, the most the app reads", "keep at most 1,000"]),
     ]
     for i, (text, words) in enumerate(cases):
         path = _write(tmp_path, f"c{i}.csv", text)
@@ -208,7 +208,7 @@ def test_ten_million_rows_are_cut_off_early(tmp_path):
         f"10M rows ({size_mb:.0f} MB): app -> size cap; library -> {msg!r} "
         f"in {seconds:.2f} s, peak RSS +{grew_mb:.0f} MB"
     )
-    assert "more than 100000 rows, the most max_rows=100000 reads" in msg
+    assert "more than 100,000 rows, the most max_rows=100000 reads" in msg
     assert grew_mb < 100  # streamed: memory stays flat (time is printed, not asserted)
 
 
