@@ -86,8 +86,12 @@ CSS = """
 .csv-size-note {display: none; margin: var(--spacing-md) var(--block-padding); padding: var(--spacing-md);
   border: 1px solid var(--error-border-color); border-radius: var(--radius-sm); color: var(--error-text-color);
   font-size: var(--text-md);}
-/* the live tab's message under its run buttons (a refusal naming no field): no room taken while empty */
-.run-message:not(:has(.validation-error)) {display: none !important;}
+/* the live tab's refusals naming no field: gradio's own message element stays hidden, and the page
+   script's copy (app/tabs/train.RUN_NOTE_JS) shows under the run buttons, looking like a field's message */
+.run-message {display: none !important;}
+.run-note {margin: 0 var(--block-padding); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
+  border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
+  font-size: var(--text-md);}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 /* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
 .block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}

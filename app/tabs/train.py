@@ -91,6 +91,46 @@ CSV_SIZE_JS = """() => {
 }"""
 
 
+#: The note under the run buttons that keeps a refusal naming no field in view (``run-note``).
+#: Such a refusal is gradio's validation message of ``run-message``, an input of Start, Continue
+#: and Load; gradio 6.31's page wipes it at the next status update of any event once one of those
+#: events has completed (the element stays in the page's loading-status table, and each update
+#: rewrites its status without the message), so a refusal made while a run streams vanished within
+#: a second or two. This script copies each new refusal into a plain element of its own, right
+#: under ``run-message`` (which the page's CSS keeps hidden), and clears it only when the session's
+#: state changes kind (the word before " · " in the status line: starting, training, stopped,
+#: loaded, ...), i.e. when an action went through. A text still shown by gradio from before that
+#: change is not copied back until gradio has blanked it.
+RUN_NOTE_JS = """() => {
+  let shown = '', stale = null, kind = null;
+  const note = document.createElement('div');
+  note.id = 'run-note';
+  note.className = 'run-note';
+  note.setAttribute('role', 'alert');
+  const place = () => {
+    const box = document.querySelector('#run-message');
+    if (box && note.previousElementSibling !== box) box.after(note);
+  };
+  const render = () => { note.textContent = shown; note.style.display = shown ? '' : 'none'; };
+  const look = () => {
+    place();
+    const err = document.querySelector('#run-message .validation-error');
+    const text = err ? err.textContent.trim() : '';
+    // the status line's own text (not its loading tracker's "processing | 0.4s", which would read
+    // as a change of kind whenever another event is pending)
+    const status = document.querySelector('#live-status [data-testid="markdown"]');
+    const now = status ? status.textContent.trim().split(' · ')[0] : kind;
+    if (kind !== null && now !== kind) { shown = ''; stale = text || null; }
+    kind = now;
+    if (!text) stale = null;
+    else if (text !== stale && text !== shown) shown = text;
+    if (note.textContent !== shown) render();
+  };
+  render();
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 #: The live tab's page-load script for what a reload or a phone would lose or hide.
 #:
 #: * A warning before the page is left (``beforeunload``) while it holds a model that trained
@@ -150,9 +190,9 @@ RUN_GUARD_JS = """() => {
 
 
 def page_js(limit_bytes: int, max_rows: int) -> str:
-    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS` and
-    :data:`RUN_GUARD_JS`, one after the other."""
-    return f"() => {{ ({csv_size_js(limit_bytes, max_rows)})(); ({RUN_GUARD_JS})(); }}"
+    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS`, :data:`RUN_GUARD_JS`
+    and :data:`RUN_NOTE_JS`, one after the other."""
+    return f"() => {{ ({csv_size_js(limit_bytes, max_rows)})(); ({RUN_GUARD_JS})(); ({RUN_NOTE_JS})(); }}"
 
 
 def csv_size_js(limit_bytes: int, max_rows: int) -> str:
