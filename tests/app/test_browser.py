@@ -65,6 +65,15 @@ LSD_CHECKERBOARD = "checkerboard-lsd"
 IMAGE_MODEL = "fmnist-lsd"
 BAD_GRID = "0, 0.7, 0.5, 1"
 
+
+def _slow(ms: int) -> int:
+    """A wait's limit in milliseconds, stretched on a loaded machine (CI and Spaces share their
+    cores): times the 1-minute load average per core, between 1 and 4. Only how long a wait may
+    last changes; what the page must show does not."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return int(ms * min(4.0, max(1.0, per_core)))
+
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (scripts/test.sh installs it)"),
@@ -142,7 +151,7 @@ def browser_page(app_url):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport=VIEWPORT)
         pg = context.new_page()
-        pg.set_default_timeout(60_000)
+        pg.set_default_timeout(_slow(60_000))
         errors: list[str] = []
         pg.on("pageerror", lambda err: errors.append(str(err)))
         pg.goto(app_url)
@@ -188,7 +197,7 @@ def _stroke(page, at: tuple[float, float]) -> None:
     page.wait_for_function(
         "() => { const b = document.querySelector('#draw-pad button[aria-label=\"Brush\"]');"
         " return b && b.classList.contains('highlight'); }",
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     canvas = page.locator("#draw-pad canvas").first
     canvas.scroll_into_view_if_needed()  # the mouse draws at page coordinates: off screen, nothing lands
@@ -282,10 +291,10 @@ def test_browser_walkthrough(browser_page):
     page.wait_for_function(
         "() => /training/.test(document.querySelector('#live-status').innerText) "
         "&& /step [1-9]/.test(document.querySelector('#live-status').innerText)",
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     # the data and four sample panels drawn (plotly draws just after the status text changes)
-    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=20_000)
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=_slow(20_000))
     first_plot = time.monotonic() - t_click
     print(f"\nbrowser: Start until the first sample plot is drawn: {first_plot:.2f} s")
     # No timed assert: the latency is measured by bench/app_latency.py (docs/app_latency.md).
@@ -295,14 +304,14 @@ def test_browser_walkthrough(browser_page):
     page.wait_for_function(
         f"([el, h]) => ({POINTS_JS})(el)[1] !== h",
         arg=[samples.element_handle(), first],
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     # the status line is a separate output: it may be drawn a moment after the plot
     page.wait_for_function(
         "(s) => { const m = /step (\\d+)/.exec(document.querySelector('#live-status').innerText);"
         " return m && +m[1] > s; }",
         arg=step_first,
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     assert page.locator("#plot-loss").evaluate(LINES_JS) >= 1
     assert "steps/s" in page.inner_text("#live-progress")
@@ -310,14 +319,14 @@ def test_browser_walkthrough(browser_page):
         page.wait_for_function(
             "() => { const m = /step (\\d+)/.exec(document.querySelector('#live-status').innerText);"
             " return m && +m[1] >= 4000; }",
-            timeout=110_000,
+            timeout=_slow(110_000),
         )
     _shot(page, "train")
     page.click("#btn-stop")
     # Stop's answer and the run's last update carry the same line, whichever arrives last
     page.wait_for_function(
         "() => /stopped · LSD on checkerboard · step \\d+/.test(document.querySelector('#live-status').innerText)",
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     stopped_at = _step(page)
     assert stopped_at > step_first
@@ -334,12 +343,12 @@ def test_browser_walkthrough(browser_page):
     _stroke(page, at=(0.3, 0.3))
     page.click("#btn-start")
     page.wait_for_function(
-        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
+        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=_slow(30_000)
     )
     page.click("#btn-stop")
     page.wait_for_function(
         "() => /stopped · LSD on draw · step \\d+/.test(document.querySelector('#live-status').innerText)",
-        timeout=20_000,
+        timeout=_slow(20_000),
     )
     _no_traceback(page)
 
@@ -348,7 +357,7 @@ def test_browser_walkthrough(browser_page):
     _choose(page, "cmp-model", LSD_CHECKERBOARD)
     page.click("#btn-trajectories")
     page.wait_for_function(
-        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=30_000
+        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=_slow(30_000)
     )
     page.wait_for_function(f"() => ({LINES_JS})(document.querySelector('#plot-trajectories')) >= 10")
     _shot(page, "compare")
@@ -362,7 +371,7 @@ def test_browser_walkthrough(browser_page):
     page.wait_for_function(
         "() => { const t = document.querySelector('#q-table'); return t && t.querySelector('table')"
         " && !t.innerText.includes('computing'); }",
-        timeout=120_000,
+        timeout=_slow(120_000),
     )
     table = page.inner_text("#q-table")
     for name in ("checkerboard-lsd", "checkerboard-esd", "checkerboard-psd-m", "checkerboard-fm"):
@@ -391,7 +400,7 @@ def test_browser_walkthrough(browser_page):
             "(before) => { const i = document.querySelector('#img-output img');"
             " return i && i.complete && i.naturalWidth > 0 && i.getAttribute('src') !== before; }",
             arg=before,
-            timeout=60_000,
+            timeout=_slow(60_000),
         )
         sizes.append(image.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
         info = page.inner_text("#img-info")
@@ -410,7 +419,7 @@ def test_browser_walkthrough(browser_page):
     page.locator("#img-times textarea").fill(BAD_GRID)
     page.click("#btn-images")
     message = page.locator("#img-times div.validation-error")
-    message.wait_for(timeout=30_000)
+    message.wait_for(timeout=_slow(30_000))
     assert "increas" in message.inner_text() and "partial" not in message.inner_text(), message.inner_text()
     assert image.get_attribute("src") == last_good  # the last good picture is kept
     _no_traceback(page)
@@ -429,14 +438,16 @@ def test_browser_race(browser_page):
     page.wait_for_function(
         "() => /racing/.test(document.querySelector('#race-status').innerText)"
         " && /PSD-M/.test(document.querySelector('#race-table').innerText)",
-        timeout=60_000,
+        timeout=_slow(60_000),
     )
-    page.wait_for_selector("#race-samples .js-plotly-plot", timeout=60_000)  # a first sample round, on a busy CPU
+    page.wait_for_selector(
+        "#race-samples .js-plotly-plot", timeout=_slow(60_000)
+    )  # a first sample round, on a busy CPU
     page.click("#race-stop")
     page.wait_for_function(
         "() => /stopped/.test(document.querySelector('#race-status').innerText)"
         " && /Lowest checkerboard KL/.test(document.querySelector('#race-status').innerText)",
-        timeout=30_000,
+        timeout=_slow(30_000),
     )
     table = page.inner_text("#race-table")
     for name in ("LSD", "ESD", "PSD-M", "FM (Euler)", "exact samples (floor)"):
@@ -456,7 +467,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     page, js_errors = browser_page
     samples = page.locator("#plot-samples")
     page.click("#btn-load")  # a shipped model: the samples plot at once, without training
-    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=30_000)
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=_slow(30_000))
     page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)")
     drawn, bar = samples.evaluate(POINTS_JS), page.inner_text("#live-progress")
 
@@ -465,7 +476,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     page.locator("#draw-pad canvas").first.wait_for(state="visible")
     page.click("#btn-start")
     message = page.locator("#data-set .validation-error")  # on the data set choice, clear of the pad
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert re.search(r"drawing: .*draw a shape", message.inner_text()), message.inner_text()
     _above_label(page, "#data-set")
     page.wait_for_timeout(1000)  # anything still on its way lands
@@ -492,11 +503,11 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     _stroke(page, at=(0.3, 0.4))
     page.click("#btn-start")
     page.wait_for_function(
-        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=30_000
+        "() => /LSD on draw · step [1-9]/.test(document.querySelector('#live-status').innerText)", timeout=_slow(30_000)
     )
     # a run that starts clears the message: gradio drops it on the run's first reply and redraws the
     # field on a later frame, which a loaded browser may paint after the status line, so wait for it
-    message.wait_for(state="detached", timeout=15_000)
+    message.wait_for(state="detached", timeout=_slow(15_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
 
@@ -510,7 +521,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
     _type_number(page, "depth", "2.5")
     page.click("#btn-start")
     message = page.locator("#depth .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert message.inner_text().startswith("Hidden layers: 2.5 is not a whole number"), message.inner_text()
     _above_label(page, "#depth")
     _type_number(page, "depth", "4")
@@ -523,7 +534,7 @@ def test_browser_input_mistakes_show_beside_the_field(browser_page):
             checkbox.click()
     page.click("#race-start")
     message = page.locator("#race-families .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert "families: pick at least one" in message.inner_text(), message.inner_text()
     _above_label(page, "#race-families")
     assert page.locator("#race-progress .error").count() == 0 and page.inner_text("#race-table").strip() == ""
@@ -542,7 +553,7 @@ def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
     _type_number(page, "race-steps", "1550.5")
     page.click("#race-start")
     message = page.locator("#race-steps .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert message.inner_text().startswith("steps per family: 1550.5 is not a whole number"), message.inner_text()
     assert page.inner_text("#race-table").strip() == ""
     _no_traceback(page)
@@ -559,10 +570,10 @@ def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
     _tab(page, "train")
     page.click("#btn-start")
     samples = page.locator("#plot-samples")
-    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=30_000)
+    page.wait_for_function(f"el => ({POINTS_JS})(el)[0] > 1000", arg=samples.element_handle(), timeout=_slow(30_000))
     page.wait_for_function(
         "() => /training · LSD on checkerboard · step [1-9]/.test(document.querySelector('#live-status').innerText)",
-        timeout=30_000,
+        timeout=_slow(30_000),
     )
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
@@ -582,7 +593,7 @@ def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(
     _fits_on_a_phone(page, "#plot-error .annotation-text", "#plot-error .js-plotly-plot")
     page.click("#btn-trajectories")
     page.wait_for_function(
-        "() => /network evaluations/.test(document.querySelector('#cmp-info').innerText)", timeout=60_000
+        "() => /network evaluations/.test(document.querySelector('#cmp-info').innerText)", timeout=_slow(60_000)
     )
     page.wait_for_function(f"() => ({LINES_JS})(document.querySelector('#plot-trajectories')) >= 10")
     page.wait_for_selector("#plot-error .heatmaplayer image")
@@ -593,7 +604,7 @@ def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(
     _type_number(page, "cmp-steps", "2.5")
     page.click("#btn-trajectories")
     message = page.locator("#cmp-steps .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert message.inner_text().startswith("Flow-map steps N: 2.5 is not a whole number"), message.inner_text()
     _above_label(page, "#cmp-steps")
     page.wait_for_timeout(1000)  # anything still on its way lands
@@ -606,17 +617,17 @@ def test_browser_compare_mistake_beside_the_field_and_lessons_keep_custom_times(
     times.fill("0, 0.2, 1")
     page.locator("#cmp-examples button.gallery-item").first.click()  # "one jump against the exact map"
     page.wait_for_function(
-        "() => /the flow map took 1\\./.test(document.querySelector('#cmp-info').innerText)", timeout=60_000
+        "() => /the flow map took 1\\./.test(document.querySelector('#cmp-info').innerText)", timeout=_slow(60_000)
     )
     assert page.locator("#cmp-steps input[type=number]").input_value() == "1"
-    message.wait_for(state="detached", timeout=15_000)  # the lesson's good draw clears the message
+    message.wait_for(state="detached", timeout=_slow(15_000))  # the lesson's good draw clears the message
     assert times.input_value() == "0, 0.2, 1"
 
     # ---- a model without a Gaussian mixture: no heat map, and a sentence that says why, whole
     _choose(page, "cmp-model", LSD_CHECKERBOARD)
     page.click("#btn-trajectories")
     page.wait_for_function(
-        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=60_000
+        "() => document.querySelector('#cmp-info').innerText.includes('checkerboard-lsd')", timeout=_slow(60_000)
     )
     page.wait_for_selector("#plot-error .annotation-text")
     assert "Gaussian-mixture data" in page.inner_text("#plot-error")
@@ -636,7 +647,7 @@ def test_browser_images_mistake_beside_the_field_keeps_the_picture(browser_page)
     page.click("#btn-images")
     page.wait_for_function(
         "() => { const i = document.querySelector('#img-output img'); return i && i.complete && i.naturalWidth > 0; }",
-        timeout=60_000,
+        timeout=_slow(60_000),
     )
     page.wait_for_function("() => /ms per image/.test(document.querySelector('#img-info').innerText)")
     image = page.locator("#img-output img")
@@ -645,7 +656,7 @@ def test_browser_images_mistake_beside_the_field_keeps_the_picture(browser_page)
     _type_number(page, "img-count", "2.5")
     page.click("#btn-images")
     message = page.locator("#img-count .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert message.inner_text().startswith("Images: 2.5 is not a whole number"), message.inner_text()
     _above_label(page, "#img-count")
     page.wait_for_timeout(1000)
@@ -657,7 +668,7 @@ def test_browser_images_mistake_beside_the_field_keeps_the_picture(browser_page)
     page.locator("#img-times textarea").fill(BAD_GRID)
     page.click("#btn-images")
     grid_message = page.locator("#img-times div.validation-error")
-    grid_message.wait_for(timeout=20_000)
+    grid_message.wait_for(timeout=_slow(20_000))
     assert grid_message.inner_text().startswith("custom times: "), grid_message.inner_text()
     assert "increas" in grid_message.inner_text() and message.count() == 0  # one message, beside its field
     page.wait_for_timeout(1000)
@@ -677,28 +688,28 @@ def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
     page.click("#btn-quality")
     page.wait_for_function(
         f"el => ({LINES_JS})(el) > 0",
-        arg=page.locator("#plot-quality .js-plotly-plot").first.element_handle(timeout=90_000),
-        timeout=90_000,
+        arg=page.locator("#plot-quality .js-plotly-plot").first.element_handle(timeout=_slow(90_000)),
+        timeout=_slow(90_000),
     )
     # the evaluation streams its curves: wait for its end (a button's click counts once while it runs)
     page.wait_for_function(
         "() => document.querySelector('#q-summary').innerText.trim().length > 0"
         " && !document.querySelector('#plot-quality .pending, #plot-quality .generating')",
-        timeout=90_000,
+        timeout=_slow(90_000),
     )
     summary = page.inner_text("#q-summary")
     for button in ("#btn-quality", "#btn-quality-shipped"):
         _type_number(page, "q-samples", "750.5")
         page.click(button)
         message = page.locator("#q-samples .validation-error")
-        message.wait_for(timeout=20_000)
+        message.wait_for(timeout=_slow(20_000))
         assert message.inner_text().startswith("Samples per point: 750.5 is not a whole number"), message.inner_text()
         _above_label(page, "#q-samples")
         page.wait_for_timeout(1000)
         _no_error_badge(page, "#plot-quality", "#q-summary", "#q-message")
         assert page.inner_text("#q-summary") == summary
         _type_number(page, "q-samples", "500")
-        message.wait_for(state="detached", timeout=20_000)
+        message.wait_for(state="detached", timeout=_slow(20_000))
     _no_traceback(page)
     assert not js_errors, js_errors
 
@@ -719,12 +730,12 @@ def test_browser_first_click_on_a_fresh_page(browser_page, tab):
     _tab(page, tab)
     page.click(button)
     if tab == "images":
-        page.wait_for_selector(f"{output} img", timeout=90_000)
+        page.wait_for_selector(f"{output} img", timeout=_slow(90_000))
     else:  # a plotly figure with drawn lines or points
         page.wait_for_function(
             f"el => ({LINES_JS})(el) + ({POINTS_JS})(el)[0] > 0",
-            arg=page.locator(f"{output} .js-plotly-plot").first.element_handle(timeout=90_000),
-            timeout=90_000,
+            arg=page.locator(f"{output} .js-plotly-plot").first.element_handle(timeout=_slow(90_000)),
+            timeout=_slow(90_000),
         )
     assert "Error" not in page.inner_text(output), page.inner_text(output)
     _no_traceback(page)
@@ -748,14 +759,14 @@ def test_browser_one_click_on_continue_after_stop_resumes(browser_page):
     stream is still ending is the one that a user saw dropped."""
     page, js_errors = browser_page
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     for k in range(4):
         page.click("#btn-stop")
         page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
         stopped_at = _step(page)
         page.click("#btn-continue")  # once, right away, as a user does on reading "press Continue"
         try:
-            _wait_step_above(page, stopped_at, timeout=20_000)
+            _wait_step_above(page, stopped_at, timeout=_slow(20_000))
         except Exception:
             pytest.fail(
                 f"round {k}: one click on Continue did not resume training; status "
@@ -775,13 +786,15 @@ def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     page, js_errors = browser_page
     _choose(page, "pretrained", "eight_gaussians")
     page.click("#btn-load")
-    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=_slow(30_000)
+    )
     page.wait_for_function("() => document.querySelector('#data-set input').value === 'eight_gaussians'")
     page.click("#train-examples [data-testid=dataset-cell-0-0]")  # the checkerboard lesson
     page.wait_for_function("() => document.querySelector('#data-set input').value === 'checkerboard'")
     page.click("#btn-continue")
     message = page.locator("#data-set .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     text = message.inner_text()
     assert "learns eight_gaussians" in text and "shows checkerboard" in text and "press Start" in text, text
     page.wait_for_timeout(1000)  # anything still on its way lands
@@ -802,13 +815,13 @@ def test_browser_continue_on_a_redrawn_pad_is_refused_and_on_the_same_pad_resume
     page.locator("#draw-pad canvas").first.wait_for(state="visible")
     _stroke(page, at=(0.3, 0.3))
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     for _ in range(2):
         page.click("#btn-stop")
         page.wait_for_function("() => /stopped · LSD on draw/.test(document.querySelector('#live-status').innerText)")
         stopped_at = _step(page)
         page.click("#btn-continue")
-        _wait_step_above(page, stopped_at, timeout=20_000)
+        _wait_step_above(page, stopped_at, timeout=_slow(20_000))
         assert page.locator(".validation-error").count() == 0, page.inner_text("#data-set")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · LSD on draw/.test(document.querySelector('#live-status').innerText)")
@@ -816,7 +829,7 @@ def test_browser_continue_on_a_redrawn_pad_is_refused_and_on_the_same_pad_resume
     _stroke(page, at=(0.6, 0.2))
     page.click("#btn-continue")
     message = page.locator("#data-set .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     text = message.inner_text()
     assert "the sketch pad was changed since this run started" in text and "press Start" in text, text
     page.wait_for_timeout(1000)  # anything still on its way lands
@@ -835,14 +848,14 @@ def test_browser_load_during_a_run_says_why_under_the_buttons_and_the_message_st
     message goes."""
     page, js_errors = browser_page
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     page.click("#btn-load")
     message = page.locator("#run-note")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     text = message.inner_text()
     assert "already training: press Stop first" in text and "was not loaded" in text, text
     step = _step(page)
-    _wait_step_above(page, step, timeout=20_000)  # the run's stream goes on...
+    _wait_step_above(page, step, timeout=_slow(20_000))  # the run's stream goes on...
     page.wait_for_timeout(2000)
     assert message.is_visible() and "was not loaded" in message.inner_text()  # ...and the message stays
     assert page.locator(".validation-error:visible").count() == 0  # shown once: under the buttons only
@@ -853,8 +866,10 @@ def test_browser_load_during_a_run_says_why_under_the_buttons_and_the_message_st
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     page.click("#btn-load")
-    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
-    message.wait_for(state="hidden", timeout=15_000)  # empty: takes no room
+    page.wait_for_function(
+        "() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=_slow(30_000)
+    )
+    message.wait_for(state="hidden", timeout=_slow(15_000))  # empty: takes no room
     _no_traceback(page)
     assert not js_errors, js_errors
 
@@ -866,15 +881,19 @@ def test_browser_download_with_no_model_says_so_beside_the_button(browser_page):
     page, js_errors = browser_page
     page.click("#btn-download")
     message = page.locator("#download-file .validation-error")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert "nothing to download yet: press Start" in message.inner_text(), message.inner_text()
     page.wait_for_timeout(1000)  # anything still on its way lands
     assert page.locator("[data-testid=toast-body]").count() == 0
     assert page.locator("#download-file .error").count() == 0
     page.click("#btn-load")
-    page.wait_for_function("() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /loaded/.test(document.querySelector('#live-status').innerText)", timeout=_slow(30_000)
+    )
     page.click("#btn-download")
-    page.wait_for_function("() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=_slow(30_000)
+    )
     assert page.locator("#download-file .validation-error").count() == 0
     _no_error_badge(page, "#download-file")
     _no_traceback(page)
@@ -888,22 +907,26 @@ def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_
     page, js_errors = browser_page
     _tab(page, "race")
     page.click("#race-start")
-    page.wait_for_function("() => /racing/.test(document.querySelector('#race-status').innerText)", timeout=60_000)
+    page.wait_for_function(
+        "() => /racing/.test(document.querySelector('#race-status').innerText)", timeout=_slow(60_000)
+    )
     _tab(page, "train")
     page.click("#btn-start")
     message = page.locator("#run-note")
-    message.wait_for(timeout=20_000)
+    message.wait_for(timeout=_slow(20_000))
     assert 'a race is running in this session, in the "Race the families" tab: stop it there' in (
         message.inner_text()
     ), message.inner_text()
     assert "press Stop first" not in message.inner_text()
     _tab(page, "race")
     page.click("#race-stop")
-    page.wait_for_function("() => /stopped/.test(document.querySelector('#race-status').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /stopped/.test(document.querySelector('#race-status').innerText)", timeout=_slow(30_000)
+    )
     _tab(page, "train")
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
-    message.wait_for(state="hidden", timeout=15_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
+    message.wait_for(state="hidden", timeout=_slow(15_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
@@ -924,18 +947,20 @@ def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser
     page.wait_for_selector("#csv-upload", state="visible")
     page.set_input_files("#csv-upload input[type=file]", str(big))
     note = page.locator("#csv-size-note")
-    note.wait_for(state="visible", timeout=10_000)
+    note.wait_for(state="visible", timeout=_slow(10_000))
     text = note.inner_text()
     assert "big.csv is 2.5 MB; the limit is 2 MB" in text and "at most 100,000 rows" in text, text
     page.wait_for_timeout(1000)  # a toast or an upload, if one was on its way, lands
     assert page.locator("[data-testid=toast-body]").count() == 0
     _no_error_badge(page, "#csv-upload")
     page.set_input_files("#csv-upload input[type=file]", str(good))
-    page.wait_for_function("() => /ring\\.csv/.test(document.querySelector('#csv-upload').innerText)", timeout=20_000)
+    page.wait_for_function(
+        "() => /ring\\.csv/.test(document.querySelector('#csv-upload').innerText)", timeout=_slow(20_000)
+    )
     assert not note.is_visible()
     _no_error_badge(page, "#csv-upload")
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     assert " on ring.csv " in page.inner_text("#live-status"), page.inner_text("#live-status")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
@@ -973,7 +998,7 @@ def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_
     page.wait_for_selector("#btn-start")
     assert seen == [], seen
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     page.evaluate("() => { setTimeout(() => location.reload(), 0); }")
     deadline = time.monotonic() + 10
     while not seen and time.monotonic() < deadline:
@@ -981,7 +1006,7 @@ def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_
     assert seen == ["beforeunload"], seen
     step = _step(page)
     try:
-        _wait_step_above(page, step, timeout=20_000)  # stayed: the run goes on streaming to this page
+        _wait_step_above(page, step, timeout=_slow(20_000))  # stayed: the run goes on streaming to this page
     except Exception:
         pytest.fail(f"after Stay the run stopped streaming at step {step}: {page.inner_text('#live-status')!r}")
     page.click("#btn-stop")
@@ -989,11 +1014,13 @@ def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_
     # the page's client survived the question: Continue trains on and streams again
     step = _step(page)
     page.click("#btn-continue")
-    _wait_step_above(page, step, timeout=30_000)
+    _wait_step_above(page, step, timeout=_slow(30_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     page.click("#btn-download")
-    page.wait_for_function("() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=_slow(30_000)
+    )
     link = page.locator("#download-file td.download a").first  # the zip's size, a link to the file
     with page.expect_download():
         link.click()
@@ -1002,7 +1029,7 @@ def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_
     assert seen == ["beforeunload"], seen  # downloaded: nothing to lose, no question
     # a fresh page: Start, then Leave
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     answer["stay"] = False
     page.reload()
     page.wait_for_selector("#btn-start")
@@ -1018,7 +1045,7 @@ def test_browser_start_on_a_phone_scrolls_to_the_progress_bar(browser_page):
     does not move."""
     page, js_errors = browser_page
     page.click("#btn-start")  # desktop: the plots are beside the buttons; nothing scrolls
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     assert page.evaluate("() => window.scrollY") == 0
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
@@ -1032,8 +1059,8 @@ def test_browser_start_on_a_phone_scrolls_to_the_progress_bar(browser_page):
     )
     assert not page.evaluate(in_view)  # far below the buttons
     start.click()
-    page.wait_for_function(in_view, timeout=30_000)
-    _wait_step_above(page, 0, timeout=30_000)
+    page.wait_for_function(in_view, timeout=_slow(30_000))
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     page.click("#btn-stop")
 
 
@@ -1071,7 +1098,7 @@ def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
     stays, unchanged, while the run's updates keep arriving; the run goes on throughout."""
     page, js_errors = browser_page
     page.click("#btn-start")
-    _wait_step_above(page, 0, timeout=30_000)
+    _wait_step_above(page, 0, timeout=_slow(30_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     page.click("#btn-start")  # a second run: its first update reaches the page after the refusal
@@ -1080,7 +1107,7 @@ def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
     _refusal_shows_and_stays(page, "#btn-continue", "already training")
     _refusal_shows_and_stays(page, "#btn-start", "already training", clicks=3)
     step = _step(page)
-    _wait_step_above(page, step, timeout=20_000)  # the run was never stopped by them
+    _wait_step_above(page, step, timeout=_slow(20_000))  # the run was never stopped by them
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
