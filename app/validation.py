@@ -334,8 +334,10 @@ def drawn_mask(value: Any) -> np.ndarray | None:
         images.append(np.asarray(value))
     mask = None
     for img in images:
-        if img.ndim < 2 or img.size == 0:
+        if img.size == 0:
             continue
+        if img.ndim < 2:
+            raise InputError(f"drawing: expected an image, got an array of shape {img.shape}")
         m = _stroke_mask(img)
         mask = m if mask is None or mask.shape != m.shape else (mask | m)
     return mask
