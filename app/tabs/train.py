@@ -140,7 +140,9 @@ RUN_NOTE_JS = """() => {
 #:   any at a step above 0) sets it, a loaded shipped model or a fresh page clears it, and so does
 #:   a click on the zip's link in the Checkpoint box (``download-file``); a later run sets it
 #:   again. gradio's own listener closes the page's connection at that event; while a warning is
-#:   due, its aborts are skipped, so that "Stay" keeps the run streaming.
+#:   due, its aborts are skipped, so that "Stay" keeps the run streaming, and after a "Stay" the
+#:   page never aborts a data stream (the client, counting its stream closed, opens a second one,
+#:   and one stream's end-of-events message would abort the other's, cancelling its event).
 #: * On a narrow window (under ``NARROW_PX``), a Start or Continue that starts a run scrolls the
 #:   progress bar (``live-progress``) to the top of the screen: in one column the plots sit far
 #:   below the buttons. A refused click changes no status, so its message beside the field stays
@@ -173,18 +175,40 @@ RUN_GUARD_JS = """() => {
     if (t.closest('#btn-start, #btn-continue')) { scrollOnRun = window.innerWidth < NARROW_PX; last = null; }
     if (t.closest('#download-file a')) unsaved = false;
   }, true);
-  // gradio's own beforeunload listener, added before this script ran, closes the page's
-  // connection (aborting its streams): while a warning is due, an abort during that event waits,
-  // so that "Stay" keeps the run streaming (on "Leave" the page goes and its connections with it)
+  // gradio's own beforeunload listener (added before this one: listeners on the window run in
+  // the order they were added, so this script cannot go first) closes the page's client. It
+  // aborts the heartbeat, whose end makes the server free the session, and the data stream, whose
+  // end makes the server cancel the session's events (the run). While a warning is due, aborts
+  // during that event are skipped, so "Stay" keeps the session, its run and the stream. The
+  // client now counts its stream as closed, so the next event opens a second one on the same
+  // session and the server deals its messages to both (each delivers them to the same page
+  // handlers, so nothing is lost). But a stream's end-of-events message makes the client abort
+  // its newest stream, which may be another one still carrying an event: the server would cancel
+  // that event. So once the page has stayed, data streams are never aborted by the page; each
+  // ends when the server closes it, and all go with the page. Data streams are told from the
+  // heartbeat by the signal of their request (gradio's client builds each with new Request).
+  const streamSignals = new WeakSet();
+  const NativeRequest = window.Request;
+  window.Request = new Proxy(NativeRequest, {
+    construct(target, args, newTarget) {
+      const [input, init] = args;
+      const url = String(input && input.url ? input.url : input);
+      if (init && init.signal && /\/queue\/data\?/.test(url)) streamSignals.add(init.signal);
+      return Reflect.construct(target, args, newTarget);
+    },
+  });
+  let stayed = false;
   const abort = AbortController.prototype.abort;
   AbortController.prototype.abort = function (...args) {
     if (unsaved && window.event && window.event.type === 'beforeunload') return undefined;
+    if (stayed && streamSignals.has(this.signal)) return undefined;
     return abort.apply(this, args);
   };
   window.addEventListener('beforeunload', (ev) => {
     if (!unsaved) return;
     ev.preventDefault();
     ev.returnValue = 'Leaving or reloading this page ends your training run; download the model first.';
+    stayed = true;  // if the page goes, this no longer matters
   }, true);
 }"""
 

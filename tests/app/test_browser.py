@@ -987,8 +987,8 @@ def _leave_dialogs(page, answer: dict) -> list[str]:
 def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_page):
     """A reload ends the session's run, so the page warns first (a ``beforeunload`` dialog) while
     it holds a model that trained and was not downloaded since: none on a fresh page (after a
-    click, so the browser would show one); one after Start, and "Stay" keeps the run streaming;
-    none after Stop, Download and a click on the zip's link; one again after Start, and
+    click, so the browser would show one); one after Start; "Stay" keeps the run
+    streaming and the page working (Stop, Continue twice, Download reach the session); none after Download and a click on the zip's link; one again after Start, and
     "Leave" reloads to a fresh page."""
     page, js_errors = browser_page
     answer = {"stay": True}
@@ -1011,6 +1011,16 @@ def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_
         pytest.fail(f"after Stay the run stopped streaming at step {step}: {page.inner_text('#live-status')!r}")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    # the session survived the question: later events reach it (Continue trains on from its step)
+    for _ in range(2):
+        step = _step(page)
+        page.click("#btn-continue")
+        try:
+            _wait_step_above(page, step, timeout=_slow(30_000))
+        except Exception:
+            pytest.fail(f"after Stay, Continue did not train on from step {step}: {page.inner_text('#live-status')!r}")
+        page.click("#btn-stop")
+        page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     page.click("#btn-download")
     page.wait_for_function(
         "() => /\\.zip/.test(document.querySelector('#download-file').innerText)", timeout=_slow(30_000)
