@@ -355,7 +355,14 @@ def points_from_drawing(
     Raises:
         InputError: for an empty drawing, too few marked pixels, or a single dot/line of zero spread.
     """
-    mask = drawn_mask(value)
+    return points_from_mask(drawn_mask(value), n_points, seed, min_pixels)
+
+
+def points_from_mask(
+    mask: np.ndarray | None, n_points: int = DRAWING_POINTS, seed: int = 0, min_pixels: int = MIN_DRAWN_POINTS
+) -> np.ndarray:
+    """:func:`points_from_drawing` from the pad's marked pixels (:func:`drawn_mask`, None for no
+    image), for a caller that needs the mask too."""
     if mask is None:
         raise InputError("drawing: the sketch pad is empty; draw a shape on it first")
     if not mask.any():

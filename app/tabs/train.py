@@ -193,7 +193,7 @@ RUN_GUARD_JS = """() => {
     construct(target, args, newTarget) {
       const [input, init] = args;
       const url = String(input && input.url ? input.url : input);
-      if (init && init.signal && /\/queue\/data\?/.test(url)) streamSignals.add(init.signal);
+      if (init && init.signal && /\\/queue\\/data\\?/.test(url)) streamSignals.add(init.signal);
       return Reflect.construct(target, args, newTarget);
     },
   });

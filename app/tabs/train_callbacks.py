@@ -31,7 +31,7 @@ from app.validation import (
     drawn_mask,
     method_name,
     parse_train_settings,
-    points_from_drawing,
+    points_from_mask,
     points_from_upload,
     upload_path,
 )
@@ -82,24 +82,19 @@ def drawing_identity(drawing: Any) -> str:
     and its bits), so the same strokes give the same identity whatever their colour or the pad's
     encoding; "" where the value holds no image (an empty or cleared pad)."""
     try:
-        mask = drawn_mask(drawing)
+        return mask_identity(drawn_mask(drawing))
     except InputError:
         return ""
+
+
+def mask_identity(mask: np.ndarray | None) -> str:
+    """:func:`drawing_identity` of a pad's marked pixels (None: no image, "")."""
     if mask is None:
         return ""
     mask = np.ascontiguousarray(mask, dtype=bool)
     h = hashlib.sha256(np.asarray(mask.shape, dtype=np.int64).tobytes())
     h.update(np.packbits(mask).tobytes())
     return h.hexdigest()
-
-
-def drawn_mask_any(drawing: Any) -> bool:
-    """Whether a sketch pad's value has any marked pixel."""
-    try:
-        mask = drawn_mask(drawing)
-    except InputError:
-        return False
-    return mask is not None and bool(mask.any())
 
 
 #: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
@@ -124,7 +119,8 @@ class TrainCallbacks(AppBase):
 
     def resolve_data(self, choice: Any, drawing: Any, csv_file: Any) -> DataSource:
         if choice == DRAW:
-            return points_source(DRAW, points_from_drawing(drawing), digest=drawing_identity(drawing))
+            mask = drawn_mask(drawing)
+            return points_source(DRAW, points_from_mask(mask), digest=mask_identity(mask))
         if choice == CSV:
             pts = points_from_upload(csv_file, max_rows=self.limits.max_csv_rows, max_bytes=self.limits.max_upload)
             name, digest = upload_identity(csv_file)
@@ -272,7 +268,7 @@ class TrainCallbacks(AppBase):
     ):
         """Continue's input checks (and its validator): a model to continue, on the data set the
         page shows (``data_choice``, the Data set dropdown), the settings, the session's time.
-        Returns the settings.
+        Returns the settings (:meth:`_continue_checks` gives them with the renamed-CSV note).
 
         Continue trains the session's model on the data it was started (or loaded) on, with the
         page's method and settings; so that what it trains is what the page shows, a Data set
@@ -291,6 +287,15 @@ class TrainCallbacks(AppBase):
                 "drawing: ..." for a pad changed or cleared since Start (Start for the new
                 drawing, or Undo back to the old one).
         """
+        return self._continue_checks(
+            session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
+        )[0]
+
+    def _continue_checks(
+        self, session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
+    ) -> tuple[Any, str]:
+        """:meth:`check_continue`, returning the settings and the note of a CSV box that holds the
+        run's points under another file name ("" otherwise), so that the file is hashed once."""
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
         have = session.data.name if session.data is not None else ""
@@ -301,14 +306,15 @@ class TrainCallbacks(AppBase):
                 f"data set: the model in this session learns {learns}, but Data set shows {shown}; "
                 f"press Start to train a new model on {shown}, or choose {have} in Data set to continue this one"
             )
+        renamed = ""
         if have == CSV and csv_file is not None:
-            self._check_same_upload(session.data, csv_file)
+            renamed = self._check_same_upload(session.data, csv_file)
         if have == DRAW and drawing is not None:
             self._check_same_drawing(session.data, drawing)
         s = parse_train_settings(method, steps, batch, lr, eta, width, depth, seed, self.limits)
         self._run_cap(session)
         self._check_idle(session)
-        return s
+        return s, renamed
 
     def train_continue(
         self,
@@ -329,10 +335,9 @@ class TrainCallbacks(AppBase):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
         page's Data set) must name, with the CSV box's file or the pad's drawing it was started on
         (:meth:`check_continue`); new lr / batch / eta / method apply."""
-        s = self.check_continue(
+        s, renamed = self._continue_checks(
             session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
         )
-        renamed = self._renamed_upload_note(session.data, csv_file)
 
         def prepare():
             session.update_settings(s)
@@ -342,23 +347,17 @@ class TrainCallbacks(AppBase):
         yield from self._stream(session, s.steps, prepare)
 
     @staticmethod
-    def _renamed_upload_note(data: DataSource | None, csv_file: Any) -> str:
-        """For a Continue whose CSV box holds the run's points under another file name (accepted by
-        :meth:`_check_same_upload`): a note saying so, as the status keeps the name read at Start;
-        "" otherwise (no upload, another data set, or the same name)."""
-        if data is None or data.name != CSV or csv_file is None:
-            return ""
+    def _check_same_upload(data: DataSource, csv_file: Any) -> str:
+        """Refuse a CSV box whose file is not the one ``data`` (a CSV run's) was read from. Returns
+        a note for the same points under another file name (the status keeps the name read at
+        Start), else ""."""
         name, digest = upload_identity(csv_file)
-        if not digest or digest != data.digest or not data.label or name == data.label:
+        if not digest:
             return ""
-        return f"{name} holds the same points as {data.label}, so the run on {data.label} continues on them"
-
-    @staticmethod
-    def _check_same_upload(data: DataSource, csv_file: Any) -> None:
-        """Refuse a CSV box whose file is not the one ``data`` (a CSV run's) was read from."""
-        name, digest = upload_identity(csv_file)
-        if not digest or digest == data.digest:
-            return
+        if digest == data.digest:
+            if not data.label or name == data.label:
+                return ""
+            return f"{name} holds the same points as {data.label}, so the run on {data.label} continues on them"
         old = data.label or "the file read at Start"
         new = name if name != data.label else f"another file named {name}"
         raise InputError(
@@ -369,9 +368,13 @@ class TrainCallbacks(AppBase):
     @staticmethod
     def _check_same_drawing(data: DataSource, drawing: Any) -> None:
         """Refuse a sketch pad whose strokes are not the ones ``data`` (a drawing run's) was read from."""
-        if not data.digest or drawing_identity(drawing) == data.digest:
+        try:
+            mask = drawn_mask(drawing)
+        except InputError:
+            mask = None
+        if not data.digest or mask_identity(mask) == data.digest:
             return
-        if drawn_mask_any(drawing):
+        if mask is not None and mask.any():
             now, start = "changed", "press Start to train a new model on the new drawing"
         else:
             now, start = "cleared", "draw a shape and press Start to train a new model on it"

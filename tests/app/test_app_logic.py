@@ -335,10 +335,11 @@ def test_loss_curve_after_a_rollback_is_one_forward_curve_without_warnings(recwa
     assert not [w for w in recwarn if "empty slice" in str(w.message)]
 
 
-def test_live_history_drops_the_steps_a_rollback_discarded():
-    """A NaN batch at step 75 makes the guard restore its snapshot of step 50: right after that step
-    the session's history (what the loss plot and status read) ends at step 50, and throughout
-    the run its steps increase, ending as one path 1..120 whose steps 51.. are the new ones."""
+def test_live_nan_batch_rolls_back_says_so_and_drops_the_discarded_history():
+    """The app's live training through the Trainer's guard: a NaN batch at step 75 restores the
+    snapshot of step 50, halves the learning rate and says so in the status message. Right after
+    that step the session's history (what the loss plot and status read) ends at step 50, and
+    throughout the run its steps increase, ending as one path 1..120 whose steps 51.. are new."""
     from app.datasets import toy_source
     from app.live import LiveSession
 
@@ -357,6 +358,11 @@ def test_live_history_drops_the_steps_a_rollback_discarded():
     for snap in sess.run(120, max_seconds=60, chunk_seconds=0.0, first_chunk_seconds=0.0):
         seen.append((snap.step, snap.message, [e["step"] for e in snap.history]))
     assert sess.trainer.recoveries == 1 and seen[-1][0] == 120
+    messages = [message for _, message, _ in seen if message]
+    assert "non-finite loss" in messages[-1], messages[-1]
+    assert "the guard rolled back to step 50" in messages[-1] and "halved the learning rate" in messages[-1]
+    assert sess.trainer.lr_scale == 0.5 and snap.state == "done"
+    assert all(np.isfinite(p).all() for _, p in snap.panels)
     at = next(i for i, (_, message, _) in enumerate(seen) if "rolled back to step 50" in message)
     step, _, steps = seen[at]
     assert step == 50 and seen[at - 1][2][-1] == 74  # steps 51..74 were logged before the NaN

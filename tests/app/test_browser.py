@@ -987,9 +987,10 @@ def _leave_dialogs(page, answer: dict) -> list[str]:
 def test_browser_a_reload_mid_run_warns_and_a_downloaded_model_does_not(browser_page):
     """A reload ends the session's run, so the page warns first (a ``beforeunload`` dialog) while
     it holds a model that trained and was not downloaded since: none on a fresh page (after a
-    click, so the browser would show one); one after Start; "Stay" keeps the run
-    streaming and the page working (Stop, Continue twice, Download reach the session); none after Download and a click on the zip's link; one again after Start, and
-    "Leave" reloads to a fresh page."""
+    click, so the browser would show one); one after Start, and "Stay" keeps the run streaming
+    and the page working (Stop, Continue twice and Download reach the session); none after
+    Download and a click on the zip's link; one again after Start, and "Leave" reloads to a fresh
+    page."""
     page, js_errors = browser_page
     answer = {"stay": True}
     seen = _leave_dialogs(page, answer)
