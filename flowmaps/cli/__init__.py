@@ -58,4 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (argparse errors exit with status 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # huggingface_hub's logger prints through a handler of its own: passed on to ours too, each of
+    # its lines (e.g. a retry of an unreachable Hub) showed twice
+    logging.getLogger("huggingface_hub").propagate = False
     return args.run(args)

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from torch import nn
 from flowmaps.hub.mixin import HubMixin
 from flowmaps.hub.storage import CONFIG_NAME, DTYPES, REPO_ID_RE, expected_files_msg, hub_offline
 from flowmaps.registry import build_model
+
+log = logging.getLogger(__name__)
 
 
 class FlowMapCheckpoint(HubMixin):
@@ -157,6 +160,8 @@ def _load_from_hub(
     repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None, device: str | torch.device, dtype
 ) -> FlowMapCheckpoint:
     offline = hub_offline()
+    if not offline:  # huggingface_hub retries an unreachable Hub for about 25 s: say what waits
+        log.info("no folder %r here: looking it up on the Hugging Face Hub", repo_id)
     try:
         return FlowMapCheckpoint.from_pretrained(
             repo_id,

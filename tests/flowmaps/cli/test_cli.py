@@ -500,3 +500,25 @@ def test_a_local_looking_checkpoint_name_is_not_tried_on_the_hub(name, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith(f"flowmaps sample: error: --checkpoint: no checkpoint folder {name!r}: the folder ")
     assert "does not exist" in err and "not looked up on the Hugging Face Hub" in err
+
+
+def test_a_hub_lookup_is_announced_and_its_log_lines_show_once(tmp_path):
+    """A checkpoint name that is no folder but reads as a Hub id is announced before the lookup
+    (huggingface_hub retries an unreachable Hub for about 25 s), and huggingface_hub's own log
+    lines (its retries) show once, not also through the CLI's handler. The lookup is offline here
+    (HF_HUB_OFFLINE), so it fails at once on an empty cache."""
+    code = (
+        "import logging, sys\n"
+        "from flowmaps.cli import main\n"
+        "status = main(['sample', '--checkpoint', 'someone/absent-model', '--n', '4', '--out', sys.argv[1]])\n"
+        "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
+        "sys.exit(status)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.png")], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("Retrying in 1s") == 1, out.stderr
+    assert "no checkpoint folder 'someone/absent-model'" in out.stderr
