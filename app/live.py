@@ -163,6 +163,9 @@ class LiveSession:
         self.data: DataSource | None = None
         self.settings: TrainSettings | None = None
         self.origin = ""
+        # the shipped checkpoint this session's model was loaded from and its trained steps (a
+        # loaded model's trainer counts this session's steps from 0); "" and 0 for a fresh model
+        self.base_name, self.base_steps = "", 0
         # Per-step logs of the run's current path, steps increasing: a rollback drops the entries
         # past the restored step (:meth:`_drop_history_after`); thinned past MAX_HISTORY.
         self.history: list[dict[str, float]] = []
@@ -205,6 +208,7 @@ class LiveSession:
             self.view_noise = None
             self.data_view = None
             self.origin = ""
+            self.base_name, self.base_steps = "", 0
             self.version += 1
         return True
 
@@ -260,6 +264,7 @@ class LiveSession:
             self.config = config
             self.data, self.settings = data, s
             self.origin = f"fresh {method_name(s.method)} model (width {s.width}, depth {s.depth})"
+            self.base_name, self.base_steps = "", 0
             self.history = []
             self.lr_left = 1.0
             self._set_phase("starting", 0)
@@ -284,6 +289,8 @@ class LiveSession:
             self.config = {**config, "data": data.name, "method": method}
             self.data, self.settings = data, s
             self.origin = f"shipped checkpoint {name}"
+            trained = (config.get("training") or {}).get("steps")
+            self.base_name, self.base_steps = name, trained if isinstance(trained, int) and trained > 0 else 0
             self.history = []
             self.lr_left = 0.0  # its own training decayed its rate: a Continue starts at CONTINUE_FACTOR
             self._set_phase("loaded", 0)

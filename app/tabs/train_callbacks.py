@@ -136,6 +136,8 @@ class TrainCallbacks(AppBase):
         name = session.data.shown_name if session.data else ""
         method = method_name(session.method)
         text = f"**{phase}** · {method} on {name} · step {session.phase_step}"
+        if session.base_steps and phase != "loaded":  # a loaded model's steps count from 0 here
+            text += f" (on top of the {session.base_steps:,} steps of {session.base_name})"
         if phase == "done":
             text += " · try the *Flow map vs ODE* and *Steps vs quality* tabs with this model"
         elif phase == "time cap reached":
@@ -481,10 +483,11 @@ class TrainCallbacks(AppBase):
         self.check_download(session)
         model = session.snapshot_model()
         config = dict(session.config or {})
+        steps = session.trainer.global_step if session.trainer else 0  # this session's
+        total = session.base_steps + steps
         # named apart from the shipped checkpoints (checkerboard-lsd, ...): unzipped into checkpoints/,
         # a live model must not replace one of them
-        step = session.trainer.global_step if session.trainer else 0
-        name = f"live-{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}-step{step}"
+        name = f"live-{(session.data.name if session.data else 'model')}-{session.method or 'flowmap'}-step{total}"
         # gradio copies the returned zip into its own cache, so the folder of the previous
         # download is no longer needed; the last one goes when the session is freed.
         for old in session.scratch:
@@ -493,15 +496,32 @@ class TrainCallbacks(AppBase):
         session.scratch[:] = [str(tmp)]
         weakref.finalize(session, shutil.rmtree, str(tmp), True)  # also if gradio drops the session unclosed
         folder = tmp / name
-        steps = session.trainer.global_step if session.trainer else 0
         card = {
             "title": f"flowmaps live model: {name}",
             "summary": f"Trained live in the flowmaps app ({session.origin}).",
             "data": session.data.name if session.data else "?",
             "method": session.method,
-            "steps": steps,
+            "steps": total,
             "hardware": "CPU (the app's live trainer)",
         }
+        if session.base_name:
+            if steps:  # the weights have moved: the checkpoint's scores and recipe are not theirs
+                config["base_model"] = session.base_name
+                config.pop("metrics", None)
+                config.pop("card", None)
+                config["base_training"] = config.pop("training", None)
+                config["training"] = {"steps": steps, "base_steps": session.base_steps, "total_steps": total}
+                if session.settings is not None:  # the live run's own recipe (the last Continue's)
+                    config["training"].update(batch_size=session.settings.batch, lr=session.settings.lr)
+                card["summary"] = (
+                    f"The shipped checkpoint {session.base_name} ({session.base_steps:,} steps), then "
+                    f"{steps:,} steps of live training in the flowmaps app (CPU). Not scored: the shipped "
+                    "checkpoint's metrics are not carried over, since these weights trained further."
+                )
+            else:  # unchanged: the checkpoint's own card, recipe and scores hold
+                shipped = dict(config.get("card") or {})
+                note = f"Downloaded unchanged from the flowmaps app (the shipped checkpoint {session.base_name})."
+                card = {**card, **shipped, "title": card["title"], "summary": f"{shipped.get('summary', '')} {note}".strip()}
         save_pretrained(model, folder, config, card=card)
         archive = tmp / f"{name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -789,6 +789,50 @@ def test_callbacks_train_compare_and_download(fm_app, tmp_path):
     assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
 
 
+
+def test_a_loaded_model_counts_its_shipped_steps_and_its_download_says_what_changed(tmp_path):
+    """Load, then Download: the shipped checkpoint unchanged (its scores and recipe kept, its
+    steps in the name). Load, train on, then Download: the card counts the shipped steps plus the
+    session's, names the checkpoint it continued (base_model), and carries none of the shipped
+    checkpoint's metrics, whose weights these no longer are; the status line says on top of what
+    its step count runs."""
+    from app.live import LiveSession
+    from app.ui import FlowMapsApp
+    from flowmaps.hub import from_pretrained
+
+    shipped_root = Path(__file__).resolve().parents[2] / "checkpoints"  # the real ones: cards, scores, recipe
+    cfg = AppConfig(checkpoints_dir=shipped_root, cache_dir=tmp_path / "cache", limits=small_limits())
+    fm_app = FlowMapsApp(cfg)
+
+    def unzip(path, into):
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(into)
+        folder = next(p for p in Path(into).iterdir() if p.is_dir())
+        return folder, json.loads((folder / "config.json").read_text()), (folder / "README.md").read_text()
+
+    sess = LiveSession()
+    fm_app.load_pretrained(sess, "checkerboard-lsd", LSD, 100, 256, 1e-3, 0.75, 64, 2, 0)
+    shipped = json.loads((fm_app.store.root / "checkerboard-lsd" / "config.json").read_text())
+    base = shipped["training"]["steps"]
+    folder, cfg, card = unzip(fm_app.download_model(sess), tmp_path / "a")
+    assert folder.name.endswith(f"-step{base}")
+    assert cfg["metrics"] == shipped["metrics"] and cfg["training"] == shipped["training"]
+    assert "base_model" not in cfg and "## Metrics" in card and "unchanged" in card
+
+    for _ in sess.run(12, max_seconds=60, chunk_seconds=0.0, first_chunk_seconds=0.0):
+        pass
+    status = fm_app.status_text(sess)
+    assert "step 12 (on top of the " + f"{base:,}" + " steps of checkerboard-lsd)" in status, status
+    folder, cfg, card = unzip(fm_app.download_model(sess), tmp_path / "b")
+    assert folder.name.endswith(f"-step{base + 12}")
+    assert "metrics" not in cfg and "## Metrics" not in card
+    assert cfg["base_model"] == "checkerboard-lsd" and cfg["base_training"] == shipped["training"]
+    assert cfg["training"]["steps"] == 12 and cfg["training"]["total_steps"] == base + 12
+    assert cfg["card"]["steps"] == base + 12 and "Continued from**: checkerboard-lsd" in card
+    model, _ = from_pretrained(folder)
+    x = torch.randn(5, 2)
+    assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
+
 def test_callbacks_quality_is_cached(fm_app):
     from app.live import LiveSession
 
