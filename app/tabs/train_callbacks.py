@@ -521,7 +521,12 @@ class TrainCallbacks(AppBase):
             else:  # unchanged: the checkpoint's own card, recipe and scores hold
                 shipped = dict(config.get("card") or {})
                 note = f"Downloaded unchanged from the flowmaps app (the shipped checkpoint {session.base_name})."
-                card = {**card, **shipped, "title": card["title"], "summary": f"{shipped.get('summary', '')} {note}".strip()}
+                card = {
+                    **card,
+                    **shipped,
+                    "title": card["title"],
+                    "summary": f"{shipped.get('summary', '')} {note}".strip(),
+                }
         save_pretrained(model, folder, config, card=card)
         archive = tmp / f"{name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:

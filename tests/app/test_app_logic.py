@@ -789,7 +789,6 @@ def test_callbacks_train_compare_and_download(fm_app, tmp_path):
     assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
 
 
-
 def test_a_loaded_model_counts_its_shipped_steps_and_its_download_says_what_changed(tmp_path):
     """Load, then Download: the shipped checkpoint unchanged (its scores and recipe kept, its
     steps in the name). Load, train on, then Download: the card counts the shipped steps plus the
@@ -832,6 +831,7 @@ def test_a_loaded_model_counts_its_shipped_steps_and_its_download_says_what_chan
     model, _ = from_pretrained(folder)
     x = torch.randn(5, 2)
     assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
+
 
 def test_callbacks_quality_is_cached(fm_app):
     from app.live import LiveSession
