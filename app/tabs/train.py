@@ -81,7 +81,13 @@ CSV_SIZE_JS = """() => {
     ev.stopImmediatePropagation();
     ev.preventDefault();
     if (ev.type === 'change') ev.target.value = '';
-    note.textContent = `${big.name} is ${(big.size / 1048576).toFixed(1)} MB; the limit is ${LIMIT_MB} MB. ` +
+    // in MB with one decimal, or in bytes where that would read as the limit itself (2.0 MB of 2 MB)
+    let size = `${(big.size / 1048576).toFixed(1)} MB`, limit = `${LIMIT_MB} MB`;
+    if (Number((big.size / 1048576).toFixed(1)) <= LIMIT_MB) {
+      size = `${big.size.toLocaleString('en-US')} bytes`;
+      limit = `${LIMIT_MB} MB (${LIMIT.toLocaleString('en-US')} bytes)`;
+    }
+    note.textContent = `${big.name} is ${size}; the limit is ${limit}. ` +
       `Subsample it to at most ${ROWS.toLocaleString('en-US')} rows (e.g. keep every second or every tenth row) ` +
       `and upload it again.`;
     note.style.display = 'block';

@@ -229,8 +229,11 @@ def read_points_file(
         raise ValueError(f"{path}: no such file; give the path of a CSV of x, y rows")
     size = path.stat().st_size
     if size > max_bytes:
+        shown, limit = f"{size / (1 << 20):.1f} MB", f"{max_bytes / (1 << 20):g} MB"
+        if float(shown.split()[0]) <= max_bytes / (1 << 20):  # rounds to the limit: say it in bytes
+            shown, limit = f"{size:,} bytes", f"{limit} ({max_bytes:,} bytes)"
         raise ValueError(
-            f"{path}: the file is {size / (1 << 20):.1f} MB, above the limit of {max_bytes / (1 << 20):g} MB; "
+            f"{path}: the file is {shown}, above the limit of {limit}; "
             f"subsample it (at most {max_rows:,} rows, e.g. every second or every tenth row)"
         )
     try:

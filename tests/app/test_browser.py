@@ -950,6 +950,15 @@ def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser
     note.wait_for(state="visible", timeout=_slow(10_000))
     text = note.inner_text()
     assert "big.csv is 2.5 MB; the limit is 2 MB" in text and "at most 100,000 rows" in text, text
+    just_over = tmp_path / "just_over.csv"  # 2,100,000 bytes would read "2.0 MB" against 2 MB: in bytes
+    just_over.write_bytes(b"x,y\n" + b"0.123456,-0.654321\n" * 110_526 + b"\n\n")
+    assert just_over.stat().st_size == 2_100_000
+    page.set_input_files("#csv-upload input[type=file]", str(just_over))
+    page.wait_for_function(
+        "() => /just_over\\.csv is 2,100,000 bytes; the limit is 2 MB \\(2,097,152 bytes\\)/"
+        ".test(document.querySelector('#csv-size-note').innerText)",
+        timeout=_slow(10_000),
+    )
     page.wait_for_timeout(1000)  # a toast or an upload, if one was on its way, lands
     assert page.locator("[data-testid=toast-body]").count() == 0
     _no_error_badge(page, "#csv-upload")

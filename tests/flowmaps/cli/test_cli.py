@@ -405,10 +405,17 @@ def test_train_on_a_csv_of_points(tmp_path, capsys):
     bad.write_text("x,y\n1,2\n3,4\n5,abc\n")
     big = tmp_path / "big.csv"
     big.write_text("1.000000,2.000000\n" * 130_000)  # 2.34e6 bytes: 2.2 MB of 2**20 bytes
+    just_over = tmp_path / "just_over.csv"
+    just_over.write_text("1.000000,2.000000\n" * 116_666 + "1.0,2.00000\n")
+    assert just_over.stat().st_size == 2_100_000
     cases = [
         (bad, f"--data {bad}: line 4, column 2: 'abc' is not a number"),
         (tmp_path / "absent.csv", f"--data {tmp_path / 'absent.csv'}: no such file"),
         (big, f"--data {big}: the file is 2.2 MB, above the limit of 2 MB; subsample it (at most 100,000 rows"),
+        (  # 2,100,000 bytes reads "2.0 MB" against a limit of 2 MB (2,097,152 bytes): said in bytes
+            just_over,
+            f"--data {just_over}: the file is 2,100,000 bytes, above the limit of 2 MB (2,097,152 bytes); ",
+        ),
     ]
     capsys.readouterr()
     for path, message in cases:
