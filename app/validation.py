@@ -419,7 +419,7 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
             line as the file shows it, counted from 1, and what is wrong), NaN values, too few or
             too many rows, or all-equal points.
     """
-    from flowmaps.data.point_cloud import BinaryFileError, TooManyRowsError, parse_csv_bytes
+    from flowmaps.data.point_cloud import BinaryFileError, TooManyRowsError, parse_csv_bytes, sizes_over_limit
 
     path = upload_path(value)
     if not path.is_file():
@@ -427,7 +427,11 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
     cap = upload_bytes(max_bytes)
     size = path.stat().st_size
     if size > cap:
-        raise InputError(f"CSV file: {size / 1e6:.1f} MB is above the cap of {cap / 1e6:.1f} MB")
+        shown, limit = sizes_over_limit(size, cap)
+        raise InputError(
+            f"CSV file: the file is {shown}, above the limit of {limit}; subsample it (at most {max_rows:,} rows, "
+            "e.g. every second or every tenth row) and upload it again"
+        )
     try:
         # the bytes parsed as CSV text, not points_from_csv: an upload whose content is a server
         # path (e.g. "/etc/passwd") must be read as text, never as the name of a file to open.

@@ -213,6 +213,18 @@ def points_from_csv(
     return parse_csv_text(str(text_or_path), max_rows=max_rows, dtype=dtype)
 
 
+def sizes_over_limit(size: int, max_bytes: int) -> tuple[str, str]:
+    """A file's size and the limit it is over, as a message writes them: in MB (2**20 bytes; one
+    decimal for the size), or both also in bytes where the size would round to the limit itself
+    (a 2,100,000-byte file is "2.0 MB" against a limit of 2 MB)."""
+    if max_bytes < 100 << 10:  # a small limit (tests, a tight deployment): bytes only
+        return f"{size:,} bytes", f"{max_bytes:,} bytes"
+    shown, limit = f"{size / (1 << 20):.1f} MB", f"{max_bytes / (1 << 20):g} MB"
+    if round(size / (1 << 20), 1) <= max_bytes / (1 << 20):
+        shown, limit = f"{size:,} bytes", f"{limit} ({max_bytes:,} bytes)"
+    return shown, limit
+
+
 def read_points_file(
     path: str | os.PathLike, max_rows: int = CSV_MAX_ROWS, max_bytes: int = CSV_MAX_BYTES
 ) -> PointCloud:
@@ -229,9 +241,7 @@ def read_points_file(
         raise ValueError(f"{path}: no such file; give the path of a CSV of x, y rows")
     size = path.stat().st_size
     if size > max_bytes:
-        shown, limit = f"{size / (1 << 20):.1f} MB", f"{max_bytes / (1 << 20):g} MB"
-        if float(shown.split()[0]) <= max_bytes / (1 << 20):  # rounds to the limit: say it in bytes
-            shown, limit = f"{size:,} bytes", f"{limit} ({max_bytes:,} bytes)"
+        shown, limit = sizes_over_limit(size, max_bytes)
         raise ValueError(
             f"{path}: the file is {shown}, above the limit of {limit}; "
             f"subsample it (at most {max_rows:,} rows, e.g. every second or every tenth row)"

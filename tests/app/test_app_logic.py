@@ -275,7 +275,7 @@ def test_csv_upload(tmp_path):
     )
     bad("x,y\n\n1,2\n3,1e39\n", "line 4, column 2: 1e39 is too large")  # lines as the file shows them
     bad(b"\x00\x01\x02binary", "binary")
-    bad("1,2\n" * 2000, "above the cap", max_bytes=1000)
+    bad("1,2\n" * 2000, "the file is 8,000 bytes, above the limit of 1,000 bytes; subsample it", max_bytes=1000)
     bad("1,1\n1,1\n1,1\n", "same")
     with pytest.raises(InputError, match="no file"):
         points_from_upload(None)
