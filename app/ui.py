@@ -54,7 +54,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from app import plots
+from app import plots, server_log
 from app.checkpoints import KIND_2D, KIND_IMAGE
 from app.config import AppConfig
 from app.drawing import cap_decoded_pixels
@@ -149,6 +149,7 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
     """
     fm = FlowMapsApp(config)
     lim = fm.limits
+    server_log.install()  # a visitor's upload cut off by a closed page: one log line, no stack trace
     cap_decoded_pixels(lim.max_image_pixels)
     # gradio's cache of uploads and returned files: swept every few minutes of files older than
     # the idle time (at least ten minutes), so that uploads cannot fill the disk over a day.
