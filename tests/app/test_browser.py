@@ -691,10 +691,12 @@ def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
         arg=page.locator("#plot-quality .js-plotly-plot").first.element_handle(timeout=_slow(90_000)),
         timeout=_slow(90_000),
     )
-    # the evaluation streams its curves: wait for its end (a button's click counts once while it runs)
+    # the evaluation streams its curves with "computing..." in the summary; wait for its last
+    # update (a button's click is ignored while its event runs, so clicking earlier tests nothing)
     page.wait_for_function(
-        "() => document.querySelector('#q-summary').innerText.trim().length > 0"
-        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating')",
+        "() => { const t = document.querySelector('#q-summary').innerText.trim();"
+        " return t.length > 0 && !t.includes('computing')"
+        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating'); }",
         timeout=_slow(90_000),
     )
     summary = page.inner_text("#q-summary")
