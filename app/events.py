@@ -316,6 +316,68 @@ def raise_refused(values: tuple) -> None:
             raise InputError(value.message)
 
 
+#: The page script that keeps a field's refusal in view (gradio 6.31's page drops it too soon).
+#:
+#: :class:`InputCheck`'s refusal is gradio's validation message, drawn in the field's loading
+#: status. gradio's page rewrites the loading status of every component that took part in an
+#: earlier event whenever a later event of the page updates (Blocks' ``update_loading_stati_state``),
+#: and the rewrite carries no message: a refusal beside the Data set after a Load, or beside the
+#: steps slider while the draw's follow-up event lands, vanished within a second, before a visitor
+#: could read it (and on a loaded machine before a test could). This script remembers each
+#: field's message and, once gradio's element is gone, shows the same text in an element of its
+#: own at the top of the field (``.field-note``, also of class ``validation-error``, so it reads
+#: and is found as gradio's). It lets the note go when the visitor edits that field (an ``input``
+#: or ``change`` event inside it) or clicks any button (a new try: the validator speaks again if
+#: the field is still wrong); a message still shown by gradio at that click is not pinned again
+#: until gradio has dropped or changed it. The live tab's ``run-message`` has its own note
+#: (app/tabs/train.RUN_NOTE_JS).
+FIELD_NOTE_JS = """() => {
+  const pins = new Map(), stale = new Map();
+  const field = (el) => (el && el.closest ? el.closest('.block[id]') : null);
+  const ownNote = (block) => block.querySelector(':scope > .field-note');
+  const drop = (id) => {
+    pins.delete(id);
+    const block = document.getElementById(id);
+    const note = block && ownNote(block);
+    if (note) note.remove();
+  };
+  const look = () => {
+    const now = new Map();
+    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
+      const block = field(err), text = err.textContent.trim();
+      if (block && block.id !== 'run-message' && text) now.set(block.id, text);
+    }
+    for (const [id, text] of stale) if (now.get(id) !== text) stale.delete(id);
+    for (const [id, text] of now) if (stale.get(id) !== text) pins.set(id, text);
+    for (const [id, text] of pins) {
+      const block = document.getElementById(id);
+      if (!block) continue;
+      let note = ownNote(block);
+      if (now.has(id)) { if (note) note.remove(); continue; }
+      if (!note) {
+        note = document.createElement('div');
+        note.className = 'validation-error field-note';
+        note.setAttribute('role', 'alert');
+        block.prepend(note);
+      }
+      if (note.textContent !== text) note.textContent = text;
+    }
+  };
+  const edited = (ev) => { const block = field(ev.target); if (block) drop(block.id); };
+  document.addEventListener('input', edited, true);
+  document.addEventListener('change', edited, true);
+  document.addEventListener('click', (ev) => {
+    if (!(ev.target && ev.target.closest && ev.target.closest('button'))) return;
+    for (const id of [...pins.keys()]) drop(id);
+    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
+      const block = field(err);
+      if (block) stale.set(block.id, err.textContent.trim());
+    }
+  }, true);
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 class InputCheck:
     """gradio's validator for one event: the callback's own input checks, run before it is queued.
 

@@ -92,6 +92,10 @@ CSS = """
 .run-note {margin: 0 var(--block-padding); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
   border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
   font-size: var(--text-md);}
+/* a field's refusal kept by the page script (app/events.FIELD_NOTE_JS) after gradio dropped its own */
+.field-note {margin-bottom: var(--spacing-md); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
+  border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
+  font-size: var(--text-md);}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 /* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
 .block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}

@@ -26,7 +26,16 @@ from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
-from app.events import InputCheck, NamedSlider, named, plain, slider_value_up_to, visiting, with_optional_last
+from app.events import (
+    FIELD_NOTE_JS,
+    InputCheck,
+    NamedSlider,
+    named,
+    plain,
+    slider_value_up_to,
+    visiting,
+    with_optional_last,
+)
 from app.live import VIEW_STEPS, LiveSession
 from app.tabs.base import DEFAULTS
 from app.tabs.train_callbacks import IDLE_STATUS, TrainCallbacks
@@ -220,9 +229,10 @@ RUN_GUARD_JS = """() => {
 
 
 def page_js(limit_bytes: int, max_rows: int) -> str:
-    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS`, :data:`RUN_GUARD_JS`
-    and :data:`RUN_NOTE_JS`, one after the other."""
-    return f"() => {{ ({csv_size_js(limit_bytes, max_rows)})(); ({RUN_GUARD_JS})(); ({RUN_NOTE_JS})(); }}"
+    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS`, :data:`RUN_GUARD_JS`,
+    :data:`RUN_NOTE_JS` and :data:`app.events.FIELD_NOTE_JS`, one after the other."""
+    scripts = (csv_size_js(limit_bytes, max_rows), RUN_GUARD_JS, RUN_NOTE_JS, FIELD_NOTE_JS)
+    return "() => { " + " ".join(f"({js})();" for js in scripts) + " }"
 
 
 def csv_size_js(limit_bytes: int, max_rows: int) -> str:
