@@ -327,10 +327,13 @@ def raise_refused(values: tuple) -> None:
 #: field's message and, once gradio's element is gone, shows the same text in an element of its
 #: own at the top of the field (``.field-note``, also of class ``validation-error``, so it reads
 #: and is found as gradio's). It lets the note go when the visitor edits that field (an ``input``
-#: or ``change`` event inside it) or clicks any button (a new try: the validator speaks again if
-#: the field is still wrong); a message still shown by gradio at that click is not pinned again
-#: until gradio has dropped or changed it. The live tab's ``run-message`` has its own note
-#: (app/tabs/train.RUN_NOTE_JS).
+#: or ``change`` event inside it, or a dropdown choice picked with the mouse) or clicks any button
+#: (a new try: the validator speaks again if the field is still wrong); a message still shown by
+#: gradio at that edit or click is not pinned again until gradio has dropped or changed it. gradio
+#: keeps its own message after the field is edited, above a value it no longer describes, until
+#: the field's next event: an edited field's gradio message is hidden (``data-edited`` on the
+#: field) until the validator next refuses a click (an HTTP 422 answer to the page's fetch). The
+#: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS).
 FIELD_NOTE_JS = """() => {
   const pins = new Map(), stale = new Map();
   const field = (el) => (el && el.closest ? el.closest('.block[id]') : null);
@@ -363,16 +366,37 @@ FIELD_NOTE_JS = """() => {
       if (note.textContent !== text) note.textContent = text;
     }
   };
-  const edited = (ev) => { const block = field(ev.target); if (block) drop(block.id); };
+  // gradio's own text, still shown when the visitor moves on, is stale: not pinned again
+  const moveOn = (block) => {
+    drop(block.id);
+    const err = block.querySelector('.validation-error:not(.field-note)');
+    if (err) stale.set(block.id, err.textContent.trim());
+  };
+  // an edited field's message is about the value it no longer holds: hidden (gradio keeps it
+  // until the field's next event) until the validator next refuses something (HTTP 422)
+  const edit = (block) => { moveOn(block); block.setAttribute('data-edited', ''); };
+  const nativeFetch = window.fetch;
+  window.fetch = function (...args) {
+    return nativeFetch.apply(this, args).then((response) => {
+      if (response.status === 422) {
+        for (const block of document.querySelectorAll('.block[data-edited]')) block.removeAttribute('data-edited');
+      }
+      return response;
+    });
+  };
+  const edited = (ev) => { const block = field(ev.target); if (block) edit(block); };
   document.addEventListener('input', edited, true);
   document.addEventListener('change', edited, true);
+  document.addEventListener('mousedown', (ev) => {  // a dropdown's choice picked with the mouse edits its field
+    const t = ev.target && ev.target.closest ? ev.target : null;
+    const block = t && t.closest('[role=option]') ? field(t) || field(document.activeElement) : null;
+    if (block) edit(block);
+  }, true);
   document.addEventListener('click', (ev) => {
-    if (!(ev.target && ev.target.closest && ev.target.closest('button'))) return;
+    const t = ev.target && ev.target.closest ? ev.target : null;
+    if (!t || !t.closest('button')) return;
     for (const id of [...pins.keys()]) drop(id);
-    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
-      const block = field(err);
-      if (block) stale.set(block.id, err.textContent.trim());
-    }
+    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) moveOn(field(err));
   }, true);
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""

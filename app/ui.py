@@ -92,6 +92,10 @@ CSS = """
 .run-note {margin: 0 var(--block-padding); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
   border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
   font-size: var(--text-md);}
+/* a slider's own note under it (app/events.NamedSlider) says what its message above says: one copy in view */
+.block:has(.validation-error) + .slider-note {display: none !important;}
+/* a field edited since its refusal: gradio's message describes the old value (app/events.FIELD_NOTE_JS) */
+.block[data-edited] .validation-error {display: none !important;}
 /* a field's refusal kept by the page script (app/events.FIELD_NOTE_JS) after gradio dropped its own */
 .field-note {margin-bottom: var(--spacing-md); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
   border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);

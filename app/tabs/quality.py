@@ -171,7 +171,10 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
         [session, model, samples],
         [figure, table, summary, message, session],
         api_name="quality",
-        validator=InputCheck(fm.sessions, [session, model, samples], fm.check_quality, fields, model, "Evaluation"),
+        # each message beside its own field only (the model's dropdown sits next to the slider)
+        validator=InputCheck(
+            fm.sessions, [session, model, samples], fm.check_quality, fields, model, "Evaluation", echo=False
+        ),
         **one_at_a_time,
     )
 

@@ -711,7 +711,7 @@ def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
         _no_error_badge(page, "#plot-quality", "#q-summary", "#q-message")
         assert page.inner_text("#q-summary") == summary
         _type_number(page, "q-samples", "500")
-        message.wait_for(state="detached", timeout=_slow(20_000))
+        message.wait_for(state="hidden", timeout=_slow(20_000))
     _no_traceback(page)
     assert not js_errors, js_errors
 
@@ -785,7 +785,8 @@ def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     """Load a shipped eight_gaussians model: the Data set dropdown shows eight_gaussians. A lesson
     that fills the checkerboard, then Continue: refused beside Data set, naming both data sets and
     what to press, and nowhere else (not beside Method); nothing trains (the status still reads "loaded").
-    A later event of the page (a change of method) leaves the message where it is."""
+    A later event of the page (a change of method) leaves the message where it is; the model's
+    data set picked again takes it away."""
     page, js_errors = browser_page
     _choose(page, "pretrained", "eight_gaussians")
     page.click("#btn-load")
@@ -812,6 +813,11 @@ def test_browser_continue_trains_what_the_dropdowns_show(browser_page):
     page.wait_for_timeout(1000)  # anything still on its way lands
     assert message.inner_text() == text
     assert page.locator(".validation-error").count() == 1
+    # the model's data set picked again with the mouse: the message goes, and stays gone
+    _choose(page, "data-set", "eight_gaussians")
+    message.wait_for(state="hidden", timeout=_slow(10_000))
+    page.wait_for_timeout(1000)
+    assert page.locator(".validation-error:visible").count() == 0
     _no_traceback(page)
     assert not js_errors, js_errors
 
