@@ -504,6 +504,9 @@ class TrainCallbacks(AppBase):
             "steps": total,
             "hardware": "CPU (the app's live trainer)",
         }
+        if not session.base_name and session.settings is not None and "training" not in config:
+            s = session.settings  # a model the app trained from scratch: its recipe (the last run's)
+            config["training"] = {"steps": steps, "batch_size": s.batch, "lr": s.lr, "seed": s.seed}
         if session.base_name:
             if steps:  # the weights have moved: the checkpoint's scores and recipe are not theirs
                 config["base_model"] = session.base_name

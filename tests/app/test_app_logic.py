@@ -785,6 +785,8 @@ def test_callbacks_train_compare_and_download(fm_app, tmp_path):
     folder = next(p for p in tmp_path.iterdir() if p.is_dir())
     model, cfg = from_pretrained(folder)
     assert cfg["data"] == "eight_gaussians" and cfg["net"]["width"] == 32
+    # the recipe it trained on, as a loaded-and-continued model's download gives it
+    assert cfg["training"] == {"steps": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}, cfg.get("training")
     x = torch.randn(5, 2)
     assert torch.allclose(model.jump(x, 0.0, 1.0), sess.model.jump(x, 0.0, 1.0), atol=1e-6)
 
