@@ -330,9 +330,11 @@ def raise_refused(values: tuple) -> None:
 #: or ``change`` event inside it, or a dropdown choice picked with the mouse) or clicks any button
 #: (a new try: the validator speaks again if the field is still wrong); a message still shown by
 #: gradio at that edit or click is not pinned again until gradio has dropped or changed it. gradio
-#: keeps its own message after the field is edited, above a value it no longer describes, until
-#: the field's next event: an edited field's gradio message is hidden (``data-edited`` on the
-#: field) until the validator next refuses a click (an HTTP 422 answer to the page's fetch). The
+#: keeps its own message after the field is edited, above a value it no longer describes, or after
+#: another button's action made it untrue (a race refused as "a run is going", then that run
+#: stopped), until the field's next event: such a message (of a field edited since, or of any
+#: field at a click on an action's button, not a tab's) is hidden (``data-edited`` on the field)
+#: until the validator next refuses a click (an HTTP 422 answer to the page's fetch). The
 #: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS).
 FIELD_NOTE_JS = """() => {
   const pins = new Map(), stale = new Map();
@@ -396,7 +398,14 @@ FIELD_NOTE_JS = """() => {
     const t = ev.target && ev.target.closest ? ev.target : null;
     if (!t || !t.closest('button')) return;
     for (const id of [...pins.keys()]) drop(id);
-    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) moveOn(field(err));
+    // an action's button (not a tab's): every message so far answered an earlier try, hidden
+    // until the validator answers this one (e.g. "a run is going" after that run was stopped)
+    const action = !t.closest('[role=tab]');
+    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
+      const block = field(err);
+      if (action) edit(block);
+      else moveOn(block);
+    }
   }, true);
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""

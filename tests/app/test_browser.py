@@ -562,7 +562,9 @@ def test_browser_a_lesson_leaves_the_race_fields_checks(browser_page):
 
 def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
     """Stop on the race tab with no race running answers without harm: Start on the live tab then
-    trains in the same browser session (live samples drawn, no error anywhere in the page)."""
+    trains in the same browser session (live samples drawn, no error anywhere in the page). A race
+    pressed meanwhile is refused beside the families; after the live run's Stop that refusal is
+    no longer shown."""
     page, js_errors = browser_page
     _tab(page, "race")
     page.click("#race-stop")
@@ -575,8 +577,18 @@ def test_browser_a_race_stop_with_no_race_leaves_the_page_working(browser_page):
         "() => /training · LSD on checkerboard · step [1-9]/.test(document.querySelector('#live-status').innerText)",
         timeout=_slow(30_000),
     )
+    # a race while the live run goes: refused, saying where to stop it; once stopped, the refusal
+    # no longer shows (gradio would keep it above the families until their next event)
+    _tab(page, "race")
+    page.click("#race-start")
+    busy = page.locator("#race-families .validation-error")
+    busy.wait_for(timeout=_slow(20_000))
+    assert busy.inner_text().startswith("this session is training live"), busy.inner_text()
+    _tab(page, "train")
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
+    _tab(page, "race")
+    busy.wait_for(state="hidden", timeout=_slow(10_000))
     assert "failed" not in page.inner_text("body") and page.locator("[data-testid=toast-body]").count() == 0
     _no_traceback(page)
     assert not js_errors, js_errors
