@@ -504,18 +504,16 @@ class TrainCallbacks(AppBase):
             "steps": total,
             "hardware": "CPU (the app's live trainer)",
         }
-        if not session.base_name and session.settings is not None and "training" not in config:
-            s = session.settings  # a model the app trained from scratch: its recipe (the last run's)
-            config["training"] = {"steps": steps, "batch_size": s.batch, "lr": s.lr, "seed": s.seed}
+        # the live run's own recipe (the last Start's or Continue's)
+        s = session.settings
+        recipe = {} if s is None else {"batch_size": s.batch, "lr": s.lr}
         if session.base_name:
             if steps:  # the weights have moved: the checkpoint's scores and recipe are not theirs
                 config["base_model"] = session.base_name
                 config.pop("metrics", None)
                 config.pop("card", None)
                 config["base_training"] = config.pop("training", None)
-                config["training"] = {"steps": steps, "base_steps": session.base_steps, "total_steps": total}
-                if session.settings is not None:  # the live run's own recipe (the last Continue's)
-                    config["training"].update(batch_size=session.settings.batch, lr=session.settings.lr)
+                config["training"] = {"steps": steps, "base_steps": session.base_steps, "total_steps": total, **recipe}
                 card["summary"] = (
                     f"The shipped checkpoint {session.base_name} ({session.base_steps:,} steps), then "
                     f"{steps:,} steps of live training in the flowmaps app (CPU). Not scored: the shipped "
@@ -530,6 +528,8 @@ class TrainCallbacks(AppBase):
                     "title": card["title"],
                     "summary": f"{shipped.get('summary', '')} {note}".strip(),
                 }
+        elif recipe and "training" not in config:  # trained from scratch here
+            config["training"] = {"steps": steps, **recipe, "seed": s.seed}
         save_pretrained(model, folder, config, card=card)
         archive = tmp / f"{name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
