@@ -338,6 +338,7 @@ def raise_refused(values: tuple) -> None:
 #: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS).
 FIELD_NOTE_JS = """() => {
   const pins = new Map(), stale = new Map();
+  const GRADIO_MESSAGE = '.validation-error:not(.field-note)';  // gradio's own, not this script's
   const field = (el) => (el && el.closest ? el.closest('.block[id]') : null);
   const ownNote = (block) => block.querySelector(':scope > .field-note');
   const drop = (id) => {
@@ -348,7 +349,7 @@ FIELD_NOTE_JS = """() => {
   };
   const look = () => {
     const now = new Map();
-    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
+    for (const err of document.querySelectorAll('.block[id] ' + GRADIO_MESSAGE)) {
       const block = field(err), text = err.textContent.trim();
       if (block && block.id !== 'run-message' && text) now.set(block.id, text);
     }
@@ -371,7 +372,7 @@ FIELD_NOTE_JS = """() => {
   // gradio's own text, still shown when the visitor moves on, is stale: not pinned again
   const moveOn = (block) => {
     drop(block.id);
-    const err = block.querySelector('.validation-error:not(.field-note)');
+    const err = block.querySelector(GRADIO_MESSAGE);
     if (err) stale.set(block.id, err.textContent.trim());
   };
   // an edited field's message is about the value it no longer holds: hidden (gradio keeps it
@@ -401,7 +402,7 @@ FIELD_NOTE_JS = """() => {
     // an action's button (not a tab's): every message so far answered an earlier try, hidden
     // until the validator answers this one (e.g. "a run is going" after that run was stopped)
     const action = !t.closest('[role=tab]');
-    for (const err of document.querySelectorAll('.block[id] .validation-error:not(.field-note)')) {
+    for (const err of document.querySelectorAll('.block[id] ' + GRADIO_MESSAGE)) {
       const block = field(err);
       if (action) edit(block);
       else moveOn(block);

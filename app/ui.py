@@ -89,17 +89,16 @@ CSS = """
 /* the live tab's refusals naming no field: gradio's own message element stays hidden, and the page
    script's copy (app/tabs/train.RUN_NOTE_JS) shows under the run buttons, looking like a field's message */
 .run-message {display: none !important;}
-.run-note {margin: 0 var(--block-padding); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
+.run-note, .field-note {padding: var(--spacing-md); border: 1px solid var(--error-border-color);
   border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
   font-size: var(--text-md);}
+.run-note {margin: 0 var(--block-padding);}
 /* a slider's own note under it (app/events.NamedSlider) says what its message above says: one copy in view */
 .block:has(.validation-error) + .slider-note {display: none !important;}
 /* a field edited since its refusal: gradio's message describes the old value (app/events.FIELD_NOTE_JS) */
 .block[data-edited] .validation-error {display: none !important;}
 /* a field's refusal kept by the page script (app/events.FIELD_NOTE_JS) after gradio dropped its own */
-.field-note {margin-bottom: var(--spacing-md); padding: var(--spacing-md); border: 1px solid var(--error-border-color);
-  border-radius: var(--radius-sm); color: var(--error-text-color); background: var(--error-background-fill);
-  font-size: var(--text-md);}
+.field-note {margin-bottom: var(--spacing-md);}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}
 /* gradio lays a field's validation message over the top of the field, over its label: put it above the label */
 .block > .wrap:has(> .validation-error) {position: relative !important; inset: auto; margin-bottom: var(--spacing-md);}
