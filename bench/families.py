@@ -82,6 +82,7 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
             "--seed", str(args.seed),
             "--lr", str(args.lr),
             "--reduction", args.reduction,
+            "--off-times", args.off_times,
         ]  # fmt: skip
         if args.quick:
             cmd.append("--quick")
@@ -261,6 +262,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         choices=("mean", "sum_of_means"),
         default="mean",
         help="how the two branches are combined: mean over all samples (3:1 at eta 0.75) or sum of branch means",
+    )
+    p.add_argument(
+        "--off-times",
+        choices=("uniform", "square"),
+        default="uniform",
+        help="off-diagonal (s, t): uniform on the triangle s < t, or s and t independent (forward and backward "
+        "jumps, the authors' released 2-D code)",
     )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--width", type=int, default=512)

@@ -131,8 +131,15 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     ema_params = [p for p in ema.parameters()]
     fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
+    placement = {"stopgrad": args.esd_stopgrad} if method == "esd" and args.esd_stopgrad != "none" else {}
     objective = make_objective(
-        method, eta=args.eta, reduction=args.reduction, fuse_branches=fused, return_logs=False, times=args.off_times
+        method,
+        eta=args.eta,
+        reduction=args.reduction,
+        fuse_branches=fused,
+        return_logs=False,
+        times=args.off_times,
+        **placement,
     )
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
@@ -241,6 +248,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "ema_decay": args.ema,
             "eta": args.eta,
             **({"off_diagonal_times": args.off_times} if args.off_times != "uniform" else {}),
+            **({"esd_stopgrad": args.esd_stopgrad} if method == "esd" and args.esd_stopgrad != "none" else {}),
             "optimizer": "RAdam",
             "steps": steps_done + int(previous.get("steps", 0)),
             "train_seconds": round(train_s + float(previous.get("train_seconds", 0.0)), 1),
@@ -397,9 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--off-times",
-        choices=("uniform", "gap_uniform"),
+        choices=("uniform", "square", "gap_uniform"),
         default="uniform",
-        help="off-diagonal (s, t): uniform on the triangle (the paper) or jump length uniform (a diagnostic)",
+        help="off-diagonal (s, t): uniform on the triangle s < t (the paper's text), s and t independent "
+        "(forward and backward jumps: the authors' released 2-D code) or jump length uniform (a diagnostic)",
+    )
+    p.add_argument(
+        "--esd-stopgrad",
+        choices=("none", "teacher"),
+        default="none",
+        help="ESD's gradient: through the whole residual (none, the esd preset) or only through d/ds X with the "
+        "transport term under stop-gradient (teacher: the semigradient of the authors' released 2-D config)",
     )
     p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
     p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")

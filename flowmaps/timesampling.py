@@ -43,6 +43,9 @@ def diagonal_times(n: int, *, generator: torch.Generator | None = None, device=N
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
+OFF_DIAGONAL_KINDS = ("uniform", "square", "dyadic", "gap_uniform")
+
+
 def off_diagonal_times(
     n: int,
     *,
@@ -52,9 +55,14 @@ def off_diagonal_times(
     dtype=None,
     max_level: int = DYADIC_MAX_LEVEL,
 ) -> tuple[Tensor, Tensor]:
-    """(s, t) with s < t, each of shape (n,) (t = 0 noise, t = 1 data).
+    """(s, t), each of shape (n,) (t = 0 noise, t = 1 data); s < t for every kind but "square".
 
     kind="uniform": uniform on the triangle 0 <= s < t <= 1.
+    kind="square": s and t independent, each U[0, 1]: forward jumps (s < t) and backward jumps
+    (s > t, towards the noise) half the time each. The authors' released code draws the
+    off-diagonal times of its checkerboard runs this way (its min/max ordering is left out), so
+    the map is trained in both directions; X_{s,t} with s > t is the inverse of X_{t,s}, and every
+    self-distillation residual holds for it unchanged. Sampling still uses forward jumps only.
     kind="dyadic": step d = 2^-k with k uniform in {0, ..., max_level}, s a uniform multiple of
     d in [0, 1 - d], t = s + d (the shortcut-model grid). The default max_level 6 gives the steps
     1 ... 1/64 of the shortcut paper's 128-step setting; the shortcut objective takes the
@@ -82,8 +90,11 @@ def off_diagonal_times(
         s = (j * d).to(dtype or torch.get_default_dtype())
         t = ((j + 1.0) * d).to(dtype or torch.get_default_dtype())
         return s, t
+    if kind == "square":
+        s = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return s, torch.rand(n, generator=generator, device=device, dtype=dtype)
     if kind == "gap_uniform":
         d = torch.rand(n, generator=generator, device=device, dtype=dtype)
         s = (1.0 - d) * torch.rand(n, generator=generator, device=device, dtype=dtype)
         return s, s + d
-    raise ValueError(f"unknown off-diagonal time sampler {kind!r}; choose 'uniform', 'dyadic' or 'gap_uniform'")
+    raise ValueError(f"unknown off-diagonal time sampler {kind!r}; choose one of {OFF_DIAGONAL_KINDS}")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from flowmaps.flowmap import FlowMap, map_tangent
 from flowmaps.interpolants import InterpolantSample
-from flowmaps.timesampling import diagonal_times, off_diagonal_times, split_batch
+from flowmaps.timesampling import OFF_DIAGONAL_KINDS, diagonal_times, off_diagonal_times, split_batch
 
 REDUCTIONS = ("mean", "sum_of_means")
 
@@ -71,8 +71,8 @@ class Objective(nn.Module):
         backend: derivative backend for JVPs: "auto", "jvp", "tangent" or "fd".
         fd_step: step of the central difference when backend="fd" (time units); None (default)
             takes the network's own step (FlowMap.resolve_fd_step: 1e-4 for the UNet, 5e-3 else).
-        times: off-diagonal time sampler, "uniform" (triangle s < t), "dyadic" or "gap_uniform"
-            (flowmaps.timesampling.off_diagonal_times).
+        times: off-diagonal time sampler, "uniform" (triangle s < t), "square" (s, t independent:
+            forward and backward jumps), "dyadic" or "gap_uniform" (flowmaps.timesampling.off_diagonal_times).
         teacher: None for self-distillation, else a frozen model (a FlowMap, or for the
             Lagrangian/Eulerian families any callable velocity(x, t)). It is not a submodule:
             it is neither trained nor saved with the objective.
@@ -110,8 +110,8 @@ class Objective(nn.Module):
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
         if fd_step is not None and not (isinstance(fd_step, (int, float)) and fd_step > 0):
             raise ValueError(f"fd_step (the finite-difference step) must be a number > 0 or None; got {fd_step!r}")
-        if times not in ("uniform", "dyadic", "gap_uniform"):
-            raise ValueError(f"unknown time sampler {times!r}; choose 'uniform', 'dyadic' or 'gap_uniform'")
+        if times not in OFF_DIAGONAL_KINDS:
+            raise ValueError(f"unknown time sampler {times!r}; choose one of {OFF_DIAGONAL_KINDS}")
         self.eta, self.reduction, self.backend, self.fd_step, self.times = eta, reduction, backend, fd_step, times
         self._teacher = [teacher] if teacher is not None else []
         if diagonal_target is None:

@@ -336,6 +336,37 @@ def test_gap_uniform_times_weigh_every_jump_length_alike():
     assert ks(t_tri - s_tri, lambda x: 2 * x - x * x) < 0.02  # their CDF is 2d - d^2
     with pytest.raises(ValueError, match="gap_uniform"):
         off_diagonal_times(4, kind="log")
+    with pytest.raises(ValueError, match="square"):
+        make_objective("lsd", times="log")
+
+
+def test_square_times_draw_forward_and_backward_jumps():
+    """kind="square" (the released checkerboard code's sampler): s and t each U[0, 1] and independent,
+    so about half the pairs jump backwards (s > t); the triangle sampler never does."""
+    n = 20_000
+    s, t = off_diagonal_times(n, kind="square", generator=torch.Generator().manual_seed(0))
+
+    def ks_uniform(sample):
+        x = sample.sort().values
+        return (torch.arange(1, n + 1, dtype=x.dtype) / n - x).abs().max().item()
+
+    assert ks_uniform(s) < 0.02 and ks_uniform(t) < 0.02
+    assert abs((s > t).double().mean().item() - 0.5) < 0.02
+    assert abs(torch.corrcoef(torch.stack([s, t]))[0, 1].item()) < 0.03  # independent, not min / max
+    s_tri, t_tri = off_diagonal_times(n, kind="uniform", generator=torch.Generator().manual_seed(0))
+    assert (s_tri <= t_tri).all()
+
+
+@pytest.mark.parametrize("method", FAMILIES)
+def test_backward_jumps_keep_the_exact_map_a_zero_of_every_residual(method):
+    """Each self-distillation residual holds for s > t as well (X_{s,t} = the inverse of X_{t,s}):
+    with times="square" the exact Gaussian flow map still scores zero and a perturbed one does not."""
+    x1, x0 = gaussian_batch()
+    obj = make_objective(method, times="square")
+    exact = obj(gaussian_model(0.0), x1, x0, generator=torch.Generator().manual_seed(1))
+    perturbed = obj(gaussian_model(0.1), x1, x0, generator=torch.Generator().manual_seed(1))
+    assert exact.logs[obj.name] < 1e-16, exact.logs
+    assert perturbed.logs[obj.name] > 1e-4, perturbed.logs
 
 
 def test_presets_and_errors():
