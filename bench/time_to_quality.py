@@ -132,15 +132,14 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     fused = not args.no_fused
     # Without logs no objective reads a value back to the host, so every one can be graphed.
     placement = {"stopgrad": args.esd_stopgrad} if method == "esd" and args.esd_stopgrad != "none" else {}
-    objective = make_objective(
-        method,
-        eta=args.eta,
-        reduction=args.reduction,
-        fuse_branches=fused,
-        return_logs=False,
-        times=args.off_times,
-        **placement,
-    )
+    common = {"eta": args.eta, "reduction": args.reduction, "return_logs": False, "times": args.off_times}
+    partial = method == "esd" and args.esd_transport_grad < 1.0
+    if partial:
+        from bench.esd_transport import PartialTransportESD
+
+        objective = PartialTransportESD(args.esd_transport_grad, **common)
+    else:
+        objective = make_objective(method, fuse_branches=fused, **common, **placement)
     opt = torch.optim.RAdam(params, lr=args.lr, foreach=True)
     sample = checkerboard_on(device)
     batch = args.batch
@@ -169,7 +168,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             torch.cuda.synchronize()
             replay = None
             model.zero_grad(set_to_none=True)
-    mode += " + fused" if fused else ""
+    mode += " + fused" if objective.fuse_branches else ""
 
     def step(k: int, frac: float) -> None:
         if replay is not None:
@@ -249,6 +248,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "eta": args.eta,
             **({"off_diagonal_times": args.off_times} if args.off_times != "uniform" else {}),
             **({"esd_stopgrad": args.esd_stopgrad} if method == "esd" and args.esd_stopgrad != "none" else {}),
+            **({"esd_transport_grad": args.esd_transport_grad} if partial else {}),
             "optimizer": "RAdam",
             "steps": steps_done + int(previous.get("steps", 0)),
             "train_seconds": round(train_s + float(previous.get("train_seconds", 0.0)), 1),
@@ -416,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="ESD's gradient: through the whole residual (none, the esd preset) or only through d/ds X with the "
         "transport term under stop-gradient (teacher: the semigradient of the authors' released 2-D config)",
+    )
+    p.add_argument(
+        "--esd-transport-grad",
+        type=float,
+        default=1.0,
+        help="a diagnostic: the transport term's share of ESD's gradient, 1 (the esd preset) to 0 (the "
+        "semigradient); bench/esd_transport.py",
     )
     p.add_argument("--target", type=float, default=TARGET_KL, help="stop at this 1-step KL")
     p.add_argument("--max-seconds", type=float, default=540.0, help="training-time cap per method")

@@ -156,3 +156,35 @@ def test_stage_lr_continues_the_papers_schedule_across_stages():
     # an annealed stage: lr0 in its first half, 1% of lr0 at its end, whatever came before
     assert stage_lr(10, 0.25, 5e-4, 0.5, 35_000, previous_steps=186_000) == 5e-4
     assert math.isclose(stage_lr(10, 1.0, 5e-4, 0.5, 35_000, previous_steps=186_000), 5e-6)
+
+
+def test_partial_transport_esd_interpolates_the_two_placements():
+    """bench.esd_transport: the loss is ESD's at every lam, and its gradient is lam times the full
+    gradient's (the esd preset) plus (1 - lam) times the semigradient's (stopgrad="teacher")."""
+    import torch
+
+    from bench.esd_transport import PartialTransportESD
+    from flowmaps.flowmap import FlowMap
+    from flowmaps.nets.mlp import MLP
+    from flowmaps.objectives import make_objective
+
+    torch.manual_seed(0)
+    model = FlowMap(MLP(dim=2, width=16, depth=2).double(), sigma=1.0)
+    x1 = torch.randn(64, 2, dtype=torch.float64)
+
+    def loss_and_grad(objective):
+        model.zero_grad()
+        loss = objective(model, x1, generator=torch.Generator().manual_seed(3)).loss
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    full = loss_and_grad(make_objective("esd", backend="jvp", fuse_branches=False))
+    semi = loss_and_grad(make_objective("esd", stopgrad="teacher", backend="jvp", fuse_branches=False))
+    torch.testing.assert_close(full[0], semi[0])
+    assert (full[1] - semi[1]).norm() > 1e-4 * full[1].norm()  # the two placements differ (far beyond float64)
+    for lam in (0.0, 0.3, 1.0):
+        loss, grad = loss_and_grad(PartialTransportESD(lam, backend="jvp"))
+        torch.testing.assert_close(loss, full[0])
+        torch.testing.assert_close(grad, lam * full[1] + (1 - lam) * semi[1])
+    with pytest.raises(ValueError, match="lam"):
+        PartialTransportESD(1.5)
