@@ -155,10 +155,10 @@ def trajectories_figure(d: TrajectoryData, rng: tuple[float, float] | None = Non
     )
     fig.update_layout(
         sliders=[_time_slider(d, [len(fig.data) - 2, len(fig.data) - 1])],
-        height=660,
+        height=690,
         template="plotly_white",
         font=FONT,
-        margin={"l": 40, "r": 10, "t": 70, "b": 10},
+        margin={"l": 40, "r": 10, "t": 100, "b": 10},  # the legend's rows stay below plotly's toolbar
         legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
     )
     fig.update_xaxes(range=list(rng), zeroline=False)

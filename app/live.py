@@ -155,6 +155,7 @@ class LiveSession:
         self.busy_lock = threading.Lock()
         self.run_lock = threading.Lock()  # one run at a time per session
         self.run_kind = ""  # while a run holds run_lock: "live" (the live tab) or "race" (the race tab)
+        self.evaluating = False  # while one of the quality tab's evaluations streams (app/tabs/quality.py)
         self.weights_lock = threading.Lock()  # guards the weights against readers mid-step
         self.stop_event = threading.Event()
         self.trainer: Trainer | None = None

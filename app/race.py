@@ -366,9 +366,9 @@ def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
             fig.update_xaxes(**axis, showgrid=False, constrain="domain", row=r, col=c)
             fig.update_yaxes(**axis, showgrid=False, scaleanchor=f"x{'' if k == 1 else k}", scaleratio=1, row=r, col=c)
     fig.update_layout(
-        height=180 * len(methods) + 30,
+        height=180 * len(methods) + 56,
         template="plotly_white",
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        margin={"l": 10, "r": 10, "t": 56, "b": 10},  # the first row's titles below plotly's toolbar
         font=plots.FONT,
         uirevision="race",
     )

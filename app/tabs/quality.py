@@ -19,7 +19,7 @@ from app import quality as ql
 from app.checkpoints import KIND_2D
 from app.config import Limits
 from app.datasets import toy_source
-from app.events import InputCheck, NamedSlider, guarded, keep_plots, named, raise_refused, visiting
+from app.events import InputCheck, NamedSlider, keep_plots, named, visiting
 from app.tabs.base import DEFAULTS, SESSION, AppBase
 from app.validation import InputError, parse_int
 
@@ -82,9 +82,41 @@ class QualityCallbacks(AppBase):
         Raises:
             InputError: naming the field that is wrong and what to change.
         """
+        self.check_free(session)
         n = self.check_samples(n_samples)
         self.check_model(session, source)
         return n
+
+    @staticmethod
+    def check_free(session) -> None:
+        """Refuse a second evaluation while this page's first one computes: both would write the
+        same plot and summary (the second, queued behind the first, would show nothing until then).
+
+        Raises:
+            InputError: saying what to wait for.
+        """
+        if session is not None and session.evaluating:
+            raise InputError(
+                "an evaluation is already computing in this page (the summary above the plot says "
+                "computing...); press again once it has finished"
+            )
+
+    def check_shipped(self, session, n_samples) -> int:
+        """The shipped comparison's whole check (and its validator): this page free, the samples."""
+        self.check_free(session)
+        return self.check_samples(n_samples)
+
+    @staticmethod
+    def _marked(session, stream):
+        """``stream`` run with ``session.evaluating`` set (cleared at its end, error or cancel)."""
+        if session is None:
+            yield from stream
+            return
+        session.evaluating = True
+        try:
+            yield from stream
+        finally:
+            session.evaluating = False
 
     def check_samples(self, n_samples) -> int:
         """The number of samples, checked: the shipped comparison's whole check (and its validator)."""
@@ -107,12 +139,14 @@ class QualityCallbacks(AppBase):
             persist = False
         else:
             persist = True
-        yield from self._quality_stream([(model, data, label, not fm_only, True)], n, key, persist)
+        jobs = [(model, data, label, not fm_only, True)]
+        yield from self._marked(session, self._quality_stream(jobs, n, key, persist))
 
-    def quality_shipped(self, n_samples):
+    def quality_shipped(self, n_samples, session=None):
         """The shipped checkerboard models side by side: flow maps at
-        :data:`app.quality.COMPARE_FLOW_STEPS` and the ODE on the FM model."""
-        n = self.check_samples(n_samples)
+        :data:`app.quality.COMPARE_FLOW_STEPS` and the ODE on the FM model; with ``session``, the
+        page's, one evaluation at a time in it (:meth:`check_free`)."""
+        n = self.check_shipped(session, n_samples)
         names = self.checkerboard_models()
         if not names:
             raise InputError("no shipped checkerboard checkpoints found in the checkpoint folder")
@@ -127,7 +161,7 @@ class QualityCallbacks(AppBase):
             jobs.append((model, toy_source("checkerboard"), info.name, not is_fm, name == ode_on))
             keys.append(f"{name}@{info.stamp}")
         key = "shipped-" + "+".join(keys)
-        yield from self._quality_stream(jobs, n, key, True, flow_steps=ql.COMPARE_FLOW_STEPS)
+        yield from self._marked(session, self._quality_stream(jobs, n, key, True, flow_steps=ql.COMPARE_FLOW_STEPS))
 
 
 def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> gr.Dropdown:
@@ -178,16 +212,17 @@ def build_quality_tab(fm: QualityCallbacks, session: gr.State, lim: Limits) -> g
         **one_at_a_time,
     )
 
-    def compare_shipped(n_samples):
-        raise_refused((n_samples,))  # the slider's own refusal, met here on gradio's direct route
-        yield from fm.quality_shipped(n_samples)
+    def compare_shipped(session, n_samples):
+        yield from fm.quality_shipped(n_samples, session)
 
     shipped.click(
-        guarded("Evaluation")(keep_plots(compare_shipped, 3)),
-        [samples],
-        [figure, table, summary, message],
+        visiting(fm.sessions, keep_plots(compare_shipped, 3), "Evaluation"),
+        [session, samples],
+        [figure, table, summary, message, session],
         api_name="quality_shipped",
-        validator=InputCheck(None, [samples], fm.check_samples, {"samples": samples}, samples, "Evaluation"),
+        validator=InputCheck(
+            fm.sessions, [session, samples], fm.check_shipped, {"samples": samples}, samples, "Evaluation"
+        ),
         **one_at_a_time,
     )
     return model

@@ -110,6 +110,13 @@ class RaceHandlers:
             sentence = f"**{snap.state}** · " + winner_sentence(
                 snap.table, metric, snap.steps, snap.floor, snap.diverged
             )
+            if snap.state == "time cap reached":  # a busy machine: say what the scores are and what to change
+                sentence += (
+                    f" The {cap:.0f} s cap stopped the race at {min(snap.steps.values(), default=0):,} of "
+                    f"{snap.target:,} steps per family (this machine is busy: other visitors or programs), so "
+                    "these models are less trained than the lesson assumes; fewer families or steps, or a "
+                    "quieter moment, let it finish."
+                )
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"
         # the bar counts steps per family: the slowest family still racing (all have the same between rounds)

@@ -295,7 +295,7 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
     """Points from CSV lines; every message names a line as the file shows it (from 1, blank,
     comment and header lines counted)."""
     rows: list[tuple[float, float]] = []
-    header_seen = False
+    header_seen: tuple[int, str] | bool = False  # (line number, text) of the skipped header
     largest = torch.finfo(dtype).max if dtype.is_floating_point else math.inf
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip().lstrip("\ufeff")
@@ -312,7 +312,7 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
                 break
         if bad_cell is not None:
             if not rows and not header_seen:
-                header_seen = True  # first non-blank line with text: a header
+                header_seen = (lineno, line)  # first non-blank line with text: a header
                 continue
             col, cell = bad_cell
             raise ValueError(
@@ -341,6 +341,10 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
             )
     if len(rows) < 2:
         rows_held = f"{len(rows)} data row{'' if len(rows) == 1 else 's'}"
+        if header_seen:  # a text file that is no CSV reads as a lone header: say which line was skipped
+            lineno, text = header_seen
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            rows_held += f" (line {lineno}, {shown!r}, was read as a header)"
         raise ValueError(f"the CSV holds {rows_held}; need at least 2 rows of x, y")
     return points_from_array(np.asarray(rows), max_points=max_rows, dtype=dtype)
 

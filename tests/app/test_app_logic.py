@@ -850,6 +850,32 @@ def test_callbacks_quality_is_cached(fm_app):
     assert saved and json.loads(saved[0].read_text())["curves"]
 
 
+def test_one_evaluation_at_a_time_in_a_page(fm_app):
+    """While a page's evaluation streams, a second one of that page (either button) is refused with
+    what to wait for, both of them writing the same plot; another page is not; the page is free
+    again at the end, and also when the first one is cancelled (the page closed) mid-stream."""
+    from app.live import LiveSession
+
+    page, other = LiveSession(), LiveSession()
+    stream = fm_app.quality_shipped(500, page)
+    next(stream)  # computing
+    assert page.evaluating
+    with pytest.raises(InputError, match="already computing in this page"):
+        fm_app.check_quality(page, "checkerboard-lsd", 500)
+    with pytest.raises(InputError, match="already computing in this page"):
+        next(fm_app.quality(page, "checkerboard-lsd", 500))
+    with pytest.raises(InputError, match="press again once it has finished"):
+        fm_app.check_shipped(page, 500)
+    assert fm_app.check_shipped(other, 500) == 500
+    list(stream)
+    assert not page.evaluating and fm_app.check_quality(page, "checkerboard-lsd", 500) == 500
+    cancelled = fm_app.quality(page, "checkerboard-lsd", 1000)
+    next(cancelled)
+    assert page.evaluating
+    cancelled.close()
+    assert not page.evaluating
+
+
 def test_callbacks_images(fm_app):
     pic, info, fid = fm_app.sample_images("fashion-mnist-lsd", 3, "custom", "0, 0.4, 0.75, 1", 0, 2, "none")
     assert "custom, N = 3" in info and "FID" in fid and "31.25" in fid

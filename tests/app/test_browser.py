@@ -728,6 +728,41 @@ def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
     assert not js_errors, js_errors
 
 
+def test_browser_a_second_evaluation_in_a_page_is_refused_until_the_first_ends(browser_page):
+    """Steps vs quality: "Evaluate this model" pressed while the shipped comparison still computes
+    is refused beside the model with what to wait for (both would write the same plot, and the
+    second would show nothing until the first ended); once the comparison is done it runs."""
+    page, js_errors = browser_page
+    _tab(page, "quality")
+    _set_number(page, "q-samples", 500)
+    page.click("#btn-quality-shipped")
+    page.wait_for_function(
+        "() => document.querySelector('#q-summary').innerText.includes('computing')", timeout=_slow(90_000)
+    )
+    page.click("#btn-quality")
+    message = page.locator("#q-model .validation-error")
+    message.wait_for(timeout=_slow(20_000))
+    assert "already computing in this page" in message.inner_text().lower(), message.inner_text()
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#q-summary').innerText.trim();"
+        " return t.length > 0 && !t.includes('computing')"
+        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating'); }",
+        timeout=_slow(180_000),
+    )
+    shipped = page.inner_text("#q-summary")
+    page.click("#btn-quality")
+    message.wait_for(state="hidden", timeout=_slow(20_000))
+    page.wait_for_function(
+        "s => { const t = document.querySelector('#q-summary').innerText.trim();"
+        " return t.length > 0 && t !== s && !t.includes('computing'); }",
+        arg=shipped,
+        timeout=_slow(120_000),
+    )
+    _no_error_badge(page, "#plot-quality", "#q-summary", "#q-message")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 # Each tab's main button on a fresh page, nothing else touched: the tab must open on a shipped
 # model and draw on the first click (no error badge, no traceback, no JavaScript error).
 FIRST_CLICKS = {

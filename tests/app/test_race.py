@@ -188,3 +188,16 @@ def test_stop_ends_the_race(one_thread):
     assert not session.running
     assert h.stop(session) == ()  # a Stop after the end is harmless
     assert np.isfinite(session.used_seconds)
+
+
+def test_a_race_cut_by_the_time_cap_says_so_and_what_to_change(one_thread):
+    """A busy machine: the cap ends the race before its steps; the sentence names the steps reached,
+    the steps asked for and what to change, beside the winners of the models it has."""
+    h = handlers(live_seconds=1.5)
+    *_, last = h.start(LiveSession(), "checkerboard", ["LSD", "ESD"], 20_000, 0, chunk=5, settings=TINY)
+    _, table_md, sentence, _ = last
+    assert sentence.startswith("**time cap reached**")
+    steps = [int(s.replace(",", "")) for s in re.findall(r"\| [A-Z][^|]* \| ([\d,]+) \|", table_md)]
+    reached = re.search(r"The 2 s cap stopped the race at ([\d,]+) of 20,000 steps per family", sentence)
+    assert reached and int(reached.group(1).replace(",", "")) == min(steps) < 20_000
+    assert "fewer families or steps" in sentence and "Lowest checkerboard KL" in sentence
