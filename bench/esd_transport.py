@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from flowmaps.objectives.base import Objective
 from flowmaps.objectives.eulerian import Eulerian
 
 
@@ -33,9 +32,6 @@ class PartialTransportESD(Eulerian):
         super().__init__(stopgrad="none", fuse_branches=False, **kw)
         self.lam = float(lam)
         self.method = "esd"
-
-    def residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator=None):
-        return Objective.residuals(self, model, x0, x1, n_diag, t_diag, s_off, t_off, generator)
 
     def _eulerian_residual(self, model, x0, x1, s, t) -> Tensor:
         it = model.interpolant.sample(x0, x1, s)

@@ -247,7 +247,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "ema_decay": args.ema,
             "eta": args.eta,
             **({"off_diagonal_times": args.off_times} if args.off_times != "uniform" else {}),
-            **({"esd_stopgrad": args.esd_stopgrad} if method == "esd" and args.esd_stopgrad != "none" else {}),
+            **({"esd_stopgrad": placement["stopgrad"]} if placement else {}),
             **({"esd_transport_grad": args.esd_transport_grad} if partial else {}),
             "optimizer": "RAdam",
             "steps": steps_done + int(previous.get("steps", 0)),

@@ -105,6 +105,9 @@ class RaceHandlers:
     def render(self, race: Race, snap: RaceSnapshot, metric: str, cap: float) -> tuple:
         fig = race_figure(snap, race.view_data)
         table = table_markdown(snap, metric)
+        # the bar counts steps per family: the slowest family still racing (all have the same between rounds)
+        racing = [s for m, s in snap.steps.items() if m not in snap.diverged] or list(snap.steps.values())
+        done = min(racing)
         final = snap.state not in ("starting", "racing")
         if final:
             sentence = f"**{snap.state}** · " + winner_sentence(
@@ -112,16 +115,13 @@ class RaceHandlers:
             )
             if snap.state == "time cap reached":  # a busy machine: say what the scores are and what to change
                 sentence += (
-                    f" The {cap:.0f} s cap stopped the race at {min(snap.steps.values(), default=0):,} of "
+                    f" The {cap:.0f} s cap stopped the race at {done:,} of "
                     f"{snap.target:,} steps per family (this machine is busy: other visitors or programs), so "
                     "these models are less trained than the lesson assumes; fewer families or steps, or a "
                     "quieter moment, let it finish."
                 )
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"
-        # the bar counts steps per family: the slowest family still racing (all have the same between rounds)
-        racing = [s for m, s in snap.steps.items() if m not in snap.diverged] or list(snap.steps.values())
-        done = min(racing)
         rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
         bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
         bar = bar.replace(

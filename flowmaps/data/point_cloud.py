@@ -295,7 +295,7 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
     """Points from CSV lines; every message names a line as the file shows it (from 1, blank,
     comment and header lines counted)."""
     rows: list[tuple[float, float]] = []
-    header_seen: tuple[int, str] | bool = False  # (line number, text) of the skipped header
+    header: tuple[int, str] | None = None  # (line number, text) of the skipped header line
     largest = torch.finfo(dtype).max if dtype.is_floating_point else math.inf
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip().lstrip("\ufeff")
@@ -311,8 +311,8 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
                 bad_cell = (col, cell)
                 break
         if bad_cell is not None:
-            if not rows and not header_seen:
-                header_seen = (lineno, line)  # first non-blank line with text: a header
+            if not rows and header is None:
+                header = (lineno, line)  # first non-blank line with text: a header
                 continue
             col, cell = bad_cell
             raise ValueError(
@@ -341,8 +341,8 @@ def _parse_rows(lines: Iterator[str], max_rows: int, dtype: torch.dtype) -> Poin
             )
     if len(rows) < 2:
         rows_held = f"{len(rows)} data row{'' if len(rows) == 1 else 's'}"
-        if header_seen:  # a text file that is no CSV reads as a lone header: say which line was skipped
-            lineno, text = header_seen
+        if header is not None:  # a text file that is no CSV reads as a lone header: say which line
+            lineno, text = header
             shown = text if len(text) <= 40 else text[:37] + "..."
             rows_held += f" (line {lineno}, {shown!r}, was read as a header)"
         raise ValueError(f"the CSV holds {rows_held}; need at least 2 rows of x, y")

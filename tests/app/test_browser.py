@@ -265,6 +265,17 @@ def _step(page) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _quality_done(page, timeout_ms: int) -> None:
+    """Wait until the quality tab's evaluation has sent its last update: a summary without
+    "computing" and no pending plot."""
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#q-summary').innerText.trim();"
+        " return t.length > 0 && !t.includes('computing')"
+        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating'); }",
+        timeout=_slow(timeout_ms),
+    )
+
+
 def _no_traceback(page) -> None:
     text = page.inner_text("body")
     assert "Traceback" not in text and 'File "' not in text, text[-2000:]
@@ -705,12 +716,7 @@ def test_browser_quality_mistake_beside_the_field_keeps_the_plot(browser_page):
     )
     # the evaluation streams its curves with "computing..." in the summary; wait for its last
     # update (a button's click is ignored while its event runs, so clicking earlier tests nothing)
-    page.wait_for_function(
-        "() => { const t = document.querySelector('#q-summary').innerText.trim();"
-        " return t.length > 0 && !t.includes('computing')"
-        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating'); }",
-        timeout=_slow(90_000),
-    )
+    _quality_done(page, 90_000)
     summary = page.inner_text("#q-summary")
     for button in ("#btn-quality", "#btn-quality-shipped"):
         _type_number(page, "q-samples", "750.5")
@@ -744,12 +750,7 @@ def test_browser_a_second_evaluation_in_a_page_is_refused_until_the_first_ends(b
     message = page.locator("#q-model .validation-error")
     message.wait_for(timeout=_slow(20_000))
     assert "already computing in this page" in message.inner_text().lower(), message.inner_text()
-    page.wait_for_function(
-        "() => { const t = document.querySelector('#q-summary').innerText.trim();"
-        " return t.length > 0 && !t.includes('computing')"
-        " && !document.querySelector('#plot-quality .pending, #plot-quality .generating'); }",
-        timeout=_slow(180_000),
-    )
+    _quality_done(page, 180_000)
     shipped = page.inner_text("#q-summary")
     page.click("#btn-quality")
     message.wait_for(state="hidden", timeout=_slow(20_000))
