@@ -113,6 +113,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             "depth": args.depth,
             "activation": "gelu",
             **({"times": args.times} if args.times != "s_t" else {}),
+            **({"init": args.init} if args.init != "default" else {}),
         },
         "sigma": sigma,
         "data": "checkerboard",
@@ -375,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("s_t", "s_gap"),
         default="s_t",
         help="the net's time inputs: [s, t] (the paper's 2-D net) or [s, t - s] (its image nets' choice)",
+    )
+    p.add_argument(
+        "--init",
+        choices=("default", "he", "lecun"),
+        default="default",
+        help="the net's starting weights (from scratch only): PyTorch's default, 'he', or 'lecun' (Flax's "
+        "Dense default, which the authors' released checkerboard net starts from)",
     )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+_TRUNC2_STD = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
 _ACTS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 
 
@@ -202,9 +203,12 @@ class MLP(nn.Module):
             net) or "s_gap" (``[s, t - s, ...]``, the conditioning the paper found better for its
             image nets, section 5 of arXiv 2505.18825). The tangent follows: ``[ds, dt - ds, ...]``.
         init: "default" (PyTorch's ``nn.Linear`` initialisation, uniform with variance
-            ``1 / (3 fan_in)``) or "he": hidden weights normal with variance ``2 / fan_in`` and
-            zero hidden biases (the output layer keeps the default). Only the starting point;
-            a checkpoint's weights replace it.
+            ``1 / (3 fan_in)``), "he": hidden weights normal with variance ``2 / fan_in`` and
+            zero hidden biases (the output layer keeps the default), or "lecun": every layer,
+            the output layer too, a normal truncated at two standard deviations with variance
+            ``1 / fan_in`` after truncation and zero biases (Flax's ``Dense`` default, which the
+            authors' released JAX checkerboard net starts from). Only the starting point; a
+            checkpoint's weights replace it.
 
     Besides forward, ``jvp(s, t, x, ds, dt, dx)`` returns (v, dv), the output and its
     directional derivative along (ds, dt, dx), carrying the tangent through the same layer loop
@@ -235,8 +239,8 @@ class MLP(nn.Module):
             raise ValueError(f"dim, width and depth must be >= 1; got {dim}, {width}, {depth}")
         if times not in ("s_t", "s_gap"):
             raise ValueError(f"unknown times {times!r}; choose 's_t' ([s, t, x]) or 's_gap' ([s, t - s, x])")
-        if init not in ("default", "he"):
-            raise ValueError(f"unknown init {init!r}; choose 'default' or 'he'")
+        if init not in ("default", "he", "lecun"):
+            raise ValueError(f"unknown init {init!r}; choose 'default', 'he' or 'lecun'")
         if fourier < 0:
             raise ValueError(f"fourier (number of Fourier features) must be >= 0; got {fourier}")
         if fourier and not (math.isfinite(fourier_scale) and fourier_scale > 0):
@@ -279,6 +283,12 @@ class MLP(nn.Module):
         if init == "he":
             for layer in self.hidden:
                 nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / layer.weight.shape[1]))
+                nn.init.zeros_(layer.bias)
+        elif init == "lecun":
+            for layer in [*self.hidden, self.out]:
+                # A standard normal cut at +-2 has std 0.8796; dividing by it gives variance 1 / fan_in.
+                std = math.sqrt(1.0 / layer.weight.shape[1]) / _TRUNC2_STD
+                nn.init.trunc_normal_(layer.weight, 0.0, std, -2.0 * std, 2.0 * std)
                 nn.init.zeros_(layer.bias)
 
     @property

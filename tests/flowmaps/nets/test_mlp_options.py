@@ -136,8 +136,27 @@ def test_he_init_option() -> None:
     assert "init" not in default.config
     assert default.hidden[1].weight.var().item() == pytest.approx(1.0 / (3 * 256), rel=0.05)
     assert MLP.from_config(json.loads(json.dumps(net.config))).config == net.config
-    with pytest.raises(ValueError, match="init"):
+    with pytest.raises(ValueError, match="'default', 'he' or 'lecun'"):
         MLP(width=8, depth=2, init="xavier")
+
+
+def test_lecun_init_option() -> None:
+    """init="lecun" (Flax's Dense default, the released checkerboard net's start): every layer, the
+    output layer too, has zero biases and weights with variance 1 / fan_in, none beyond two of the
+    untruncated normal's standard deviations; recorded in the config, which rebuilds the same net."""
+    torch.manual_seed(0)
+    net = MLP(width=512, depth=3, init="lecun")
+    assert net.config["init"] == "lecun"
+    for layer in [*net.hidden, net.out]:
+        fan_in = layer.weight.shape[1]
+        assert torch.count_nonzero(layer.bias) == 0
+        cut = 2.0 * (1.0 / fan_in) ** 0.5 / 0.8796256610342398
+        assert layer.weight.abs().max().item() <= cut
+        if layer.weight.numel() > 1000:  # enough weights for the variance to be pinned down
+            assert layer.weight.var().item() == pytest.approx(1.0 / fan_in, rel=0.05)
+    # an untruncated normal of that variance would put about 5% of its weights beyond the cut
+    assert net.hidden[1].weight.abs().max().item() > 0.9 * cut
+    assert MLP.from_config(json.loads(json.dumps(net.config))).config == net.config
 
 
 def test_gap_times_option() -> None:
