@@ -8,7 +8,7 @@
 # arguments set it). Beside it, the same recipe with the esd preset's full gradient. Cut by time.
 set -u
 P=$OUT/rel
-COMMON="--device cuda --max-seconds 470 --eval-every 470 --seed 0 --lr 1e-3 --depth 5 --init lecun --batch 100000 --off-times square"
+COMMON="--device cuda --max-seconds 420 --eval-every 420 --seed 0 --lr 1e-3 --depth 5 --init lecun --batch 100000 --off-times square"
 source "$(dirname "$0")/common.sh"
 mkdir -p "$P"
 probe_run esd-released-semigrad esd 100000 --esd-stopgrad teacher &
