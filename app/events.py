@@ -335,7 +335,9 @@ def raise_refused(values: tuple) -> None:
 #: stopped), until the field's next event: such a message (of a field edited since, or of any
 #: field at a click on an action's button, not a tab's) is hidden (``data-edited`` on the field)
 #: until the validator next refuses a click (an HTTP 422 answer to the page's fetch). The
-#: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS).
+#: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS). A new message beside a
+#: field that lies outside the window (a refused Start whose reason sits beside the learning rate,
+#: below the fold) scrolls that field to the middle of the window, the first such field only.
 FIELD_NOTE_JS = """() => {
   const pins = new Map(), stale = new Map();
   const GRADIO_MESSAGE = '.validation-error:not(.field-note)';  // gradio's own, not this script's
@@ -347,6 +349,12 @@ FIELD_NOTE_JS = """() => {
     const note = block && ownNote(block);
     if (note) note.remove();
   };
+  // a refusal beside a field out of sight (below the fold, under the button pressed) is brought
+  // into view, the first one on the page; a message seen before is not scrolled to again
+  const reveal = (block) => {
+    const box = block.getBoundingClientRect();
+    if (box.height && (box.top < 0 || box.bottom > window.innerHeight)) block.scrollIntoView({block: 'center'});
+  };
   const look = () => {
     const now = new Map();
     for (const err of document.querySelectorAll('.block[id] ' + GRADIO_MESSAGE)) {
@@ -354,7 +362,13 @@ FIELD_NOTE_JS = """() => {
       if (block && block.id !== 'run-message' && text) now.set(block.id, text);
     }
     for (const [id, text] of stale) if (now.get(id) !== text) stale.delete(id);
-    for (const [id, text] of now) if (stale.get(id) !== text) pins.set(id, text);
+    let fresh = null;
+    for (const [id, text] of now) {
+      if (stale.get(id) === text) continue;
+      if (pins.get(id) !== text && !fresh) fresh = document.getElementById(id);
+      pins.set(id, text);
+    }
+    if (fresh) reveal(fresh);
     for (const [id, text] of pins) {
       const block = document.getElementById(id);
       if (!block) continue;

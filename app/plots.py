@@ -247,10 +247,14 @@ def quality_figure(
     metric_name: str,
     floor: float | None = None,
     time_title: str = "wall time (ms)",
+    floor_sd: float | None = None,
+    floor_band: float = 2.0,
 ) -> go.Figure:
     """Metric and wall time against the number of network evaluations, side by side (log x).
 
-    ``time_title`` heads the right panel: it says how the times were taken (e.g. medians of repeats)."""
+    ``time_title`` heads the right panel: it says how the times were taken (e.g. medians of repeats).
+    ``floor`` (the score of exact samples) is a dotted line; with ``floor_sd`` a shaded band of
+    ``floor_band`` standard deviations either side shows how far exact samples themselves scatter."""
     if not curves or not any(c.nfe for c in curves):
         return empty_figure("pick a model and press Evaluate")
     fig = make_subplots(
@@ -295,12 +299,23 @@ def quality_figure(
             col=2,
         )
     if floor is not None and math.isfinite(floor):
+        spread = floor_sd is not None and math.isfinite(floor_sd) and floor_sd > 0
+        if spread:
+            fig.add_hrect(
+                y0=max(floor - floor_band * floor_sd, 0.0),
+                y1=floor + floor_band * floor_sd,
+                fillcolor="#888",
+                opacity=0.15,
+                line_width=0,
+                row=1,
+                col=1,
+            )
         fig.add_hline(
             y=floor,
             line={"color": "#888", "dash": "dot"},
             row=1,
             col=1,
-            annotation_text=f"floor (exact samples) {floor:.3f}",
+            annotation_text=f"floor (exact samples) {floor:.3f}" + (f" ± {floor_sd:.3f}" if spread else ""),
             annotation_position="top right",
         )
     for col in (1, 2):

@@ -6,7 +6,11 @@ Dormand-Prince on the same network's diagonal v_{t,t}. The metric is the checker
 coarse 20 x 20 histogram with half a pseudo-count per bin, so that a few thousand samples give
 a finite, stable number; its floor is the score of as many exact samples on the same
 estimator) or, for other data, the sliced Wasserstein distance to fresh data (its floor is the
-distance between two fresh data sets of the same size).
+distance between two fresh data sets of the same size). The floor is the mean over
+:data:`FLOOR_DRAWS` draws, with their standard deviation: at a few hundred samples the floor itself
+is noisy, and a model can score a little under one draw of it by chance. A score within
+``FLOOR_BAND`` standard deviations of the floor cannot be told from exact samples at that sample
+count, and the result's sentence says so.
 
 Wall times are measured on a smaller batch than the metric (:data:`TIMING_BATCH` samples, the
 best of :data:`REPEATS` runs after a warm-up, each run at least :data:`MIN_REPEAT_SECONDS` long),
@@ -68,7 +72,11 @@ TIMING_BATCH = 250
 MIN_REPEAT_SECONDS = 0.05
 #: Bump when the evaluation changes in a way its settings below do not show (cache files then
 #: stop being read).
-EVAL_VERSION = 2
+EVAL_VERSION = 3
+#: The floor is the mean over this many draws of exact samples (or of pairs of fresh data sets).
+FLOOR_DRAWS = 8
+#: Scores within this many standard deviations of the floor are "at the floor" (the shaded band).
+FLOOR_BAND = 2.0
 
 #: Title of the wall-time panel: how its numbers were taken.
 #: (two lines: one line of it overflowed the panel at the page's width).
@@ -79,14 +87,18 @@ TIME_TITLE = (
 
 LESSON = (
     "**The lesson.** One network serves every number of steps. A flow map reaches in 1 to 4 jumps "
-    "what an ODE solver on the same network's velocity needs tens of evaluations for, and costs "
-    "time in proportion to its steps, so the left plot is also a speed plot (the right plot: the best "
+    "what an ODE solver on the same network's velocity needs tens of evaluations for, and its time "
+    "grows with its steps, so the left plot is also a speed plot (the right plot: the best "
     f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model; a sampler "
     f"faster than {1000 * MIN_REPEAT_SECONDS:g} ms is repeated within each timed run and its mean taken; other "
     "work on the machine only adds time, so the best run is the closest to the sampler's own cost). "
     "More steps is not "
     "always better: a flow map's error can flatten or even grow past a few steps, because each "
-    "jump adds its own small error, while the ODE keeps improving only as its step shrinks. "
+    "jump adds its own small error, while the ODE keeps improving only as its step shrinks. Nor is "
+    "a higher-order solver always better on this score: Heun evaluates the velocity at t = 1 itself, "
+    "where the network saw only points of the data in training, so for a point still between squares "
+    "its velocity is a guess, and a few samples are thrown off the board; Euler's last evaluation is "
+    "at t = 1 - h. "
     f"The comparison of the shipped models runs each flow map at N = {COMPARE_FLOW_STEPS[0]} to "
     f"{COMPARE_FLOW_STEPS[-1]}; one model's evaluation goes to N = {FLOW_STEPS[-1]}."
 )
@@ -123,12 +135,14 @@ class QualityResult:
     n: int = 0
     done: bool = False
     notes: list[str] = field(default_factory=list)
+    floor_sd: float | None = None  # standard deviation of the floor over FLOOR_DRAWS draws
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "metric_name": self.metric_name,
                 "floor": self.floor,
+                "floor_sd": self.floor_sd,
                 "n": self.n,
                 "curves": [asdict(c) for c in self.curves],
                 "notes": self.notes,
@@ -141,6 +155,7 @@ class QualityResult:
         return cls(
             metric_name=d["metric_name"],
             floor=d["floor"],
+            floor_sd=d.get("floor_sd"),
             n=d["n"],
             done=True,
             curves=[Curve(**c) for c in d["curves"]],
@@ -157,13 +172,19 @@ class Metric:
         if data.is_checkerboard:
             self.name = f"checkerboard KL ({KL_BINS}x{KL_BINS} bins, {n} samples)"
             self.ref = None
-            exact = sample_toy("checkerboard", n, torch.Generator().manual_seed(seed + 303), dtype=torch.float64)
-            self.floor = self(exact)
+            draws = [
+                self(sample_toy("checkerboard", n, torch.Generator().manual_seed(seed + 303 + k), dtype=torch.float64))
+                for k in range(FLOOR_DRAWS)
+            ]
         else:
             self.name = f"sliced Wasserstein distance to data ({n} samples)"
             self.ref = data.sample(n, generator=torch.Generator().manual_seed(seed + 101)).double()
-            other = data.sample(n, generator=torch.Generator().manual_seed(seed + 202)).double()
-            self.floor = self(other)
+            draws = [
+                self(data.sample(n, generator=torch.Generator().manual_seed(seed + 202 + k)).double())
+                for k in range(FLOOR_DRAWS)
+            ]
+        self.floor = sum(draws) / len(draws)
+        self.floor_sd = math.sqrt(sum((d - self.floor) ** 2 for d in draws) / (len(draws) - 1))
 
     def __call__(self, x: torch.Tensor) -> float:
         x = x.detach().double()
@@ -235,7 +256,7 @@ def evaluate(
     left out and named in ``notes``.
     """
     metric = metric or Metric(data, n, seed)
-    res = result or QualityResult(metric.name, metric.floor, n=n)
+    res = result or QualityResult(metric.name, metric.floor, n=n, floor_sd=metric.floor_sd)
     x0 = model.sigma * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     xt = x0[:TIMING_BATCH] if n >= TIMING_BATCH else x0.repeat(-(-TIMING_BATCH // n), 1)[:TIMING_BATCH]
 
@@ -398,7 +419,7 @@ def summary_sentence(res: QualityResult) -> str:
     steps and its best ODE solve with the evaluations it took, all read from the result's numbers."""
     sentence = comparison_sentence(res)
     if sentence:
-        return sentence + _notes_sentence(res)
+        return sentence + _at_floor_sentence(res) + _notes_sentence(res)
     parts = []
     for c in res.curves:
         if c.sampler == "flow map" and c.nfe:
@@ -413,8 +434,31 @@ def summary_sentence(res: QualityResult) -> str:
         parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations")
     if not parts:
         return ""
-    floor = f" (floor {res.floor:.3f})" if res.floor is not None else ""
-    return "; ".join(parts) + floor + "." + _notes_sentence(res)
+    floor = f" (floor {floor_text(res)})" if res.floor is not None else ""
+    return "; ".join(parts) + floor + "." + _at_floor_sentence(res) + _notes_sentence(res)
+
+
+def floor_text(res: QualityResult) -> str:
+    """The floor as shown: ``0.193 ± 0.012`` (mean ± sd over the draws), or ``0.193`` without a spread."""
+    if res.floor is None:
+        return ""
+    return f"{res.floor:.3f}" + (f" ± {res.floor_sd:.3f}" if res.floor_sd is not None else "")
+
+
+def _at_floor_sentence(res: QualityResult) -> str:
+    """A warning when some score lies within FLOOR_BAND sd of the floor (or under it): at this sample
+    count the estimator cannot tell those samples from exact ones, so their order means nothing."""
+    if res.floor is None or res.floor_sd is None:
+        return ""
+    top = res.floor + FLOOR_BAND * res.floor_sd
+    at = [m for c in res.curves for m in c.metric if math.isfinite(m) and m <= top]
+    if not at:
+        return ""
+    return (
+        f" {len(at)} of the scores lie at the floor (at or under {top:.3f}, its mean plus {FLOOR_BAND:g} sd of"
+        f" {FLOOR_DRAWS} draws of exact samples): at {res.n} samples these cannot be told from exact samples"
+        " or from each other; raise Samples per point to separate them."
+    )
 
 
 def _notes_sentence(res: QualityResult) -> str:
@@ -436,7 +480,8 @@ def table_markdown(res: QualityResult) -> str:
             sampler = f"{c.sampler}, {setting}" if setting else c.sampler
             lines.append(f"| {c.model} | {sampler} | {nfe} | {m:.4f} | {ms_text} |")
     if res.floor is not None:
-        lines.append(f"\nFloor (exact samples, same estimator): **{res.floor:.4f}**.")
+        spread = f" ± {res.floor_sd:.4f} (mean ± sd over {FLOOR_DRAWS} draws)" if res.floor_sd is not None else ""
+        lines.append(f"\nFloor (exact samples, same estimator): **{res.floor:.4f}**{spread}.")
     if res.notes:
         lines.append("\nLeft out: " + "; ".join(res.notes) + ".")
     return "\n".join(lines)

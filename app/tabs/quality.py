@@ -38,7 +38,9 @@ class QualityCallbacks(AppBase):
             cached = self.quality_cache.get(key)
             if cached is not None:
                 yield (
-                    plots.quality_figure(cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE),
+                    plots.quality_figure(
+                        cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE, floor_sd=cached.floor_sd
+                    ),
                     ql.table_markdown(cached),
                     ql.summary_sentence(cached),
                 )
@@ -48,7 +50,7 @@ class QualityCallbacks(AppBase):
         for model, data, label, flow, ode in jobs:
             if metric is None:
                 metric = ql.Metric(data, n, seed)
-                res = ql.QualityResult(metric.name, metric.floor, n=n)
+                res = ql.QualityResult(metric.name, metric.floor, n=n, floor_sd=metric.floor_sd)
             count = 0
             for partial in ql.evaluate(
                 model,
@@ -65,13 +67,15 @@ class QualityCallbacks(AppBase):
                 res = partial
                 count += 1
                 if count % 3 == 0:
-                    figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
+                    figure = plots.quality_figure(
+                        res.curves, res.metric_name, res.floor, ql.TIME_TITLE, floor_sd=res.floor_sd
+                    )
                     yield figure, "computing...", "_computing..._"
         if res is None:
             raise InputError("no model to evaluate")
         if key is not None:
             self.quality_cache.put(key, res, persist)
-        figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE)
+        figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE, floor_sd=res.floor_sd)
         yield figure, ql.table_markdown(res), ql.summary_sentence(res)
 
     def check_quality(self, session, source, n_samples) -> int:

@@ -1008,6 +1008,58 @@ def test_comparison_sentence_names_the_winner_the_numbers_show():
     assert "best ODE solve: heun, 0.090 with 32 evaluations" in one and "(floor 0.050)" in one
 
 
+def test_the_floor_is_a_mean_over_draws_and_scores_inside_its_spread_are_called_so():
+    """A fresh user scored a shipped model at 500 samples under the floor's single draw (0.185
+    against 0.193): the floor is now the mean over FLOOR_DRAWS draws of exact samples, with its sd,
+    computed here independently; the sentence warns about scores within FLOOR_BAND sd of it (and only
+    then), the plot shades the band, and a result's JSON keeps the spread (an older one, without it,
+    still loads)."""
+    import statistics
+
+    import app.quality as ql
+    from app import plots
+    from app.datasets import toy_source
+    from app.plots import Curve
+    from flowmaps.data import sample_toy
+    from flowmaps.metrics import checkerboard_kl
+
+    metric = ql.Metric(toy_source("checkerboard"), 500, seed=0)
+    draws = [
+        checkerboard_kl(
+            sample_toy("checkerboard", 500, torch.Generator().manual_seed(303 + k), dtype=torch.float64),
+            bins=ql.KL_BINS,
+            eps=ql.KL_EPS,
+        ).kl
+        for k in range(ql.FLOOR_DRAWS)
+    ]
+    assert metric.floor == pytest.approx(statistics.mean(draws), rel=1e-12)
+    assert metric.floor_sd == pytest.approx(statistics.stdev(draws), rel=1e-12)
+    assert metric.floor_sd > 0.005  # at 500 samples the floor scatters: one draw is not enough
+    res = ql.QualityResult(metric.name, metric.floor, n=500, floor_sd=metric.floor_sd)
+    top = metric.floor + ql.FLOOR_BAND * metric.floor_sd
+    res.curves = [Curve("LSD", "flow map", [1, 2], [top + 0.05, top + 0.01], [1.0, 2.0])]
+    clear = ql.summary_sentence(res)
+    assert f"(floor {metric.floor:.3f} ± {metric.floor_sd:.3f})" in clear and "at the floor" not in clear
+    res.curves[0].metric[1] = metric.floor - 0.01  # under the floor's mean, as the user saw
+    warned = ql.summary_sentence(res)
+    assert "1 of the scores lie at the floor" in warned and "at 500 samples" in warned
+    assert "raise Samples per point" in warned
+    res.curves.append(Curve("ESD", "flow map", [1, 2], [top + 0.02, top - 0.001], [1.0, 2.0]))
+    assert "2 of the scores lie at the floor" in ql.summary_sentence(res)  # the comparison sentence too
+    assert f"{metric.floor:.4f}** ± {metric.floor_sd:.4f}" in ql.table_markdown(res)
+    back = ql.QualityResult.from_json(res.to_json())
+    assert back.floor_sd == res.floor_sd and back.floor == res.floor
+    old = json.loads(res.to_json())
+    del old["floor_sd"]
+    assert ql.QualityResult.from_json(json.dumps(old)).floor_sd is None
+    fig = plots.quality_figure(res.curves, res.metric_name, res.floor, floor_sd=res.floor_sd)
+    (band,) = fig.layout.shapes[:1]
+    assert band.y0 == pytest.approx(metric.floor - ql.FLOOR_BAND * metric.floor_sd)
+    assert band.y1 == pytest.approx(top)
+    assert f"± {metric.floor_sd:.3f}" in str(fig.layout.annotations)
+    assert len(plots.quality_figure(res.curves, res.metric_name, res.floor).layout.shapes) == 1  # line only
+
+
 # ------------------------------------------------------------------------------ issue 16: honest figures, ready tabs
 def test_nfe_sentence_counts_one_solve_over_the_whole_interval(fm_app):
     """The sentence's NFE is the solver's own count for one dopri5 solve over [0, 1] from the same

@@ -1144,6 +1144,32 @@ def test_browser_start_on_a_phone_scrolls_to_the_progress_bar(browser_page):
     page.click("#btn-stop")
 
 
+def test_browser_a_refused_start_brings_the_field_that_says_why_into_view(browser_page):
+    """A fresh user typed 0 as the learning rate and pressed Start: the refusal sat beside the
+    field, below the fold, and nothing on screen changed. The field that says why now scrolls into
+    view (on a window where it starts out of sight), with its message."""
+    page, js_errors = browser_page
+    page.set_viewport_size({"width": 1400, "height": 640})
+    page.wait_for_timeout(500)
+    _type_number(page, "lr", "0")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    start = page.locator("#btn-start")
+    start.scroll_into_view_if_needed()
+    in_view = (
+        "() => { const r = document.querySelector('#lr').getBoundingClientRect();"
+        " return r.height > 0 && r.top >= -2 && r.bottom <= window.innerHeight + 2; }"
+    )
+    assert not page.evaluate(in_view)  # the test's premise: the field is out of sight at the click
+    start.click()
+    message = page.locator("#lr div.validation-error")  # the message (the box gets the class too)
+    message.wait_for(timeout=_slow(20_000))
+    assert "learning rate: 0 is outside the allowed range" in message.inner_text().lower(), message.inner_text()
+    page.wait_for_function(in_view, timeout=_slow(10_000))
+    assert "nothing is training" in page.inner_text("#live-status")  # refused: no run started
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
 # Record, every 50 ms for ``ms`` milliseconds, the refusal text shown under the run buttons ("" when
 # none shows), as a list of [milliseconds since the call, text] at each change.
 WATCH_MESSAGE_JS = """ms => new Promise(done => {
