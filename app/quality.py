@@ -476,7 +476,9 @@ def table_markdown(res: QualityResult) -> str:
     for c in res.curves:
         settings = c.settings if len(c.settings) == len(c.nfe) else [""] * len(c.nfe)
         for nfe, m, ms, tn, setting in zip(c.nfe, c.metric, c.ms, c.time_nfe, settings):
-            ms_text = f"{ms:.1f}" if tn == nfe else f"{ms:.1f} (timed solves: {tn} NFE)"
+            ms_text = (
+                f"{ms:.1f}" if tn == nfe else f"{ms:.1f} (on the {TIMING_BATCH} timed samples the solve took {tn} NFE)"
+            )
             sampler = f"{c.sampler}, {setting}" if setting else c.sampler
             lines.append(f"| {c.model} | {sampler} | {nfe} | {m:.4f} | {ms_text} |")
     if res.floor is not None:

@@ -1245,7 +1245,7 @@ def test_wall_time_panel_plots_each_time_at_the_nfe_of_the_runs_it_timed():
     assert list(left.x) == [38, 62] and list(right.x) == [38, 50] and list(right.y) == [9.0, 12.0]
     rows = ql.table_markdown(res).splitlines()
     assert "| m | dopri5 | 38 | 0.2000 | 9.0 |" in rows
-    assert "| m | dopri5 | 62 | 0.1000 | 12.0 (timed solves: 50 NFE) |" in rows
+    assert "| m | dopri5 | 62 | 0.1000 | 12.0 (on the 250 timed samples the solve took 50 NFE) |" in rows
 
 
 def test_shipped_comparison_runs_the_flow_maps_at_the_budgets_the_lesson_states(fm_app):
