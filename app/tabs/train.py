@@ -299,7 +299,7 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
     # itself would give each session a fresh copy without guard_drawing's checks.
     with gr.Column(visible=False, min_width=0) as c.draw_box:
         c.draw = gr.Sketchpad(
-            label="Draw your data, then press Start",
+            label="Drawing pad",  # short: a longer label ran under the pad's toolbar
             type="numpy",
             canvas_size=(CANVAS, CANVAS),
             elem_id="draw-pad",
