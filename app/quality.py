@@ -454,8 +454,9 @@ def _at_floor_sentence(res: QualityResult) -> str:
     at = [m for c in res.curves for m in c.metric if math.isfinite(m) and m <= top]
     if not at:
         return ""
+    verb = "lies" if len(at) == 1 else "lie"
     return (
-        f" {len(at)} of the scores lie at the floor (at or under {top:.3f}, its mean plus {FLOOR_BAND:g} sd of"
+        f" {len(at)} of the scores {verb} at the floor (at or under {top:.3f}, its mean plus {FLOOR_BAND:g} sd of"
         f" {FLOOR_DRAWS} draws of exact samples): at {res.n} samples these cannot be told from exact samples"
         " or from each other; raise Samples per point to separate them."
     )

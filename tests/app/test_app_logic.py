@@ -1042,7 +1042,7 @@ def test_the_floor_is_a_mean_over_draws_and_scores_inside_its_spread_are_called_
     assert f"(floor {metric.floor:.3f} ± {metric.floor_sd:.3f})" in clear and "at the floor" not in clear
     res.curves[0].metric[1] = metric.floor - 0.01  # under the floor's mean, as the user saw
     warned = ql.summary_sentence(res)
-    assert "1 of the scores lie at the floor" in warned and "at 500 samples" in warned
+    assert "1 of the scores lies at the floor" in warned and "at 500 samples" in warned
     assert "raise Samples per point" in warned
     res.curves.append(Curve("ESD", "flow map", [1, 2], [top + 0.02, top - 0.001], [1.0, 2.0]))
     assert "2 of the scores lie at the floor" in ql.summary_sentence(res)  # the comparison sentence too
