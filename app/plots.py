@@ -302,7 +302,8 @@ def quality_figure(
         spread = floor_sd is not None and math.isfinite(floor_sd) and floor_sd > 0
         if spread:
             fig.add_hrect(
-                y0=max(floor - floor_band * floor_sd, 0.0),
+                # the axis is logarithmic: a band reaching 0 cannot be drawn (nor would it be read)
+                y0=max(floor - floor_band * floor_sd, 0.5 * floor),
                 y1=floor + floor_band * floor_sd,
                 fillcolor="#888",
                 opacity=0.15,

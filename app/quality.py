@@ -117,6 +117,7 @@ def cache_suffix(n: int, seed: int, flow_steps: Sequence[int] = FLOW_STEPS) -> s
         DOPRI_MAX_STEPS,
         KL_BINS,
         KL_EPS,
+        FLOOR_DRAWS,
         REPEATS,
         TIMING_BATCH,
         MIN_REPEAT_SECONDS,

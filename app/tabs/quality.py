@@ -24,6 +24,13 @@ from app.tabs.base import DEFAULTS, SESSION, AppBase
 from app.validation import InputError, parse_int
 
 
+def _figure(res: ql.QualityResult):
+    """The plot of a result: its curves, its floor and the floor's band (as wide as the sentence's)."""
+    return plots.quality_figure(
+        res.curves, res.metric_name, res.floor, ql.TIME_TITLE, floor_sd=res.floor_sd, floor_band=ql.FLOOR_BAND
+    )
+
+
 class QualityCallbacks(AppBase):
     """The tab's events: three outputs each (figure, table, summary sentence), streamed as the
     evaluation computes."""
@@ -38,9 +45,7 @@ class QualityCallbacks(AppBase):
             cached = self.quality_cache.get(key)
             if cached is not None:
                 yield (
-                    plots.quality_figure(
-                        cached.curves, cached.metric_name, cached.floor, ql.TIME_TITLE, floor_sd=cached.floor_sd
-                    ),
+                    _figure(cached),
                     ql.table_markdown(cached),
                     ql.summary_sentence(cached),
                 )
@@ -67,16 +72,12 @@ class QualityCallbacks(AppBase):
                 res = partial
                 count += 1
                 if count % 3 == 0:
-                    figure = plots.quality_figure(
-                        res.curves, res.metric_name, res.floor, ql.TIME_TITLE, floor_sd=res.floor_sd
-                    )
-                    yield figure, "computing...", "_computing..._"
+                    yield _figure(res), "computing...", "_computing..._"
         if res is None:
             raise InputError("no model to evaluate")
         if key is not None:
             self.quality_cache.put(key, res, persist)
-        figure = plots.quality_figure(res.curves, res.metric_name, res.floor, ql.TIME_TITLE, floor_sd=res.floor_sd)
-        yield figure, ql.table_markdown(res), ql.summary_sentence(res)
+        yield _figure(res), ql.table_markdown(res), ql.summary_sentence(res)
 
     def check_quality(self, session, source, n_samples) -> int:
         """ "Evaluate this model"'s input checks, also its validator in the page
