@@ -87,7 +87,8 @@ TIME_TITLE = (
 
 LESSON = (
     "**The lesson.** One network serves every number of steps. A flow map reaches in 1 to 4 jumps "
-    "what an ODE solver on the same network's velocity needs tens of evaluations for, and its time "
+    "what an ODE solver needs tens of evaluations for (on the same network's velocity when one model "
+    "is evaluated; on the flow-matching model's in the comparison of the shipped models), and its time "
     "grows with its steps, so the left plot is also a speed plot (the right plot: the best "
     f"of {REPEATS} timed runs of {TIMING_BATCH} samples each, after a warm-up run of each model; a sampler "
     f"faster than {1000 * MIN_REPEAT_SECONDS:g} ms is repeated within each timed run and its mean taken; other "
@@ -376,15 +377,16 @@ class QualityCache:
                 log.info("could not write the quality cache %s: %s", path, err)
 
 
-def winners(table: dict[str, dict[int, float]]) -> dict[int, list[str]]:
-    """For each N, the models with the lowest finite number (several on a tie); [] if none is finite.
+def winners(table: dict[str, dict[int, float]], within: float = 0.0) -> dict[int, list[str]]:
+    """For each N, the models with the lowest finite number, and every model within ``within`` of
+    it (a tie: a gap the estimator's noise covers); [] if none is finite. The lowest comes first.
 
     ``table`` is {model: {N: metric}}, lower is better."""
     out: dict[int, list[str]] = {}
     for n in sorted({n for row in table.values() for n in row}):
         vals = {m: row[n] for m, row in table.items() if n in row and math.isfinite(row[n])}
         best = min(vals.values()) if vals else None
-        out[n] = [m for m, v in vals.items() if v == best]
+        out[n] = sorted((m for m, v in vals.items() if v <= best + within), key=lambda m: vals[m])
     return out
 
 
@@ -399,18 +401,28 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
     if len(table) < 2:
         return ""
     parts = []
-    best = winners(table)
+    # two scores closer than the floor's spread (the estimator's own noise at this sample count,
+    # measured on exact samples) are a tie, not a win
+    noise = FLOOR_BAND * res.floor_sd if res.floor_sd is not None else 0.0
+    top = res.floor + noise if res.floor is not None and res.floor_sd is not None else -math.inf
+    best = winners(table, within=noise)
     for n in sorted(best) if steps is None else steps:
         if best.get(n):
             who = " and ".join(f"**{m}**" for m in best[n])
-            parts.append(f"N = {n}: {who} ({table[best[n][0]][n]:.3f})")
+            low = table[best[n][0]][n]
+            if len(best[n]) > 1:
+                who += f" ({', '.join(f'{table[m][n]:.3f}' for m in best[n])}: a tie, closer than the floor's spread)"
+            else:
+                who += f" ({low:.3f})"
+            parts.append(f"N = {n}: {who}" + (", at the floor" if low <= top else ""))
     text = "**Who wins at which N** (lowest " + res.metric_name + "): " + "; ".join(parts) + "."
     odes = [
         (m, nfe, c.model, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)
     ]
     if odes:
         best, nfe, who, sampler = min(odes)
-        text += f" The best ODE solve here, {sampler} on {who}'s velocity, reaches {best:.3f} with {nfe} evaluations."
+        text += f" The best ODE solve here, {sampler} on {who}'s velocity, reaches {best:.3f} with {nfe} evaluations"
+        text += ", at the floor." if best <= top else "."
     return text
 
 
@@ -432,7 +444,8 @@ def summary_sentence(res: QualityResult) -> str:
     odes = [(m, nfe, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)]
     if odes:
         best, nfe, sampler = min(odes)
-        parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations")
+        at = res.floor is not None and res.floor_sd is not None and best <= res.floor + FLOOR_BAND * res.floor_sd
+        parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations" + (", at the floor" if at else ""))
     if not parts:
         return ""
     floor = f" (floor {floor_text(res)})" if res.floor is not None else ""
@@ -459,7 +472,8 @@ def _at_floor_sentence(res: QualityResult) -> str:
     return (
         f" {len(at)} of the scores {verb} at the floor (at or under {top:.3f}, its mean plus {FLOOR_BAND:g} sd of"
         f" {FLOOR_DRAWS} draws of exact samples): at {res.n} samples these cannot be told from exact samples"
-        " or from each other; raise Samples per point to separate them."
+        " or from each other (a score under the floor's mean is the estimator's noise, not a model better"
+        " than exact samples); raise Samples per point to separate them."
     )
 
 

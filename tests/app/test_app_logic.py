@@ -1060,6 +1060,30 @@ def test_the_floor_is_a_mean_over_draws_and_scores_inside_its_spread_are_called_
     assert len(plots.quality_figure(res.curves, res.metric_name, res.floor).layout.shapes) == 1  # line only
 
 
+def test_who_wins_calls_a_gap_inside_the_floors_spread_a_tie_and_marks_scores_at_the_floor():
+    """A fresh user read "N = 8: psd-u (0.029)" in bold over psd-m's 0.0296, a gap well inside the
+    floor's spread: two flow maps closer than FLOOR_BAND floor sds are a tie (both named, lowest
+    first, with both scores), a gap wider than that still has one winner, and a winner or best ODE
+    solve at the floor says so. Without a spread (an older result) the rule is the plain minimum."""
+    import app.quality as ql
+    from app.plots import Curve
+
+    res = ql.QualityResult("KL", 0.020, n=5000, floor_sd=0.002)  # floor band: up to 0.024
+    res.curves = [
+        Curve("psd-m", "flow map", [1, 8, 16], [0.300, 0.0296, 0.0300], [1, 2, 3]),
+        Curve("psd-u", "flow map", [1, 8, 16], [0.200, 0.0289, 0.0230], [1, 2, 3]),
+        Curve("fm", "euler", [64], [0.0212], [4]),
+    ]
+    text = ql.comparison_sentence(res)
+    assert "N = 1: **psd-u** (0.200);" in text  # 0.1 apart: a win
+    assert "N = 8: **psd-u** and **psd-m** (0.029, 0.030: a tie, closer than the floor's spread);" in text
+    assert "N = 16: **psd-u** (0.023), at the floor." in text  # 0.007 apart, over the 0.004 of two sd
+    assert "reaches 0.021 with 64 evaluations, at the floor." in text
+    res.floor_sd = None  # no spread known: the plain minimum, no floor marks
+    plain = ql.comparison_sentence(res)
+    assert "N = 8: **psd-u** (0.029);" in plain and "at the floor" not in plain and "tie" not in plain
+
+
 # ------------------------------------------------------------------------------ issue 16: honest figures, ready tabs
 def test_nfe_sentence_counts_one_solve_over_the_whole_interval(fm_app):
     """The sentence's NFE is the solver's own count for one dopri5 solve over [0, 1] from the same
