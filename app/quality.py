@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -185,8 +186,7 @@ class Metric:
                 self(data.sample(n, generator=torch.Generator().manual_seed(seed + 202 + k)).double())
                 for k in range(FLOOR_DRAWS)
             ]
-        self.floor = sum(draws) / len(draws)
-        self.floor_sd = math.sqrt(sum((d - self.floor) ** 2 for d in draws) / (len(draws) - 1))
+        self.floor, self.floor_sd = statistics.mean(draws), statistics.stdev(draws)
 
     def __call__(self, x: torch.Tensor) -> float:
         x = x.detach().double()
@@ -404,7 +404,7 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
     # two scores closer than the floor's spread (the estimator's own noise at this sample count,
     # measured on exact samples) are a tie, not a win
     noise = FLOOR_BAND * res.floor_sd if res.floor_sd is not None else 0.0
-    top = res.floor + noise if res.floor is not None and res.floor_sd is not None else -math.inf
+    top = floor_top(res)
     best = winners(table, within=noise)
     for n in sorted(best) if steps is None else steps:
         if best.get(n):
@@ -444,8 +444,8 @@ def summary_sentence(res: QualityResult) -> str:
     odes = [(m, nfe, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)]
     if odes:
         best, nfe, sampler = min(odes)
-        at = res.floor is not None and res.floor_sd is not None and best <= res.floor + FLOOR_BAND * res.floor_sd
-        parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations" + (", at the floor" if at else ""))
+        at = ", at the floor" if best <= floor_top(res) else ""
+        parts.append(f"best ODE solve: {sampler}, {best:.3f} with {nfe} evaluations" + at)
     if not parts:
         return ""
     floor = f" (floor {floor_text(res)})" if res.floor is not None else ""
@@ -459,12 +459,18 @@ def floor_text(res: QualityResult) -> str:
     return f"{res.floor:.3f}" + (f" ± {res.floor_sd:.3f}" if res.floor_sd is not None else "")
 
 
+def floor_top(res: QualityResult) -> float:
+    """The top of the floor's band (its mean plus FLOOR_BAND sd): a score at or under it is "at the
+    floor"; -inf when the result has no floor or no spread (nothing is called so)."""
+    if res.floor is None or res.floor_sd is None:
+        return -math.inf
+    return res.floor + FLOOR_BAND * res.floor_sd
+
+
 def _at_floor_sentence(res: QualityResult) -> str:
     """A warning when some score lies within FLOOR_BAND sd of the floor (or under it): at this sample
     count the estimator cannot tell those samples from exact ones, so their order means nothing."""
-    if res.floor is None or res.floor_sd is None:
-        return ""
-    top = res.floor + FLOOR_BAND * res.floor_sd
+    top = floor_top(res)
     at = [m for c in res.curves for m in c.metric if math.isfinite(m) and m <= top]
     if not at:
         return ""
