@@ -242,10 +242,17 @@ class LiveSession:
 
     def snapshot_model(self) -> FlowMap:
         """A private copy of the current model (EMA weights) for sampling in another tab."""
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[FlowMap, int]:
+        """A private copy of the current model (EMA weights) and the training steps it has had
+        (a loaded checkpoint's own steps plus this session's), read together under the weights
+        lock, so that a run going on cannot step between the two."""
         self.require_model()
         with self.weights_lock:
             m = copy.deepcopy(self.model)
-        return m.eval().requires_grad_(False)
+            steps = self.base_steps + (self.trainer.global_step if self.trainer is not None else 0)
+        return m.eval().requires_grad_(False), steps
 
     def _set_view(self, data: DataSource, seed: int) -> None:
         g = torch.Generator().manual_seed(seed + 12345)

@@ -99,11 +99,14 @@ class AppBase:
             raise InputError(f"model: {source!r} is not this session's model or a shipped 2-D checkpoint")
 
     def resolve_model(self, session: LiveSession, source: Any):
-        """(model copy or shared eval model, data source or None, label, cache key or None)."""
+        """(model copy or shared eval model, data source or None, label, cache key or None).
+
+        This session's model is labelled with the training step of the copy (``this session, step
+        1,200``), so that a result computed while it trains says which weights it shows."""
         self.check_model(session, source)
         if source in (None, "", SESSION):
-            model = session.snapshot_model()
-            return model, session.data, "this session", None
+            model, steps = session.snapshot()
+            return model, session.data, f"this session, step {steps:,}", None
         model, _ = self.store.load(source)
         info = self.store.info(source)
         return model, self.data_of(source), source, f"{source}@{info.stamp}"

@@ -2091,3 +2091,26 @@ def test_images_report_progress_by_network_calls_and_unmeasured_fids_show_a_dash
     assert "— means not measured" in table and "— means not measured" in app.image_fid("fmnist-lsd")
     full = fid_markdown({"a": {"sampler": "flow map", "nfe": 1, "fid": 3.0}})
     assert "—" not in full  # nothing unmeasured: no dash and no caption
+
+
+def test_an_evaluation_of_this_sessions_model_names_the_step_of_the_weights_it_used(fm_app):
+    """The quality tab and the jump-vs-ODE tab copy this session's weights, possibly while a run
+    goes on: the copy's label says which training step it holds (the trainer's steps, plus a
+    loaded checkpoint's own), read under the same lock as the copy."""
+    from app.datasets import toy_source
+    from app.live import LiveSession
+    from app.tabs.base import SESSION
+
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), parse_train_settings(LSD, 20, 32, 1e-3, 0.75, 16, 1, 0))
+    list(sess.run(20, max_seconds=30))
+    steps = sess.trainer.global_step
+    assert steps > 0
+    model, taken = sess.snapshot()
+    assert taken == steps
+    _, _, label, key = fm_app.resolve_model(sess, SESSION)
+    assert label == f"this session, step {steps:,}" and key is None
+    fig, table, summary = list(fm_app.quality(sess, SESSION, 500))[-1]
+    assert f"this session, step {steps:,}" in table
+    sess.base_steps = 1000  # as after Load: the checkpoint's own steps come first
+    assert fm_app.resolve_model(sess, SESSION)[2] == f"this session, step {1000 + steps:,}"
