@@ -146,16 +146,18 @@ def _relative(path: str | None) -> str | None:
 def stage_row(method: str, steps: int, sc: dict[str, Any]) -> list[str]:
     """One row of the stage-by-stage table: mean ± sd per N; where an empty target bin makes the
     KL infinite, the KL with empty bins counted as half a sample and the most empty bins."""
-    cells = [method, f"{steps:,}"]
-    for k in STEPS_N:
-        runs = sc["per_seed"][str(k)]
-        m, sd = mean_sd([r["kl"] for r in runs])
-        if m == float("inf"):
-            mh, sdh = mean_sd([r["kl_eps"] for r in runs])
-            cells.append(f"inf ({mh:.4f} ± {sdh:.4f}; {max(r['empty_bins'] for r in runs)} empty)")
-        else:
-            cells.append(_fmt(m, sd))
-    return cells
+    return [method, f"{steps:,}"] + [kl_cell(sc["per_seed"][str(k)]) for k in STEPS_N]
+
+
+def kl_cell(runs: list[dict[str, Any]]) -> str:
+    """One table cell from the per-noise-seed scores of one model at one N: mean ± sd of the
+    paper's KL; where an empty target bin makes it infinite on any seed, ``inf`` followed by the KL
+    with empty bins counted as half a sample (mean ± sd) and the most empty bins over the seeds."""
+    m, sd = mean_sd([r["kl"] for r in runs])
+    if m != float("inf"):
+        return _fmt(m, sd)
+    mh, sdh = mean_sd([r["kl_eps"] for r in runs])
+    return f"inf ({mh:.4f} ± {sdh:.4f}; {max(r['empty_bins'] for r in runs)} empty)"
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -169,8 +171,7 @@ def summarise(scores: dict[str, Any], floors: list[float], budget: dict[str, Any
     for method, sc in scores.items():
         row: dict[str, Any] = {"method": method + (" (Euler)" if method == "fm" else "")}
         for k in STEPS_N:
-            m, sd = mean_sd([r["kl"] for r in sc["per_seed"][str(k)]])
-            row[f"N={k}"] = _fmt(m, sd)
+            row[f"N={k}"] = kl_cell(sc["per_seed"][str(k)])
         empties = [r["empty_bins"] for k in STEPS_N for r in sc["per_seed"][str(k)]]
         row["empty bins (max)"] = max(empties)
         row["steps"] = budget.get(method, {}).get("steps")

@@ -90,3 +90,19 @@ def test_an_unknown_grid_is_refused_with_the_choices(capsys) -> None:
         mod.main(["checkpoints/fmnist-lsd", "--grids", "uniform,spiral", "--table-only"])
     err = capsys.readouterr().err
     assert "unknown grid spiral" in err and "cosine" in err
+
+
+def test_families_cell_gives_the_half_sample_kl_and_the_empty_bins_where_the_kl_is_infinite() -> None:
+    """bench/families.py's table cell: mean ± sd of the paper's KL over noise seeds; where any seed
+    has an empty target bin (KL inf), the KL with empty bins as half a sample and the most empty
+    bins, so that no infinite cell hides how far off it is."""
+    from bench.families import kl_cell
+
+    finite = [{"kl": k, "kl_eps": k, "empty_bins": 0} for k in (0.07, 0.08, 0.09)]
+    assert kl_cell(finite) == "0.0800 ± 0.0100"
+    mixed = [
+        {"kl": float("inf"), "kl_eps": 0.20, "empty_bins": 3},
+        {"kl": 0.10, "kl_eps": 0.10, "empty_bins": 0},
+        {"kl": float("inf"), "kl_eps": 0.30, "empty_bins": 1},
+    ]
+    assert kl_cell(mixed) == "inf (0.2000 ± 0.1000; 3 empty)"
