@@ -112,12 +112,18 @@ CSV_SIZE_JS = """() => {
 #: events has completed (the element stays in the page's loading-status table, and each update
 #: rewrites its status without the message), so a refusal made while a run streams vanished within
 #: a second or two. This script copies each new refusal into a plain element of its own, right
-#: under ``run-message`` (which the page's CSS keeps hidden), and clears it only when the session's
-#: state changes kind (the word before " · " in the status line: starting, training, stopped,
-#: loaded, ...), i.e. when an action went through. A text still shown by gradio from before that
-#: change is not copied back until gradio has blanked it.
+#: under ``run-message`` (which the page's CSS keeps hidden), and clears it when it has been
+#: answered: at a click on any action's button (a new try; a tab's button is not one), and when the
+#: session's state changes kind (the word before " · " in the status line) to one that is not a
+#: run's own progress. A change into "starting" or "training" keeps the note: under load, the
+#: first updates of a run started before the refused click reach the page after the refusal (a
+#: Load refused 0.3 s after Start was wiped 1 s later when the run's "training" arrived), and a run
+#: started after it was started by a click, which cleared the note already. A text still shown by
+#: gradio from before a click or a change is not copied back until gradio has blanked it, or until
+#: the validator refuses again (an HTTP 422 answer to the page's fetch), which may repeat the words.
 RUN_NOTE_JS = """() => {
   let shown = '', stale = null, kind = null;
+  const RUN_PROGRESS = new Set(['starting', 'training']);  // a run's own progress: no answer to a refusal
   const note = document.createElement('div');
   note.id = 'run-note';
   note.className = 'run-note';
@@ -135,11 +141,28 @@ RUN_NOTE_JS = """() => {
     // as a change of kind whenever another event is pending)
     const status = document.querySelector('#live-status [data-testid="markdown"]');
     const now = status ? status.textContent.trim().split(' · ')[0] : kind;
-    if (kind !== null && now !== kind) { shown = ''; stale = text || null; }
+    if (kind !== null && now !== kind && !RUN_PROGRESS.has(now)) { shown = ''; stale = text || null; }
     kind = now;
     if (!text) stale = null;
     else if (text !== stale && text !== shown) shown = text;
     if (note.textContent !== shown) render();
+  };
+  // a click on an action's button is a new try: what the note said answered the one before
+  document.addEventListener('click', (ev) => {
+    const t = ev.target && ev.target.closest ? ev.target : null;
+    if (!t || !t.closest('button') || t.closest('[role=tab]')) return;
+    const err = document.querySelector('#run-message .validation-error');
+    shown = '';
+    stale = (err && err.textContent.trim()) || null;
+    render();
+  }, true);
+  // the validator's refusal is a fresh answer, even in the words gradio still shows
+  const nativeFetch = window.fetch;
+  window.fetch = function (...args) {
+    return nativeFetch.apply(this, args).then((response) => {
+      if (response.status === 422) { stale = null; setTimeout(look, 0); }
+      return response;
+    });
   };
   render();
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});

@@ -1207,8 +1207,10 @@ def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
     _wait_step_above(page, 0, timeout=_slow(30_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
-    page.click("#btn-start")  # a second run: its first update reaches the page after the refusal
-    page.wait_for_timeout(300)
+    # a second run, and Load pressed at once: under load the refusal can reach the page before the
+    # run's first updates ("starting", "training"), which must not wipe it (they did); that order,
+    # which this page cannot force, is pinned by test_run_note_rules_in_order_without_waiting_on_a_server
+    page.click("#btn-start")
     _refusal_shows_and_stays(page, "#btn-load", "was not loaded")
     _refusal_shows_and_stays(page, "#btn-continue", "already training")
     _refusal_shows_and_stays(page, "#btn-start", "already training", clicks=3)
@@ -1218,3 +1220,78 @@ def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
     _no_traceback(page)
     assert not js_errors, js_errors
+
+
+# A bare page with the three elements the run note reads: gradio's message box for run-message,
+# the status line, and an action's button beside a tab's.
+RUN_NOTE_PAGE = """
+<div id="run-message"></div>
+<div id="live-status"><div data-testid="markdown">stopped · lsd on checkerboard · step 40</div></div>
+<button id="act">Load</button><button role="tab" id="tab">Tab</button>
+"""
+
+
+def test_run_note_rules_in_order_without_waiting_on_a_server():
+    """The run note's rules (app/tabs/train.RUN_NOTE_JS) on a bare page, where the test sets the
+    order of events that load reorders on the real page: a refusal that reaches the page before the
+    first updates of a run started earlier stays through "starting" and "training" and after gradio
+    blanks its own copy; a run's end clears it; a click on an action's button clears it (a tab's does
+    not), and the same words refused again after that click show again."""
+    from playwright.sync_api import sync_playwright
+
+    from app.tabs.train import RUN_NOTE_JS
+
+    def note(pg) -> str:
+        return pg.evaluate(
+            "() => { const n = document.querySelector('#run-note');"
+            " return n && n.style.display !== 'none' ? n.textContent : ''; }"
+        )
+
+    def refuse(pg, text: str) -> None:  # gradio shows (or blanks, with "") its message
+        pg.evaluate(
+            "t => { document.querySelector('#run-message').innerHTML ="
+            " t ? `<div class=\"validation-error\">${t}</div>` : ''; }",
+            text,
+        )
+
+    def status(pg, kind: str) -> None:
+        pg.evaluate(
+            "k => { document.querySelector('#live-status [data-testid=markdown]').textContent ="
+            " k + ' · lsd on checkerboard · step 41'; }",
+            kind,
+        )
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        pg = browser.new_page()
+        # served from a made-up origin (no network: the route answers), so that fetch has a base URL
+        pg.route("http://run-note.test/", lambda route: route.fulfill(body=RUN_NOTE_PAGE, content_type="text/html"))
+        pg.route("http://run-note.test/refuse", lambda route: route.fulfill(status=422, body="{}"))
+        pg.goto("http://run-note.test/")
+        pg.evaluate(f"({RUN_NOTE_JS})()")
+        words = "this session is already training: press Stop first; checkerboard-lsd was not loaded"
+        refuse(pg, words)
+        pg.wait_for_function("() => document.querySelector('#run-note').textContent !== ''")
+        assert note(pg) == words
+        for kind in ("starting", "training"):  # the earlier Start's run arrives after the refusal
+            status(pg, kind)
+            pg.wait_for_timeout(50)
+            assert note(pg) == words, kind
+        refuse(pg, "")  # gradio wipes its own copy at the next update: the note keeps it
+        pg.wait_for_timeout(50)
+        assert note(pg) == words
+        pg.click("#tab")  # a tab's button is no new try
+        assert note(pg) == words
+        status(pg, "stopped")  # the run ended: the refusal is no longer true
+        pg.wait_for_timeout(50)
+        assert note(pg) == ""
+        refuse(pg, words)
+        pg.wait_for_timeout(50)
+        assert note(pg) == words
+        pg.click("#act")  # a new try: cleared at once, and gradio's old words are not copied back...
+        pg.wait_for_timeout(50)
+        assert note(pg) == ""
+        pg.evaluate("() => fetch('/refuse')")  # ...until the validator refuses again, in the same words
+        pg.wait_for_function("() => document.querySelector('#run-note').textContent !== ''")
+        assert note(pg) == words
+        browser.close()
