@@ -340,7 +340,8 @@ def raise_refused(values: tuple) -> None:
 #: below the fold) scrolls that field to the middle of the window, the first such field only.
 FIELD_NOTE_JS = """() => {
   const pins = new Map(), stale = new Map();
-  const GRADIO_MESSAGE = '.validation-error:not(.field-note)';  // gradio's own, not this script's
+  // gradio's own message, not this script's, nor the refused input (gradio gives it the class too)
+  const GRADIO_MESSAGE = '.validation-error:not(.field-note):not(input):not(textarea)';
   const field = (el) => (el && el.closest ? el.closest('.block[id]') : null);
   const ownNote = (block) => block.querySelector(':scope > .field-note');
   const drop = (id) => {

@@ -95,8 +95,9 @@ CSS = """
 .run-note {margin: 0 var(--block-padding);}
 /* a slider's own note under it (app/events.NamedSlider) says what its message above says: one copy in view */
 .block:has(.validation-error) + .slider-note {display: none !important;}
-/* a field edited since its refusal: gradio's message describes the old value (app/events.FIELD_NOTE_JS) */
-.block[data-edited] .validation-error {display: none !important;}
+/* a field edited since its refusal: gradio's message describes the old value (app/events.FIELD_NOTE_JS);
+   gradio also gives the refused input itself the class validation-error (a red frame): that stays */
+.block[data-edited] .validation-error:not(input):not(textarea) {display: none !important;}
 /* a field's refusal kept by the page script (app/events.FIELD_NOTE_JS) after gradio dropped its own */
 .field-note {margin-bottom: var(--spacing-md);}
 .slider-note .prose {font-size: var(--block-info-text-size); line-height: var(--line-sm);}

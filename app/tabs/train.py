@@ -124,6 +124,8 @@ CSV_SIZE_JS = """() => {
 RUN_NOTE_JS = """() => {
   let shown = '', stale = null, kind = null;
   const RUN_PROGRESS = new Set(['starting', 'training']);  // a run's own progress: no answer to a refusal
+  // gradio's message (gradio also gives the refused input the class validation-error)
+  const MESSAGE = '#run-message .validation-error:not(input):not(textarea)';
   const note = document.createElement('div');
   note.id = 'run-note';
   note.className = 'run-note';
@@ -135,7 +137,7 @@ RUN_NOTE_JS = """() => {
   const render = () => { note.textContent = shown; note.style.display = shown ? '' : 'none'; };
   const look = () => {
     place();
-    const err = document.querySelector('#run-message .validation-error');
+    const err = document.querySelector(MESSAGE);
     const text = err ? err.textContent.trim() : '';
     // the status line's own text (not its loading tracker's "processing | 0.4s", which would read
     // as a change of kind whenever another event is pending)
@@ -151,7 +153,7 @@ RUN_NOTE_JS = """() => {
   document.addEventListener('click', (ev) => {
     const t = ev.target && ev.target.closest ? ev.target : null;
     if (!t || !t.closest('button') || t.closest('[role=tab]')) return;
-    const err = document.querySelector('#run-message .validation-error');
+    const err = document.querySelector(MESSAGE);
     shown = '';
     stale = (err && err.textContent.trim()) || null;
     render();
@@ -357,6 +359,9 @@ def _settings(lim: Limits) -> SimpleNamespace:
             "run's steps or its time cap, whichever ends it first; Continue resumes "
             "the fall where the last run left it"
         ),
+        # the arrow keys' step: gradio's default of 1 took 0.01 to 1 (and then -1) at one press, out
+        # of the allowed range both ways; the smallest allowed rate moves it by that much and no more
+        step=lim.min_lr,
         elem_id="lr",
     )
     # its top follows the Method dropdown (eta_range); a value up to 1 reaches the settings' check,

@@ -1295,3 +1295,45 @@ def test_run_note_rules_in_order_without_waiting_on_a_server():
         pg.wait_for_function("() => document.querySelector('#run-note').textContent !== ''")
         assert note(pg) == words
         browser.close()
+
+
+def test_browser_a_refused_field_keeps_its_box_after_another_button(browser_page):
+    """A fresh user emptied Seed (or typed 0 as the learning rate), pressed Start (refused beside the
+    field), then Stop: the field's box vanished, leaving its label with nowhere to type. gradio
+    gives the refused input the class validation-error too, and the rule that hides a message after
+    another button's click hid the input. Now the message is hidden and the box stays, typeable."""
+    page, js_errors = browser_page
+    for field, value in (("seed", ""), ("lr", "0")):
+        box = page.locator(f"#{field} input")
+        box.fill(value)
+        page.click("#btn-start")
+        page.locator(f"#{field} div.validation-error").wait_for(timeout=_slow(20_000))
+        page.click("#btn-stop")
+        page.wait_for_function(
+            f"() => document.querySelector('#{field}').hasAttribute('data-edited')", timeout=_slow(10_000)
+        )
+        page.wait_for_timeout(500)
+        assert box.is_visible(), field  # the box stays...
+        assert not page.locator(f"#{field} div.validation-error").is_visible(), field  # ...its old message goes
+        box.fill("7" if field == "seed" else "0.001")  # and it takes a value
+        assert box.input_value() == ("7" if field == "seed" else "0.001")
+    _no_traceback(page)
+    assert not js_errors, js_errors
+
+
+def test_browser_the_learning_rate_arrow_keys_stay_in_range(browser_page):
+    """A fresh user pressed ArrowUp in the learning-rate box at 0.01 and got 1 (then -1 after two
+    ArrowDowns), both outside the allowed range: the box's step was gradio's default of 1. One press
+    now moves it by the smallest allowed rate."""
+    page, js_errors = browser_page
+    box = page.locator("#lr input")
+    box.fill("0.01")
+    box.press("ArrowUp")
+    up = float(box.input_value())
+    assert 0.01 < up <= 0.0101, up
+    box.press("ArrowDown")
+    box.press("ArrowDown")
+    down = float(box.input_value())
+    assert 0.0099 <= down < 0.01, down
+    _no_traceback(page)
+    assert not js_errors, js_errors
