@@ -32,7 +32,7 @@ from app import plots
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
 from app.live import build_live_model, make_live_trainer
 from app.live_settings import live_lr_factor, run_progress
-from app.quality import winners
+from app.quality import FLOOR_BAND, FLOOR_DRAWS, winners
 from app.validation import InputError, TrainSettings, method_name
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
@@ -105,8 +105,11 @@ class RaceSnapshot:
         target: steps each method trains in the full race.
         elapsed: seconds since the race began.
         table: ``table[method][N]``: the quality number of N-step samples (lower is better).
-        floor: the score of exact samples on the same estimator: the checkerboard KL of as many
-            exact samples, or the sliced Wasserstein distance between two sets of data samples.
+        floor: the score of exact samples on the same estimator, the mean over
+            :data:`app.quality.FLOOR_DRAWS` draws: the checkerboard KL of as many exact samples, or
+            the sliced Wasserstein distance between two sets of data samples.
+        floor_sd: the standard deviation of those draws: the estimator's own noise at this sample
+            count. Two families closer than :data:`app.quality.FLOOR_BAND` of it are a tie.
         samples: ``samples[method][N]``: ``(VIEW_POINTS, 2)`` points shown in the figure.
         diverged: methods whose training diverged (they stop training), with when.
     """
@@ -119,6 +122,7 @@ class RaceSnapshot:
     floor: float | None
     samples: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     diverged: dict[str, str] = field(default_factory=dict)
+    floor_sd: float | None = None
 
 
 class Race:
@@ -152,10 +156,13 @@ class Race:
         self.noise = torch.randn(eval_points, 2, generator=g) * data.sigma
         self.reference = data.sample(eval_points, generator=g).double()
         self.view_data = self.reference[:VIEW_POINTS].numpy()
+        # the floor and its spread over draws of exact samples: at a few thousand samples one draw
+        # of it moves by about as much as the families differ early in a race
         if data.is_checkerboard:
-            self.floor = checkerboard_kl_floor(n=eval_points, eps=KL_EPS)
+            draws = [checkerboard_kl_floor(n=eval_points, seed=k, eps=KL_EPS) for k in range(FLOOR_DRAWS)]
         else:  # two independent sets of data samples differ by this much: no model can do better
-            self.floor = self.score(data.sample(eval_points, generator=g).double().numpy())
+            draws = [self.score(data.sample(eval_points, generator=g).double().numpy()) for _ in range(FLOOR_DRAWS)]
+        self.floor, self.floor_sd = float(np.mean(draws)), float(np.std(draws, ddof=1))
 
     def steps_done(self) -> dict[str, int]:
         return {m: self.trainers[m].global_step for m in self.methods}
@@ -240,7 +247,7 @@ class Race:
             cost[0] = time.perf_counter() - t
             elapsed = time.perf_counter() - t0
             return RaceSnapshot(
-                state, self.steps_done(), target, elapsed, table, self.floor, shown, dict(self.diverged)
+                state, self.steps_done(), target, elapsed, table, self.floor, shown, dict(self.diverged), self.floor_sd
             )
 
         yield snap("starting")
@@ -275,30 +282,52 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
 
 
+def _noise(floor_sd: float | None) -> float:
+    """The gap under which two scores are a tie: FLOOR_BAND floor sds (0 without a spread)."""
+    return FLOOR_BAND * floor_sd if floor_sd is not None else 0.0
+
+
 def winner_sentence(
     table: dict[str, dict[int, float]],
     metric: str,
     steps: dict[str, int],
     floor: float | None = None,
     diverged: dict[str, str] | None = None,
+    floor_sd: float | None = None,
 ) -> str:
     """One sentence saying who won at which N, read from ``table`` (lower is better), with the steps
-    each family trained, the floor (``floor``: exact samples' score) and which ones diverged."""
+    each family trained, the floor (``floor`` ± ``floor_sd``: exact samples' score over draws) and
+    which ones diverged. Families within FLOOR_BAND floor sds of the lowest are named together as a
+    tie (the estimator cannot order them); a lowest score within that band of the floor is "at the
+    floor"."""
     if not table:
         return "No family raced."
+    noise = _noise(floor_sd)
+    top = floor + noise if floor is not None and floor_sd is not None else -np.inf
     parts = []
-    for n, ms in winners(table).items():
+    for n, ms in winners(table, within=noise).items():
         if not ms:
             parts.append(f"N = {n}: none finished with a finite {metric}")
             continue
-        names = " and ".join(method_name(m) for m in ms)
-        parts.append(f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})")
+        names = ", ".join(method_name(m) for m in ms[:-1]) + (" and " if len(ms) > 1 else "") + method_name(ms[-1])
+        if len(ms) > 1 and noise > 0:
+            scores = ", ".join(_fmt(table[m][n]) for m in ms)
+            text = f"N = {n}: {names} ({metric} {scores}: a tie, closer than the floor's spread)"
+        else:
+            text = f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})"
+        at = [method_name(m) for m in ms if table[m][n] <= top]
+        if at:
+            text += ", at the floor" if len(at) == len(ms) else f", {' and '.join(at)} at the floor"
+        parts.append(text)
     counts = sorted(set(steps.values()))
     if len(counts) == 1:
         budget = f"after {counts[0]:,} steps each"
     else:
         budget = "after unequal steps (" + ", ".join(f"{method_name(m)} {s:,}" for m, s in steps.items()) + ")"
-    floor_txt = f"; exact samples score {_fmt(floor)}" if floor is not None else ""
+    floor_txt = ""
+    if floor is not None:
+        spread = f" ± {_fmt(floor_sd)} over {FLOOR_DRAWS} draws" if floor_sd is not None else ""
+        floor_txt = f"; exact samples score {_fmt(floor)}{spread}"
     for m, why in (diverged or {}).items():
         floor_txt += f"; {method_name(m)} {why}"
     what = "checkerboard KL" if metric == "KL" else "sliced Wasserstein distance to data"
@@ -306,12 +335,17 @@ def winner_sentence(
         (only,) = table
         parts = [f"N = {n}: {_fmt(v)}" for n, v in sorted(table[only].items())]
         return f"{method_name(only)}'s {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
-    return f"Lowest {what} {budget}{floor_txt}: " + "; ".join(parts) + "."
+    return (
+        f"Lowest {what} {budget}{floor_txt}: "
+        + "; ".join(parts)
+        + ". One training seed each: a rerun with another seed can reorder families that are close."
+    )
 
 
 def table_markdown(snap: RaceSnapshot, metric: str) -> str:
-    """The live table as Markdown: one row per method, one column per N, the best of each column bold."""
-    best = winners(snap.table)
+    """The live table as Markdown: one row per method, one column per N, the best of each column
+    bold (with every family tied with it: closer than FLOOR_BAND floor sds)."""
+    best = winners(snap.table, within=_noise(snap.floor_sd))
     head = "| family | steps | " + " | ".join(f"N = {n}" for n in RACE_STEPS) + " |"
     rule = "|" + " --- |" * (2 + len(RACE_STEPS))
     rows = [head, rule]
@@ -323,11 +357,14 @@ def table_markdown(snap: RaceSnapshot, metric: str) -> str:
         done = f"{snap.steps.get(m, 0):,}" + (" (diverged)" if m in snap.diverged else "")
         rows.append(f"| {RACE_LABELS.get(m, m)} | {done} | " + " | ".join(cells) + " |")
     if snap.floor is not None:
-        rows.append("| exact samples (floor) | – | " + " | ".join(_fmt(snap.floor) for _ in RACE_STEPS) + " |")
+        floor = _fmt(snap.floor) + (f" ± {_fmt(snap.floor_sd)}" if snap.floor_sd is not None else "")
+        rows.append("| exact samples (floor) | – | " + " | ".join(floor for _ in RACE_STEPS) + " |")
     note = (
         f"{metric} of {EVAL_POINTS:,} samples per cell, lower is better"
         + (f" (empty bins count {KL_EPS})" if metric == "KL" else "")
-        + ". FM's N is N Euler steps of its velocity; the others take N flow-map jumps."
+        + f"; the floor is the mean ± sd of {FLOOR_DRAWS} draws of exact samples, and bold marks the"
+        f" lowest of a column with every family within {FLOOR_BAND:g} sd of it (a tie)."
+        + " FM's N is N Euler steps of its velocity; the others take N flow-map jumps."
     )
     return "\n".join(rows) + "\n\n" + note
 

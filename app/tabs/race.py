@@ -111,7 +111,7 @@ class RaceHandlers:
         final = snap.state not in ("starting", "racing")
         if final:
             sentence = f"**{snap.state}** · " + winner_sentence(
-                snap.table, metric, snap.steps, snap.floor, snap.diverged
+                snap.table, metric, snap.steps, snap.floor, snap.diverged, snap.floor_sd
             )
             if snap.state == "time cap reached":  # a busy machine: say what the scores are and what to change
                 sentence += (

@@ -21,12 +21,15 @@ from app.config import Limits
 from app.datasets import toy_source
 from app.live import LiveSession
 from app.race import (
+    KL_EPS,
     RACE_LABELS,
     RACE_METHODS,
     RACE_STEPS,
     Race,
+    RaceSnapshot,
     parse_methods,
     round_robin,
+    table_markdown,
     winner_sentence,
     winners,
 )
@@ -103,6 +106,61 @@ def test_winner_sentence_reads_the_table():
     assert "N = 8: PSD-M and FM (KL 0.270)" in text  # a tie names both
 
 
+def test_families_closer_than_the_floors_spread_are_a_tie_and_the_floor_is_marked():
+    """A fresh user saw "N = 1: LSD (KL 0.807)" against ESD 0.814 and PSD-M 0.821, one seed each,
+    where the floor's own spread over draws of exact samples is larger than those gaps. Scores within
+    FLOOR_BAND floor sds of the lowest are named together as a tie, bold together in the table, and
+    a tied family inside the floor's band is said to be at the floor, alone if the others are not."""
+    from app.quality import FLOOR_BAND
+
+    sd = 0.008  # the band's top: 0.228 + 2 x 0.008 = 0.244
+    table = {
+        "lsd": {1: 0.807, 2: 0.500, 4: 0.250, 8: 0.230},
+        "esd": {1: 0.814, 2: 0.600, 4: 0.255, 8: 0.240},
+        "psd-m": {1: 0.821, 2: 0.700, 4: 0.300, 8: 0.245},
+        "fm": {1: 1.700, 2: 1.100, 4: 0.900, 8: 0.9000},
+    }
+    assert 0.821 - 0.807 <= FLOOR_BAND * sd < 0.600 - 0.500  # the test's premise
+    steps = {m: 300 for m in table}
+    text = winner_sentence(table, "KL", steps, floor=0.228, floor_sd=sd)
+    assert "N = 1: LSD, ESD and PSD-M (KL 0.807, 0.814, 0.821: a tie, closer than the floor's spread)" in text
+    assert "N = 2: LSD (KL 0.500)" in text and "N = 2: LSD (KL 0.500)," not in text  # a clear win, above the floor
+    # N = 4: LSD and ESD tie, both above the floor's band
+    assert "N = 4: LSD and ESD (KL 0.250, 0.255: a tie, closer than the floor's spread);" in text
+    # N = 8: LSD (0.230) and ESD (0.240) lie in the floor's band; PSD-M (0.245) ties with LSD but does not
+    assert (
+        "N = 8: LSD, ESD and PSD-M (KL 0.230, 0.240, 0.245: a tie, closer than the floor's spread), "
+        "LSD and ESD at the floor." in text
+    )
+    assert "exact samples score 0.228 ± 0.0080 over 8 draws" in text and "One training seed each" in text
+    snap = RaceSnapshot("done", steps, 300, 10.0, table, 0.228, floor_sd=sd)
+    md = table_markdown(snap, "KL")
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "**0.807**" in rows["LSD"] and "**0.814**" in rows["ESD"] and "**0.821**" in rows["PSD-M"]
+    assert "**1.700**" not in rows["FM (Euler)"] and "**0.700**" not in rows["PSD-M"]
+    assert "0.228 ± 0.0080" in rows["exact samples (floor)"]
+
+
+def test_the_races_floor_is_the_mean_and_sd_of_draws_of_exact_samples():
+    """The race's floor and its spread, against an independent computation from the library's public
+    pieces: the KL of FLOOR_DRAWS sets of exact checkerboard samples, their mean and sample sd."""
+    from app.quality import FLOOR_DRAWS
+    from flowmaps.data.toy import sample_toy
+    from flowmaps.metrics import checkerboard_kl
+
+    race = Race(toy_source("checkerboard"), ("lsd",), TINY, eval_points=500)
+    draws = [
+        float(checkerboard_kl(sample_toy("checkerboard", 500, torch.Generator().manual_seed(k)), eps=KL_EPS).kl)
+        for k in range(FLOOR_DRAWS)
+    ]
+    assert race.floor == pytest.approx(np.mean(draws), rel=1e-9)
+    assert race.floor_sd == pytest.approx(np.std(draws, ddof=1), rel=1e-9) and race.floor_sd > 0
+    moons = Race(toy_source("two_moons"), ("lsd",), TINY, eval_points=500)
+    assert moons.floor > 0 and moons.floor_sd > 0
+    *_, last = moons.run(threading.Event(), max_seconds=60.0, chunk=30)
+    assert last.floor == moons.floor and last.floor_sd == moons.floor_sd
+
+
 def test_a_race_of_one_family_gives_its_scores_without_a_winner():
     text = winner_sentence({"lsd": {1: 0.40, 2: float("inf")}}, "KL", {"lsd": 300}, floor=0.228)
     assert text == "LSD's checkerboard KL after 300 steps each; exact samples score 0.228: N = 1: 0.400; N = 2: inf."
@@ -148,13 +206,18 @@ def test_short_race_through_the_handler(one_thread):
     assert "exact samples (floor)" in table_md and "Euler" in table_md
     assert sentence.startswith("**done**")
     assert "20 steps each" in sentence and "step 20 of 20" in bar
-    # the sentence names, at each N, the family with the lowest number of the table shown
+    # the sentence names, at each N, the family with the lowest number of the table shown and every
+    # family tied with it (within FLOOR_BAND sds of the floor row's spread)
+    from app.quality import FLOOR_BAND
+
+    floor_sd = float(re.search(r"exact samples \(floor\) \| – \| [0-9.]+ ± ([0-9.]+)", table_md).group(1))
+    assert floor_sd > 0
     for n in RACE_STEPS:
         vals = {m: row[n] for m, row in table.items()}
         best = min(vals.values())
-        names = [RACE_LABELS[m].split(" ")[0] for m, v in vals.items() if v == best]
+        names = [RACE_LABELS[m].split(" ")[0] for m, v in vals.items() if v <= best + FLOOR_BAND * floor_sd]
         clause = re.search(rf"N = {n}: ([^(;]+) \(KL", sentence).group(1)
-        assert sorted(clause.split(" and ")) == sorted(names)
+        assert sorted(re.split(r", | and ", clause.strip())) == sorted(names), (n, clause, vals, floor_sd)
     assert len(fig.data) == 1 + len(RACE_METHODS) * len(RACE_STEPS)  # the data, one panel per family and N
     assert not session.running and session.used_seconds > 0
 
