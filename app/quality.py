@@ -414,7 +414,11 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
                 who += f" ({', '.join(f'{table[m][n]:.3f}' for m in best[n])}: a tie, closer than the floor's spread)"
             else:
                 who += f" ({low:.3f})"
-            parts.append(f"N = {n}: {who}" + (", at the floor" if low <= top else ""))
+            # "at the floor" only for the members inside the band (a tie can reach above it)
+            at = [m for m in best[n] if table[m][n] <= top]
+            if at:
+                who += ", at the floor" if len(at) == len(best[n]) else f", {' and '.join(at)} at the floor"
+            parts.append(f"N = {n}: {who}")
     text = "**Who wins at which N** (lowest " + res.metric_name + "): " + "; ".join(parts) + "."
     odes = [
         (m, nfe, c.model, c.sampler) for c in res.curves if c.sampler != "flow map" for nfe, m in zip(c.nfe, c.metric)

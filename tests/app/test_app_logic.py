@@ -1070,15 +1070,21 @@ def test_who_wins_calls_a_gap_inside_the_floors_spread_a_tie_and_marks_scores_at
 
     res = ql.QualityResult("KL", 0.020, n=5000, floor_sd=0.002)  # floor band: up to 0.024
     res.curves = [
-        Curve("psd-m", "flow map", [1, 8, 16], [0.300, 0.0296, 0.0300], [1, 2, 3]),
-        Curve("psd-u", "flow map", [1, 8, 16], [0.200, 0.0289, 0.0230], [1, 2, 3]),
+        Curve("psd-m", "flow map", [1, 8, 16, 32], [0.300, 0.0296, 0.0300, 0.0262], [1, 2, 3, 4]),
+        Curve("psd-u", "flow map", [1, 8, 16, 32], [0.200, 0.0289, 0.0230, 0.0232], [1, 2, 3, 4]),
         Curve("fm", "euler", [64], [0.0212], [4]),
     ]
     text = ql.comparison_sentence(res)
     assert "N = 1: **psd-u** (0.200);" in text  # 0.1 apart: a win
     assert "N = 8: **psd-u** and **psd-m** (0.029, 0.030: a tie, closer than the floor's spread);" in text
-    assert "N = 16: **psd-u** (0.023), at the floor." in text  # 0.007 apart, over the 0.004 of two sd
+    assert "N = 16: **psd-u** (0.023), at the floor;" in text  # 0.007 apart, over the 0.004 of two sd
     assert "reaches 0.021 with 64 evaluations, at the floor." in text
+    # a tie can reach above the band: only the members inside it are at the floor (a fresh user read
+    # "psd-u, psd-m and lsd (0.045, 0.046, 0.049: a tie), at the floor" with the floor's top at 0.046)
+    assert (
+        "N = 32: **psd-u** and **psd-m** (0.023, 0.026: a tie, closer than the floor's spread), psd-u at the floor."
+        in text
+    )
     res.floor_sd = None  # no spread known: the plain minimum, no floor marks
     plain = ql.comparison_sentence(res)
     assert "N = 8: **psd-u** (0.029);" in plain and "at the floor" not in plain and "tie" not in plain
