@@ -92,7 +92,7 @@ def sample_rows(
 
     Rows are flow-map jumps along each grid, or with ``euler`` (a flow-matching model, whose
     off-diagonal v_{s,t}, s < t, was never trained) Euler steps of its velocity v_{t,t} along it.
-    ``kind`` is the grids' kind (for the FID look-up of :func:`row_fid`), "custom" for a typed grid.
+    ``kind`` is the grids' kind (for the FID look-up of :func:`row_fid_cell`), "custom" for a typed grid.
 
     ``progress(fraction, description)``, if given, is called before each row and once at the end
     (fraction 1.0): the fraction is the share of the rows' network calls done so far (a grid row
@@ -161,18 +161,46 @@ _METRIC_SAMPLERS = {
 }
 
 
-def row_fid(metrics: Any, row: Row) -> float | None:
-    """The FID of ``row``'s sampler, grid and NFE in a model's metrics.json, or None if not measured.
-
-    Euler rows of a flow-matching model, edm and custom grids and the adaptive solver have none."""
+def _entry(metrics: Any, row: Row) -> dict | None:
+    """The metrics.json entry of ``row``'s sampler, grid and NFE, or None if not measured."""
     name = _METRIC_SAMPLERS.get((row.sampler, row.grid_kind))
     if name is None or not isinstance(metrics, dict):
         return None
     for entry in metrics.values():
         if isinstance(entry, dict) and entry.get("sampler") == name and entry.get("nfe") == row.nfe:
-            fid = entry.get("fid")
-            return float(fid) if isinstance(fid, (int, float)) else None
+            return entry
     return None
+
+
+def fid_cell(entry: Any) -> str:
+    """A FID as a table shows it: ``13.2 ± 0.6`` (the mean over noise seeds and its sd, as
+    bench/eval_images.py writes them), ``13.2`` without a spread, :data:`NOT_MEASURED` without a FID."""
+    fid = entry.get("fid") if isinstance(entry, dict) else None
+    if not isinstance(fid, (int, float)):
+        return NOT_MEASURED
+    sd = entry.get("fid_sd")
+    return f"{fid:.1f}" + (f" ± {sd:.1f}" if isinstance(sd, (int, float)) else "")
+
+
+def row_fid_cell(metrics: Any, row: Row) -> str:
+    """:func:`fid_cell` of ``row``'s entry in metrics.json."""
+    return fid_cell(_entry(metrics, row))
+
+
+def fid_convention(metrics: Any) -> str:
+    """How the FIDs of metrics.json were measured, in one sentence, or "" when it does not say:
+    the samples per FID and the noise seeds whose mean and sd the cells give."""
+    if not isinstance(metrics, dict):
+        return ""
+    entries = [e for e in metrics.values() if isinstance(e, dict) and isinstance(e.get("fid"), (int, float))]
+    samples = sorted({e["fid_samples"] for e in entries if isinstance(e.get("fid_samples"), int)})
+    seeds = sorted({tuple(e["noise_seeds"]) for e in entries if isinstance(e.get("noise_seeds"), list)})
+    if len(samples) != 1 or len(seeds) != 1:
+        return ""
+    return (
+        f"Each FID is of {samples[0]:,} samples, the mean ± sd over noise seeds "
+        f"{', '.join(map(str, seeds[0]))}, measured on the GPU machine (bench/eval_images.py)."
+    )
 
 
 #: What a table cell shows for a FID that was not measured.
@@ -180,14 +208,15 @@ NOT_MEASURED = "—"
 
 
 def fid_markdown(metrics: Any, euler: bool = False) -> str:
-    """A short FID-against-NFE table from a model's metrics.json (FID: lower is better), or "".
-    A cell not measured shows :data:`NOT_MEASURED`, explained in a line under the table."""
+    """A short FID-against-NFE table from a model's metrics.json (FID: lower is better; mean ± sd
+    over noise seeds where it gives them), or "". A cell not measured shows :data:`NOT_MEASURED`,
+    explained in a line under the table."""
     if not isinstance(metrics, dict):
         return ""
-    cols: dict[str, dict[int, float]] = {}
+    cols: dict[str, dict[int, dict]] = {}
     for entry in metrics.values():
         if isinstance(entry, dict) and isinstance(entry.get("fid"), (int, float)) and "nfe" in entry:
-            cols.setdefault(str(entry.get("sampler", "?")), {})[int(entry["nfe"])] = float(entry["fid"])
+            cols.setdefault(str(entry.get("sampler", "?")), {})[int(entry["nfe"])] = entry
     if euler:  # a flow-matching model's "flow map" entries are jumps of its untrained off-diagonal
         cols = {k: v for k, v in cols.items() if not k.startswith("flow map")}
     if not cols:
@@ -195,9 +224,13 @@ def fid_markdown(metrics: Any, euler: bool = False) -> str:
     nfes = sorted({n for v in cols.values() for n in v})
     lines = ["| NFE | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
     for n in nfes:
-        lines.append(f"| {n} | " + " | ".join(f"{v[n]:.1f}" if n in v else NOT_MEASURED for v in cols.values()) + " |")
+        lines.append(f"| {n} | " + " | ".join(fid_cell(v.get(n)) for v in cols.values()) + " |")
     gaps = any(n not in v for n in nfes for v in cols.values())
-    return "\n".join(lines) + (f"\n\n{NOT_MEASURED} means not measured for that sampler and NFE." if gaps else "")
+    notes = [fid_convention(metrics)] + (
+        [f"{NOT_MEASURED} means not measured for that sampler and NFE."] if gaps else []
+    )
+    notes = [t for t in notes if t]
+    return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
 
 
 def _font(size: int = 15) -> ImageFont.ImageFont:

@@ -77,8 +77,7 @@ class ImageCallbacks(AppBase):
         metrics = self.image_metrics(name)
         lines = ["| row | network calls | ms per image (one run) | FID (metrics.json) |", "| --- | --- | --- | --- |"]
         for r in rows:
-            fid = img.row_fid(metrics, r)
-            lines.append(f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} | {'—' if fid is None else f'{fid:.1f}'} |")
+            lines.append(f"| {r.label} | {r.nfe} | {r.ms_per_image:.1f} | {img.row_fid_cell(metrics, r)} |")
         notes = []
         if custom_grid is not None:
             notes.append(
@@ -92,8 +91,9 @@ class ImageCallbacks(AppBase):
                 "steps of that velocity, not flow-map jumps."
             )
         notes.append(
-            "FID: lower is better; — means not measured for that sampler and grid. Times: one run each after "
-            "an untimed warm-up, so a busy CPU shows in them."
+            "FID: lower is better; — means not measured for that sampler and grid. "
+            + (img.fid_convention(metrics) + " " if img.fid_convention(metrics) else "")
+            + "Times: one run each after an untimed warm-up, so a busy CPU shows in them."
         )
         return picture, "\n".join(lines) + "\n\n" + " ".join(notes), self.image_fid(name)
 

@@ -2099,6 +2099,37 @@ def test_images_report_progress_by_network_calls_and_unmeasured_fids_show_a_dash
     assert "—" not in full  # nothing unmeasured: no dash and no caption
 
 
+def test_image_fids_show_their_spread_over_noise_seeds_and_how_they_were_measured(tmp_path):
+    """A fresh user saw FID 13.2 / 7.0 / 3.5 in the Images tab where the README gives 13.2 ± 0.6:
+    the tab's tables now give the mean ± sd over noise seeds that metrics.json records, and say how
+    many samples and which seeds; a FID without a spread stays a plain number. On the shipped model."""
+    import statistics
+
+    import app.images as img
+    from app.ui import FlowMapsApp
+    from tests import REPO
+
+    fm_app = FlowMapsApp(
+        AppConfig(checkpoints_dir=REPO / "checkpoints", cache_dir=tmp_path / "cache", limits=small_limits())
+    )
+
+    metrics = json.loads((Path(fm_app.store.info("fmnist-lsd").source) / "metrics.json").read_text())
+    one = metrics["map-1"]
+    sd = statistics.stdev(one["fid_by_seed"].values())
+    assert abs(sd - one["fid_sd"]) < 1e-3 and abs(statistics.mean(one["fid_by_seed"].values()) - one["fid"]) < 1e-3
+    cell = f"{one['fid']:.1f} ± {one['fid_sd']:.1f}"
+    table = img.fid_markdown(metrics)
+    assert f"| 1 | {cell} |" in table, table
+    assert "Each FID is of 2,000 samples, the mean ± sd over noise seeds 0, 1, 2" in table
+    assert cell in fm_app.image_fid("fmnist-lsd")
+    _, info, _ = fm_app.sample_images("fmnist-lsd", 2, "uniform", "", 0, 1, "none")
+    row = next(line for line in info.splitlines() if line.startswith("| N = 1 "))
+    assert row.endswith(f"| {cell} |"), row
+    assert "mean ± sd over noise seeds 0, 1, 2" in info
+    assert img.fid_cell({"fid": 3.04}) == "3.0" and img.fid_cell({"nfe": 1}) == img.NOT_MEASURED
+    assert img.fid_convention({"a": {"fid": 3.0}}) == ""  # says nothing it does not know
+
+
 def test_an_evaluation_of_this_sessions_model_names_the_step_of_the_weights_it_used(fm_app):
     """The quality tab and the jump-vs-ODE tab copy this session's weights, possibly while a run
     goes on: the copy's label says which training step it holds (the trainer's steps, plus a
