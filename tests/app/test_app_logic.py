@@ -393,7 +393,22 @@ def test_plots_are_well_formed():
     assert len(fig.data) == 4 and fig.layout.xaxis.type == "log"
     assert "0.05" in str(fig.layout.annotations)
     html_bar = plots.progress_html(50, 100, 3.0, 120.0, 16.7, "training")
-    assert "width:50%" in html_bar and "step 50 of 100" in html_bar
+    assert "width:50%" in html_bar and "step 50 of 100" in html_bar and "cap ends" not in html_bar
+
+
+def test_the_progress_line_says_near_which_step_the_cap_will_end_a_slow_run():
+    """A fresh user continued a loaded 512-wide model at 1 step/s and read "step 8 of 8000" beside a
+    bar filled by the time cap: while training, a run the cap will end before its steps says near
+    which step (steps so far plus the rate times the cap's time left); not before a steady rate,
+    not once the run has ended, not when the steps will finish first."""
+    from app import plots
+
+    slow = plots.progress_html(8, 8000, 8.0, 120.0, 1.0, "training")
+    assert "step 8 of 8000" in slow and "at this speed the cap ends the run near step 120" in slow
+    assert "width:7%" in slow  # the bar follows the time used (8 of 120 s)
+    assert "cap ends" not in plots.progress_html(2, 8000, 2.0, 120.0, 1.0, "training")  # rate not steady yet
+    assert "cap ends" not in plots.progress_html(120, 8000, 120.0, 120.0, 1.0, "time cap reached")
+    assert "cap ends" not in plots.progress_html(800, 8000, 10.0, 120.0, 80.0, "training")  # 800 + 8,800 > 8,000
 
 
 def test_a_long_placeholder_is_broken_into_short_lines():
