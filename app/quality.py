@@ -414,10 +414,7 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
                 who += f" ({', '.join(f'{table[m][n]:.3f}' for m in best[n])}: a tie, closer than the floor's spread)"
             else:
                 who += f" ({low:.3f})"
-            # "at the floor" only for the members inside the band (a tie can reach above it)
-            at = [m for m in best[n] if table[m][n] <= top]
-            if at:
-                who += ", at the floor" if len(at) == len(best[n]) else f", {' and '.join(at)} at the floor"
+            who += at_floor_note(best[n], [table[m][n] for m in best[n]], top)
             parts.append(f"N = {n}: {who}")
     text = "**Who wins at which N** (lowest " + res.metric_name + "): " + "; ".join(parts) + "."
     odes = [
@@ -461,6 +458,16 @@ def floor_text(res: QualityResult) -> str:
     if res.floor is None:
         return ""
     return f"{res.floor:.3f}" + (f" ± {res.floor_sd:.3f}" if res.floor_sd is not None else "")
+
+
+def at_floor_note(names: Sequence[str], scores: Sequence[float], top: float) -> str:
+    """What a sentence adds after a winner or a tie (``names``, with their ``scores``) about the
+    floor's band, whose top is ``top``: ", at the floor" when every one lies in it, ", A and B at
+    the floor" when only some do (a tie can reach above the band), "" when none does."""
+    at = [m for m, v in zip(names, scores) if v <= top]
+    if not at:
+        return ""
+    return ", at the floor" if len(at) == len(names) else f", {' and '.join(at)} at the floor"
 
 
 def floor_top(res: QualityResult) -> float:

@@ -32,7 +32,7 @@ from app import plots
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
 from app.live import build_live_model, make_live_trainer
 from app.live_settings import live_lr_factor, run_progress
-from app.quality import FLOOR_BAND, FLOOR_DRAWS, winners
+from app.quality import FLOOR_BAND, FLOOR_DRAWS, at_floor_note, winners
 from app.validation import InputError, TrainSettings, method_name
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
@@ -298,7 +298,7 @@ def winner_sentence(
     """One sentence saying who won at which N, read from ``table`` (lower is better), with the steps
     each family trained, the floor (``floor`` ± ``floor_sd``: exact samples' score over draws) and
     which ones diverged. Families within FLOOR_BAND floor sds of the lowest are named together as a
-    tie (the estimator cannot order them); a lowest score within that band of the floor is "at the
+    tie (the estimator cannot order them); those of them within that band of the floor are "at the
     floor"."""
     if not table:
         return "No family raced."
@@ -315,10 +315,7 @@ def winner_sentence(
             text = f"N = {n}: {names} ({metric} {scores}: a tie, closer than the floor's spread)"
         else:
             text = f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})"
-        at = [method_name(m) for m in ms if table[m][n] <= top]
-        if at:
-            text += ", at the floor" if len(at) == len(ms) else f", {' and '.join(at)} at the floor"
-        parts.append(text)
+        parts.append(text + at_floor_note([method_name(m) for m in ms], [table[m][n] for m in ms], top))
     counts = sorted(set(steps.values()))
     if len(counts) == 1:
         budget = f"after {counts[0]:,} steps each"
