@@ -204,14 +204,14 @@ def progress_html(
 ) -> str:
     """A progress bar with step, time and speed, as HTML (rendered by gr.HTML).
 
-    The bar shows the larger of the steps' share and the cap's share used. While training, once
-    :data:`CAP_FORECAST_AFTER` seconds give a steady rate, a run that the time cap will end before
-    its steps (a big loaded model, a busy CPU) also says near which step: else "step 8 of 8000"
-    beside a bar at 5% reads as a contradiction."""
+    The bar shows the larger of the steps' share and the cap's share used. While training or
+    racing (``state``), once :data:`CAP_FORECAST_AFTER` seconds give a steady rate, a run that the
+    time cap will end before its steps (a big loaded model, a busy CPU, a long race) also says near
+    which step: else "step 8 of 8000" beside a bar at 5% reads as a contradiction."""
     frac = 0.0 if target <= 0 else min(1.0, max(step / target, elapsed / cap if cap > 0 else 0.0))
     pct = int(round(100 * frac))
     extra = ""
-    if state == "training" and elapsed >= CAP_FORECAST_AFTER and rate > 0 and cap > elapsed:
+    if state in ("training", "racing") and elapsed >= CAP_FORECAST_AFTER and rate > 0 and cap > elapsed:
         near = step + rate * (cap - elapsed)
         if near < target:
             extra += f" · at this speed the cap ends the run near step {int(near):,}"

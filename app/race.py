@@ -359,8 +359,8 @@ def table_markdown(snap: RaceSnapshot, metric: str) -> str:
     note = (
         f"{metric} of {EVAL_POINTS:,} samples per cell, lower is better"
         + (f" (empty bins count {KL_EPS})" if metric == "KL" else "")
-        + f"; the floor is the mean ± sd of {FLOOR_DRAWS} draws of exact samples, and bold marks the"
-        f" lowest of a column with every family within {FLOOR_BAND:g} sd of it (a tie)."
+        + f"; the floor is the mean ± sd of {FLOOR_DRAWS} draws of exact samples. Bold marks the lowest"
+        f" of each column, and also every family within {FLOOR_BAND:g} floor sd of it, which ties with it."
         + " FM's N is N Euler steps of its velocity; the others take N flow-map jumps."
     )
     return "\n".join(rows) + "\n\n" + note
@@ -368,7 +368,10 @@ def table_markdown(snap: RaceSnapshot, metric: str) -> str:
 
 def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
     """A light grid of samples: data in the top-left panel, then one row per method and one column
-    per N (scattergl, a few hundred points per panel; square panels on the data's range)."""
+    per N (a few hundred points per panel; square panels on the data's range). SVG scatter, not
+    scattergl: WebGL gives each of the up to 17 panels a context of its own, past chromium's limit
+    of 16 ("Too many active WebGL contexts", the oldest panel lost), and 5,100 points draw quickly
+    as SVG."""
     methods = list(snap.samples)
     if not methods:
         return plots.empty_figure("press Race to start")
@@ -386,7 +389,7 @@ def race_figure(snap: RaceSnapshot, data: np.ndarray) -> go.Figure:
     def points(p: np.ndarray, color: str, row: int, col: int) -> None:
         p = np.nan_to_num(p, nan=1e3, posinf=1e3, neginf=-1e3)
         marker = {"size": 2.5, "color": color}
-        trace = go.Scattergl(x=p[:, 0], y=p[:, 1], mode="markers", showlegend=False, hoverinfo="skip", marker=marker)
+        trace = go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", showlegend=False, hoverinfo="skip", marker=marker)
         fig.add_trace(trace, row=row, col=col)
 
     points(data, "#555", 1, 1)

@@ -113,12 +113,15 @@ class RaceHandlers:
             sentence = f"**{snap.state}** · " + winner_sentence(
                 snap.table, metric, snap.steps, snap.floor, snap.diverged, snap.floor_sd
             )
-            if snap.state == "time cap reached":  # a busy machine: say what the scores are and what to change
+            if snap.state == "time cap reached":  # say what the scores are and what to change
+                speed = done / snap.elapsed if snap.elapsed > 0 else 0.0
+                need = (
+                    f", and {snap.target:,} steps at that speed need about {snap.target / speed:.0f} s" if speed else ""
+                )
                 sentence += (
-                    f" The {cap:.0f} s cap stopped the race at {done:,} of "
-                    f"{snap.target:,} steps per family (this machine is busy: other visitors or programs), so "
-                    "these models are less trained than the lesson assumes; fewer families or steps, or a "
-                    "quieter moment, let it finish."
+                    f" The {cap:.0f} s cap stopped the race at {done:,} of {snap.target:,} steps per family "
+                    f"({speed:.0f} steps/s per family on this machine now{need}), so these models are less "
+                    "trained than the lesson assumes; fewer families or steps, or a quieter moment, let it finish."
                 )
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"

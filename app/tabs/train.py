@@ -360,7 +360,10 @@ def _settings(lim: Limits) -> SimpleNamespace:
             "the fall where the last run left it"
         ),
         # the arrow keys' step: gradio's default of 1 took 0.01 to 1 (and then -1) at one press, out
-        # of the allowed range both ways; the smallest allowed rate moves it by that much and no more
+        # of the allowed range both ways; the smallest allowed rate moves it by that much. No
+        # minimum / maximum here: gradio would then refuse an out-of-range value itself, before the
+        # validator, in its own words ("Value -1.0 is less than minimum value 1e-05") and apart from
+        # the other fields' messages; an arrow pressed past an end is refused by the validator
         step=lim.min_lr,
         elem_id="lr",
     )

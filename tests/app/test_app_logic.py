@@ -409,6 +409,8 @@ def test_the_progress_line_says_near_which_step_the_cap_will_end_a_slow_run():
     assert "cap ends" not in plots.progress_html(2, 8000, 2.0, 120.0, 1.0, "training")  # rate not steady yet
     assert "cap ends" not in plots.progress_html(120, 8000, 120.0, 120.0, 1.0, "time cap reached")
     assert "cap ends" not in plots.progress_html(800, 8000, 10.0, 120.0, 80.0, "training")  # 800 + 8,800 > 8,000
+    race = plots.progress_html(500, 8000, 22.7, 120.0, 22.0, "racing")  # a race too: 500 + 22 x 97.3 = 2,640
+    assert "at this speed the cap ends the run near step 2,640" in race
 
 
 def test_a_long_placeholder_is_broken_into_short_lines():

@@ -264,3 +264,12 @@ def test_a_race_cut_by_the_time_cap_says_so_and_what_to_change(one_thread):
     reached = re.search(r"The 2 s cap stopped the race at ([\d,]+) of 20,000 steps per family", sentence)
     assert reached and int(reached.group(1).replace(",", "")) == min(steps) < 20_000
     assert "fewer families or steps" in sentence and "Lowest checkerboard KL" in sentence
+    # the speed it had and the time its steps would need at it, in place of blaming the machine (a
+    # fresh user's 8,000-step race of four families needed about 350 s, far past any load)
+    speed = re.search(
+        r"\((\d+) steps/s per family on this machine now, and 20,000 steps at that speed need about (\d+) s\)", sentence
+    )
+    assert speed, sentence
+    assert (
+        int(speed.group(2)) == pytest.approx(20_000 / max(int(speed.group(1)), 1), rel=0.5) and int(speed.group(2)) > 2
+    )
