@@ -122,6 +122,7 @@ class Snapshot:
     panels: list[tuple[str, np.ndarray]]
     history: list[dict[str, float]]  # the session's per-step logs, steps increasing (no rolled-back steps)
     message: str = ""
+    start: int = 0  # the trainer's step when this run began (a Continue's runs start past 0)
 
 
 @dataclass
@@ -395,7 +396,9 @@ class LiveSession:
             t_begin=time.perf_counter(),
         )
         self._set_phase("starting", tr.global_step)
-        yield Snapshot(tr.global_step, run.target, 0.0, 0.0, "starting", self.sample_panels(), self.history)
+        yield Snapshot(
+            tr.global_step, run.target, 0.0, 0.0, "starting", self.sample_panels(), self.history, start=run.start_step
+        )
         slice_len = first_chunk_seconds
         recovered = ""
         while True:
@@ -417,7 +420,17 @@ class LiveSession:
                 self.lr_left = 0.0 if state in ("done", "time cap reached") else run.f0 * live_lr_factor(run.progress)
             self._set_phase(state, tr.global_step, recovered)  # a waiting Stop answers now
             panels = self.sample_panels()
-            yield Snapshot(tr.global_step, run.target, elapsed, rate, state, panels, self.history, message=recovered)
+            yield Snapshot(
+                tr.global_step,
+                run.target,
+                elapsed,
+                rate,
+                state,
+                panels,
+                self.history,
+                message=recovered,
+                start=run.start_step,
+            )
             if final:
                 return
             slice_len = chunk_seconds

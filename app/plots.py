@@ -200,15 +200,27 @@ CAP_FORECAST_AFTER = 3.0
 
 
 def progress_html(
-    step: int, target: int, elapsed: float, cap: float, rate: float, state: str, session_left: float | None = None
+    step: int,
+    target: int,
+    elapsed: float,
+    cap: float,
+    rate: float,
+    state: str,
+    session_left: float | None = None,
+    start: int = 0,
 ) -> str:
     """A progress bar with step, time and speed, as HTML (rendered by gr.HTML).
 
     The bar shows the larger of the steps' share and the cap's share used. While training or
     racing (``state``), once :data:`CAP_FORECAST_AFTER` seconds give a steady rate, a run that the
     time cap will end before its steps (a big loaded model, a busy CPU, a long race) also says near
-    which step: else "step 8 of 8000" beside a bar at 5% reads as a contradiction."""
-    frac = 0.0 if target <= 0 else min(1.0, max(step / target, elapsed / cap if cap > 0 else 0.0))
+    which step: else "step 8 of 8000" beside a bar at 5% reads as a contradiction.
+
+    ``step`` and ``target`` count from the model's first step; ``start`` is the step this run began
+    at. A run that began past 0 (a Continue) fills the bar by its own steps and also says them:
+    "step 20 of 8019" alone matched neither the run's 8000 steps nor the model's."""
+    run_steps, run_done = max(0, target - start), max(0, step - start)
+    frac = 0.0 if run_steps <= 0 else min(1.0, max(run_done / run_steps, elapsed / cap if cap > 0 else 0.0))
     pct = int(round(100 * frac))
     extra = ""
     if state in ("training", "racing") and elapsed >= CAP_FORECAST_AFTER and rate > 0 and cap > elapsed:
@@ -216,11 +228,12 @@ def progress_html(
         if near < target:
             extra += f" · at this speed the cap ends the run near step {int(near):,}"
     extra += f" · session time left {session_left:.0f} s" if session_left is not None else ""
+    this_run = f" (this run: {run_done:,} of {run_steps:,})" if start > 0 else ""
     return (
         '<div class="fm-progress" style="font-size:13px">'
         f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
         f'<div style="background:#f97316;width:{pct}%;height:12px"></div></div>'
-        f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target} · {elapsed:.1f} s of '
+        f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target}{this_run} · {elapsed:.1f} s of '
         f"{cap:.0f} s cap · {rate:.0f} steps/s{extra}</div></div>"
     )
 

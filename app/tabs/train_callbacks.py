@@ -159,7 +159,7 @@ class TrainCallbacks(AppBase):
         fig_l = plots.loss_figure(snap.history)
         left = max(0.0, self.limits.session_seconds - session.used_seconds)
         bar = plots.progress_html(
-            snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left
+            snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left, snap.start
         )
         return fig_s, fig_l, bar, self.status_text(session)
 

@@ -413,6 +413,30 @@ def test_the_progress_line_says_near_which_step_the_cap_will_end_a_slow_run():
     assert "at this speed the cap ends the run near step 2,640" in race
 
 
+def test_a_continued_runs_progress_line_also_counts_its_own_steps(fm_app):
+    """A fresh user's second Continue read "step 20 of 8019": the model's steps against the model's
+    target, which matched neither the run's steps nor the model's. A run that began past step 0
+    fills the bar by its own steps and says them too; a first run's line is as before."""
+    from app import plots
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    line = plots.progress_html(20, 8019, 1.0, 120.0, 4.0, "training", start=19)
+    assert "step 20 of 8019 (this run: 1 of 8,000)" in line and "width:1%" in line  # 1 s of the 120 s cap
+    assert "this run" not in plots.progress_html(20, 8000, 1.0, 120.0, 4.0, "training")
+    half = plots.progress_html(300_100, 300_200, 1.0, 120.0, 100.0, "training", start=300_000)
+    assert "width:50%" in half  # the run's own half, not the model's 99.97%
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), parse_train_settings(LSD, 20, 32, 1e-3, 0.75, 16, 1, 0))
+    first = list(sess.run(15, max_seconds=30))
+    assert {snap.start for snap in first} == {0}
+    done = sess.trainer.global_step
+    second = list(sess.run(10, max_seconds=30))
+    assert {snap.start for snap in second} == {done} and second[-1].target == done + 10
+    bar = fm_app._figures(sess, second[-1])[2]
+    assert f"of {done + 10} (this run: {second[-1].step - done:,} of 10)" in bar, bar
+
+
 def test_a_long_placeholder_is_broken_into_short_lines():
     """plotly never wraps an annotation: a placeholder is broken into lines that fit a narrow
     plot (the page check is tests/app/test_browser.py), every word kept in order, text escaped."""
