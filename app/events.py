@@ -316,6 +316,28 @@ def raise_refused(values: tuple) -> None:
             raise InputError(value.message)
 
 
+#: The page script that tells the two note scripts (:data:`FIELD_NOTE_JS` and
+#: app/tabs/train.RUN_NOTE_JS) of the two page events both of them answer, so that the page patches
+#: ``fetch`` and listens to clicks once: ``flowmaps:refused`` on ``document`` when the validator
+#: refuses a click (an HTTP 422 answer to the page's fetch), and ``flowmaps:button`` at every
+#: button's click, before the button's own handlers (the capture phase), whose ``detail.action``
+#: is true for an action's button and false for a tab's.
+PAGE_EVENTS_JS = """() => {
+  const nativeFetch = window.fetch;
+  window.fetch = function (...args) {
+    return nativeFetch.apply(this, args).then((response) => {
+      if (response.status === 422) document.dispatchEvent(new CustomEvent('flowmaps:refused'));
+      return response;
+    });
+  };
+  document.addEventListener('click', (ev) => {
+    const t = ev.target && ev.target.closest ? ev.target : null;
+    if (!t || !t.closest('button')) return;
+    document.dispatchEvent(new CustomEvent('flowmaps:button', {detail: {action: !t.closest('[role=tab]')}}));
+  }, true);
+}"""
+
+
 #: The page script that keeps a field's refusal in view (gradio 6.31's page drops it too soon).
 #:
 #: :class:`InputCheck`'s refusal is gradio's validation message, drawn in the field's loading
@@ -334,7 +356,8 @@ def raise_refused(values: tuple) -> None:
 #: another button's action made it untrue (a race refused as "a run is going", then that run
 #: stopped), until the field's next event: such a message (of a field edited since, or of any
 #: field at a click on an action's button, not a tab's) is hidden (``data-edited`` on the field)
-#: until the validator next refuses a click (an HTTP 422 answer to the page's fetch). The
+#: until the validator next refuses a click (an HTTP 422 answer to the page's fetch; both this
+#: and the clicks come through :data:`PAGE_EVENTS_JS`, which the page loads first). The
 #: live tab's ``run-message`` has its own note (app/tabs/train.RUN_NOTE_JS). A new message beside a
 #: field that lies outside the window (a refused Start whose reason sits beside the learning rate,
 #: below the fold) scrolls that field to the middle of the window, the first such field only.
@@ -393,15 +416,9 @@ FIELD_NOTE_JS = """() => {
   // an edited field's message is about the value it no longer holds: hidden (gradio keeps it
   // until the field's next event) until the validator next refuses something (HTTP 422)
   const edit = (block) => { moveOn(block); block.setAttribute('data-edited', ''); };
-  const nativeFetch = window.fetch;
-  window.fetch = function (...args) {
-    return nativeFetch.apply(this, args).then((response) => {
-      if (response.status === 422) {
-        for (const block of document.querySelectorAll('.block[data-edited]')) block.removeAttribute('data-edited');
-      }
-      return response;
-    });
-  };
+  document.addEventListener('flowmaps:refused', () => {  // PAGE_EVENTS_JS
+    for (const block of document.querySelectorAll('.block[data-edited]')) block.removeAttribute('data-edited');
+  });
   const edited = (ev) => { const block = field(ev.target); if (block) edit(block); };
   document.addEventListener('input', edited, true);
   document.addEventListener('change', edited, true);
@@ -410,19 +427,16 @@ FIELD_NOTE_JS = """() => {
     const block = t && t.closest('[role=option]') ? field(t) || field(document.activeElement) : null;
     if (block) edit(block);
   }, true);
-  document.addEventListener('click', (ev) => {
-    const t = ev.target && ev.target.closest ? ev.target : null;
-    if (!t || !t.closest('button')) return;
+  document.addEventListener('flowmaps:button', (ev) => {  // PAGE_EVENTS_JS: any button's click
     for (const id of [...pins.keys()]) drop(id);
     // an action's button (not a tab's): every message so far answered an earlier try, hidden
     // until the validator answers this one (e.g. "a run is going" after that run was stopped)
-    const action = !t.closest('[role=tab]');
     for (const err of document.querySelectorAll('.block[id] ' + GRADIO_MESSAGE)) {
       const block = field(err);
-      if (action) edit(block);
+      if (ev.detail.action) edit(block);
       else moveOn(block);
     }
-  }, true);
+  });
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 

@@ -28,6 +28,7 @@ from app.datasets import CSV, DATA_CHOICES, DRAW
 from app.drawing import CANVAS, DRAW_MAX_IMAGES, DRAW_MAX_SIDE, PICK_BRUSH_JS, guard_drawing
 from app.events import (
     FIELD_NOTE_JS,
+    PAGE_EVENTS_JS,
     InputCheck,
     NamedSlider,
     named,
@@ -149,23 +150,17 @@ RUN_NOTE_JS = """() => {
     else if (text !== stale && text !== shown) shown = text;
     if (note.textContent !== shown) render();
   };
-  // a click on an action's button is a new try: what the note said answered the one before
-  document.addEventListener('click', (ev) => {
-    const t = ev.target && ev.target.closest ? ev.target : null;
-    if (!t || !t.closest('button') || t.closest('[role=tab]')) return;
+  // (both events come from app/events.PAGE_EVENTS_JS) a click on an action's button is a new try:
+  // what the note said answered the one before
+  document.addEventListener('flowmaps:button', (ev) => {
+    if (!ev.detail.action) return;
     const err = document.querySelector(MESSAGE);
     shown = '';
     stale = (err && err.textContent.trim()) || null;
     render();
-  }, true);
+  });
   // the validator's refusal is a fresh answer, even in the words gradio still shows
-  const nativeFetch = window.fetch;
-  window.fetch = function (...args) {
-    return nativeFetch.apply(this, args).then((response) => {
-      if (response.status === 422) { stale = null; setTimeout(look, 0); }
-      return response;
-    });
-  };
+  document.addEventListener('flowmaps:refused', () => { stale = null; setTimeout(look, 0); });
   render();
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
@@ -254,9 +249,10 @@ RUN_GUARD_JS = """() => {
 
 
 def page_js(limit_bytes: int, max_rows: int) -> str:
-    """The page-load script of the app (gradio's ``js``): :data:`CSV_SIZE_JS`, :data:`RUN_GUARD_JS`,
-    :data:`RUN_NOTE_JS` and :data:`app.events.FIELD_NOTE_JS`, one after the other."""
-    scripts = (csv_size_js(limit_bytes, max_rows), RUN_GUARD_JS, RUN_NOTE_JS, FIELD_NOTE_JS)
+    """The page-load script of the app (gradio's ``js``): :data:`app.events.PAGE_EVENTS_JS` (the
+    note scripts' page events), :data:`CSV_SIZE_JS`, :data:`RUN_GUARD_JS`, :data:`RUN_NOTE_JS` and
+    :data:`app.events.FIELD_NOTE_JS`, one after the other."""
+    scripts = (PAGE_EVENTS_JS, csv_size_js(limit_bytes, max_rows), RUN_GUARD_JS, RUN_NOTE_JS, FIELD_NOTE_JS)
     return "() => { " + " ".join(f"({js})();" for js in scripts) + " }"
 
 

@@ -1239,6 +1239,7 @@ def test_run_note_rules_in_order_without_waiting_on_a_server():
     not), and the same words refused again after that click show again."""
     from playwright.sync_api import sync_playwright
 
+    from app.events import PAGE_EVENTS_JS
     from app.tabs.train import RUN_NOTE_JS
 
     def note(pg) -> str:
@@ -1268,6 +1269,7 @@ def test_run_note_rules_in_order_without_waiting_on_a_server():
         pg.route("http://run-note.test/", lambda route: route.fulfill(body=RUN_NOTE_PAGE, content_type="text/html"))
         pg.route("http://run-note.test/refuse", lambda route: route.fulfill(status=422, body="{}"))
         pg.goto("http://run-note.test/")
+        pg.evaluate(f"({PAGE_EVENTS_JS})()")  # the clicks and refusals the note hears, as in the app
         pg.evaluate(f"({RUN_NOTE_JS})()")
         words = "this session is already training: press Stop first; checkerboard-lsd was not loaded"
         refuse(pg, words)
