@@ -403,9 +403,8 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
     parts = []
     # two scores closer than the floor's spread (the estimator's own noise at this sample count,
     # measured on exact samples) are a tie, not a win
-    noise = FLOOR_BAND * res.floor_sd if res.floor_sd is not None else 0.0
     top = floor_top(res)
-    best = winners(table, within=noise)
+    best = winners(table, within=tie_gap(res.floor_sd))
     for n in sorted(best) if steps is None else steps:
         if best.get(n):
             who = " and ".join(f"**{m}**" for m in best[n])
@@ -470,12 +469,23 @@ def at_floor_note(names: Sequence[str], scores: Sequence[float], top: float) -> 
     return ", at the floor" if len(at) == len(names) else f", {' and '.join(at)} at the floor"
 
 
-def floor_top(res: QualityResult) -> float:
+def tie_gap(floor_sd: float | None) -> float:
+    """The gap under which two scores are a tie: FLOOR_BAND floor sds, the estimator's own noise at
+    this sample count (0 without a spread: only equal scores tie). Used by this tab and the race."""
+    return FLOOR_BAND * floor_sd if floor_sd is not None else 0.0
+
+
+def band_top(floor: float | None, floor_sd: float | None) -> float:
     """The top of the floor's band (its mean plus FLOOR_BAND sd): a score at or under it is "at the
-    floor"; -inf when the result has no floor or no spread (nothing is called so)."""
-    if res.floor is None or res.floor_sd is None:
+    floor"; -inf without a floor or a spread (nothing is called so). Used by this tab and the race."""
+    if floor is None or floor_sd is None:
         return -math.inf
-    return res.floor + FLOOR_BAND * res.floor_sd
+    return floor + tie_gap(floor_sd)
+
+
+def floor_top(res: QualityResult) -> float:
+    """:func:`band_top` of a result's floor."""
+    return band_top(res.floor, res.floor_sd)
 
 
 def _at_floor_sentence(res: QualityResult) -> str:

@@ -32,7 +32,7 @@ from app import plots
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
 from app.live import build_live_model, make_live_trainer
 from app.live_settings import live_lr_factor, run_progress
-from app.quality import FLOOR_BAND, FLOOR_DRAWS, at_floor_note, winners
+from app.quality import FLOOR_BAND, FLOOR_DRAWS, at_floor_note, band_top, tie_gap, winners
 from app.validation import InputError, TrainSettings, method_name
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
@@ -282,11 +282,6 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
 
 
-def _noise(floor_sd: float | None) -> float:
-    """The gap under which two scores are a tie: FLOOR_BAND floor sds (0 without a spread)."""
-    return FLOOR_BAND * floor_sd if floor_sd is not None else 0.0
-
-
 def winner_sentence(
     table: dict[str, dict[int, float]],
     metric: str,
@@ -302,8 +297,8 @@ def winner_sentence(
     floor"."""
     if not table:
         return "No family raced."
-    noise = _noise(floor_sd)
-    top = floor + noise if floor is not None and floor_sd is not None else -np.inf
+    noise = tie_gap(floor_sd)
+    top = band_top(floor, floor_sd)
     parts = []
     for n, ms in winners(table, within=noise).items():
         if not ms:
@@ -342,7 +337,7 @@ def winner_sentence(
 def table_markdown(snap: RaceSnapshot, metric: str) -> str:
     """The live table as Markdown: one row per method, one column per N, the best of each column
     bold (with every family tied with it: closer than FLOOR_BAND floor sds)."""
-    best = winners(snap.table, within=_noise(snap.floor_sd))
+    best = winners(snap.table, within=tie_gap(snap.floor_sd))
     head = "| family | steps | " + " | ".join(f"N = {n}" for n in RACE_STEPS) + " |"
     rule = "|" + " --- |" * (2 + len(RACE_STEPS))
     rows = [head, rule]
