@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bench import own_ode
+from flowmaps.data.toy import checkerboard_density
 from flowmaps.flowmap import FlowMap
 
 
@@ -40,5 +41,17 @@ def test_segment_and_composed_errors_match_the_closed_form() -> None:
         assert abs(r["composed"][str(k)]["error"] - want) < 1e-5 * want
     # the composed error falls with N here (the Taylor steps converge to exp), and the table says so
     kl_rows, seg_rows = own_ode.summarise({"identity": [r, r]})
-    assert kl_rows[0]["error N=1"].startswith(f"{norm2 * (math.e - 2) ** 2:.4f}")
+    assert kl_rows[0]["error N=1"].startswith(f"{norm2 * (math.e - 2) ** 2:.2e}")
     assert set(seg_rows[0]) == {"model"} | {f"[{a:g}, {b:g}]" for a, b in own_ode.SEGMENTS}
+
+
+def test_disagreement_counts_bins_and_sides() -> None:
+    # bins are 0.04 wide; the squares of the checkerboard are 0.5 wide, (0.1, 0.1) lies on one
+    ode = torch.tensor([[0.10, 0.10], [0.10, 0.10], [0.10, 0.10], [0.30, 0.30]], dtype=torch.float64)
+    jump = torch.tensor([[0.11, 0.10], [0.15, 0.10], [-0.10, 0.10], [1.50, 0.30]], dtype=torch.float64)
+    on = (checkerboard_density(ode) > 0).tolist()
+    on_j = (checkerboard_density(jump) > 0).tolist()
+    want_side = sum(a != b for a, b in zip(on, on_j)) / 4
+    d = own_ode.disagreement(jump, ode)
+    assert d["other_bin"] == 0.75  # the first stays in its bin; the others move (one off the grid)
+    assert d["other_side"] == want_side and 0 < want_side < 1
