@@ -195,6 +195,16 @@ def loss_figure(history: Sequence[dict], max_points: int = 400, title: str | Non
     return fig
 
 
+def rate_text(rate: float) -> str:
+    """Steps per second as the progress line shows them: a slow run (a big loaded model on a busy
+    CPU: 0.5 steps/s) keeps its first significant digits instead of reading "0 steps/s"."""
+    if rate >= 10 or rate <= 0:
+        return f"{rate:.0f} steps/s"
+    if rate >= 1:
+        return f"{rate:.1f} steps/s"
+    return f"{rate:.2f} steps/s"
+
+
 #: Seconds of a run before the progress line forecasts where the time cap will end it.
 CAP_FORECAST_AFTER = 3.0
 
@@ -234,7 +244,7 @@ def progress_html(
         f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
         f'<div style="background:#f97316;width:{pct}%;height:12px"></div></div>'
         f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target}{this_run} · {elapsed:.1f} s of '
-        f"{cap:.0f} s cap · {rate:.0f} steps/s{extra}</div></div>"
+        f"{cap:.0f} s cap · {rate_text(rate)}{extra}</div></div>"
     )
 
 

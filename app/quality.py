@@ -62,6 +62,10 @@ KL_EPS = 0.5  # pseudo-count per bin: a finite KL even when a bin is empty (few 
 #: Attempted steps of one dopri5 solve (about 6 NFE each, so at most about 150 NFE): a solve
 #: that needs more is left out of the plot, and the summary says so.
 DOPRI_MAX_STEPS = 24
+#: Network evaluations a dopri5 curve (both tolerances) is planned at, for the progress line only:
+#: on the shipped checkerboard models it took 38 NFE at rtol 1e-2 and 50 to 68 at 1e-3
+#: (docs/app_latency.md).
+DOPRI_NFE_GUESS = 100
 #: Wall times are the best of this many timed repeats, after one untimed warm-up call per model.
 REPEATS = 3
 #: Samples per timed repeat; the wall times are in ms per this many samples (not rescaled).
@@ -104,6 +108,30 @@ LESSON = (
     f"The comparison of the shipped models runs each flow map at N = {COMPARE_FLOW_STEPS[0]} to "
     f"{COMPARE_FLOW_STEPS[-1]}; one model's evaluation goes to N = {FLOW_STEPS[-1]}."
 )
+
+
+def planned_nfe(flow_map: bool, ode: bool, flow_steps: Sequence[int] = FLOW_STEPS) -> int:
+    """Network evaluations of one model's :func:`evaluate` on its metric runs (the timed runs take
+    about as many again, on fewer samples): the flow map's jumps, Euler's and Heun's (two per step)
+    steps, and :data:`DOPRI_NFE_GUESS` for dopri5, whose count is only known once it has run."""
+    total = sum(flow_steps) if flow_map else 0
+    if ode:
+        total += sum(EULER_STEPS) + 2 * sum(HEUN_STEPS) + DOPRI_NFE_GUESS
+    return total
+
+
+def progress_sentence(done: int, planned: int, elapsed: float, cached: bool) -> str:
+    """The summary's line while an evaluation computes: network evaluations done of those planned
+    (``done`` counts every point's metric run so far), seconds so far and, once a tenth is done, the
+    seconds left at the pace so far; ``cached``: the result will be kept for the next press."""
+    planned = max(planned, done, 1)
+    text = f"_computing: {done:,} of about {planned:,} network evaluations after {elapsed:.0f} s"
+    if planned / 10 <= done < planned and elapsed >= 1.0:
+        text += f", about {elapsed * (planned - done) / done:.0f} s left at this pace"
+    text += "."
+    if cached:
+        text += " The result is kept: the next press with these settings shows it at once."
+    return text + "_"
 
 
 def cache_suffix(n: int, seed: int, flow_steps: Sequence[int] = FLOW_STEPS) -> str:
@@ -504,8 +532,29 @@ def _at_floor_sentence(res: QualityResult) -> str:
     )
 
 
+#: A timed run this much faster than the one before it on the same curve, with more network
+#: evaluations, is out of order: other work slowed the slower one (1 - this = the tolerance).
+TIME_ORDER_SLACK = 0.8
+
+
+def timing_sentence(res: QualityResult) -> str:
+    """A warning when a curve's wall times are out of the order of its evaluations: with more NFE
+    than the point before it, a point took under :data:`TIME_ORDER_SLACK` of its time. On a busy
+    machine even the best of the timed runs can be slowed (a fresh user saw a flow map's N = 8
+    timed at 28 ms after 46 ms at N = 4), and the lesson reads the right plot as a speed plot."""
+    for c in res.curves:  # time_nfe: the NFE the times were taken at (dopri5's differ on the timing batch)
+        for i in range(1, len(c.ms)):
+            if c.time_nfe[i] > c.time_nfe[i - 1] and c.ms[i] < TIME_ORDER_SLACK * c.ms[i - 1]:
+                return (
+                    f" The wall times are out of order ({c.model}, {c.sampler}: {c.ms[i - 1]:.1f} ms at "
+                    f"{c.time_nfe[i - 1]} NFE, {c.ms[i]:.1f} ms at {c.time_nfe[i]}): other work on this machine "
+                    "slowed some timed runs, so read the right plot with care."
+                )
+    return ""
+
+
 def _notes_sentence(res: QualityResult) -> str:
-    return (" " + "; ".join(res.notes) + ".") if res.notes else ""
+    return timing_sentence(res) + ((" " + "; ".join(res.notes) + ".") if res.notes else "")
 
 
 def table_markdown(res: QualityResult) -> str:

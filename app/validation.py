@@ -437,7 +437,10 @@ def points_from_upload(value: Any, max_rows: int = 100_000, max_bytes: str | int
         # path (e.g. "/etc/passwd") must be read as text, never as the name of a file to open.
         cloud = parse_csv_bytes(path.read_bytes(), max_rows=max_rows)
     except BinaryFileError:
-        raise InputError("CSV file: this looks like a binary file, not text; upload a CSV of x, y rows") from None
+        raise InputError(
+            "CSV file: this looks like a binary file, not text; "
+            "upload a CSV of x, y rows saved as text (UTF-8 or UTF-16)"
+        ) from None
     except TooManyRowsError:  # the library's advice names its argument
         raise InputError(
             f"CSV file: the file has more than {max_rows:,} rows of points, the most the app reads; "

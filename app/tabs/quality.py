@@ -12,6 +12,8 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from app import plots
@@ -52,6 +54,8 @@ class QualityCallbacks(AppBase):
                 return
         res = None
         metric = None
+        planned = sum(ql.planned_nfe(flow, ode, flow_steps) for _, _, _, flow, ode in jobs)
+        started = time.perf_counter()
         for model, data, label, flow, ode in jobs:
             if metric is None:
                 metric = ql.Metric(data, n, seed)
@@ -72,7 +76,9 @@ class QualityCallbacks(AppBase):
                 res = partial
                 count += 1
                 if count % 3 == 0:
-                    yield _figure(res), "computing...", "_computing..._"
+                    done = sum(sum(c.nfe) for c in res.curves)
+                    line = ql.progress_sentence(done, planned, time.perf_counter() - started, key is not None)
+                    yield _figure(res), "computing...", line
         if res is None:
             raise InputError("no model to evaluate")
         if key is not None:

@@ -130,6 +130,9 @@ class RaceHandlers:
         bar = bar.replace(
             "steps/s", f"steps/s per family, {len(race.methods)} famil{'y' if len(race.methods) == 1 else 'ies'}"
         )
+        top = max(racing)
+        if final and top != done:  # a race stopped between rounds: the bar says every family's steps, as the sentence
+            bar = bar.replace(f": step {done} of ", f": steps {done}-{top} of ", 1)
         return fig, table, sentence, bar
 
     def stop(self, session) -> tuple:

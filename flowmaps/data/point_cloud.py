@@ -11,6 +11,7 @@ The points are the data end (t = 1) of the flow; noise is t = 0.
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import re
@@ -259,18 +260,37 @@ def read_points_file(
         raise ValueError(f"{path}: {err}") from None
 
 
+def _utf16_order(head: bytes) -> str | None:
+    """ "utf-16" for bytes that open with a UTF-16 byte-order mark, "utf-16-le" / "utf-16-be" for
+    ASCII text written as UTF-16 without one (every second byte NUL, the others not), else None."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if len(head) < 4:
+        return None
+    even, odd = head[0::2], head[1::2]
+    if odd.count(0) == len(odd) and 0 not in even:
+        return "utf-16-le"
+    if even.count(0) == len(even) and 0 not in odd:
+        return "utf-16-be"
+    return None
+
+
 def parse_csv_bytes(raw: bytes, max_rows: int = CSV_MAX_ROWS, *, dtype: torch.dtype = torch.float32) -> PointCloud:
-    """:func:`parse_csv_text` of a file's bytes (UTF-8, undecodable bytes replaced), after a check
-    that they are text.
+    """:func:`parse_csv_text` of a file's bytes, after a check that they are text: UTF-16 (with a
+    byte-order mark, as a spreadsheet's "Unicode text" export writes it, or ASCII text without one),
+    else UTF-8; undecodable bytes are replaced (and then named by the line they spoil).
 
     Raises:
-        BinaryFileError: a NUL byte in the first 4 KiB.
+        BinaryFileError: a NUL byte in the first 4 KiB of bytes that are not UTF-16 text.
         TooManyRowsError: more than ``max_rows`` rows.
         ValueError: any other error of :func:`parse_csv_text` (naming the line).
     """
-    if b"\x00" in raw[:4096]:
+    head = raw[:4096]
+    encoding = _utf16_order(head)
+    if encoding is None and b"\x00" in head:
         raise BinaryFileError("this looks like a binary file, not text")
-    return parse_csv_text(raw.decode("utf-8", errors="replace"), max_rows=max_rows, dtype=dtype)
+    text = raw.decode(encoding or "utf-8", errors="replace")
+    return parse_csv_text(text, max_rows=max_rows, dtype=dtype)
 
 
 def parse_csv_text(text: str, max_rows: int = 100_000, *, dtype: torch.dtype = torch.float32) -> PointCloud:

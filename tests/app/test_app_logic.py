@@ -275,6 +275,10 @@ def test_csv_upload(tmp_path):
     )
     bad("x,y\n\n1,2\n3,1e39\n", "line 4, column 2: 1e39 is too large")  # lines as the file shows them
     bad(b"\x00\x01\x02binary", "binary")
+    bad(b"\x00\x01\x02binary", "saved as text (UTF-8 or UTF-16)")
+    utf16 = tmp_path / "unicode.txt"  # a spreadsheet's "Unicode text" export: UTF-16, tab-separated
+    utf16.write_bytes(good.read_text().replace(",", "\t").encode("utf-16"))
+    assert np.array_equal(points_from_upload(str(utf16)), pts)
     bad("1,2\n" * 2000, "the file is 8,000 bytes, above the limit of 1,000 bytes; subsample it", max_bytes=1000)
     bad("1,1\n1,1\n1,1\n", "same")
     with pytest.raises(InputError, match="no file"):
@@ -411,6 +415,17 @@ def test_the_progress_line_says_near_which_step_the_cap_will_end_a_slow_run():
     assert "cap ends" not in plots.progress_html(800, 8000, 10.0, 120.0, 80.0, "training")  # 800 + 8,800 > 8,000
     race = plots.progress_html(500, 8000, 22.7, 120.0, 22.0, "racing")  # a race too: 500 + 22 x 97.3 = 2,640
     assert "at this speed the cap ends the run near step 2,640" in race
+
+
+def test_a_slow_runs_speed_keeps_its_digits():
+    """A fresh user continued a loaded 512-wide model on a busy CPU and read "0 steps/s" beside a run
+    that moved (0.5 steps/s): below 10 steps/s the line keeps its first digits."""
+    from app import plots
+
+    assert "· 0.50 steps/s" in plots.progress_html(3, 8000, 6.1, 120.0, 0.5, "training")
+    assert "· 2.5 steps/s" in plots.progress_html(15, 8000, 6.0, 120.0, 2.5, "training")
+    assert "· 59 steps/s" in plots.progress_html(492, 8000, 8.4, 120.0, 59.2, "training")
+    assert "· 0 steps/s" in plots.progress_html(0, 8000, 0.0, 120.0, 0.0, "starting")  # no rate yet
 
 
 def test_a_continued_runs_progress_line_also_counts_its_own_steps(fm_app):
@@ -2192,3 +2207,64 @@ def test_an_evaluation_of_this_sessions_model_names_the_step_of_the_weights_it_u
     assert f"this session, step {steps:,}" in table
     sess.base_steps = 1000  # as after Load: the checkpoint's own steps come first
     assert fm_app.resolve_model(sess, SESSION)[2] == f"this session, step {1000 + steps:,}"
+
+
+def test_the_progress_line_counts_network_evaluations_against_the_plan(fm_app):
+    """While an evaluation computes, the summary says how many network evaluations are done of how
+    many planned, and (once a tenth is done) the seconds left; the plan is the count of an actual
+    evaluation, up to dopri5's guess."""
+    from app import quality as ql
+    from app.datasets import toy_source
+
+    model, _ = fm_app.store.load("checkerboard-lsd")
+    res = list(ql.evaluate(model, toy_source("checkerboard"), "m", n=500, min_seconds=0))[-1]
+    counted = {c.sampler: sum(c.nfe) for c in res.curves}
+    plan = ql.planned_nfe(True, True)
+    assert plan - ql.DOPRI_NFE_GUESS == sum(v for k, v in counted.items() if k != "dopri5")
+    assert counted["flow map"] == ql.planned_nfe(True, False) == sum(ql.FLOW_STEPS)
+    # the guess is close on the shipped flow-matching model, whose ODE the shipped comparison runs
+    from flowmaps.hub import from_pretrained
+    from tests import REPO
+
+    fm, _ = from_pretrained(REPO / "checkpoints" / "checkerboard-fm")
+    shipped = list(ql.evaluate(fm, toy_source("checkerboard"), "fm", n=500, min_seconds=0, repeats=1, flow_map=False))
+    dopri = [n for c in shipped[-1].curves if c.sampler == "dopri5" for n in c.nfe]
+    assert 0.8 * ql.DOPRI_NFE_GUESS <= sum(dopri) <= 1.2 * ql.DOPRI_NFE_GUESS
+    assert ql.planned_nfe(True, False, ql.COMPARE_FLOW_STEPS) == 31
+    # a tenth done: the time left at the pace so far; before that, none
+    assert ql.progress_sentence(50, 400, 10.0, True) == (
+        "_computing: 50 of about 400 network evaluations after 10 s, about 70 s left at this pace."
+        " The result is kept: the next press with these settings shows it at once._"
+    )
+    assert "left" not in ql.progress_sentence(10, 400, 10.0, False)
+    assert "kept" not in ql.progress_sentence(10, 400, 10.0, False)
+    over = ql.progress_sentence(120, 100, 5.0, False)  # dopri5 over its guess: no "0 s left"
+    assert "120 of about 120 network evaluations after 5 s." in over and "left" not in over
+    lines = [
+        s
+        for _, t, s in fm_app._quality_stream([(model, toy_source("checkerboard"), "m", True, False)], 500, None, False)
+    ]
+    progress = [s for s in lines if s.startswith("_computing: ")]
+    assert progress and all("of about 127 network evaluations" in s for s in progress)
+    done = [int(re.search(r"computing: ([\d,]+) of", s).group(1).replace(",", "")) for s in progress]
+    assert done == sorted(done) and done[0] > 0 and "computing" not in lines[-1]
+
+
+def test_wall_times_out_of_the_order_of_their_evaluations_are_flagged():
+    """A fresh user under load read a flow map's N = 8 timed at 28 ms after 46 ms at N = 4, under a
+    lesson that calls the right plot a speed plot: the summary flags times out of order."""
+    from app import plots
+    from app import quality as ql
+
+    def result(ms: list[float], timed: list[int] | None = None) -> ql.QualityResult:
+        res = ql.QualityResult("KL", 0.05, n=3000)
+        nfe = [1, 2, 4, 8]
+        res.curves.append(plots.Curve("m", "flow map", nfe, [0.3, 0.2, 0.15, 0.1], ms, timed or []))
+        return res
+
+    noisy = ql.summary_sentence(result([6.8, 18.9, 45.9, 28.1]))
+    assert "The wall times are out of order (m, flow map: 45.9 ms at 4 NFE, 28.1 ms at 8)" in noisy
+    assert ql.timing_sentence(result([6.8, 12.0, 25.0, 49.0])) == ""
+    assert ql.timing_sentence(result([10.0, 9.0, 25.0, 49.0])) == ""  # within the slack (0.9 > 0.8)
+    # an adaptive solve is ordered by the NFE of its timed runs, not of its metric runs
+    assert ql.timing_sentence(result([10.0, 20.0, 30.0, 25.0], timed=[1, 2, 8, 4])) == ""

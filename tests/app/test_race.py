@@ -273,3 +273,18 @@ def test_a_race_cut_by_the_time_cap_says_so_and_what_to_change(one_thread):
     assert (
         int(speed.group(2)) == pytest.approx(20_000 / max(int(speed.group(1)), 1), rel=0.5) and int(speed.group(2)) > 2
     )
+
+
+def test_a_stopped_races_bar_gives_every_familys_steps_as_the_sentence_does():
+    """A fresh user stopped a race between rounds: the sentence said "LSD 199, ... FM 180" and the bar
+    "stopped: step 180 of 1500". A race that ended with unequal steps says their range on the bar."""
+    race = Race(toy_source("two_moons"), ("lsd", "fm"), TINY, eval_points=300)
+    table = {"lsd": dict.fromkeys(RACE_STEPS, 0.10), "fm": dict.fromkeys(RACE_STEPS, 0.50)}
+    unequal = RaceSnapshot("stopped", {"lsd": 199, "fm": 180}, 1500, 12.0, table, race.floor, floor_sd=race.floor_sd)
+    _, _, sentence, bar = handlers().render(race, unequal, "SW", 60.0)
+    assert "stopped: steps 180-199 of 1500" in bar
+    assert "unequal steps" in sentence and "LSD 199" in sentence and "FM 180" in sentence
+    equal = RaceSnapshot("stopped", {"lsd": 180, "fm": 180}, 1500, 12.0, table, race.floor, floor_sd=race.floor_sd)
+    assert "stopped: step 180 of 1500" in handlers().render(race, equal, "SW", 60.0)[3]
+    racing = RaceSnapshot("racing", {"lsd": 199, "fm": 180}, 1500, 12.0, table, race.floor, floor_sd=race.floor_sd)
+    assert "racing: step 180 of 1500" in handlers().render(race, racing, "SW", 60.0)[3]  # mid-round: the slowest

@@ -103,3 +103,19 @@ def test_parse_csv_bytes_raises_typed_errors():
     with pytest.raises(TooManyRowsError, match="more than 3 rows"):
         parse_csv_bytes(b"1,2\n" * 4, max_rows=3)
     assert issubclass(BinaryFileError, ValueError) and issubclass(TooManyRowsError, ValueError)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"])
+def test_parse_csv_bytes_reads_utf16_text(encoding):
+    """A spreadsheet's "Unicode text" export is UTF-16 with a byte-order mark (tab-separated); a fresh
+    user's upload of one was refused as a binary file. UTF-16 with a mark, ASCII text as UTF-16
+    without one, and UTF-8 with a mark all read as the same points; binary bytes are still refused."""
+    from flowmaps.data.point_cloud import BinaryFileError, parse_csv_bytes
+
+    text = "x\ty\r\n1.5\t-2\r\n3\t4.25\r\n-0.5\t0\r\n"
+    cloud = parse_csv_bytes(text.encode(encoding))
+    assert cloud.points.tolist() == [[1.5, -2.0], [3.0, 4.25], [-0.5, 0.0]]
+    with pytest.raises(BinaryFileError, match="binary"):
+        parse_csv_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="line 2"):  # UTF-16 text that is not numbers is named by its line
+        parse_csv_bytes("x,y\nab,cd\n".encode("utf-16"))
