@@ -413,10 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--off-times",
-        choices=("uniform", "square", "gap_uniform"),
+        choices=("uniform", "square", "gap_uniform", "late"),
         default="uniform",
         help="off-diagonal (s, t): uniform on the triangle s < t (the paper's text), s and t independent "
-        "(forward and backward jumps: the authors' released 2-D code) or jump length uniform (a diagnostic)",
+        "(forward and backward jumps: the authors' released 2-D code), jump length uniform or more pairs late "
+        "in time (diagnostics; flowmaps.timesampling.off_diagonal_times)",
     )
     p.add_argument(
         "--esd-stopgrad",

@@ -72,7 +72,7 @@ class Objective(nn.Module):
         fd_step: step of the central difference when backend="fd" (time units); None (default)
             takes the network's own step (FlowMap.resolve_fd_step: 1e-4 for the UNet, 5e-3 else).
         times: off-diagonal time sampler, "uniform" (triangle s < t), "square" (s, t independent:
-            forward and backward jumps), "dyadic" or "gap_uniform" (flowmaps.timesampling.off_diagonal_times).
+            forward and backward jumps), "dyadic", "gap_uniform" or "late" (flowmaps.timesampling.off_diagonal_times).
         teacher: None for self-distillation, else a frozen model (a FlowMap, or for the
             Lagrangian/Eulerian families any callable velocity(x, t)). It is not a submodule:
             it is neither trained nor saved with the objective.

@@ -340,6 +340,26 @@ def test_gap_uniform_times_weigh_every_jump_length_alike():
         make_objective("lsd", times="log")
 
 
+def test_late_times_move_the_triangles_pairs_towards_the_data():
+    """kind="late": the triangle's (s, t) through u -> 1 - (1 - u)^2. The triangle's s is the min of
+    two uniforms (CDF 1 - (1 - u)^2), so the late s is exactly U[0, 1]; its t is the max (CDF u^2),
+    so the late t has CDF (1 - sqrt(1 - u))^2; s < t stays, and about 71% of the times lie above 1/2."""
+    n = 20_000
+    s, t = off_diagonal_times(n, kind="late", generator=torch.Generator().manual_seed(0))
+    assert (s < t).all() and (s >= 0).all() and (t <= 1).all()
+
+    def ks(sample, cdf):
+        x = sample.double().sort().values
+        grid = torch.arange(1, n + 1, dtype=x.dtype) / n
+        return (grid - cdf(x)).abs().max().item()
+
+    assert ks(s, lambda x: x) < 0.02
+    assert ks(t, lambda x: (1 - torch.sqrt(1 - x)) ** 2) < 0.02
+    assert ks(t, lambda x: x * x) > 0.1  # the triangle's own t is told apart
+    share = float((torch.cat([s, t]) > 0.5).double().mean())
+    assert abs(share - 2**-0.5) < 0.01
+
+
 def test_square_times_draw_forward_and_backward_jumps():
     """kind="square" (the released checkerboard code's sampler): s and t each U[0, 1] and independent,
     so about half the pairs jump backwards (s > t); the triangle sampler never does."""
