@@ -55,6 +55,22 @@ PAPER = {
 HERE = Path(__file__).resolve().parent
 
 
+OFF_TIMES = ("uniform", "square", "gap_uniform", "late")
+
+
+def parse_off_times_for(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """``["esd=late", ...]`` as ``{"esd": "late"}``; a bad item stops the parser with a message."""
+    out = {}
+    for item in items:
+        method, _, kind = item.partition("=")
+        if method not in METHODS or kind not in OFF_TIMES:
+            parser.error(
+                f"--off-times-for: {item!r} is not METHOD=KIND with METHOD in {METHODS} and KIND in {OFF_TIMES}"
+            )
+        out[method] = kind
+    return out
+
+
 def train_all(args: argparse.Namespace) -> dict[str, float]:
     """Start one training process per method (round robin over --gpus) and wait for all."""
     procs, started = [], time.time()
@@ -82,7 +98,7 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
             "--seed", str(args.seed),
             "--lr", str(args.lr),
             "--reduction", args.reduction,
-            "--off-times", args.off_times,
+            "--off-times", args.off_times_for.get(method, args.off_times),
         ]  # fmt: skip
         if args.quick:
             cmd.append("--quick")
@@ -266,10 +282,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         "--off-times",
-        choices=("uniform", "square"),
+        choices=OFF_TIMES,
         default="uniform",
-        help="off-diagonal (s, t): uniform on the triangle s < t, or s and t independent (forward and backward "
-        "jumps, the authors' released 2-D code)",
+        help="off-diagonal (s, t): uniform on the triangle s < t, s and t independent (forward and backward "
+        "jumps, the authors' released 2-D code), or a diagnostic of flowmaps.timesampling.off_diagonal_times",
+    )
+    p.add_argument(
+        "--off-times-for",
+        nargs="*",
+        default=[],
+        metavar="METHOD=KIND",
+        help="a method's own off-diagonal sampler in place of --off-times, e.g. esd=late",
     )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--width", type=int, default=512)
@@ -292,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--init-from", default=None, help="continue every method from checkerboard-<method> in this folder")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, nothing written to docs")
     args = p.parse_args(argv)
+    args.off_times_for = parse_off_times_for(p, args.off_times_for)
     if args.quick:
         args.device, args.steps, args.n_eval, args.seeds = "cpu", 20, 4000, [0, 1]
         args.width, args.depth, args.batch, args.max_seconds = 32, 2, 256, 30.0
