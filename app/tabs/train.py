@@ -328,8 +328,12 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
         )
         guard_drawing(c.draw, DRAW_MAX_SIDE, DRAW_MAX_IMAGES)
     c.csv = gr.File(
-        label=f"CSV of x, y rows (at most {lim.max_csv_rows:,} rows, {upload_bytes(lim.max_upload) / (1 << 20):g} MB)",
-        file_types=[".csv", ".txt"],
+        label=(
+            f"CSV of x, y rows (at most {lim.max_csv_rows:,} rows, {upload_bytes(lim.max_upload) / (1 << 20):g} MB; "
+            "comma, semicolon, tab or space between the two; UTF-8 or UTF-16)"
+        ),
+        # .tsv too: the reader takes tabs (a spreadsheet's tab-separated export was refused by its name)
+        file_types=[".csv", ".tsv", ".txt"],
         visible=False,
         elem_id="csv-upload",
     )

@@ -999,6 +999,31 @@ def test_browser_start_during_a_race_names_the_race_and_clears_after_it(browser_
     assert not js_errors, js_errors
 
 
+def test_browser_a_spreadsheets_tab_separated_utf16_export_uploads_and_trains(browser_page, tmp_path):
+    """A spreadsheet's "Unicode text" export (UTF-16 with a byte-order mark, tab-separated), saved as
+    .tsv: the box takes it (gradio once refused the name) and Start trains on it (the reader once
+    refused its bytes as binary)."""
+    page, js_errors = browser_page
+    export = tmp_path / "ring.tsv"
+    angles = [2 * math.pi * k / 300 for k in range(300)]
+    export.write_bytes(
+        ("x\ty\r\n" + "".join(f"{math.cos(a):.5f}\t{math.sin(a):.5f}\r\n" for a in angles)).encode("utf-16")
+    )
+    _choose(page, "data-set", "csv")
+    page.wait_for_selector("#csv-upload", state="visible")
+    page.set_input_files("#csv-upload input[type=file]", str(export))
+    page.wait_for_function(
+        "() => /ring\\.tsv/.test(document.querySelector('#csv-upload').innerText)", timeout=_slow(20_000)
+    )
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    _no_error_badge(page, "#csv-upload")
+    page.click("#btn-start")
+    _wait_step_above(page, 0, timeout=_slow(30_000))
+    assert " on ring.tsv " in page.inner_text("#live-status"), page.inner_text("#live-status")
+    page.click("#btn-stop")
+    assert not js_errors
+
+
 def test_browser_a_csv_over_the_upload_limit_is_explained_beside_the_box(browser_page, tmp_path):
     """A 2.5 MB CSV (over the 2 MB limit): the page says beside the CSV box how large the file is,
     the limit and what to do (subsample to 100,000 rows), with no gradio toast or "Error" box;
