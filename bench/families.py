@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from bench.common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json
+from bench.time_to_quality import OFF_TIMES
 from flowmaps.metrics import mean_sd
 
 NAME = "families"
@@ -53,9 +54,6 @@ PAPER = {
     "psd-u": (0.1113, 0.1067, 0.0747, 0.0727, 0.0679),
 }
 HERE = Path(__file__).resolve().parent
-
-
-OFF_TIMES = ("uniform", "square", "gap_uniform", "late")
 
 
 def parse_off_times_for(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
