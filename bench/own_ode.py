@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from bench.common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json
-from flowmaps.metrics import mean_sd
+from flowmaps.metrics import bin_index, mean_sd
 
 NAME = "own_ode"
 HERE = Path(__file__).resolve().parent
@@ -52,13 +52,6 @@ def _msd(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a.double() - b.double()) ** 2).sum(dim=1).mean())
 
 
-def _bin(x: torch.Tensor, bins: int = 50) -> torch.Tensor:
-    """The estimator's bin of each point on [-1, 1]^2 as one index, -1 for a point off the grid."""
-    idx = torch.floor((x.double() + 1.0) * (bins / 2.0)).long().clamp(0, bins - 1)
-    inside = (x.abs() <= 1.0).all(dim=1)
-    return torch.where(inside, idx[:, 0] * bins + idx[:, 1], torch.full_like(idx[:, 0], -1))
-
-
 def disagreement(jump: torch.Tensor, ode: torch.Tensor) -> dict[str, float]:
     """Share of samples whose jump lands in another bin than the ODE's ("other bin"), and on the other
     side of a square's edge, on the squares in one and off them in the other ("other side")."""
@@ -67,7 +60,7 @@ def disagreement(jump: torch.Tensor, ode: torch.Tensor) -> dict[str, float]:
     jump, ode = jump.double().cpu(), ode.double().cpu()
     on_j, on_o = checkerboard_density(jump) > 0, checkerboard_density(ode) > 0
     return {
-        "other_bin": float((_bin(jump) != _bin(ode)).double().mean()),
+        "other_bin": float((bin_index(jump) != bin_index(ode)).double().mean()),  # the estimator's 50 x 50 bins
         "other_side": float((on_j != on_o).double().mean()),
     }
 

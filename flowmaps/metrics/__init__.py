@@ -25,6 +25,7 @@ from flowmaps.metrics.distances import energy_distance, sliced_wasserstein
 from flowmaps.metrics.flowmap_error import ExactMap, flowmap_error, flowmap_error_grid
 from flowmaps.metrics.histogram import (
     CheckerboardKL,
+    bin_index,
     checkerboard_kl,
     checkerboard_kl_floor,
     checkerboard_kl_parts,
@@ -40,6 +41,7 @@ __all__ = [
     "checkerboard_kl_floor",
     "checkerboard_kl_parts",
     "checkerboard_target",
+    "bin_index",
     "histogram2d",
     "sliced_wasserstein",
     "energy_distance",

@@ -74,12 +74,12 @@ class CheckerboardKL:
         return text
 
 
-def histogram2d(samples: PointsLike, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0)) -> tuple[Tensor, int]:
-    """Counts of 2-D samples on a ``bins x bins`` grid over ``range^2``.
+def bin_index(samples: PointsLike, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """The bin of each 2-D sample on a ``bins x bins`` grid over ``range^2``, as one index
+    ``x-bin * bins + y-bin`` (int64, shape (N,)); -1 for a sample off the grid or not finite.
 
     Bins are ``[lo + k w, lo + (k + 1) w)`` with ``w = (hi - lo) / bins``; a sample exactly on the
-    upper edge ``hi`` goes to the last bin. Returns ``(counts (bins, bins) float64 indexed
-    [x-bin, y-bin], number of samples outside)``.
+    upper edge ``hi`` goes to the last bin. Raises ValueError for a bad range, bins or samples.
     """
     x = check_points(samples, dim=2)
     lo, hi = float(range[0]), float(range[1])
@@ -87,12 +87,21 @@ def histogram2d(samples: PointsLike, bins: int = 50, range: tuple[float, float] 
         raise ValueError(f"range must be (lo, hi) with lo < hi; got {range}")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer; got {bins!r}")
-    finite = torch.isfinite(x).all(dim=1)
-    inside = finite & ((x >= lo) & (x <= hi)).all(dim=1)
-    xi = x[inside]
-    idx = torch.floor((xi - lo) * (bins / (hi - lo))).long().clamp_(0, bins - 1)
-    flat = idx[:, 0] * bins + idx[:, 1]
-    counts = torch.bincount(flat, minlength=bins * bins).to(torch.float64).reshape(bins, bins)
+    inside = torch.isfinite(x).all(dim=1) & ((x >= lo) & (x <= hi)).all(dim=1)
+    # clamped first, so that a sample off the grid (or inf, NaN) converts to a defined index before it is masked
+    xc = x.nan_to_num(nan=lo).clamp(lo, hi)
+    idx = torch.floor((xc - lo) * (bins / (hi - lo))).long().clamp_(0, bins - 1)
+    return torch.where(inside, idx[:, 0] * bins + idx[:, 1], torch.full_like(idx[:, 0], -1))
+
+
+def histogram2d(samples: PointsLike, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0)) -> tuple[Tensor, int]:
+    """Counts of 2-D samples on a ``bins x bins`` grid over ``range^2`` (the bins of :func:`bin_index`).
+
+    Returns ``(counts (bins, bins) float64 indexed [x-bin, y-bin], number of samples outside)``.
+    """
+    flat = bin_index(samples, bins, range)
+    inside = flat >= 0
+    counts = torch.bincount(flat[inside], minlength=bins * bins).to(torch.float64).reshape(bins, bins)
     return counts, int((~inside).sum())
 
 

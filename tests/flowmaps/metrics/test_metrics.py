@@ -45,6 +45,22 @@ def _board(n: int, seed: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------- checkerboard KL
 
 
+def test_bin_index_names_each_samples_bin_as_numpy_counts_it() -> None:
+    """Each sample's bin, counted, gives numpy's 2-D histogram; off the grid, inf and NaN are -1; a
+    sample on the upper edge is in the last bin."""
+    from flowmaps.metrics import bin_index
+
+    x = torch.rand(5000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2.4 - 1.2
+    x[:3] = torch.tensor([[1.0, 1.0], [float("nan"), 0.0], [float("inf"), 0.5]], dtype=torch.float64)
+    idx = bin_index(x, bins=50)
+    want, _, _ = np.histogram2d(x[3:, 0].numpy(), x[3:, 1].numpy(), bins=50, range=[[-1, 1], [-1, 1]])
+    inside = idx[3:] >= 0
+    got = torch.bincount(idx[3:][inside], minlength=2500).reshape(50, 50).numpy()
+    assert np.array_equal(got, want.astype(np.int64))
+    assert idx[0].item() == 2499 and idx[1].item() == -1 and idx[2].item() == -1
+    assert int((~inside).sum()) == int(((x[3:].abs() > 1).any(dim=1)).sum())
+
+
 def test_histogram_matches_numpy() -> None:
     x = 1.2 * torch.rand(5000, 2, dtype=F64, generator=_gen(0)) * 2 - 1.2
     x[0] = torch.tensor([1.0, -1.0], dtype=F64)  # on the outer edges: inside, last / first bin
