@@ -218,6 +218,8 @@ def progress_html(
     state: str,
     session_left: float | None = None,
     start: int = 0,
+    top_step: int | None = None,
+    rate_note: str = "",
 ) -> str:
     """A progress bar with step, time and speed, as HTML (rendered by gr.HTML).
 
@@ -228,7 +230,11 @@ def progress_html(
 
     ``step`` and ``target`` count from the model's first step; ``start`` is the step this run began
     at. A run that began past 0 (a Continue) fills the bar by its own steps and also says them:
-    "step 20 of 8019" alone matched neither the run's 8000 steps nor the model's."""
+    "step 20 of 8019" alone matched neither the run's 8000 steps nor the model's.
+
+    Several runs side by side (the race): ``step`` is the slowest one's; ``top_step``, when above
+    it, the fastest one's, shown as "steps 180-199"; ``rate_note`` follows the speed ("per family,
+    4 families")."""
     run_steps, run_done = max(0, target - start), max(0, step - start)
     frac = 0.0 if run_steps <= 0 else min(1.0, max(run_done / run_steps, elapsed / cap if cap > 0 else 0.0))
     pct = int(round(100 * frac))
@@ -239,12 +245,13 @@ def progress_html(
             extra += f" · at this speed the cap ends the run near step {int(near):,}"
     extra += f" · session time left {session_left:.0f} s" if session_left is not None else ""
     this_run = f" (this run: {run_done:,} of {run_steps:,})" if start > 0 else ""
+    steps = f"steps {step}-{top_step}" if top_step is not None and top_step > step else f"step {step}"
     return (
         '<div class="fm-progress" style="font-size:13px">'
         f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
         f'<div style="background:#f97316;width:{pct}%;height:12px"></div></div>'
-        f'<div style="margin-top:4px">{html.escape(state)}: step {step} of {target}{this_run} · {elapsed:.1f} s of '
-        f"{cap:.0f} s cap · {rate_text(rate)}{extra}</div></div>"
+        f'<div style="margin-top:4px">{html.escape(state)}: {steps} of {target}{this_run} · {elapsed:.1f} s of '
+        f"{cap:.0f} s cap · {rate_text(rate)}{html.escape(rate_note)}{extra}</div></div>"
     )
 
 

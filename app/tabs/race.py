@@ -126,13 +126,12 @@ class RaceHandlers:
         else:
             sentence = f"**{snap.state}** · the table refreshes every few seconds"
         rate = done / snap.elapsed if snap.elapsed > 0 else 0.0
-        bar = plots.progress_html(done, snap.target, snap.elapsed, cap, rate, snap.state)
-        bar = bar.replace(
-            "steps/s", f"steps/s per family, {len(race.methods)} famil{'y' if len(race.methods) == 1 else 'ies'}"
+        families = f" per family, {len(race.methods)} famil{'y' if len(race.methods) == 1 else 'ies'}"
+        # a race stopped between rounds: the bar gives every family's steps, as the sentence does
+        top = max(racing) if final else None
+        bar = plots.progress_html(
+            done, snap.target, snap.elapsed, cap, rate, snap.state, top_step=top, rate_note=families
         )
-        top = max(racing)
-        if final and top != done:  # a race stopped between rounds: the bar says every family's steps, as the sentence
-            bar = bar.replace(f": step {done} of ", f": steps {done}-{top} of ", 1)
         return fig, table, sentence, bar
 
     def stop(self, session) -> tuple:

@@ -282,7 +282,7 @@ def test_a_stopped_races_bar_gives_every_familys_steps_as_the_sentence_does():
     table = {"lsd": dict.fromkeys(RACE_STEPS, 0.10), "fm": dict.fromkeys(RACE_STEPS, 0.50)}
     unequal = RaceSnapshot("stopped", {"lsd": 199, "fm": 180}, 1500, 12.0, table, race.floor, floor_sd=race.floor_sd)
     _, _, sentence, bar = handlers().render(race, unequal, "SW", 60.0)
-    assert "stopped: steps 180-199 of 1500" in bar
+    assert "stopped: steps 180-199 of 1500" in bar and " steps/s per family, 2 families" in bar
     assert "unequal steps" in sentence and "LSD 199" in sentence and "FM 180" in sentence
     equal = RaceSnapshot("stopped", {"lsd": 180, "fm": 180}, 1500, 12.0, table, race.floor, floor_sd=race.floor_sd)
     assert "stopped: step 180 of 1500" in handlers().render(race, equal, "SW", 60.0)[3]
