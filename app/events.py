@@ -26,7 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from app.checked import component_class
-from app.live import LiveSession
+from app.live import VALIDATING, LiveSession
 from app.sessions import SessionClosed, Sessions, SpaceFull
 from app.validation import InputError, parse_float
 
@@ -466,6 +466,10 @@ class InputCheck:
         action: what the event does, for the log line (e.g. "Training").
         echo: show every message beside ``anchor`` too (the live tab, whose anchor sits next to
             its buttons while the field may be scrolled out of view).
+        claims: an accepted event claims the session (:meth:`app.live.LiveSession.claim`, under
+            ``action``) until its callback takes it, and the check runs with ``VALIDATING`` set,
+            so that the checks of the session's other actions (``session.claimed``) refuse here,
+            beside the buttons, rather than in a callback that would find the session taken.
     """
 
     def __init__(
@@ -477,8 +481,10 @@ class InputCheck:
         anchor: Any,
         action: str,
         echo: bool = True,
+        claims: bool = False,
     ):
         self.sessions, self.inputs, self.check, self.action, self.echo = sessions, list(inputs), check, action, echo
+        self.claims = claims
         where = {id(comp): i for i, comp in enumerate(self.inputs)}
         self.position = {name: where[id(comp)] for name, comp in fields.items() if id(comp) in where}
         self.anchor = where[id(anchor)]
@@ -495,7 +501,13 @@ class InputCheck:
         session = values[0] if isinstance(values[0], LiveSession) else LiveSession()  # the event replaces it
         if session.closed:
             raise SessionClosed(self.sessions.closed_message())
-        self.check(session, *values[1:])
+        validating = VALIDATING.set(True)
+        try:
+            self.check(session, *values[1:])
+        finally:
+            VALIDATING.reset(validating)
+        if self.claims:
+            session.claim(self.action)
 
     def __call__(self, *values: Any) -> list[dict] | dict:
         at, message = None, ""

@@ -13,6 +13,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import itertools
 import math
@@ -144,6 +145,17 @@ class _Run:
         return self.start_step + self.steps
 
 
+#: How long a claim (:meth:`LiveSession.claim`) holds when its event never takes the session
+#: (a Start refused by its own callback, or dropped from the queue): its validator and callback
+#: are a few milliseconds apart on an idle server and about a second apart under load (a stopped
+#: run's last update first; measured with tests/app/test_browser.py under two busy cores).
+CLAIM_SECONDS = 5.0
+
+#: True while a page event's validator runs its input check (app/events.InputCheck): a claim
+#: refuses the validators of the session's other actions, never the callback that made it.
+VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("validating", default=False)
+
+
 class LiveSession:
     """One browser session's model and training state (see the module docstring)."""
 
@@ -156,6 +168,9 @@ class LiveSession:
         self.busy_lock = threading.Lock()
         self.run_lock = threading.Lock()  # one run at a time per session
         self.run_kind = ""  # while a run holds run_lock: "live" (the live tab) or "race" (the race tab)
+        # the action (e.g. "Training") whose validator accepted it and whose callback has not yet
+        # taken the session, and until when (time.monotonic()) that claim holds (see claim)
+        self.claim_action, self.claim_until = "", 0.0
         self.evaluating = False  # while one of the quality tab's evaluations streams (app/tabs/quality.py)
         self.weights_lock = threading.Lock()  # guards the weights against readers mid-step
         self.stop_event = threading.Event()
@@ -225,6 +240,28 @@ class LiveSession:
     @property
     def running(self) -> bool:
         return self.run_lock.locked()
+
+    def claim(self, action: str) -> None:
+        """Mark the session as taken by ``action`` (e.g. "Training", "Loading the model") from the
+        moment its validator accepts it until its callback takes the session (a run's lock, a
+        loaded model: :meth:`release_claim`), or for :data:`CLAIM_SECONDS` at most.
+
+        gradio runs an event's validator when the click arrives and its callback later, on a
+        worker thread: without the claim, a Load clicked right after Start passed its validator
+        (nothing ran yet) and was refused by its own callback once the run had begun, as a
+        ``gr.Error``, so the page showed a toast and "Error" over the running run's status line
+        instead of the refusal under the buttons. Only validators read the claim (``claimed``)."""
+        self.claim_action, self.claim_until = action, time.monotonic() + CLAIM_SECONDS
+
+    def release_claim(self) -> None:
+        self.claim_action, self.claim_until = "", 0.0
+
+    @property
+    def claimed(self) -> str:
+        """The action of a claim that still holds, read inside a validator; "" elsewhere."""
+        if VALIDATING.get() and self.claim_action and time.monotonic() < self.claim_until:
+            return self.claim_action
+        return ""
 
     @property
     def finishing(self) -> bool:

@@ -493,7 +493,9 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         start_inputs,
         [*live_out, session],
         api_name="train_start",
-        validator=InputCheck(fm.sessions, start_inputs, fm.check_start, fields, c.run_message, "Training", False),
+        validator=InputCheck(
+            fm.sessions, start_inputs, fm.check_start, fields, c.run_message, "Training", False, claims=True
+        ),
         **train,
     )
     # Continue trains the session's model on its own data: the Data set is an input only so that
@@ -506,7 +508,9 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         continue_inputs,
         [*live_out, session],
         api_name="train_continue",
-        validator=InputCheck(fm.sessions, continue_inputs, fm.check_continue, fields, c.run_message, "Training", False),
+        validator=InputCheck(
+            fm.sessions, continue_inputs, fm.check_continue, fields, c.run_message, "Training", False, claims=True
+        ),
         **train,
     )
     for button in (c.start, c.cont):  # a new run takes the Method shown: the note has said its piece
@@ -533,7 +537,7 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         [*live_out, c.data, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
         api_name="load_pretrained",
         validator=InputCheck(
-            fm.sessions, load_inputs, fm.check_load, fields, c.run_message, "Loading the model", False
+            fm.sessions, load_inputs, fm.check_load, fields, c.run_message, "Loading the model", False, claims=True
         ),
         **heavy,
     )

@@ -50,9 +50,16 @@ LIVE_RUNNING = (
 )
 
 
+#: The live tab's answer to Start, Continue or Load while a shipped model is being loaded.
+LOADING = "this session is loading a shipped model: press the button again once it has loaded"
+
+
 def busy_message(session: LiveSession, asker: str) -> str:
     """Why ``asker`` ("live" or "race": the tab whose button was pressed) cannot run now that
-    ``session`` runs: the run of the other tab is named, with where to stop it."""
+    ``session`` runs, or is claimed by an action accepted a moment ago: the run of the other
+    tab is named, with where to stop it."""
+    if session.claimed == "Loading the model":  # (a run may be finishing: the Load waits for it)
+        return LOADING
     kind = session.run_kind
     if kind == "race" and asker != "race":
         return RACE_RUNNING
@@ -182,8 +189,19 @@ class TrainCallbacks(AppBase):
         if not session.run_lock.acquire(timeout=STOP_WAIT if session.finishing else 0.0):
             raise InputError(busy_message(session, "live"))
 
+    def _begin(self, session: LiveSession, checks):
+        """Run ``checks()`` (the callback's own input checks and the Space's admission), then take
+        the session's run lock; the claim made by the event's validator is answered either way
+        (the run now holds the session, or the click was refused). Returns what ``checks`` returns."""
+        try:
+            out = checks()
+            self._take_run_lock(session)
+        finally:
+            session.release_claim()
+        return out
+
     def _stream(self, session: LiveSession, steps: int, prepare):
-        self._take_run_lock(session)
+        """Stream a run's updates; the caller took ``session.run_lock`` (:meth:`_begin`)."""
         session.run_kind = "live"
         try:
             session.stop_event.clear()
@@ -198,7 +216,9 @@ class TrainCallbacks(AppBase):
             session.run_lock.release()
 
     def _check_idle(self, session: LiveSession) -> None:
-        if session.running and not session.finishing:  # a finishing run frees the session at once
+        # a finishing run frees the session at once; a claim is a Start, Continue or Load accepted
+        # a moment ago whose callback has not yet taken the session (read by validators only)
+        if (session.running and not session.finishing) or session.claimed:
             raise InputError(busy_message(session, "live"))
 
     def check_start(
@@ -246,10 +266,15 @@ class TrainCallbacks(AppBase):
         message: Any = None,
     ):
         """Start a fresh model on the chosen data and stream its training."""
-        s, data = self.check_start(
-            session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed
-        )
-        self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
+
+        def checks():
+            out = self.check_start(
+                session, data_choice, drawing, csv_file, method, steps, batch, lr, eta, width, depth, seed
+            )
+            self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
+            return out
+
+        s, data = self._begin(session, checks)
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
     def check_continue(
@@ -298,6 +323,8 @@ class TrainCallbacks(AppBase):
     ) -> tuple[Any, str]:
         """:meth:`check_continue`, returning the settings and the note of a CSV box that holds the
         run's points under another file name ("" otherwise), so that the file is hashed once."""
+        if session.claimed:  # a Start accepted a moment ago builds the model to continue
+            raise InputError(busy_message(session, "live"))
         if session.trainer is None:
             raise InputError("nothing to continue: press Start first (or load a shipped model)")
         have = session.data.name if session.data is not None else ""
@@ -337,8 +364,11 @@ class TrainCallbacks(AppBase):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
         page's Data set) must name, with the CSV box's file or the pad's drawing it was started on
         (:meth:`check_continue`); new lr / batch / eta / method apply."""
-        s, renamed = self._continue_checks(
-            session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
+        s, renamed = self._begin(
+            session,
+            lambda: self._continue_checks(
+                session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
+            ),
         )
 
         def prepare():
@@ -429,41 +459,44 @@ class TrainCallbacks(AppBase):
         Method and Settings show them, so a Continue trains it on its own data as it was trained,
         not at the page's rate. Outputs: the four live outputs, then the data set, the method
         label, batch, lr, eta, width and depth."""
-        data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
-        if session.finishing:  # a stopped run's stream is drawing its last update: let it end first
-            self._take_run_lock(session)
-            session.run_lock.release()
-        self.sessions.admit(session)
-        model, config = self.store.load(name)
-        if not isinstance(config.get("method"), str) and self.store.info(name).method:
-            # the method the listing names (from the config's training section or the folder name)
-            config = {**config, "method": self.store.info(name).method}
-        s = settings_from_checkpoint(config, page, self.limits)
-        session.load_pretrained(name, model, config, data, s)
-        s = session.settings
-        snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
-        fig_s, fig_l, _, _ = self._figures(session, snap)
-        trained = (config.get("training") or {}).get("steps")
-        bar = plots.loaded_html(self.store.info(name).label, trained if isinstance(trained, int) else None)
-        status = (
-            f"**loaded** {self.store.info(name).label}; its data set ({data.name}), method and settings "
-            "are in *Data set*, *Method* and *Settings* "
-            f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
-            f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
-        )
-        return (
-            fig_s,
-            plots.loss_figure([]),
-            bar,
-            status,
-            data.name,
-            METHOD_LABELS.get(s.method, method),
-            s.batch,
-            s.lr,
-            s.eta,
-            s.width,
-            s.depth,
-        )
+        try:
+            data, page = self.check_load(session, name, method, steps, batch, lr, eta, width, depth, seed)
+            if session.finishing:  # a stopped run's stream is drawing its last update: let it end first
+                self._take_run_lock(session)
+                session.run_lock.release()
+            self.sessions.admit(session)
+            model, config = self.store.load(name)
+            if not isinstance(config.get("method"), str) and self.store.info(name).method:
+                # the method the listing names (from the config's training section or the folder name)
+                config = {**config, "method": self.store.info(name).method}
+            s = settings_from_checkpoint(config, page, self.limits)
+            session.load_pretrained(name, model, config, data, s)
+            s = session.settings
+            snap = Snapshot(0, 0, 0.0, 0.0, "loaded", session.sample_panels(), [])
+            fig_s, fig_l, _, _ = self._figures(session, snap)
+            trained = (config.get("training") or {}).get("steps")
+            bar = plots.loaded_html(self.store.info(name).label, trained if isinstance(trained, int) else None)
+            status = (
+                f"**loaded** {self.store.info(name).label}; its data set ({data.name}), method and settings "
+                "are in *Data set*, *Method* and *Settings* "
+                f"(width {s.width}, depth {s.depth}, learning rate {s.lr:g}); press Continue to train it further "
+                f"(from {CONTINUE_FACTOR:g} x that rate, decaying to 0), or explore it in the other tabs"
+            )
+            return (
+                fig_s,
+                plots.loss_figure([]),
+                bar,
+                status,
+                data.name,
+                METHOD_LABELS.get(s.method, method),
+                s.batch,
+                s.lr,
+                s.eta,
+                s.width,
+                s.depth,
+            )
+        finally:
+            session.release_claim()  # the model is loaded (or was refused): the session is free
 
     def check_download(self, session, shown: Any = None) -> None:
         """Download's input check (and its validator, whose message shows in the Checkpoint box

@@ -1947,6 +1947,75 @@ def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app
             pass
 
 
+def test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_it(page, fm_app, monkeypatch):
+    """gradio runs a validator when the click arrives and the callback later: a Load clicked right
+    after Start, before Start's callback has begun the run, is refused by Load's validator (under
+    the run buttons, "already training ... was not loaded"), not by its own callback once the run
+    has begun (which showed as an error over the run's status line). The claim refuses only
+    validators: Start's own callback runs, and its run releases the claim. A Load's claim refuses
+    Start while the model loads and ends when it has loaded; an unanswered claim lapses."""
+    import time
+
+    from gradio.state_holder import SessionState
+
+    import app.live
+    from app.live import LiveSession
+    from app.tabs.train_callbacks import ALREADY_TRAINING, LOADING
+
+    demo = page
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    state = SessionState(demo)
+    live = LiveSession()
+    settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
+    calls = {
+        "btn-start": [None, "checkerboard", None, None, *settings],
+        "btn-continue": [None, "checkerboard", *settings[:-1], None, None, ""],
+        "btn-load": [None, "eight_gaussians-lsd", *settings],
+    }
+    for name in calls:
+        fn = next(f for f in demo.fns.values() if (by_id[name]._id, "click") in f.targets)
+        state[fn.inputs[0]._id] = live
+
+    def refused(name):
+        answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
+        return _refused_at(answer).get(len(calls[name]) - 1, "")
+
+    assert refused("btn-start") == "" and not live.running  # accepted: the callback has not run yet
+    said = refused("btn-load")
+    assert said.startswith(ALREADY_TRAINING) and said.endswith(
+        "eight_gaussians-lsd was not loaded (the run goes on with its own model)"
+    )
+    assert refused("btn-continue").startswith(ALREADY_TRAINING)
+    assert refused("btn-start").startswith(ALREADY_TRAINING)  # a double click starts one run
+    # Start's own callback is not refused by the claim its validator made; its run releases it
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    try:
+        next(run)
+        assert live.running and live.claim_action == ""
+    finally:
+        fm_app.train_stop(live, wait=10.0)
+        for _ in run:
+            pass
+    assert not live.running and refused("btn-load") == ""  # now the Load's claim...
+    assert refused("btn-start") == LOADING and refused("btn-continue") == LOADING
+    out = fm_app.load_pretrained(live, "eight_gaussians-lsd", *settings[:-1])  # ...ends when it has loaded
+    assert len(out) == 11 and live.claim_action == "" and refused("btn-start") == ""
+    # a claim whose callback never comes (e.g. a Start dropped from a full queue) lapses
+    monkeypatch.setattr(app.live, "CLAIM_SECONDS", 0.2)
+    live.release_claim()
+    assert refused("btn-start") == "" and refused("btn-load").startswith(ALREADY_TRAINING)
+    time.sleep(0.3)
+    assert refused("btn-load") == ""
+    # a callback that refuses what its validator accepted (e.g. a full Space, or values changed on
+    # the way) answers the claim too: the next click is not refused as "already training"
+    monkeypatch.setattr(app.live, "CLAIM_SECONDS", 60.0)
+    live.release_claim()
+    assert refused("btn-start") == "" and live.claim_action == "Training"
+    with pytest.raises(InputError, match="seed"):
+        next(fm_app.train_start(live, "checkerboard", None, None, LSD, 20, 16, 1e-3, 0.75, 16, 1, 2.5))
+    assert live.claim_action == "" and refused("btn-load") == ""
+
+
 def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path):
     """A CSV is read at Start: after a run on circle.csv, Continue with line.csv in the CSV box is
     refused beside the CSV box (gradio's validator, and the event on the direct route), naming

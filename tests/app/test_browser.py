@@ -1232,10 +1232,15 @@ def test_browser_refusals_during_a_run_show_promptly_and_stay(browser_page):
     _wait_step_above(page, 0, timeout=_slow(30_000))
     page.click("#btn-stop")
     page.wait_for_function("() => /stopped · /.test(document.querySelector('#live-status').innerText)")
-    # a second run, and Load pressed at once: under load the refusal can reach the page before the
-    # run's first updates ("starting", "training"), which must not wipe it (they did); that order,
-    # which this page cannot force, is pinned by test_run_note_rules_in_order_without_waiting_on_a_server
+    # a second run; Load is pressed once the run shows. Pressed at once, the two clicks may reach
+    # the server in either order under load (a Load first loads the model and Start is refused),
+    # which this page cannot force: that Load's validator refuses while Start's claim holds is
+    # pinned through gradio's validator by test_app_logic's
+    # test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_it, and that a
+    # refusal reaching the page before the run's first updates ("starting", "training") stays
+    # through them by test_run_note_rules_in_order_without_waiting_on_a_server
     page.click("#btn-start")
+    page.wait_for_function("() => /(starting|training) · /.test(document.querySelector('#live-status').innerText)")
     _refusal_shows_and_stays(page, "#btn-load", "was not loaded")
     _refusal_shows_and_stays(page, "#btn-continue", "already training")
     _refusal_shows_and_stays(page, "#btn-start", "already training", clicks=3)
