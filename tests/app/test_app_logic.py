@@ -1901,17 +1901,15 @@ def test_after_a_draw_on_a_custom_grid_the_n_slider_shows_its_n(page):
     )
 
 
-def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app):
-    """While the session trains, Start, Continue and Load are refused by their validators in the
-    message element under the run buttons (their last input) and nowhere else: not beside Method
-    (where it read as a Method error) nor beside the shipped-model dropdown. Load's refusal says
-    that the model its dropdown shows was not loaded. A field's mistake shows beside that field only."""
+def _run_button_calls(demo):
+    """The live tab's Start, Continue and Load for one browser session that holds a fresh
+    LiveSession: (components by elem_id, the gradio session state, the LiveSession, the page's
+    settings, each button's input values for :func:`_page_event`). Each event's last input is the
+    message element under the run buttons."""
     from gradio.state_holder import SessionState
 
     from app.live import LiveSession
-    from app.tabs.train_callbacks import ALREADY_TRAINING
 
-    demo = page
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     state = SessionState(demo)
     live = LiveSession()
@@ -1925,6 +1923,19 @@ def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app
         fn = next(f for f in demo.fns.values() if (by_id[name]._id, "click") in f.targets)
         assert fn.inputs[-1] is by_id["run-message"], name
         state[fn.inputs[0]._id] = live
+    return by_id, state, live, settings, calls
+
+
+def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app):
+    """While the session trains, Start, Continue and Load are refused by their validators in the
+    message element under the run buttons (their last input) and nowhere else: not beside Method
+    (where it read as a Method error) nor beside the shipped-model dropdown. Load's refusal says
+    that the model its dropdown shows was not loaded. A field's mistake shows beside that field only."""
+
+    from app.tabs.train_callbacks import ALREADY_TRAINING
+
+    demo = page
+    by_id, state, live, settings, calls = _run_button_calls(demo)
     run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
     next(run)
     assert live.running
@@ -1956,25 +1967,11 @@ def test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_i
     Start while the model loads and ends when it has loaded; an unanswered claim lapses."""
     import time
 
-    from gradio.state_holder import SessionState
-
     import app.live
-    from app.live import LiveSession
     from app.tabs.train_callbacks import ALREADY_TRAINING, LOADING
 
     demo = page
-    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
-    state = SessionState(demo)
-    live = LiveSession()
-    settings = [LSD, 20, 16, 1e-3, 0.75, 16, 1, 0, ""]
-    calls = {
-        "btn-start": [None, "checkerboard", None, None, *settings],
-        "btn-continue": [None, "checkerboard", *settings[:-1], None, None, ""],
-        "btn-load": [None, "eight_gaussians-lsd", *settings],
-    }
-    for name in calls:
-        fn = next(f for f in demo.fns.values() if (by_id[name]._id, "click") in f.targets)
-        state[fn.inputs[0]._id] = live
+    by_id, state, live, settings, calls = _run_button_calls(demo)
 
     def refused(name):
         answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
