@@ -265,9 +265,12 @@ class LiveSession:
 
     @property
     def finishing(self) -> bool:
-        """A live run has written its final state (stopped, done, time cap) and its stream is drawing
-        its last update: the run lock is freed within about 2 s, so a new run may wait for it."""
-        return self.running and self.run_kind == "live" and self.finished.is_set()
+        """A live run has been asked to stop (Stop pressed: it ends at its next step) or has written
+        its final state (stopped, done, time cap) and its stream is drawing its last update: the
+        run lock is freed within a few seconds, so a new run or a Load waits for it. (Continue
+        pressed 0.3-1 s after Stop, before the run had ended, was refused as "already training:
+        press Stop first", and the refusal was wiped by the "stopped" that followed.)"""
+        return self.running and self.run_kind == "live" and (self.finished.is_set() or self.stop_event.is_set())
 
     @property
     def method(self) -> str | None:

@@ -107,21 +107,22 @@ CSV_SIZE_JS = """() => {
 }"""
 
 
-#: The note under the run buttons that keeps a refusal naming no field in view (``run-note``).
-#: Such a refusal is gradio's validation message of ``run-message``, an input of Start, Continue
-#: and Load; gradio 6.31's page wipes it at the next status update of any event once one of those
+#: The note under the run buttons that keeps a refusal naming no field in view (``run-note``). Such
+#: a refusal is gradio's validation message of ``run-message``, an input of Start, Continue and
+#: Load; gradio 6.31's page wipes it at the next status update of any event once one of those
 #: events has completed (the element stays in the page's loading-status table, and each update
 #: rewrites its status without the message), so a refusal made while a run streams vanished within
 #: a second or two. This script copies each new refusal into a plain element of its own, right
 #: under ``run-message`` (which the page's CSS keeps hidden), and clears it when it has been
 #: answered: at a click on any action's button (a new try; a tab's button is not one), and when the
 #: session's state changes kind (the word before " · " in the status line) to one that is not a
-#: run's own progress. A change into "starting" or "training" keeps the note: under load, the
-#: first updates of a run started before the refused click reach the page after the refusal (a
-#: Load refused 0.3 s after Start was wiped 1 s later when the run's "training" arrived), and a run
-#: started after it was started by a click, which cleared the note already. A text still shown by
-#: gradio from before a click or a change is not copied back until gradio has blanked it, or until
-#: the validator refuses again (an HTTP 422 answer to the page's fetch), which may repeat the words.
+#: run's own progress, or a loaded model ("loaded": see the script). A change into "starting" or
+#: "training" keeps the note: under load, the first updates of a run started before the refused
+#: click reach the page after the refusal (a Load refused 0.3 s after Start was wiped 1 s later
+#: when the run's "training" arrived), and a run started after it was started by a click, which
+#: cleared the note already. A text still shown by gradio from before a click or a change is not
+#: copied back until gradio has blanked it, or until the validator refuses again (an HTTP 422
+#: answer to the page's fetch), which may repeat the words.
 RUN_NOTE_JS = """() => {
   let shown = '', stale = null, kind = null;
   const RUN_PROGRESS = new Set(['starting', 'training']);  // a run's own progress: no answer to a refusal
@@ -144,7 +145,10 @@ RUN_NOTE_JS = """() => {
     // as a change of kind whenever another event is pending)
     const status = document.querySelector('#live-status [data-testid="markdown"]');
     const now = status ? status.textContent.trim().split(' · ')[0] : kind;
-    if (kind !== null && now !== kind && !RUN_PROGRESS.has(now)) { shown = ''; stale = text || null; }
+    // a model that has loaded answers no refusal either: a note shown after the Load's click (which
+    // cleared the one before) refused a later click, e.g. Start's "press the button again once it has loaded"
+    const keeps = RUN_PROGRESS.has(now) || now === 'loaded' || String(now).startsWith('loaded ');
+    if (kind !== null && now !== kind && !keeps) { shown = ''; stale = text || null; }
     kind = now;
     if (!text) stale = null;
     else if (text !== stale && text !== shown) shown = text;

@@ -50,6 +50,8 @@ LIVE_RUNNING = (
 )
 
 
+#: The live tab's answer when a stopped run has not freed the session within ``STOP_WAIT``.
+STILL_STOPPING = "the run in this session is still stopping: press the button again in a moment"
 #: The live tab's answer to Start, Continue or Load while a shipped model is being loaded.
 LOADING = "this session is loading a shipped model: press the button again once it has loaded"
 
@@ -60,6 +62,8 @@ def busy_message(session: LiveSession, asker: str) -> str:
     tab is named, with where to stop it."""
     if session.claimed == "Loading the model":  # (a run may be finishing: the Load waits for it)
         return LOADING
+    if session.finishing and asker == "live" and not session.claimed:  # not ended within STOP_WAIT
+        return STILL_STOPPING
     kind = session.run_kind
     if kind == "race" and asker != "race":
         return RACE_RUNNING
@@ -110,6 +114,11 @@ STOP_WAIT = 10.0
 
 #: The status line while this session has no run to show: on a fresh page, after a Stop with
 #: nothing running, and so after any refused Start before a first run (a refusal leaves it as is).
+#: The status line after a Stop with nothing running, once a shipped model has been loaded.
+LOADED_IDLE = (
+    "nothing is training in this session: {name} is loaded; press **Continue** to train it further, "
+    "or **Start** for a new model"
+)
 IDLE_STATUS = (
     "nothing is training in this session: press **Start** (the samples and the loss appear within "
     "a second and refresh every 1 to 3 s, less often while the CPU is busy), or Load a shipped "
@@ -430,6 +439,8 @@ class TrainCallbacks(AppBase):
                 return f"**stopping** · step {session.phase_step} · the run ends at its next step"
         if session.phase in FINAL_STATES and session.phase != "loaded" and session.has_model:
             return self.status_text(session)
+        if session.phase == "loaded" and session.has_model:
+            return LOADED_IDLE.format(name=session.base_name)
         return IDLE_STATUS
 
     def check_load(self, session, name, method, steps, batch, lr, eta, width, depth, seed, message: Any = None):

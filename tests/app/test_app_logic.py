@@ -2013,6 +2013,47 @@ def test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_i
     assert live.claim_action == "" and refused("btn-load") == ""
 
 
+def test_continue_right_after_stop_waits_for_the_run_to_end_and_stop_keeps_a_loaded_model(page, fm_app):
+    """Continue (or Start) pressed right after Stop, while the run has not yet reached its next
+    step, waits for the run to end and then trains, rather than being refused as "already
+    training: press Stop first" (a refusal the "stopped" that followed wiped from the page). A
+    Stop with nothing running after a Load says the loaded model waits for Continue."""
+    import threading
+
+    from app.tabs.train_callbacks import LOADED_IDLE
+
+    demo = page
+    by_id, state, live, settings, calls = _run_button_calls(demo)
+
+    def refused(name):
+        answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
+        return _refused_at(answer).get(len(calls[name]) - 1, "")
+
+    run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    next(run)
+    assert live.running
+    ended = threading.Thread(target=lambda: [None for _ in run])  # the page keeps reading the stream
+    fm_app.train_stop(live, wait=0.0)  # Stop pressed: the run ends at its next step
+    assert live.running and refused("btn-continue") == ""
+    assert refused("btn-start").startswith("this session is already training")  # Continue's claim
+    live.release_claim()
+    assert refused("btn-start") == ""
+    live.release_claim()
+    ended.start()
+    cont = fm_app.train_continue(live, "checkerboard", LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+    try:
+        next(cont)  # waited for the stopped run's last update, then trains
+        assert live.running and live.phase in ("starting", "training"), live.phase
+        ended.join(timeout=30)
+        assert not ended.is_alive()
+    finally:
+        fm_app.train_stop(live, wait=10.0)
+        for _ in cont:
+            pass
+    fm_app.load_pretrained(live, "eight_gaussians-lsd", *settings[:-1])
+    assert fm_app.train_stop(live) == LOADED_IDLE.format(name="eight_gaussians-lsd")
+
+
 def test_continue_refuses_a_csv_other_than_the_one_read_at_start(page, tmp_path):
     """A CSV is read at Start: after a run on circle.csv, Continue with line.csv in the CSV box is
     refused beside the CSV box (gradio's validator, and the event on the direct route), naming

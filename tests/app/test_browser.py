@@ -1326,6 +1326,18 @@ def test_run_note_rules_in_order_without_waiting_on_a_server():
         pg.evaluate("() => fetch('/refuse')")  # ...until the validator refuses again, in the same words
         pg.wait_for_function("() => document.querySelector('#run-note').textContent !== ''")
         assert note(pg) == words
+        # a Load's click, then a Start refused while the model loads: the model's "loaded" is the
+        # moment the note's advice applies, so it stays (it was wiped there)
+        loading = "this session is loading a shipped model: press the button again once it has loaded"
+        pg.click("#act")
+        refuse(pg, loading)
+        pg.wait_for_function("() => document.querySelector('#run-note').textContent !== ''")
+        status(pg, "loaded")
+        pg.wait_for_timeout(50)
+        assert note(pg) == loading
+        status(pg, "stopped")  # any other change of kind still answers it
+        pg.wait_for_timeout(50)
+        assert note(pg) == ""
         browser.close()
 
 
