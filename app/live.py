@@ -145,10 +145,9 @@ class _Run:
         return self.start_step + self.steps
 
 
-#: How long a claim (:meth:`LiveSession.claim`) holds when its event never takes the session
-#: (a Start refused by its own callback, or dropped from the queue): its validator and callback
-#: are a few milliseconds apart on an idle server and about a second apart under load (a stopped
-#: run's last update first; measured with tests/app/test_browser.py under two busy cores).
+#: How long a claim (:meth:`LiveSession.claim`) holds at most: a claim whose callback never comes
+#: (an event dropped before it ran) would otherwise refuse the session's buttons for good. A
+#: callback that runs answers its claim at once (it takes the session, or refuses the click).
 CLAIM_SECONDS = 5.0
 
 #: True while a page event's validator runs its input check (app/events.InputCheck): a claim

@@ -39,7 +39,7 @@ from app.events import (
 )
 from app.live import VIEW_STEPS, LiveSession
 from app.tabs.base import DEFAULTS
-from app.tabs.train_callbacks import IDLE_STATUS, TrainCallbacks
+from app.tabs.train_callbacks import IDLE_STATUS, LOAD_ACTION, TrainCallbacks
 from app.validation import ETA, METHODS, method_name, upload_bytes
 from flowmaps.objectives import DESCRIPTIONS
 
@@ -536,12 +536,12 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
     )
     load_inputs = [session, c.pretrained, *settings, c.run_message]
     c.load.click(
-        with_optional_last(visit(fm.load_pretrained, "Loading the model"), fm.load_pretrained),
+        with_optional_last(visit(fm.load_pretrained, LOAD_ACTION), fm.load_pretrained),
         load_inputs,
         [*live_out, c.data, c.method, s.batch, s.lr, s.eta, s.width, s.depth, session],
         api_name="load_pretrained",
         validator=InputCheck(
-            fm.sessions, load_inputs, fm.check_load, fields, c.run_message, "Loading the model", False, claims=True
+            fm.sessions, load_inputs, fm.check_load, fields, c.run_message, LOAD_ACTION, False, claims=True
         ),
         **heavy,
     )

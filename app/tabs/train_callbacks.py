@@ -52,6 +52,8 @@ LIVE_RUNNING = (
 
 #: The live tab's answer when a stopped run has not freed the session within ``STOP_WAIT``.
 STILL_STOPPING = "the run in this session is still stopping: press the button again in a moment"
+#: What Load does, in its log lines and as its claim on the session (app/live.LiveSession.claim).
+LOAD_ACTION = "Loading the model"
 #: The live tab's answer to Start, Continue or Load while a shipped model is being loaded.
 LOADING = "this session is loading a shipped model: press the button again once it has loaded"
 
@@ -60,7 +62,7 @@ def busy_message(session: LiveSession, asker: str) -> str:
     """Why ``asker`` ("live" or "race": the tab whose button was pressed) cannot run now that
     ``session`` runs, or is claimed by an action accepted a moment ago: the run of the other
     tab is named, with where to stop it."""
-    if session.claimed == "Loading the model":  # (a run may be finishing: the Load waits for it)
+    if session.claimed == LOAD_ACTION:  # (a run may be finishing: the Load waits for it)
         return LOADING
     if session.finishing and asker == "live" and not session.claimed:  # not ended within STOP_WAIT
         return STILL_STOPPING
@@ -114,15 +116,15 @@ STOP_WAIT = 10.0
 
 #: The status line while this session has no run to show: on a fresh page, after a Stop with
 #: nothing running, and so after any refused Start before a first run (a refusal leaves it as is).
-#: The status line after a Stop with nothing running, once a shipped model has been loaded.
-LOADED_IDLE = (
-    "nothing is training in this session: {name} is loaded; press **Continue** to train it further, "
-    "or **Start** for a new model"
-)
 IDLE_STATUS = (
     "nothing is training in this session: press **Start** (the samples and the loss appear within "
     "a second and refresh every 1 to 3 s, less often while the CPU is busy), or Load a shipped "
     "model, then Continue"
+)
+#: The status line after a Stop with nothing running, once a shipped model has been loaded.
+LOADED_IDLE = (
+    "nothing is training in this session: {name} is loaded; press **Continue** to train it further, "
+    "or **Start** for a new model"
 )
 
 

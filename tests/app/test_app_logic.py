@@ -5,6 +5,7 @@ Time convention: t = 0 is noise, t = 1 is data.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -1926,6 +1927,13 @@ def _run_button_calls(demo):
     return by_id, state, live, settings, calls
 
 
+def _run_note_refusal(demo, by_id, state, calls, name: str) -> str:
+    """The refusal that the validator of button ``name`` (one of :func:`_run_button_calls`) shows
+    under the run buttons, "" when it accepts the click."""
+    answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
+    return _refused_at(answer).get(len(calls[name]) - 1, "")
+
+
 def test_a_refusal_naming_no_field_shows_under_the_run_buttons_only(page, fm_app):
     """While the session trains, Start, Continue and Load are refused by their validators in the
     message element under the run buttons (their last input) and nowhere else: not beside Method
@@ -1972,10 +1980,7 @@ def test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_i
 
     demo = page
     by_id, state, live, settings, calls = _run_button_calls(demo)
-
-    def refused(name):
-        answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
-        return _refused_at(answer).get(len(calls[name]) - 1, "")
+    refused = functools.partial(_run_note_refusal, demo, by_id, state, calls)
 
     assert refused("btn-start") == "" and not live.running  # accepted: the callback has not run yet
     said = refused("btn-load")
@@ -2024,10 +2029,7 @@ def test_continue_right_after_stop_waits_for_the_run_to_end_and_stop_keeps_a_loa
 
     demo = page
     by_id, state, live, settings, calls = _run_button_calls(demo)
-
-    def refused(name):
-        answer = _page_event(demo, by_id[name], "click", calls[name], state, validator=True)
-        return _refused_at(answer).get(len(calls[name]) - 1, "")
+    refused = functools.partial(_run_note_refusal, demo, by_id, state, calls)
 
     run = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
     next(run)
