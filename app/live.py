@@ -145,10 +145,16 @@ class _Run:
         return self.start_step + self.steps
 
 
+#: Longest a Start, Continue, Load or Stop waits for a stopping run to end (a run sees its stop
+#: flag at its next step, then draws its last update).
+STOP_WAIT = 10.0
+
 #: How long a claim (:meth:`LiveSession.claim`) holds at most: a claim whose callback never comes
 #: (an event dropped before it ran) would otherwise refuse the session's buttons for good. A
-#: callback that runs answers its claim at once (it takes the session, or refuses the click).
-CLAIM_SECONDS = 5.0
+#: callback that runs answers its claim (it takes the session, or refuses the click), but it may
+#: first wait up to STOP_WAIT for a stopping run, so the claim outlasts that wait: a shorter claim
+#: let a second click in the wait pass its validator and be refused by its own callback, as an error.
+CLAIM_SECONDS = STOP_WAIT + 5.0
 
 #: True while a page event's validator runs its input check (app/events.InputCheck): a claim
 #: refuses the validators of the session's other actions, never the callback that made it.

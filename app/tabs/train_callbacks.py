@@ -22,7 +22,7 @@ import numpy as np
 from app import plots
 from app.checkpoints import KIND_2D
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource, points_source, toy_source
-from app.live import FINAL_STATES, LiveSession, Snapshot
+from app.live import FINAL_STATES, STOP_WAIT, LiveSession, Snapshot
 from app.live_settings import CONTINUE_FACTOR, refresh_seconds, settings_from_checkpoint
 from app.tabs.base import AppBase
 from app.validation import (
@@ -108,10 +108,6 @@ def mask_identity(mask: np.ndarray | None) -> str:
     h = hashlib.sha256(np.asarray(mask.shape, dtype=np.int64).tobytes())
     h.update(np.packbits(mask).tobytes())
     return h.hexdigest()
-
-
-#: Longest a Stop waits for the run's final update (a run sees the flag at its next step).
-STOP_WAIT = 10.0
 
 
 #: The status line while this session has no run to show: on a fresh page, after a Stop with

@@ -2002,6 +2002,9 @@ def test_an_accepted_start_or_load_claims_the_session_until_its_callback_takes_i
     assert refused("btn-start") == LOADING and refused("btn-continue") == LOADING
     out = fm_app.load_pretrained(live, "eight_gaussians-lsd", *settings[:-1])  # ...ends when it has loaded
     assert len(out) == 11 and live.claim_action == "" and refused("btn-start") == ""
+    # a callback may wait up to STOP_WAIT for a stopping run before it takes the session: its
+    # claim must hold through that wait, or a second click in it passes its validator again
+    assert app.live.CLAIM_SECONDS > app.live.STOP_WAIT
     # a claim whose callback never comes (e.g. a Start dropped from a full queue) lapses
     monkeypatch.setattr(app.live, "CLAIM_SECONDS", 0.2)
     live.release_claim()
