@@ -206,6 +206,12 @@ def _lrs(train: dict[str, Any]) -> str:
     return "[" + ", ".join(f"{lr:g}" for lr in train.get("stage_lrs") or [train.get("lr", 1e-3)]) + "]"
 
 
+def _off_times(train: dict[str, Any], last: bool = False) -> Any:
+    """Each stage's off-diagonal time sampler (stages without a record: "uniform"), or the last one's."""
+    kinds = train.get("stage_off_times") or [train.get("off_diagonal_times", "uniform")]
+    return kinds[-1] if last else "[" + ", ".join(kinds) + "]"
+
+
 def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, sc: dict, args, info) -> None:
     """Config metrics and model card from the multi-seed scores, stating the shared budget."""
     from flowmaps.hub import save_pretrained
@@ -242,7 +248,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
     card = {
         "title": f"Checkerboard {method.upper()}" + (" velocity (baseline)" if method == "fm" else " flow map"),
         "summary": f"{what}, on the 4x4 checkerboard. Trained on the same budget as {others}: same network, "
-        f"batch, optimiser, schedule, seed and number of steps (bench/families.py).",
+        "batch, optimiser, stages, training seeds and number of steps (bench/families.py); each stage's peak "
+        "learning rate and off-diagonal time sampler are in the notes.",
         "data": "checkerboard (4x4 board on [-1, 1]^2, squares with i + j even; sigma = data std)",
         "network": f"MLP {args.width}x{args.depth}, GELU, input [s, t, x / sigma]",
         "method": method,
@@ -257,9 +264,12 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         f"{1 - args.anneal:.0%} of the stage, clip 10, EMA 0.999, eta 0.75, training seeds "
         f"{train.get('stage_seeds') or [train.get('seed')]} per stage, branches combined per stage as "
         f"{train.get('stage_reductions') or ['mean']} (mean: over all samples, 3:1; sum_of_means: the paper's "
-        "Algorithm 1). Command of the last stage: "
-        f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} "
-        f"--seed {args.seed} --reduction {args.reduction} --init-from <previous stage>`.",
+        f"Algorithm 1), off-diagonal (s, t) per stage {_off_times(train)} (uniform: on the triangle s < t, the "
+        "paper's; late: the same pushed towards t = 1, flowmaps.timesampling.off_diagonal_times, not the "
+        "paper's). Command of the last stage: "
+        f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} --lr {args.lr:g} "
+        f"--seed {args.seed} --reduction {args.reduction} --off-times {_off_times(train, last=True)} "
+        "--init-from <previous stage>`.",
     }
     save_pretrained(model, folder, config, card)
 

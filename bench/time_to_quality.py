@@ -264,6 +264,11 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
             # earlier stages without a record ran at lr 1e-3 with training seed 0
             "stage_lrs": [*previous.get("stage_lrs", [1e-3] * len(previous.get("stages", []))), args.lr],
             "stage_seeds": [*previous.get("stage_seeds", [0] * len(previous.get("stages", []))), args.seed],
+            # earlier stages without a record drew their off-diagonal (s, t) uniformly on the triangle
+            "stage_off_times": [
+                *previous.get("stage_off_times", ["uniform"] * len(previous.get("stages", []))),
+                args.off_times,
+            ],
             # earlier stages without a record averaged over all samples ("mean")
             "stage_reductions": [
                 *previous.get("stage_reductions", ["mean"] * len(previous.get("stages", []))),
