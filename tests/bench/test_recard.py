@@ -1,0 +1,47 @@
+"""bench/probes/recard.py: a shipped checkerboard card is rebuilt, byte for byte, from the scores file of
+the run that made it, and a stage chain without a record of its off-diagonal samplers gets one."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+
+
+@pytest.mark.parametrize(
+    ("method", "scores", "last_sampler"),
+    [("esd", "families_310k_stage9_seed9.json", "late"), ("lsd", "families_310k_lsd_lr3.125e-5_seed9.json", "uniform")],
+)
+def test_recard_rebuilds_the_shipped_card_and_fills_the_stage_samplers(tmp_path, method, scores, last_sampler):
+    from bench.probes.recard import recard
+
+    shipped = REPO / "checkpoints" / f"checkerboard-{method}"
+    folder = tmp_path / shipped.name
+    shutil.copytree(shipped, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["training"]["stage_off_times"]  # as a chain recorded before the field existed
+    (folder / "config.json").write_text(json.dumps(config))
+
+    recard(RESULTS / scores, folder)
+
+    rebuilt = json.loads((folder / "config.json").read_text())
+    stages = rebuilt["training"]["stage_off_times"]
+    assert stages == ["uniform"] * (len(rebuilt["training"]["stages"]) - 1) + [last_sampler]
+    assert (folder / "README.md").read_text() == (shipped / "README.md").read_text()
+    assert rebuilt == json.loads((shipped / "config.json").read_text())
+    # the card names every family of the shared budget, also for LSD's stage that ran on its own
+    card = (folder / "README.md").read_text()
+    assert "same budget as" in card and all(m.upper() in card for m in ("lsd", "esd", "psd-m", "psd-u", "fm"))
+    assert f"--off-times {last_sampler}" in card
+
+
+def test_recard_refuses_a_scores_file_without_the_method(tmp_path):
+    from bench.probes.recard import recard
+
+    folder = tmp_path / "checkerboard-esd"
+    shutil.copytree(REPO / "checkpoints" / "checkerboard-esd", folder)
+    with pytest.raises(SystemExit, match="no scores for 'esd'"):
+        recard(RESULTS / "families_310k_lsd_lr3.125e-5_seed9.json", folder)
