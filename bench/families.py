@@ -217,6 +217,11 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
     from flowmaps.hub import save_pretrained
 
     train = config.get("training", {})
+    fm = method == "fm"
+    if fm:  # flow matching trains only the diagonal: eta and an off-diagonal sampler do not apply
+        drop = ("eta", "off_diagonal_times", "stage_off_times", "stage_reductions")
+        train = {k: v for k, v in train.items() if k not in drop}
+        config = {**config, "training": train}
     metrics, table = {}, []
     label = "Euler on v_{t,t}" if method == "fm" else "flow map"
     for k in STEPS_N:
@@ -225,7 +230,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         finite = m != float("inf")  # JSON has no inf: an empty target bin is written as null
         metrics[str(k)] = {"mean": m if finite else None, "sd": sd if finite else None, "seeds": args.seeds}
         per_seed = ", ".join(f"{v:.4f}" if v != float("inf") else "inf" for v in kls)  # JSON has no inf
-        table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": _fmt(m, sd), "per seed": per_seed})
+        cell = kl_cell(sc["per_seed"][str(k)])  # where inf: the half-sample KL and the empty bins beside it
+        table.append({"sampler": f"{label}, N = {k}", "KL (mean ± sd)": cell, "per seed": per_seed})
     if "dopri5" in sc:
         m, sd = mean_sd([r["kl"] for r in sc["dopri5"]])
         nfe = statistics.fmean(r["nfe"] for r in sc["dopri5"])
@@ -249,7 +255,7 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         "title": f"Checkerboard {method.upper()}" + (" velocity (baseline)" if method == "fm" else " flow map"),
         "summary": f"{what}, on the 4x4 checkerboard. Trained on the same budget as {others}: same network, "
         "batch, optimiser, stages, training seeds and number of steps (bench/families.py); each stage's peak "
-        "learning rate and off-diagonal time sampler are in the notes.",
+        + ("learning rate is in the notes." if fm else "learning rate and off-diagonal time sampler are in the notes."),
         "data": "checkerboard (4x4 board on [-1, 1]^2, squares with i + j even; sigma = data std)",
         "network": f"MLP {args.width}x{args.depth}, GELU, input [s, t, x / sigma]",
         "method": method,
@@ -258,18 +264,26 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         "hardware": (info.get("gpu") or info.get("cpu")) + f", torch {info['torch']}",
         "metrics": table,
         "notes": "KL: the paper's estimator (64,000 samples, 50 x 50 bins on [-1, 1]^2, target density at bin "
-        "centres normalised to sum 1; inf = an empty target bin), mean ± sd over the noise seeds listed. "
-        f"Budget: batch {args.batch:,}, {train.get('steps')} steps in stages of {train.get('stages')}, RAdam at peak "
-        f"lr {_lrs(train)} per stage, each cosine-annealed to 1% of its peak over the last "
-        f"{1 - args.anneal:.0%} of the stage, clip 10, EMA 0.999, eta 0.75, training seeds "
-        f"{train.get('stage_seeds') or [train.get('seed')]} per stage, branches combined per stage as "
-        f"{train.get('stage_reductions') or ['mean']} (mean: over all samples, 3:1; sum_of_means: the paper's "
-        f"Algorithm 1), off-diagonal (s, t) per stage {_off_times(train)} (uniform: on the triangle s < t, the "
-        "paper's; late: the same pushed towards t = 1, flowmaps.timesampling.off_diagonal_times, not the "
-        "paper's). Command of the last stage: "
-        f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} --lr {args.lr:g} "
-        f"--seed {args.seed} --reduction {args.reduction} --off-times {_off_times(train, last=True)} "
-        "--init-from <previous stage>`.",
+        "centres normalised to sum 1; inf = an empty target bin on at least one seed, then the bracket gives the KL "
+        "with empty bins counted as half a sample, mean ± sd, and the most empty bins), mean ± sd over the noise "
+        f"seeds listed. Budget: batch {args.batch:,}, {train.get('steps'):,} steps in stages of "
+        f"{train.get('stages')}, RAdam at peak lr {_lrs(train)} per stage, each cosine-annealed to 1% of its peak "
+        f"over the last {1 - args.anneal:.0%} of the stage, clip 10, EMA 0.999, training seeds "
+        f"{train.get('stage_seeds') or [train.get('seed')]} per stage, "
+        + (
+            "the whole batch on the diagonal (flow matching has no off-diagonal term, so no eta and no "
+            "off-diagonal sampler). Command of the last stage: "
+            f"`python -m bench.families --device cuda --methods fm --steps {args.steps} --lr {args.lr:g} "
+            f"--seed {args.seed} --init-from <previous stage>`."
+            if fm
+            else f"eta 0.75, branches combined per stage as {train.get('stage_reductions') or ['mean']} (mean: over "
+            "all samples, 3:1; sum_of_means: the paper's Algorithm 1), off-diagonal (s, t) per stage "
+            f"{_off_times(train)} (uniform: on the triangle s < t, the paper's; late: the same pushed towards "
+            "t = 1, flowmaps.timesampling.off_diagonal_times, not the paper's). Command of the last stage: "
+            f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} --lr {args.lr:g} "
+            f"--seed {args.seed} --reduction {args.reduction} --off-times {_off_times(train, last=True)} "
+            "--init-from <previous stage>`."
+        ),
     }
     save_pretrained(model, folder, config, card)
 

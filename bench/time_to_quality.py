@@ -275,6 +275,9 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
                 args.reduction,
             ],
         }
+        if method == "fm":  # flow matching trains only the diagonal: eta, the sampler and the reduction do not apply
+            for key in ("eta", "off_diagonal_times", "stage_off_times", "stage_reductions"):
+                train_cfg.pop(key, None)
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
             "summary": f"MLP {args.width}x{args.depth} GELU trained with {method.upper()} on the 4x4 checkerboard "

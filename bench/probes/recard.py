@@ -30,7 +30,7 @@ def recard(scores_file: Path, folder: Path) -> None:
     args = argparse.Namespace(**{**a, "methods": list(METHODS)})
     model, config = from_pretrained(folder, device="cpu")
     train = config.setdefault("training", {})
-    if "stage_off_times" not in train:
+    if "stage_off_times" not in train and method != "fm":  # fm has no off-diagonal sampler
         last = (a.get("off_times_for") or {}).get(method, a.get("off_times", "uniform"))
         train["stage_off_times"] = ["uniform"] * (len(train["stages"]) - 1) + [last]
     rewrite_card(folder, model, config, method, run["scores"][method], args, run["machine"])

@@ -48,6 +48,8 @@ _TRAINING_FIELDS = (
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # 310,000 steps, as the README and the app write them
     return str(value)
 
 

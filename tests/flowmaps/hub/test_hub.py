@@ -263,7 +263,7 @@ def test_model_card_has_the_training_facts():
     assert card.startswith("---\nlibrary_name: flowmaps")
     for text in [
         "# Checkerboard LSD",
-        "**Steps**: 1000",
+        "**Steps**: 1,000",
         "**Wall time**: 60.0 min",
         "| N | KL | floor |",
         "| 1 | 0.0864 | 0.066 |",
@@ -465,3 +465,18 @@ def test_a_hub_id_that_is_not_found_says_it_was_looked_up(tmp_path, monkeypatch)
     text = str(err.value)
     assert "no checkpoint folder 'someone/absent' here" in text and "does not exist" in text
     assert "as a Hub repo id it was looked up" in text
+
+
+def test_hub_command_rewrites_cards_and_refuses_a_folder_without_config(tmp_path, capsys):
+    from flowmaps.hub.__main__ import main
+
+    folder = tmp_path / "m"
+    save_pretrained(build_model(CONFIG), folder, CONFIG)
+    (folder / "README.md").write_text("stale")
+    assert main(["--help"]) == 0 and "usage" in capsys.readouterr().out
+    assert main([]) == 2
+    # a folder without config.json is named, and nothing is written, not even for the good folder
+    assert main([str(folder), str(tmp_path / "typo")]) == 2
+    assert "no config.json in" in capsys.readouterr().err and (folder / "README.md").read_text() == "stale"
+    assert main([str(folder)]) == 0
+    assert (folder / "README.md").read_text().startswith("---\nlibrary_name: flowmaps")
