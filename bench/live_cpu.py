@@ -104,9 +104,18 @@ def run_one(settings: dict[str, Any], marks: list[float], n_eval: int, seed: int
             trainer.step()
         train_s += time.perf_counter() - t0
         kl = checkerboard_eval(trainer.ema_model, (1,), n=n_eval)[1]
-        out.append({"seconds": mark, "steps": trainer.global_step, "train_s": round(train_s, 2), **kl})
+        out.append(
+            {
+                "seconds": mark,
+                "steps": trainer.global_step,
+                "train_s": round(train_s, 2),
+                "rollbacks": trainer.recoveries,
+                **kl,
+            }
+        )
         print(
-            f"    {mark:5.0f} s  step {trainer.global_step:6d}  KL(N=1) {kl['kl']:.4f} (eps {kl['kl_eps']:.4f})",
+            f"    {mark:5.0f} s  step {trainer.global_step:6d}  KL(N=1) {kl['kl']:.4f} (eps {kl['kl_eps']:.4f})"
+            f"  guard rollbacks {trainer.recoveries}",
             flush=True,
         )
     return {"settings": settings, "fused": True, "marks": out}
