@@ -276,8 +276,9 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
             f"`python -m bench.families --device cuda --methods fm --steps {args.steps} --lr {args.lr:g} "
             f"--seed {args.seed} --init-from <previous stage>`."
             if fm
-            else f"eta 0.75, branches combined per stage as {train.get('stage_reductions') or ['mean']} (mean: over "
-            "all samples, 3:1; sum_of_means: the paper's Algorithm 1), off-diagonal (s, t) per stage "
+            else f"eta {train.get('eta', 0.75):g}, branches combined per stage as "
+            f"{train.get('stage_reductions') or ['mean']} (mean: over all samples, 3:1; sum_of_means: the paper's "
+            "Algorithm 1), off-diagonal (s, t) per stage "
             f"{_off_times(train)} (uniform: on the triangle s < t, the paper's; late: the same pushed towards "
             "t = 1, flowmaps.timesampling.off_diagonal_times, not the paper's). Command of the last stage: "
             f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} --lr {args.lr:g} "
