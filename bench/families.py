@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from bench.common import kl_entry, machine_info, machine_line, md_table, print_table, update_docs, write_json
-from bench.time_to_quality import OFF_TIMES
+from bench.time_to_quality import NOT_FOR_FM, OFF_TIMES
 from flowmaps.metrics import mean_sd
 
 NAME = "families"
@@ -217,13 +217,12 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
     from flowmaps.hub import save_pretrained
 
     train = config.get("training", {})
-    fm = method == "fm"
-    if fm:  # flow matching trains only the diagonal: eta and an off-diagonal sampler do not apply
-        drop = ("eta", "off_diagonal_times", "stage_off_times", "stage_reductions")
-        train = {k: v for k, v in train.items() if k not in drop}
+    fm = method == "fm"  # a velocity field: no flow-map jumps, no off-diagonal term
+    if fm:
+        train = {k: v for k, v in train.items() if k not in NOT_FOR_FM}
         config = {**config, "training": train}
     metrics, table = {}, []
-    label = "Euler on v_{t,t}" if method == "fm" else "flow map"
+    label = "Euler on v_{t,t}" if fm else "flow map"
     for k in STEPS_N:
         kls = [r["kl"] for r in sc["per_seed"][str(k)]]
         m, sd = mean_sd(kls)
@@ -238,7 +237,7 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         table.append({"sampler": f"dopri5 on v_{{t,t}} ({nfe:.0f} NFE)", "KL (mean ± sd)": _fmt(m, sd)})
         metrics["dopri5"] = {"mean": m, "sd": sd, "nfe": nfe, "seeds": args.seeds}
     config = {k: v for k, v in config.items() if k not in ("metrics", "weights_dtype", "flowmaps_version")}
-    if method == "fm":  # a velocity field: its rows are ODE solves (flowmaps.hub.model_index), not flow-map jumps
+    if fm:  # a velocity field: its rows are ODE solves (flowmaps.hub.model_index), not flow-map jumps
         ode = {"euler": {k: v for k, v in metrics.items() if k != "dopri5"}}
         if "dopri5" in metrics:
             ode["dopri5"] = metrics["dopri5"]
@@ -247,12 +246,12 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         config["metrics"] = {"checkerboard_kl": metrics}
     what = (
         "a flow-matching velocity field (the baseline: only the diagonal v_{t,t} is trained; sample it with an ODE)"
-        if method == "fm"
+        if fm
         else f"a flow map trained by {method.upper()} self-distillation"
     )
     others = ", ".join(m.upper() for m in args.methods if m != method)
     card = {
-        "title": f"Checkerboard {method.upper()}" + (" velocity (baseline)" if method == "fm" else " flow map"),
+        "title": f"Checkerboard {method.upper()}" + (" velocity (baseline)" if fm else " flow map"),
         "summary": f"{what}, on the 4x4 checkerboard. Trained on the same budget as {others}: same network, "
         "batch, optimiser, stages, training seeds and number of steps (bench/families.py); each stage's peak "
         + ("learning rate is in the notes." if fm else "learning rate and off-diagonal time sampler are in the notes."),

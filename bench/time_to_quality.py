@@ -65,6 +65,10 @@ KL_STEPS = (1, 2, 4, 8, 16)
 #: dyadic grid (bench/families.py passes these through to this script).
 OFF_TIMES = tuple(k for k in OFF_DIAGONAL_KINDS if k != "dyadic")
 
+#: Training-record keys that flow matching (the diagonal alone) does not have: no eta, no
+#: off-diagonal sampler, no branches to combine. Left out of its config and its card.
+NOT_FOR_FM = ("eta", "off_diagonal_times", "stage_off_times", "stage_reductions")
+
 
 def checkerboard_on(device: torch.device):
     """A sampler of the 4x4 checkerboard (data at t = 1) drawing on ``device`` with the default generator.
@@ -275,8 +279,8 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
                 args.reduction,
             ],
         }
-        if method == "fm":  # flow matching trains only the diagonal: eta, the sampler and the reduction do not apply
-            for key in ("eta", "off_diagonal_times", "stage_off_times", "stage_reductions"):
+        if method == "fm":
+            for key in NOT_FOR_FM:
                 train_cfg.pop(key, None)
         card = {
             "title": f"Checkerboard flow map ({method.upper()})",
