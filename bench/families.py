@@ -69,6 +69,26 @@ def parse_off_times_for(parser: argparse.ArgumentParser, items: list[str]) -> di
     return out
 
 
+def parse_lr_for(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
+    """``["lsd=1.5625e-5", ...]`` as ``{"lsd": 1.5625e-05}``; a bad item stops the parser with a message."""
+    out = {}
+    for item in items:
+        method, _, lr = item.partition("=")
+        try:
+            value = float(lr)
+        except ValueError:
+            value = float("nan")
+        if method not in METHODS or not value > 0:
+            parser.error(f"--lr-for: {item!r} is not METHOD=LR with METHOD in {METHODS} and LR a positive number")
+        out[method] = value
+    return out
+
+
+def stage_lr(args: argparse.Namespace, method: str) -> float:
+    """The peak lr this stage trains ``method`` at: its own ``--lr-for`` value, else ``--lr``."""
+    return (getattr(args, "lr_for", None) or {}).get(method, args.lr)
+
+
 def train_all(args: argparse.Namespace) -> dict[str, float]:
     """Start one training process per method (round robin over --gpus) and wait for all."""
     procs, started = [], time.time()
@@ -94,7 +114,7 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
             "--results", str(log_dir / method),
             "--docs", str(log_dir / f"{method}.md"),
             "--seed", str(args.seed),
-            "--lr", str(args.lr),
+            "--lr", str(stage_lr(args, method)),
             "--reduction", args.reduction,
             "--off-times", args.off_times_for.get(method, args.off_times),
         ]  # fmt: skip
@@ -272,7 +292,7 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
         + (
             "the whole batch on the diagonal (flow matching has no off-diagonal term, so no eta and no "
             "off-diagonal sampler). Command of the last stage: "
-            f"`python -m bench.families --device cuda --methods fm --steps {args.steps} --lr {args.lr:g} "
+            f"`python -m bench.families --device cuda --methods fm --steps {args.steps} --lr {stage_lr(args, 'fm'):g} "
             f"--seed {args.seed} --init-from <previous stage>`."
             if fm
             else f"eta {train.get('eta', 0.75):g}, branches combined per stage as "
@@ -280,7 +300,8 @@ def rewrite_card(folder: Path, model: Any, config: dict[str, Any], method: str, 
             "Algorithm 1), off-diagonal (s, t) per stage "
             f"{_off_times(train)} (uniform: on the triangle s < t, the paper's; late: the same pushed towards "
             "t = 1, flowmaps.timesampling.off_diagonal_times, not the paper's). Command of the last stage: "
-            f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} --lr {args.lr:g} "
+            f"`python -m bench.families --device cuda --methods {method} --steps {args.steps} "
+            f"--lr {stage_lr(args, method):g} "
             f"--seed {args.seed} --reduction {args.reduction} --off-times {_off_times(train, last=True)} "
             "--init-from <previous stage>`."
         ),
@@ -316,6 +337,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="METHOD=KIND",
         help="a method's own off-diagonal sampler in place of --off-times, e.g. esd=late",
     )
+    p.add_argument(
+        "--lr-for",
+        nargs="*",
+        default=[],
+        metavar="METHOD=LR",
+        help="a method's own peak lr in place of --lr, e.g. lsd=1.5625e-5",
+    )
     p.add_argument("--batch", type=int, default=65_536)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
@@ -338,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, nothing written to docs")
     args = p.parse_args(argv)
     args.off_times_for = parse_off_times_for(p, args.off_times_for)
+    args.lr_for = parse_lr_for(p, args.lr_for)
     if args.quick:
         args.device, args.steps, args.n_eval, args.seeds = "cpu", 20, 4000, [0, 1]
         args.width, args.depth, args.batch, args.max_seconds = 32, 2, 256, 30.0
@@ -378,13 +407,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         md = (
             "## Every family on one budget: checkerboard KL\n\n"
             f"MLP {args.width}x{args.depth} GELU, batch {args.batch:,}, {args.steps:,} steps for every method, RAdam "
-            f"lr {args.lr:g} cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, "
+            f"lr {args.lr:g}"
+            + "".join(f" ({m} {lr:g})" for m, lr in args.lr_for.items())
+            + f" cosine-annealed to 1% over the last {1 - args.anneal:.0%} of the steps, clip 10, "
             f"EMA 0.999, eta 0.75, branches combined by {args.reduction!r}, training seed {args.seed}. "
             "KL: the paper's estimator (64,000 samples, 50 x 50 bins on [-1, 1]^2, target at bin centres "
             "normalised to sum 1; inf = an empty target bin), mean ± sd over "
             f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
             f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} --seed {args.seed} "
             f"--reduction {args.reduction} --gpus {' '.join(map(str, args.gpus))}"
+            + (" --lr-for " + " ".join(f"{m}={lr:g}" for m, lr in args.lr_for.items()) if args.lr_for else "")
+            + (
+                " --off-times-for " + " ".join(f"{m}={k}" for m, k in args.off_times_for.items())
+                if args.off_times_for
+                else ""
+            )
             + (" --init-from <previous stage>" if args.init_from else "")
             + "`.\n\n"
             + machine_line(info)

@@ -81,6 +81,28 @@ def test_time_to_quality_records_each_stages_reduction(tmp_path: Path) -> None:
     assert len(training["stages"]) == 2 and training["steps"] == sum(training["stages"])
 
 
+def test_families_trains_each_method_at_its_own_lr(tmp_path: Path) -> None:
+    """--lr-for gives one family its own peak lr for the stage; the others keep --lr; the card's
+    command names the lr its own model trained at; a bad item stops the parser."""
+    mod = _load("families")
+    save = tmp_path / "ck"
+    mod.main(
+        ["--quick", "--methods", "lsd", "psd-m", "--lr", "2e-4", "--lr-for", "lsd=5e-5", "--save", str(save),
+         "--log-dir", str(tmp_path / "logs")]
+    )  # fmt: skip
+    from flowmaps.hub import from_pretrained
+
+    lrs = {}
+    for method in ("lsd", "psd-m"):
+        _, config = from_pretrained(str(save / f"checkerboard-{method}"))
+        lrs[method] = config["training"].get("stage_lrs") or [config["training"]["lr"]]
+    assert lrs == {"lsd": [5e-5], "psd-m": [2e-4]}
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--lr-for", "lsd=fast"])
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--lr-for", "xyz=1e-4"])
+
+
 def test_kl_parts_quick(tmp_path: Path) -> None:
     """The parts of every shipped checkerboard model's KL add up to its KL, exact samples first."""
     mod = _load("kl_parts")
