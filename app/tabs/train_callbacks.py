@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import numpy as np
 
 from app import plots
@@ -196,13 +197,30 @@ class TrainCallbacks(AppBase):
         if not session.run_lock.acquire(timeout=STOP_WAIT if session.finishing else 0.0):
             raise InputError(busy_message(session, "live"))
 
-    def _begin(self, session: LiveSession, checks):
+    def _begin(self, session: LiveSession, checks, action: str):
         """Run ``checks()`` (the callback's own input checks and the Space's admission), then take
         the session's run lock; the claim made by the event's validator is answered either way
-        (the run now holds the session, or the click was refused). Returns what ``checks`` returns."""
+        (the run now holds the session, or the click was refused). A generator: where a stopped
+        run's stream is still drawing its last update, it first yields a status saying that
+        ``action`` ("starting", "continuing") waits for it, the plots and bar left as they are (a
+        fresh user read "stopped ... press Continue" for about 2 s after pressing Continue).
+        Returns what ``checks`` returns."""
         try:
             out = checks()
-            self._take_run_lock(session)
+            if not session.finishing:
+                self._take_run_lock(session)
+                return out
+            yield (
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                (f"**{action}** · waiting a moment for the stopped run to hand the model over"),
+            )
+            try:
+                self._take_run_lock(session)
+            except InputError:  # it did not end in time: the status goes back to what the run says
+                yield gr.skip(), gr.skip(), gr.skip(), self.status_text(session)
+                raise
         finally:
             session.release_claim()
         return out
@@ -281,7 +299,7 @@ class TrainCallbacks(AppBase):
             self.sessions.admit(session)  # a model is about to be built: one of the Space's slots
             return out
 
-        s, data = self._begin(session, checks)
+        s, data = yield from self._begin(session, checks, "starting")
         yield from self._stream(session, s.steps, lambda: session.start_fresh(data, s))
 
     def check_continue(
@@ -371,11 +389,12 @@ class TrainCallbacks(AppBase):
         """Continue training this session's model on its own data set, which ``data_choice`` (the
         page's Data set) must name, with the CSV box's file or the pad's drawing it was started on
         (:meth:`check_continue`); new lr / batch / eta / method apply."""
-        s, renamed = self._begin(
+        s, renamed = yield from self._begin(
             session,
             lambda: self._continue_checks(
                 session, data_choice, method, steps, batch, lr, eta, width, depth, seed, csv_file, drawing
             ),
+            "continuing",
         )
 
         def prepare():

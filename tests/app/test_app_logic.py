@@ -2028,7 +2028,10 @@ def test_continue_right_after_stop_waits_for_the_run_to_end_and_stop_keeps_a_loa
     Stop with nothing running after a Load says the loaded model waits for Continue."""
     import threading
 
+    import gradio as gr
+
     from app.tabs.train_callbacks import LOADED_IDLE
+    from app.validation import InputError
 
     demo = page
     by_id, state, live, settings, calls = _run_button_calls(demo)
@@ -2044,14 +2047,31 @@ def test_continue_right_after_stop_waits_for_the_run_to_end_and_stop_keeps_a_loa
     live.release_claim()
     assert refused("btn-start") == ""
     live.release_claim()
-    ended.start()
+    # the stopped run's stream has not drawn its last update (nobody reads it yet): a Start that
+    # cannot wait that long says so, then gives the status back and is refused
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("app.tabs.train_callbacks.STOP_WAIT", 0.2)
+        start = fm_app.train_start(live, "checkerboard", None, None, LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
+        waiting = next(start)
+        assert waiting[3].startswith("**starting** · waiting") and all(u == gr.skip() for u in waiting[:3])
+        restored = next(start)
+        assert restored[3] == fm_app.status_text(live) and all(u == gr.skip() for u in restored[:3])
+        with pytest.raises(InputError, match="still stopping"):
+            next(start)
+    live.release_claim()
     cont = fm_app.train_continue(live, "checkerboard", LSD, 20_000, 64, 1e-3, 0.75, 16, 1, 0)
     try:
-        next(cont)  # waited for the stopped run's last update, then trains
+        waiting = next(cont)  # the status says at once that Continue waits for the stopped run
+        assert waiting[3].startswith("**continuing** · waiting") and all(u == gr.skip() for u in waiting[:3])
+        assert "**stopped**" not in waiting[3]
+        ended.start()  # the page draws the stopped run's last update
+        next(cont)  # then Continue trains
         assert live.running and live.phase in ("starting", "training"), live.phase
         ended.join(timeout=30)
         assert not ended.is_alive()
     finally:
+        if not ended.is_alive() and ended.ident is None:
+            ended.start()
         fm_app.train_stop(live, wait=10.0)
         for _ in cont:
             pass
