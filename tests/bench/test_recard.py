@@ -12,24 +12,29 @@ RESULTS = REPO / "bench" / "results"
 
 
 @pytest.mark.parametrize(
-    ("method", "scores", "last_sampler"),
-    [("esd", "families_310k_stage9_seed9.json", "late"), ("lsd", "families_310k_lsd_lr3.125e-5_seed9.json", "uniform")],
+    ("method", "scores", "last_sampler", "drop_record"),
+    [("esd", "families_330k.json", "late", False), ("lsd", "families_330k.json", "uniform", True)],
 )
-def test_recard_rebuilds_the_shipped_card_and_fills_the_stage_samplers(tmp_path, method, scores, last_sampler):
+def test_recard_rebuilds_the_shipped_card_and_fills_the_stage_samplers(
+    tmp_path, method, scores, last_sampler, drop_record
+):
     from bench.probes.recard import recard
 
     shipped = REPO / "checkpoints" / f"checkerboard-{method}"
     folder = tmp_path / shipped.name
     shutil.copytree(shipped, folder)
-    config = json.loads((folder / "config.json").read_text())
-    del config["training"]["stage_off_times"]  # as a chain recorded before the field existed
-    (folder / "config.json").write_text(json.dumps(config))
+    if drop_record:  # as a chain recorded before the field existed (LSD's stages were all uniform)
+        config = json.loads((folder / "config.json").read_text())
+        del config["training"]["stage_off_times"]
+        (folder / "config.json").write_text(json.dumps(config))
 
     recard(RESULTS / scores, folder)
 
     rebuilt = json.loads((folder / "config.json").read_text())
     stages = rebuilt["training"]["stage_off_times"]
-    assert stages == ["uniform"] * (len(rebuilt["training"]["stages"]) - 1) + [last_sampler]
+    assert stages[-1] == last_sampler
+    if drop_record:
+        assert stages == ["uniform"] * len(rebuilt["training"]["stages"])
     assert (folder / "README.md").read_text() == (shipped / "README.md").read_text()
     assert rebuilt == json.loads((shipped / "config.json").read_text())
     # the card names every family of the shared budget, also for LSD's stage that ran on its own

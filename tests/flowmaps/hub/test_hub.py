@@ -281,14 +281,14 @@ SHIPPED = sorted(p for p in (REPO / "checkpoints").iterdir() if (p / CONFIG_NAME
 # as loaded by the hand-written loader that preceded the mixin (flowmaps 0.1.0): loading through
 # the mixin must give the same tensors, bit for bit.
 # Digests of each shipped state dict as the loader before the mixin read it. The checkerboard models
-# were retrained after the mixin came (310,000 steps): theirs are the tensors as safetensors' own
+# were retrained after the mixin came (330,000 steps): theirs are the tensors as safetensors' own
 # load_file reads them from the file, a reader independent of the mixin.
 LOADED_BEFORE_MIXIN = {
-    "checkerboard-esd": "2248e76e5acf21eb",
-    "checkerboard-fm": "f8dcd4b517263a0b",
-    "checkerboard-lsd": "72626265803aa5d0",
-    "checkerboard-psd-m": "804b240cfc7d7d91",
-    "checkerboard-psd-u": "c1a482356ab06f2b",
+    "checkerboard-esd": "7e773ca6177b37c6",
+    "checkerboard-fm": "f154e8088cd03e37",
+    "checkerboard-lsd": "178fbaca6d8b0679",
+    "checkerboard-psd-m": "957dcaf6a8c974a4",
+    "checkerboard-psd-u": "2770cd510a1a19b7",
     "eight_gaussians-esd": "d5b2d3cbbf03d763",
     "eight_gaussians-lsd": "476e925b72d7e408",
     "fid-classifier": "72523edcedfde50c",
