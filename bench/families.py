@@ -56,32 +56,41 @@ PAPER = {
 HERE = Path(__file__).resolve().parent
 
 
-def parse_off_times_for(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
-    """``["esd=late", ...]`` as ``{"esd": "late"}``; a bad item stops the parser with a message."""
+def parse_per_method(
+    parser: argparse.ArgumentParser, flag: str, items: list[str], convert: Any, rule: str
+) -> dict[str, Any]:
+    """``["esd=late", ...]`` as ``{"esd": convert("late")}``, for a per-method option ``flag`` (``--off-times-for``,
+    ``--lr-for``); ``convert`` returns None for a value it refuses, and a bad item stops the parser with a
+    message naming ``rule`` (what the value must be)."""
     out = {}
     for item in items:
-        method, _, kind = item.partition("=")
-        if method not in METHODS or kind not in OFF_TIMES:
-            parser.error(
-                f"--off-times-for: {item!r} is not METHOD=KIND with METHOD in {METHODS} and KIND in {OFF_TIMES}"
-            )
-        out[method] = kind
-    return out
-
-
-def parse_lr_for(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
-    """``["lsd=1.5625e-5", ...]`` as ``{"lsd": 1.5625e-05}``; a bad item stops the parser with a message."""
-    out = {}
-    for item in items:
-        method, _, lr = item.partition("=")
-        try:
-            value = float(lr)
-        except ValueError:
-            value = float("nan")
-        if method not in METHODS or not value > 0:
-            parser.error(f"--lr-for: {item!r} is not METHOD=LR with METHOD in {METHODS} and LR a positive number")
+        method, _, raw = item.partition("=")
+        value = convert(raw)
+        if method not in METHODS or value is None:
+            parser.error(f"{flag}: {item!r} is not {rule}")
         out[method] = value
     return out
+
+
+def _off_times_kind(raw: str) -> str | None:
+    return raw if raw in OFF_TIMES else None
+
+
+def _positive(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _per_method_flag(flag: str, values: dict[str, Any]) -> str:
+    """`` --lr-for lsd=1.5625e-05`` for a docs command line; "" when ``values`` is empty."""
+    return (
+        f" {flag} " + " ".join(f"{m}={v:g}" if isinstance(v, float) else f"{m}={v}" for m, v in values.items())
+        if values
+        else ""
+    )
 
 
 def stage_lr(args: argparse.Namespace, method: str) -> float:
@@ -365,8 +374,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--init-from", default=None, help="continue every method from checkerboard-<method> in this folder")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, nothing written to docs")
     args = p.parse_args(argv)
-    args.off_times_for = parse_off_times_for(p, args.off_times_for)
-    args.lr_for = parse_lr_for(p, args.lr_for)
+    args.off_times_for = parse_per_method(
+        p, "--off-times-for", args.off_times_for, _off_times_kind,
+        f"METHOD=KIND with METHOD in {METHODS} and KIND in {OFF_TIMES}",
+    )  # fmt: skip
+    args.lr_for = parse_per_method(
+        p, "--lr-for", args.lr_for, _positive, f"METHOD=LR with METHOD in {METHODS} and LR a positive number"
+    )
     if args.quick:
         args.device, args.steps, args.n_eval, args.seeds = "cpu", 20, 4000, [0, 1]
         args.width, args.depth, args.batch, args.max_seconds = 32, 2, 256, 30.0
@@ -416,12 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"noise seeds {', '.join(map(str, args.seeds))}. {note}. Command: "
             f"`python -m bench.families --device cuda --steps {args.steps} --lr {args.lr:g} --seed {args.seed} "
             f"--reduction {args.reduction} --gpus {' '.join(map(str, args.gpus))}"
-            + (" --lr-for " + " ".join(f"{m}={lr:g}" for m, lr in args.lr_for.items()) if args.lr_for else "")
-            + (
-                " --off-times-for " + " ".join(f"{m}={k}" for m, k in args.off_times_for.items())
-                if args.off_times_for
-                else ""
-            )
+            + _per_method_flag("--lr-for", args.lr_for)
+            + _per_method_flag("--off-times-for", args.off_times_for)
             + (" --init-from <previous stage>" if args.init_from else "")
             + "`.\n\n"
             + machine_line(info)
