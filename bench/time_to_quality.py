@@ -103,6 +103,18 @@ def stage_lr(k: int, frac: float, lr0: float, anneal: float, decay_start: int, p
     return lr_at(previous_steps + k, lr0, decay_start)
 
 
+def budget_fraction(steps_done: int, budget: int | None, elapsed: float, max_seconds: float) -> float:
+    """The fraction of a run's budget spent, which drives its lr anneal.
+
+    With a step budget it is ``steps_done / budget`` alone, so a run's lr at step k does not depend on
+    the wall clock and two runs from the same weights and seed repeat; ``max_seconds`` is then only a
+    safety cap (a run stopped by it ends before its anneal does). Without a step budget the run is
+    timed, and the fraction is ``elapsed / max_seconds``."""
+    if budget:
+        return min(1.0, steps_done / budget)
+    return elapsed / max_seconds
+
+
 def annealed_lr(lr0: float, frac: float, start: float, floor: float = 0.01) -> float:
     """lr0 until the fraction ``start`` of the time budget, then a cosine down to floor * lr0 at its end."""
     if start >= 1.0 or frac <= start:
@@ -202,8 +214,7 @@ def train_one(method: str, args: argparse.Namespace, device: torch.device, floor
     budget = args.steps  # a step budget (equal steps for every method) or None (time only)
 
     def progress(elapsed: float) -> float:
-        frac = elapsed / args.max_seconds
-        return max(frac, steps_done / budget) if budget else frac
+        return budget_fraction(steps_done, budget, elapsed, args.max_seconds)
 
     while train_s < args.max_seconds and (budget is None or steps_done < budget):
         t0 = time.perf_counter()
@@ -417,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--anneal",
         type=float,
         default=1.0,
-        help="cosine-anneal the lr to 1%% of --lr from this fraction of --max-seconds to its end "
+        help="cosine-anneal the lr to 1%% of --lr from this fraction of the budget (--steps if given, "
+        "else --max-seconds) to its end "
         "(default 1.0: off, the paper's step schedule)",
     )
     p.add_argument("--ema", type=float, default=0.999)

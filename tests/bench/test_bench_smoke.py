@@ -180,6 +180,20 @@ def test_stage_lr_continues_the_papers_schedule_across_stages():
     assert math.isclose(stage_lr(10, 1.0, 5e-4, 0.5, 35_000, previous_steps=186_000), 5e-6)
 
 
+def test_a_step_budget_anneals_by_steps_alone_not_by_the_clock():
+    """With --steps the lr schedule is a function of the step: a run that is slow (e.g. sharing its
+    GPU) is at the same lr at step k as a fast one. Without a step budget the clock drives it."""
+    import math
+
+    from bench.time_to_quality import annealed_lr, budget_fraction
+
+    slow, fast = budget_fraction(1_000, 20_000, 500.0, 520.0), budget_fraction(1_000, 20_000, 5.0, 520.0)
+    assert slow == fast == 0.05  # the clock alone would put the slow run at 0.96, deep in its anneal
+    assert annealed_lr(6.25e-5, slow, 0.5) == 6.25e-5
+    assert budget_fraction(25_000, 20_000, 1.0, 520.0) == 1.0
+    assert math.isclose(budget_fraction(10, None, 130.0, 520.0), 0.25)
+
+
 def test_partial_transport_esd_interpolates_the_two_placements():
     """bench.esd_transport: the loss is ESD's at every lam, and its gradient is lam times the full
     gradient's (the esd preset) plus (1 - lam) times the semigradient's (stopgrad="teacher")."""
