@@ -446,12 +446,15 @@ class LiveSession:
         )
         slice_len = first_chunk_seconds
         recovered = ""
+        used_before = self.used_seconds
         while True:
-            t_slice = time.perf_counter()
             note, diverged = self._train_slice(run, slice_len)
             recovered = note or recovered
-            self.used_seconds += time.perf_counter() - t_slice
             elapsed = time.perf_counter() - run.t_begin
+            # The session's budget spends each run's wall time, the same clock as the run's cap
+            # (drawing the sample panels between slices included), so that "83 s of 120 s cap"
+            # and "session time left 517 s" add up on the progress line.
+            self.used_seconds = used_before + elapsed
             if len(self.history) > MAX_HISTORY:
                 self.history = self.history[::2]
             done = max(0, tr.global_step - run.start_step)

@@ -539,6 +539,22 @@ def test_trajectories_plot_holds_every_path_from_its_start_point():
 
 
 # ------------------------------------------------------------------------------ live sessions
+def test_a_sessions_time_is_spent_on_the_runs_own_clock():
+    """A run's elapsed time (the "s of cap" on the progress line) is what the session's budget
+    loses, drawing the panels between slices included: after two runs the time used is the sum of
+    their last snapshots' elapsed times, so cap and "session time left" add up for the student."""
+    from app.datasets import toy_source
+    from app.live import LiveSession
+
+    sess = LiveSession()
+    sess.start_fresh(toy_source("checkerboard"), parse_train_settings(LSD, 30, 64, 1e-3, 0.75, 32, 1, 0))
+    first = list(sess.run(30, max_seconds=30, chunk_seconds=0.02, first_chunk_seconds=0.02))
+    assert len(first) >= 3  # several slices, each with its panels drawn between them
+    assert math.isclose(sess.used_seconds, first[-1].elapsed, rel_tol=0, abs_tol=1e-3)
+    second = list(sess.run(10, max_seconds=30, chunk_seconds=0.02, first_chunk_seconds=0.02))
+    assert math.isclose(sess.used_seconds, first[-1].elapsed + second[-1].elapsed, rel_tol=0, abs_tol=1e-3)
+
+
 def test_live_session_trains_and_stops():
     from app.datasets import toy_source
     from app.live import LiveSession
