@@ -438,7 +438,8 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
             who = " and ".join(f"**{m}**" for m in best[n])
             low = table[best[n][0]][n]
             if len(best[n]) > 1:
-                who += f" ({', '.join(f'{table[m][n]:.3f}' for m in best[n])}: a tie, closer than the floor's spread)"
+                scores = ", ".join(f"{table[m][n]:.3f}" for m in best[n])
+                who += f" ({scores}: a tie, closer than {FLOOR_BAND:g} sd of the floor)"
             else:
                 who += f" ({low:.3f})"
             who += at_floor_note(best[n], [table[m][n] for m in best[n]], top)

@@ -311,9 +311,14 @@ def method_note(session, label) -> dict:
     return gr.update(value=text, visible=True)
 
 
+#: How an upload may be written; said under the data-set choice, since the upload box's own label
+#: is one line that its clear button cuts short once a file is in it.
+CSV_FORMAT = "; two numbers per row, with a comma, semicolon, tab or space between them; UTF-8 or UTF-16 text"
+
+
 def data_help(choice: str) -> str:
     """The description of a data-set choice."""
-    return plain(DATA_CHOICES.get(choice, ""))
+    return plain(DATA_CHOICES.get(choice, "") + (CSV_FORMAT if choice == CSV else ""))
 
 
 def _data_inputs(lim: Limits) -> SimpleNamespace:
@@ -333,8 +338,7 @@ def _data_inputs(lim: Limits) -> SimpleNamespace:
         guard_drawing(c.draw, DRAW_MAX_SIDE, DRAW_MAX_IMAGES)
     c.csv = gr.File(
         label=(
-            f"CSV of x, y rows (at most {lim.max_csv_rows:,} rows, {upload_bytes(lim.max_upload) / (1 << 20):g} MB; "
-            "comma, semicolon, tab or space between the two; UTF-8 or UTF-16)"
+            f"CSV of x, y rows (at most {lim.max_csv_rows:,} rows, {upload_bytes(lim.max_upload) / (1 << 20):g} MB)"
         ),
         # .tsv too: the reader takes tabs (a spreadsheet's tab-separated export was refused by its name)
         file_types=[".csv", ".tsv", ".txt"],

@@ -6,7 +6,7 @@ Time convention (everywhere in flowmaps): t = 0 is noise, t = 1 is data. A sampl
 Examples::
 
     flowmaps train --data checkerboard --method lsd --steps 20000 --out checkpoints/cb-lsd
-    flowmaps train --data checkerboard --preset quick --out checkpoints/cb-quick  # about a minute on a CPU
+    flowmaps train --data checkerboard --preset quick --out checkpoints/cb-quick  # about a minute on an idle CPU core
     flowmaps train --data checkerboard --method lsd --steps 40000 --out checkpoints/cb-lsd --resume
     flowmaps sample --checkpoint checkpoints/cb-lsd --steps 1,2,4 --n 4000 --out samples.png
     flowmaps sample --checkpoint checkpoints/cb-lsd --grid 0,0.3,0.7,1 --out samples.npy

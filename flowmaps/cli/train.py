@@ -163,7 +163,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--preset",
         choices=tuple(PRESETS),
         default="default",
-        help="quick: an MLP 4x128, lr 3e-3 annealed from 70%% of the run, 6000 steps: about a minute on 2 CPU cores; "
+        help="quick: an MLP 4x128, lr 3e-3 annealed from 70%% of the run, 6000 steps: about a minute on an "
+        "idle CPU core, 2-3 min on a busy machine; "
         "default: the paper's 2-D recipe (MLP 4x512, batch 1024, 10000 steps). Options given explicitly win",
     )
     tr.add_argument(

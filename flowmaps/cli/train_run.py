@@ -351,7 +351,7 @@ def _plan_line(args: argparse.Namespace, start_step: int, steps: int, device: to
     if device.type == "cpu" and args.preset == "default" and not is_image_set(args.data):
         line += (
             "\nhint: the defaults take 10-15 min on 2 idle CPU cores; for a quick CPU run add --preset quick "
-            "(MLP 4x128, 6000 steps: about a minute)"
+            "(MLP 4x128, 6000 steps: about a minute on an idle CPU core, 2-3 min on a busy machine)"
         )
     return line
 

@@ -1149,13 +1149,13 @@ def test_who_wins_calls_a_gap_inside_the_floors_spread_a_tie_and_marks_scores_at
     ]
     text = ql.comparison_sentence(res)
     assert "N = 1: **psd-u** (0.200);" in text  # 0.1 apart: a win
-    assert "N = 8: **psd-u** and **psd-m** (0.029, 0.030: a tie, closer than the floor's spread);" in text
+    assert "N = 8: **psd-u** and **psd-m** (0.029, 0.030: a tie, closer than 2 sd of the floor);" in text
     assert "N = 16: **psd-u** (0.023), at the floor;" in text  # 0.007 apart, over the 0.004 of two sd
     assert "reaches 0.021 with 64 evaluations, at the floor." in text
     # a tie can reach above the band: only the members inside it are at the floor (a fresh user read
     # "psd-u, psd-m and lsd (0.045, 0.046, 0.049: a tie), at the floor" with the floor's top at 0.046)
     assert (
-        "N = 32: **psd-u** and **psd-m** (0.023, 0.026: a tie, closer than the floor's spread), psd-u at the floor."
+        "N = 32: **psd-u** and **psd-m** (0.023, 0.026: a tie, closer than 2 sd of the floor), psd-u at the floor."
         in text
     )
     res.floor_sd = None  # no spread known: the plain minimum, no floor marks
@@ -2416,3 +2416,15 @@ def test_wall_times_out_of_the_order_of_their_evaluations_are_flagged():
     assert ql.timing_sentence(result([10.0, 9.0, 25.0, 49.0])) == ""  # within the slack (0.9 > 0.8)
     # an adaptive solve is ordered by the NFE of its timed runs, not of its metric runs
     assert ql.timing_sentence(result([10.0, 20.0, 30.0, 25.0], timed=[1, 2, 8, 4])) == ""
+
+
+def test_the_upload_format_is_said_under_the_data_choice_not_in_the_upload_label():
+    """The upload box's label is one line, cut short by its clear button once a file is in it (a
+    fresh user saw "...2 MB; comm"): the separators and encodings the reader takes are said in the
+    data set's description instead, and only there for the CSV choice."""
+    from app.datasets import CSV
+    from app.tabs.train import data_help
+
+    text = data_help(CSV)
+    assert all(word in text for word in ("comma", "semicolon", "tab", "space", "UTF-8", "UTF-16"))
+    assert "semicolon" not in data_help("checkerboard")

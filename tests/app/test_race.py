@@ -106,6 +106,21 @@ def test_winner_sentence_reads_the_table():
     assert "N = 8: PSD-M and FM (KL 0.270)" in text  # a tie names both
 
 
+def test_a_race_far_from_the_floor_is_said_to_be_early():
+    """A fresh user stopped a race at 360 steps, every family at KL 0.78-0.86 against a floor of
+    0.225, and read winners and ties: when even the lowest score is over EARLY_FACTOR times the
+    floor, the sentence says the race ranks how fast the families learn, not where they end."""
+    from app.race import EARLY_FACTOR
+
+    early = {"lsd": {1: 0.785, 8: 0.70}, "psd-m": {1: 0.779, 8: 0.72}, "fm": {1: 1.9, 8: float("inf")}}
+    text = winner_sentence(early, "KL", {m: 360 for m in early}, floor=0.225, floor_sd=0.005)
+    assert 0.70 > EARLY_FACTOR * 0.225  # the premise
+    assert "the lowest score, 0.700, is 3.1 times theirs" in text and "not where it ends" in text
+    late = {"lsd": {1: 0.30, 8: 0.24}, "psd-m": {1: 0.33, 8: 0.26}}
+    assert "far from exact samples" not in winner_sentence(late, "KL", {m: 8000 for m in late}, floor=0.225)
+    assert "far from exact samples" not in winner_sentence(early, "KL", {m: 360 for m in early})  # no floor
+
+
 def test_families_closer_than_the_floors_spread_are_a_tie_and_the_floor_is_marked():
     """A fresh user saw "N = 1: LSD (KL 0.807)" against ESD 0.814 and PSD-M 0.821, one seed each,
     where the floor's own spread over draws of exact samples is larger than those gaps. Scores within
@@ -123,13 +138,13 @@ def test_families_closer_than_the_floors_spread_are_a_tie_and_the_floor_is_marke
     assert 0.821 - 0.807 <= FLOOR_BAND * sd < 0.600 - 0.500  # the test's premise
     steps = {m: 300 for m in table}
     text = winner_sentence(table, "KL", steps, floor=0.228, floor_sd=sd)
-    assert "N = 1: LSD, ESD and PSD-M (KL 0.807, 0.814, 0.821: a tie, closer than the floor's spread)" in text
+    assert "N = 1: LSD, ESD and PSD-M (KL 0.807, 0.814, 0.821: a tie, closer than 2 sd of the floor)" in text
     assert "N = 2: LSD (KL 0.500)" in text and "N = 2: LSD (KL 0.500)," not in text  # a clear win, above the floor
     # N = 4: LSD and ESD tie, both above the floor's band
-    assert "N = 4: LSD and ESD (KL 0.250, 0.255: a tie, closer than the floor's spread);" in text
+    assert "N = 4: LSD and ESD (KL 0.250, 0.255: a tie, closer than 2 sd of the floor);" in text
     # N = 8: LSD (0.230) and ESD (0.240) lie in the floor's band; PSD-M (0.245) ties with LSD but does not
     assert (
-        "N = 8: LSD, ESD and PSD-M (KL 0.230, 0.240, 0.245: a tie, closer than the floor's spread), "
+        "N = 8: LSD, ESD and PSD-M (KL 0.230, 0.240, 0.245: a tie, closer than 2 sd of the floor), "
         "LSD and ESD at the floor." in text
     )
     assert "exact samples score 0.228 ± 0.0080 over 8 draws" in text and "One training seed each" in text
