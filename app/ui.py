@@ -186,10 +186,36 @@ def build_app(config: AppConfig | None = None, warm: bool = True) -> gr.Blocks:
     for warning in fm.store.warnings:
         log.warning("%s", warning)
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    slow_idle_polling(demo)
     if warm:
         threading.Thread(target=warm_up, name="flowmaps-warm-up", daemon=True).start()
     demo.flowmaps = fm  # the callbacks, for tests and benchmarks
     return demo
+
+
+#: Seconds between the gradio queue's polls while it has nothing to do: for a new event to start
+#: (``queueing.Queue.sleep_when_free``, 1 ms off Windows) and for progress to send
+#: (``progress_update_sleep_when_free``, 10 ms). gradio's own polling kept 8 % of a core busy with
+#: no visitor at all on the 2-core development machine (py-spy: the server's event-loop thread in
+#: ``Queue.start_processing``), and it goes on beside every live training run. 20 ms is at most
+#: 20 ms more before an event starts or a progress bar moves. Measured: docs/app_latency.md,
+#: "The idle server".
+QUEUE_POLL_SECONDS = 0.02
+_POLL_ATTRIBUTES = ("sleep_when_free", "progress_update_sleep_when_free")
+
+
+def slow_idle_polling(demo: gr.Blocks, seconds: float = QUEUE_POLL_SECONDS) -> bool:
+    """Let gradio's queue poll every ``seconds`` (or its own longer interval) while it is idle.
+
+    Sets the queue's two idle sleeps (gradio has no public option for them); returns False, and
+    changes nothing, where this gradio's queue lacks either attribute."""
+    queue = getattr(demo, "_queue", None)
+    if queue is None or not all(isinstance(getattr(queue, a, None), (int, float)) for a in _POLL_ATTRIBUTES):
+        log.info("gradio's queue has other idle sleeps than %s: its polling left as it is", _POLL_ATTRIBUTES)
+        return False
+    for a in _POLL_ATTRIBUTES:
+        setattr(queue, a, max(float(getattr(queue, a)), seconds))
+    return True
 
 
 def launch_kwargs(config: AppConfig | None = None) -> dict[str, Any]:

@@ -470,3 +470,21 @@ def test_an_upload_cut_off_by_a_closed_page_logs_one_line_not_a_stack_trace(serv
     assert "Traceback" not in new and "ClientDisconnect" not in new, new[-3000:]
     with urllib.request.urlopen(server.url + "config", timeout=30) as r:
         assert r.status == 200
+
+
+def test_the_idle_server_polls_gradios_queue_every_20_ms_not_every_1_ms():
+    """gradio's queue polls every 1 ms for an event to start and every 10 ms for progress to send
+    while it has none; on a shared 2-core Space that is 8 % of a core with no visitor
+    (bench/idle_cpu.py). The app's queue, as built, polls every QUEUE_POLL_SECONDS; a queue without
+    those attributes (another gradio) is left as it is and said so by the return value."""
+    from types import SimpleNamespace
+
+    from app import build_app
+    from app.ui import QUEUE_POLL_SECONDS, slow_idle_polling
+
+    queue = build_app(warm=False)._queue
+    assert queue.sleep_when_free == queue.progress_update_sleep_when_free == QUEUE_POLL_SECONDS == 0.02
+    other = SimpleNamespace(_queue=SimpleNamespace(sleep_when_free=0.001))  # no progress sleep
+    assert slow_idle_polling(other) is False and other._queue.sleep_when_free == 0.001
+    slower = SimpleNamespace(_queue=SimpleNamespace(sleep_when_free=0.1, progress_update_sleep_when_free=0.01))
+    assert slow_idle_polling(slower) is True and slower._queue.sleep_when_free == 0.1  # never made faster

@@ -21,6 +21,15 @@ def _out(tmp_path: Path) -> list[str]:
     return ["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "benchmarks.md")]
 
 
+def test_idle_cpu_quick() -> None:
+    """bench.idle_cpu launches the page in-process and reads its CPU with no visitor under gradio's
+    idle sleeps and the app's, one share of a core per setting (the figures are the script's, not
+    this test's: no timing is asserted here)."""
+    mod = importlib.import_module("bench.idle_cpu")
+    shares = mod.main(["--quick", "--port", "7897"])["shares"]
+    assert set(shares) == {"gradio", "app"} and all(len(v) == 1 and 0.0 <= v[0] < 200.0 for v in shares.values())
+
+
 def test_step_cost_quick(tmp_path: Path) -> None:
     mod = _load("step_cost")
     payload = mod.main(
