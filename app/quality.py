@@ -526,7 +526,7 @@ def _at_floor_sentence(res: QualityResult) -> str:
         return ""
     verb = "lies" if len(at) == 1 else "lie"
     return (
-        f" {len(at)} of the scores {verb} at the floor (at or under {top:.3f}, its mean plus {FLOOR_BAND:g} sd of"
+        f" {len(at)} of the scores {verb} at the floor (at or under {top:.4f}, its mean plus {FLOOR_BAND:g} sd of"
         f" {FLOOR_DRAWS} draws of exact samples): at {res.n} samples these cannot be told from exact samples"
         " or from each other (a score under the floor's mean is the estimator's noise, not a model better"
         " than exact samples); raise Samples per point to separate them."
