@@ -205,6 +205,9 @@ class LiveSession:
         self.run_note = ""  # a note of the last Continue (e.g. width and depth kept)
         self.finished = threading.Event()  # set when a run has reached a final state
         self.finished.set()
+        # the last run's final numbers, written with its final phase (before its panels are drawn):
+        # Stop's progress line, the same as the run's own last update that follows it
+        self.final_snapshot: Snapshot | None = None
         self.lr_left = 1.0  # rate factor at which the next run starts: where the schedule stands
 
     # ------------------------------------------------------------------ state
@@ -466,6 +469,9 @@ class LiveSession:
             if final:
                 self.version += 1
                 self.lr_left = 0.0 if state in ("done", "time cap reached") else run.f0 * live_lr_factor(run.progress)
+                self.final_snapshot = Snapshot(
+                    tr.global_step, run.target, elapsed, rate, state, [], [], start=run.start_step
+                )
             self._set_phase(state, tr.global_step, recovered)  # a waiting Stop answers now
             panels = self.sample_panels()
             yield Snapshot(

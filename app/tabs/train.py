@@ -537,7 +537,7 @@ def _wire(fm: TrainCallbacks, c: SimpleNamespace, session: gr.State, lim: Limits
         api_name="train_stop",
         concurrency_limit=None,
         show_progress="hidden",
-    )
+    ).then(fm.stop_progress, session, c.progress, api_visibility="private", queue=False, show_progress="hidden")
     load_inputs = [session, c.pretrained, *settings, c.run_message]
     c.load.click(
         with_optional_last(visit(fm.load_pretrained, LOAD_ACTION), fm.load_pretrained),

@@ -172,11 +172,23 @@ class TrainCallbacks(AppBase):
         rng = plots.axis_range(data) if len(data) else None
         fig_s = plots.samples_figure(data, snap.panels, rng, marker_size=3.5)
         fig_l = plots.loss_figure(snap.history)
+        return fig_s, fig_l, self._bar(session, snap), self.status_text(session)
+
+    def _bar(self, session: LiveSession, snap) -> str:
         left = max(0.0, self.limits.session_seconds - session.used_seconds)
-        bar = plots.progress_html(
+        return plots.progress_html(
             snap.step, snap.target, snap.elapsed, self._run_cap(session, False), snap.rate, snap.state, left, snap.start
         )
-        return fig_s, fig_l, bar, self.status_text(session)
+
+    def stop_progress(self, session):
+        """The progress line after Stop, from the run's final numbers: the same line as the run's own
+        last update, which follows once it has drawn its panels (about a second later on a busy CPU;
+        a fresh user saw "training: step 121" under a "stopped" status meanwhile). No update while a
+        run goes on, or where none has ended (Stop with nothing running, a Load)."""
+        snap = session.final_snapshot
+        if snap is None or session.phase not in FINAL_STATES or session.phase == "loaded":
+            return gr.skip()
+        return self._bar(session, snap)
 
     def _run_cap(self, session: LiveSession, check: bool = True) -> float:
         left = self.limits.session_seconds - session.used_seconds

@@ -678,13 +678,18 @@ def test_stop_answers_with_the_runs_final_status(fm_app):
     while len(outs) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(outs) >= 2 and sess.running
+    no_update = {"__type__": "update"}  # gr.skip(): the progress line is left to the run
+    assert fm_app.stop_progress(sess) == no_update
     reply = fm_app.train_stop(sess)
+    bar = fm_app.stop_progress(sess)  # what Stop's follow-up writes, before the run's last update
     worker.join(timeout=20)
     assert not worker.is_alive()
     n = sess.trainer.global_step
     assert reply == outs[-1][3], (reply, outs[-1][3])  # the late reply cannot undo the final update
     assert reply.startswith("**stopped** · LSD on checkerboard · step ") and f"step {n} " in reply, reply
     assert 0 < n < 20_000 and "stopping" not in reply
+    # Stop's progress line is the run's own last one, not the "training" line before it
+    assert bar == outs[-1][2] and f"stopped: step {n} of " in bar and "training:" not in bar, (bar, outs[-1][2])
     assert fm_app.train_stop(sess) == reply  # a second Stop, after the run: the same line
 
     from app.ui import FlowMapsApp
@@ -700,7 +705,9 @@ def test_stop_answers_with_the_runs_final_status(fm_app):
     outs = list(capped.train_start(sess, "checkerboard", None, None, LSD, 20_000, 32, 1e-3, 0.75, 16, 1, 0))
     assert "time cap reached" in outs[-1][3] and "press Continue to train more" in outs[-1][3]
     assert capped.train_stop(sess) == outs[-1][3]  # not "nothing is training"
+    assert capped.stop_progress(sess) == outs[-1][2]
     assert "nothing is training" in capped.train_stop(LiveSession())
+    assert capped.stop_progress(LiveSession()) == no_update
 
 
 def test_load_adopts_the_checkpoints_network_and_settings(tmp_path):
