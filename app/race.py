@@ -353,7 +353,7 @@ def early_note(table: dict[str, dict[int, float]], floor: float | None) -> str:
     low = min(finite)
     return (
         f" Every family is still far from exact samples (the lowest score, {_fmt(low)}, is "
-        f"{low / floor:.1f} times theirs): this ranks how fast each one learns, not where it ends; "
+        f"{low / floor:.1f} times the floor): this ranks how fast each one learns, not where it ends; "
         "more steps per family show that."
     )
 

@@ -115,7 +115,7 @@ def test_a_race_far_from_the_floor_is_said_to_be_early():
     early = {"lsd": {1: 0.785, 8: 0.70}, "psd-m": {1: 0.779, 8: 0.72}, "fm": {1: 1.9, 8: float("inf")}}
     text = winner_sentence(early, "KL", {m: 360 for m in early}, floor=0.225, floor_sd=0.005)
     assert 0.70 > EARLY_FACTOR * 0.225  # the premise
-    assert "the lowest score, 0.700, is 3.1 times theirs" in text and "not where it ends" in text
+    assert "the lowest score, 0.700, is 3.1 times the floor" in text and "not where it ends" in text
     late = {"lsd": {1: 0.30, 8: 0.24}, "psd-m": {1: 0.33, 8: 0.26}}
     assert "far from exact samples" not in winner_sentence(late, "KL", {m: 8000 for m in late}, floor=0.225)
     assert "far from exact samples" not in winner_sentence(early, "KL", {m: 360 for m in early})  # no floor
