@@ -82,6 +82,8 @@ EVAL_VERSION = 3
 FLOOR_DRAWS = 8
 #: Scores within this many standard deviations of the floor are "at the floor" (the shaded band).
 FLOOR_BAND = 2.0
+#: What a sentence says of scores closer than the tie gap (:func:`tie_gap`), here and in the race.
+TIE_WORDS = f"a tie, closer than {FLOOR_BAND:g} sd of the floor"
 
 #: Title of the wall-time panel: how its numbers were taken.
 #: (two lines: one line of it overflowed the panel at the page's width).
@@ -439,7 +441,7 @@ def comparison_sentence(res: QualityResult, steps: Sequence[int] | None = None) 
             low = table[best[n][0]][n]
             if len(best[n]) > 1:
                 scores = ", ".join(f"{table[m][n]:.3f}" for m in best[n])
-                who += f" ({scores}: a tie, closer than {FLOOR_BAND:g} sd of the floor)"
+                who += f" ({scores}: {TIE_WORDS})"
             else:
                 who += f" ({low:.3f})"
             who += at_floor_note(best[n], [table[m][n] for m in best[n]], top)

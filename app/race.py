@@ -32,7 +32,7 @@ from app import plots
 from app.datasets import CSV, DATA_CHOICES, DRAW, DataSource
 from app.live import build_live_model, make_live_trainer
 from app.live_settings import live_lr_factor, run_progress
-from app.quality import FLOOR_BAND, FLOOR_DRAWS, at_floor_note, band_top, tie_gap, winners
+from app.quality import FLOOR_BAND, FLOOR_DRAWS, TIE_WORDS, at_floor_note, band_top, tie_gap, winners
 from app.validation import InputError, TrainSettings, method_name
 from flowmaps.metrics import checkerboard_kl, checkerboard_kl_floor, sliced_wasserstein
 from flowmaps.sampling import flowmap_sample, make_grid, ode_solve
@@ -307,7 +307,7 @@ def winner_sentence(
         names = ", ".join(method_name(m) for m in ms[:-1]) + (" and " if len(ms) > 1 else "") + method_name(ms[-1])
         if len(ms) > 1 and noise > 0:
             scores = ", ".join(_fmt(table[m][n]) for m in ms)
-            text = f"N = {n}: {names} ({metric} {scores}: a tie, closer than {FLOOR_BAND:g} sd of the floor)"
+            text = f"N = {n}: {names} ({metric} {scores}: {TIE_WORDS})"
         else:
             text = f"N = {n}: {names} ({metric} {_fmt(table[ms[0]][n])})"
         parts.append(text + at_floor_note([method_name(m) for m in ms], [table[m][n] for m in ms], top))
@@ -347,10 +347,9 @@ def early_note(table: dict[str, dict[int, float]], floor: float | None) -> str:
     """A sentence when every family is still far from exact samples' score (the lowest finite score
     over all N above :data:`EARLY_FACTOR` times ``floor``): who leads then is who learns fastest,
     not where each family ends. "" otherwise, or without a positive floor."""
-    finite = [v for row in table.values() for v in row.values() if np.isfinite(v)]
-    if not finite or floor is None or floor <= 0 or min(finite) <= EARLY_FACTOR * floor:
+    low = min((v for row in table.values() for v in row.values() if np.isfinite(v)), default=None)
+    if low is None or floor is None or floor <= 0 or low <= EARLY_FACTOR * floor:
         return ""
-    low = min(finite)
     return (
         f" Every family is still far from exact samples (the lowest score, {_fmt(low)}, is "
         f"{low / floor:.1f} times the floor): this ranks how fast each one learns, not where it ends; "

@@ -7,7 +7,7 @@ waits ``--settle`` seconds, then reads this process's CPU time (every thread) ov
 no browser connected, once per setting of the queue's two idle sleeps:
 
 - ``gradio``: gradio's own (a poll for new events every 1 ms, for progress every 10 ms, off Windows);
-- ``app``: :data:`app.ui.QUEUE_POLL_SECONDS` for both, as the app sets them (app.ui.slow_idle_polling).
+- ``app``: what :func:`app.ui.slow_idle_polling` makes of them, as ``python app.py`` calls it.
 
 The settings alternate over ``--repeats`` rounds, so a change of load on the machine hits both.
 Prints a Markdown table (CPU as a percentage of one core, mean ± sd over the rounds) and writes
@@ -57,27 +57,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.seconds, args.settle, args.repeats, args.results, args.docs = 2.0, 1.0, 1, None, None
 
-    from app.ui import QUEUE_POLL_SECONDS, build_app
+    from app.ui import build_app, slow_idle_polling
 
     demo = build_app(warm=False)
     demo.launch(server_port=args.port, prevent_thread_lock=True, quiet=True)
+    queue = demo._queue
+
+    def gradios_own() -> None:
+        for attr, value in GRADIO_SLEEPS.items():
+            setattr(queue, attr, value)
+
+    def the_apps() -> None:  # from gradio's own, as build_app does
+        gradios_own()
+        slow_idle_polling(demo)
+
+    settings = {"gradio": gradios_own, "app": the_apps}
+    shares: dict[str, list[float]] = {name: [] for name in settings}
+    in_effect: dict[str, list[float]] = {}  # the sleeps each setting left on the queue, seconds
     try:
-        queue = demo._queue
-        settings = {"gradio": GRADIO_SLEEPS, "app": dict.fromkeys(GRADIO_SLEEPS, QUEUE_POLL_SECONDS)}
         time.sleep(args.settle)
-        shares: dict[str, list[float]] = {name: [] for name in settings}
         for _ in range(args.repeats):
-            for name, sleeps in settings.items():
-                for attr, value in sleeps.items():
-                    setattr(queue, attr, value)
+            for name, apply in settings.items():
+                apply()
+                in_effect[name] = [getattr(queue, attr) for attr in GRADIO_SLEEPS]
                 time.sleep(0.5)  # let the loops take up the new sleeps
                 shares[name].append(100.0 * idle_share(args.seconds))
     finally:
         demo.close()
     rows = []
-    for name, sleeps in settings.items():
+    for name in settings:
         mean, sd = mean_sd(shares[name])
-        polls = ", ".join(f"{1000 * v:g} ms" for v in sleeps.values())
+        polls = ", ".join(f"{1000 * v:g} ms" for v in in_effect[name])
         rows.append(
             {
                 "setting": name,
